@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:
+#   make demo   sets up the virtual environment and runs the local closed-loop demo
+#   make test   sets up the virtual environment and runs the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup demo serve test lint openapi bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/feedback-loop demo
+
+serve: $(STAMP)
+	$(BIN)/feedback-loop serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+openapi: $(STAMP)
+	$(BIN)/feedback-loop openapi > docs/openapi.json
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .feedback-loop build *.egg-info

@@ -1,0 +1,211 @@
+"""The feedback API: API Gateway proxy events in, JSON out. Routes parse, call the domain, shape."""
+
+
+import json
+from collections import Counter
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from botocore.exceptions import BotoCoreError, ClientError
+
+import feedback_loop
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.logic import changes, ingest, summary
+from feedback_loop.logic.keys import KeyAuthenticator, key_from_headers
+from feedback_loop.models.changes import Change, ChangeList, StoredChange
+from feedback_loop.models.errors import (
+    ChangeNotFound,
+    DuplicateChange,
+    EventConflict,
+    StorageUnavailable,
+    Unauthorized,
+    field_errors,
+)
+from feedback_loop.models.feedback import BatchRequest, BatchResult, FeedbackEvent, FeedbackEventIn, FieldError
+from feedback_loop.models.summary import RequestSummary
+from feedback_loop.settings import api_settings
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayRestResolver(enable_validation=True)
+OPENAPI: dict[str, Any] = {
+    "title": "feedback-loop API",
+    "version": feedback_loop.__version__,
+    "security_schemes": {"bearer": HTTPBearer(description="Authorization: Bearer <project API key>"),
+                         "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
+    "security": [{"bearer": []}, {"apiKey": []}],
+}
+app.enable_swagger(path="/v1/docs", **OPENAPI)
+
+settings = api_settings()
+table = FeedbackTable(settings.table_name)
+authenticator = KeyAuthenticator(table, settings.key_cache_seconds)
+policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
+PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
+RETRY_AFTER_SECONDS = "1"
+
+
+def _error(status: HTTPStatus, message: str, fields: list[FieldError] | None = None,
+           headers: dict[str, str] | None = None) -> Response:
+    body = {"error": {"status": status.value, "type": status.phrase, "message": message,
+                      "fields": [f.model_dump() for f in fields or []]}}
+    return Response(status_code=status.value, content_type="application/json", body=json.dumps(body),
+                    headers=headers)
+
+
+def _proxy_response(response: Response) -> dict:
+    return {"statusCode": response.status_code, "headers": response.headers, "body": response.body,
+            "isBase64Encoded": False}
+
+
+def _gatekeeper(event: dict) -> Response | None:
+    """Key and size checks, before the router reads the body: an unauthenticated caller learns
+    nothing about what it sent. Returns the refusal, or None with the project in the app context."""
+    if event.get("resource") not in PUBLIC_PATHS:
+        try:
+            project = authenticator.project_for(key_from_headers(event.get("headers")))
+        except Unauthorized as error:
+            return unauthorized(error)
+        app.append_context(project=project)
+        logger.append_keys(project=project)
+    if len((event.get("body") or "").encode()) > settings.max_body_bytes:
+        limit = settings.max_body_bytes
+        return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is larger than {limit} bytes",
+                      [FieldError(field="body", message=f"must be at most {limit} bytes")])
+    return None
+
+
+def _count(outcomes: Counter[tuple[str, str]]) -> None:
+    if settings.metrics_disabled:
+        return
+    for (outcome, feedback_type), n in outcomes.items():
+        with single_metric(name=f"Feedback{outcome}", unit=MetricUnit.Count, value=n) as metric:
+            metric.add_dimension(name="feedback_type", value=feedback_type)
+
+
+@app.get("/v1/health", security=[])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": feedback_loop.__version__}
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi():  # unannotated: the document does not describe itself
+    return Response(status_code=200, content_type="application/json", body=openapi_json())
+
+
+def openapi_json() -> str:
+    return app.get_openapi_json_schema(**OPENAPI)
+
+
+@app.post("/v1/feedback", summary="Record one feedback event",
+          responses={200: {"description": "Already stored (same event_id): the original"},
+                     201: {"description": "Stored"}, 409: {"description": "event_id reused with another body"}})
+@tracer.capture_method
+def post_feedback(event: Annotated[FeedbackEventIn, Body()]) -> Response[FeedbackEvent]:
+    recorded = ingest.record_event(table, app.context["project"], event, policy)
+    _count(Counter({("Accepted" if recorded.created else "Duplicate", event.feedback_type.value): 1}))
+    status = HTTPStatus.CREATED if recorded.created else HTTPStatus.OK
+    return Response(status_code=status.value, content_type="application/json",
+                    body=recorded.event)
+
+
+@app.post("/v1/feedback/batch", summary="Record up to 500 feedback events, each accepted or rejected on its own",
+          responses={207: {"description": "Per-item results"}})
+@tracer.capture_method
+def post_feedback_batch(batch: Annotated[BatchRequest, Body()]) -> Response[BatchResult]:
+    result = ingest.record_batch(table, app.context["project"], batch.events, policy)
+    outcomes: Counter[tuple[str, str]] = Counter()
+    for item, raw in zip(result.results, batch.events):
+        outcome = {201: "Accepted", 200: "Duplicate"}.get(item.status, "Rejected")
+        outcomes[(outcome, str(raw.get("feedback_type", "unknown"))[:40])] += 1
+    _count(outcomes)
+    return Response(status_code=HTTPStatus.MULTI_STATUS.value, content_type="application/json",
+                    body=result)
+
+
+@app.get("/v1/requests/<request_id>/feedback", summary="Feedback summary of one LLM request")
+@tracer.capture_method
+def get_request_feedback(
+    request_id: Annotated[str, Path(min_length=1, max_length=256)],
+) -> RequestSummary:
+    events = summary.request_events(table, app.context["project"], request_id)
+    return summary.summarise(request_id, events)
+
+
+@app.post("/v1/changes", summary="Register a prompt or model change to measure",
+          responses={201: {"description": "Registered"}, 409: {"description": "Name already registered"}})
+@tracer.capture_method
+def post_change(change: Annotated[Change, Body()]) -> Response[StoredChange]:
+    stored = changes.register_change(table, app.context["project"], change)
+    return Response(status_code=HTTPStatus.CREATED.value, content_type="application/json",
+                    body=stored)
+
+
+@app.get("/v1/changes", summary="List the project's registered changes")
+def get_changes() -> ChangeList:
+    return ChangeList(changes=changes.list_changes(table, app.context["project"]))
+
+
+@app.get("/v1/changes/<name>", summary="One registered change")
+def get_change(name: Annotated[str, Path(min_length=1, max_length=128)]) -> StoredChange:
+    return changes.get_change(table, app.context["project"], name)
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(error: RequestValidationError) -> Response:
+    fields = field_errors(list(error.errors()))
+    malformed = any(f.field == "body" and f.message.startswith("is not valid JSON") for f in fields)
+    status = HTTPStatus.BAD_REQUEST if malformed else HTTPStatus.UNPROCESSABLE_ENTITY
+    return _error(status, "; ".join(f"{f.field}: {f.message}" for f in fields), fields)
+
+
+@app.exception_handler(Unauthorized)
+def unauthorized(error: Unauthorized) -> Response:
+    return _error(HTTPStatus.UNAUTHORIZED, f"{error}: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                  [FieldError(field="authorization", message=str(error))],
+                  headers={"WWW-Authenticate": 'Bearer realm="feedback-loop"'})
+
+
+@app.exception_handler(EventConflict)
+def conflict(error: EventConflict) -> Response:
+    return _error(HTTPStatus.CONFLICT, str(error), [FieldError(field="event_id", message=str(error))])
+
+
+@app.exception_handler(DuplicateChange)
+def duplicate_change(error: DuplicateChange) -> Response:
+    return _error(HTTPStatus.CONFLICT, str(error), [FieldError(field="name", message=str(error))])
+
+
+@app.exception_handler(ChangeNotFound)
+def change_not_found(error: ChangeNotFound) -> Response:
+    return _error(HTTPStatus.NOT_FOUND, str(error), [FieldError(field="name", message=str(error))])
+
+
+@app.exception_handler(StorageUnavailable)
+@app.exception_handler(ClientError)
+@app.exception_handler(BotoCoreError)
+def storage_unavailable(error: Exception) -> Response:
+    logger.warning("storage unavailable", extra={"error": type(error).__name__})
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "storage is unavailable, nothing was stored: retry later",
+                  headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+@app.not_found
+def not_found(_: Exception) -> Response:
+    return _error(HTTPStatus.NOT_FOUND, f"no route {app.current_event.http_method} {app.current_event.path}")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict, context: Any) -> dict:
+    refusal = _gatekeeper(event)
+    if refusal is not None:
+        return _proxy_response(refusal)
+    return app.resolve(event, context)

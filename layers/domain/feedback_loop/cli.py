@@ -1,0 +1,173 @@
+"""The `feedback-loop` command: the local stack, API keys, the OpenAPI document, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".feedback-loop"
+
+
+def _parameters(pairs: list[str]) -> dict[str, str]:
+    parameters = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--param takes NAME=VALUE, got {pair!r}")
+        parameters[name] = value
+    return parameters
+
+
+def _table(args: argparse.Namespace):
+    """The table to manage keys in: --table (AWS, or wherever AWS_ENDPOINT_URL points), else the
+    running local stack's."""
+    import boto3
+
+    from feedback_loop.dal.store import CLIENT_CONFIG, FeedbackTable
+    from feedback_loop.local.stack import local_aws_environment, read_state
+
+    if args.table:
+        return FeedbackTable(args.table)
+    state = read_state(args.data_dir)
+    if state is None:
+        raise SystemExit(f"no local stack is running (no {args.data_dir}/local.json): start "
+                         "`feedback-loop serve`, or pass --table NAME for a deployed stack")
+    env = local_aws_environment(state["aws_endpoint"])
+    client = boto3.client(
+        "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=CLIENT_CONFIG,
+    )
+    return FeedbackTable(state["table"], client=client)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from feedback_loop.dal.store import FeedbackTable
+    from feedback_loop.local.stack import LocalStack
+    from feedback_loop.logic.keys import create_key
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    stack = LocalStack(template=args.template, parameters=_parameters(args.param), host=args.host,
+                       api_port=args.port, data_dir=args.data_dir, metrics=args.metrics)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stack.start()
+    try:
+        issued = create_key(FeedbackTable(stack.table_name), args.project, label="feedback-loop serve")
+        print(f"feedback-loop {stack.template.path.name} is up (emulated AWS at {stack.aws_endpoint})")
+        print(f"  API:      {stack.api_url}/v1")
+        print(f"  project:  {args.project}")
+        print(f"  API key:  {issued.plaintext}")
+        print(f"  docs:     {stack.api_url}/v1/docs")
+        print("  try:")
+        print(f"    curl -s -X POST {stack.api_url}/v1/feedback -H 'Authorization: Bearer {issued.plaintext}' \\")
+        print("      -H 'Content-Type: application/json' \\")
+        print("      -d '{\"request_id\": \"req_1\", \"feedback_type\": \"explicit_rating\", \"value\": 4}'")
+        print("Ctrl-C stops it.", flush=True)
+        stopping.wait()
+    finally:
+        stack.stop()
+        print("stopped.")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from feedback_loop.logic import keys
+
+    table = _table(args)
+    if args.keys_command == "create":
+        issued = keys.create_key(table, args.project, args.label)
+        print(json.dumps({"project": issued.key.project, "key_id": issued.key.key_id, "api_key": issued.plaintext}))
+        print("Store the key now: only its hash is kept.", file=sys.stderr)
+    elif args.keys_command == "revoke":
+        try:
+            revoked = keys.revoke_key(table, args.key_id)
+        except KeyError as error:
+            raise SystemExit(str(error.args[0]))
+        print(json.dumps({"key_id": revoked.key_id, "project": revoked.project, "revoked_at": revoked.revoked_at}))
+    else:
+        for key in keys.list_keys(table, args.project):
+            print(json.dumps(key.__dict__))
+    return 0
+
+
+def api_module(template: str | None = None):
+    """The API function's module, loaded from the template without touching AWS."""
+    from feedback_loop.local.runtime import load_module
+    from feedback_loop.local.stack import find_template
+    from feedback_loop.local.template import REGION, Template
+
+    spec = next(f for f in Template(find_template(template)).functions() if f.logical_id == "ApiFunction")
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    os.environ.update({k: v for k, v in spec.environment.items() if k not in os.environ})
+    return load_module(spec)
+
+
+def openapi_document(template: str | None = None) -> dict:
+    return json.loads(api_module(template).openapi_json())
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    print(json.dumps(openapi_document(args.template), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from feedback_loop.demo import run_demo
+
+    return run_demo(template=args.template, requests_count=args.requests, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedback-loop", description=__doc__)
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the local stack keeps its state")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the local stack and its API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="API port (0 picks a free one)")
+    serve.add_argument("--project", default="default", help="project of the API key printed at start")
+    serve.add_argument("--template", help="template.yaml to build from")
+    serve.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="template parameter override, e.g. KeyCacheSeconds=0")
+    serve.add_argument("--metrics", action="store_true", help="print the functions' EMF metrics")
+    serve.set_defaults(run=cmd_serve)
+
+    keys = commands.add_parser("keys", help="create, revoke and list per-project API keys")
+    keys.add_argument("--table", help="DynamoDB table of a deployed stack (default: the running local stack)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--project", required=True)
+    create.add_argument("--label")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its key_id")
+    revoke.add_argument("key_id")
+    listing = key_commands.add_parser("list", help="list a project's keys (never the secrets)")
+    listing.add_argument("--project", required=True)
+    keys.set_defaults(run=cmd_keys)
+
+    openapi = commands.add_parser("openapi", help="print the API's OpenAPI document")
+    openapi.add_argument("--template")
+    openapi.set_defaults(run=cmd_openapi)
+
+    demo = commands.add_parser("demo", help="run the local demo")
+    demo.add_argument("--template")
+    demo.add_argument("--requests", type=int, default=400, help="simulated LLM requests")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""A small Python client for the feedback API.
+
+Every event gets an `event_id` on the client before the first attempt, so a retry after a timeout or
+a 5xx can never be counted twice. Retries (429, 5xx, network errors) back off exponentially and
+honour Retry-After; they are urllib3's.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from feedback_loop.models.changes import StoredChange
+from feedback_loop.models.feedback import BatchResult, FeedbackEvent, FeedbackType
+from feedback_loop.models.summary import RequestSummary
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class FeedbackApiError(Exception):
+    """A 4xx (or a 5xx after all retries) from the API, with the fields it named."""
+
+    def __init__(self, status: int, message: str, fields: list[dict[str, str]] | None = None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.fields = fields or []
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class FeedbackClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 5,
+        backoff_factor: float = 0.2,
+        session: requests.Session | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_factor = backoff_factor
+        self.session = session or requests.Session()
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,  # POSTs too: event_ids make them safe to repeat
+            backoff_factor=backoff_factor,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"Authorization": f"Bearer {api_key}", "User-Agent": "feedback-loop-client"})
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+        response = self.session.request(method, f"{self.base_url}{path}", json=body, timeout=self.timeout)
+        if response.status_code in ok:
+            return response.json()
+        try:
+            error = response.json().get("error", {})
+            message, fields = error.get("message", response.text), error.get("fields", [])
+        except ValueError:
+            message, fields = response.text, []
+        raise FeedbackApiError(response.status_code, message, fields)
+
+    @staticmethod
+    def event(
+        request_id: str,
+        feedback_type: FeedbackType | str,
+        value: Any,
+        *,
+        user_id: str | None = None,
+        user_cohort: str | None = None,
+        timestamp: datetime | str | None = None,
+        metadata: dict[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One event as the API takes it, with an event_id (given, or new)."""
+        body: dict[str, Any] = {
+            "request_id": request_id,
+            "feedback_type": FeedbackType(feedback_type).value,
+            "value": value,
+            "event_id": event_id or new_event_id(),
+        }
+        optional = {"user_id": user_id, "user_cohort": user_cohort, "metadata": metadata,
+                    "timestamp": timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+    # --- feedback -------------------------------------------------------------------------------
+
+    def send(self, request_id: str, feedback_type: FeedbackType | str, value: Any, **fields: Any) -> FeedbackEvent:
+        body = self.event(request_id, feedback_type, value, **fields)
+        return FeedbackEvent.model_validate(self._call("POST", "/v1/feedback", body, ok=(200, 201)))
+
+    def thumbs_up(self, request_id: str, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.THUMBS_UP, True, **fields)
+
+    def thumbs_down(self, request_id: str, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.THUMBS_DOWN, True, **fields)
+
+    def rate(self, request_id: str, rating: int, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.RATING, rating, **fields)
+
+    def comment(self, request_id: str, text: str, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.COMMENT, text, **fields)
+
+    def used(self, request_id: str, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.USAGE, True, **fields)
+
+    def edited(self, request_id: str, edited_text: str, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.EDIT, edited_text, **fields)
+
+    def discarded(self, request_id: str, **fields: Any) -> FeedbackEvent:
+        return self.send(request_id, FeedbackType.DISCARD, True, **fields)
+
+    def send_batch(self, events: list[dict[str, Any]]) -> BatchResult:
+        """Sends up to 500 events; items the store could not take (503) are resent with backoff.
+
+        Events without an event_id get one first, so the resends are safe.
+        """
+        events = [e if e.get("event_id") else {**e, "event_id": new_event_id()} for e in events]
+        result = BatchResult.model_validate(self._call("POST", "/v1/feedback/batch", {"events": events}, ok=(207,)))
+        for attempt in range(self.retries):
+            retry_at = [r.index for r in result.results if r.status == 503]
+            if not retry_at:
+                break
+            time.sleep(self.backoff_factor * 2**attempt)
+            again = BatchResult.model_validate(
+                self._call("POST", "/v1/feedback/batch", {"events": [events[i] for i in retry_at]}, ok=(207,)))
+            results = list(result.results)
+            for position, item in zip(retry_at, again.results):
+                results[position] = item.model_copy(update={"index": position})
+            result = BatchResult(
+                stored=sum(r.status == 201 for r in results),
+                duplicates=sum(r.status == 200 for r in results),
+                rejected=sum(r.status not in (200, 201) for r in results),
+                results=results,
+            )
+        return result
+
+    def summary(self, request_id: str) -> RequestSummary:
+        path = f"/v1/requests/{quote(request_id, safe='')}/feedback"
+        return RequestSummary.model_validate(self._call("GET", path))
+
+    # --- changes --------------------------------------------------------------------------------
+
+    def register_change(
+        self,
+        name: str,
+        effective_at: datetime | str,
+        *,
+        description: str | None = None,
+        segment: dict[str, str] | None = None,
+        variant_field: str | None = None,
+        control: str | None = None,
+        treatment: str | None = None,
+    ) -> StoredChange:
+        """Registers a change; registering the same change again (a retry) returns the stored one."""
+        body = {
+            "name": name,
+            "effective_at": effective_at.isoformat() if isinstance(effective_at, datetime) else effective_at,
+            "description": description, "segment": segment,
+            "variant_field": variant_field, "control": control, "treatment": treatment,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        try:
+            return StoredChange.model_validate(self._call("POST", "/v1/changes", body, ok=(201,)))
+        except FeedbackApiError as error:
+            if error.status != 409:
+                raise
+            stored = self.get_change(name)
+            sent = StoredChange.model_validate({**body, "created_at": stored.created_at})
+            if sent != stored:
+                raise
+            return stored
+
+    def get_change(self, name: str) -> StoredChange:
+        return StoredChange.model_validate(self._call("GET", f"/v1/changes/{quote(name, safe='')}"))
+
+    def list_changes(self) -> list[StoredChange]:
+        return [StoredChange.model_validate(c) for c in self._call("GET", "/v1/changes")["changes"]]
+
+    def health(self) -> dict[str, str]:
+        return self._call("GET", "/v1/health")

@@ -1,0 +1,193 @@
+"""DynamoDB access for feedback events, changes and API keys (one table, see items.py).
+
+Only this module talks to DynamoDB. Every read that serves a request is a GetItem, a Query or a
+BatchGetItem on a key; there is no Scan anywhere in the product.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from feedback_loop.dal import items as keys
+from feedback_loop.models.errors import StorageUnavailable
+
+BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+UNPROCESSED_RETRIES = 6
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+# Throttling and 5xx are retried by botocore itself (standard mode); timeouts keep a stuck call
+# inside the API function's time budget.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    connect_timeout=2,
+    read_timeout=5,
+)
+
+
+def _to_dynamo(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in item.items()}
+
+
+def _from_dynamo(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _key_of(item: dict[str, Any]) -> tuple[str, str]:
+    return item["pk"], item["sk"]
+
+
+@lru_cache(maxsize=1)
+def dynamodb_client() -> Any:
+    return boto3.client("dynamodb", config=CLIENT_CONFIG)
+
+
+class FeedbackTable:
+    """The feedback-loop table. Items are plain dicts in, plain dicts out (items.py shapes them)."""
+
+    def __init__(self, table_name: str, client: Any | None = None):
+        self.table_name = table_name
+        self.client = client or dynamodb_client()
+
+    # --- single items -------------------------------------------------------------------------
+
+    def put_if_absent(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        """Writes the item unless its key exists; returns the existing item in that case, else None."""
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=_to_dynamo(item),
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return None
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            old = error.response.get("Item")
+            if old:
+                return _from_dynamo(old)
+            return self.get(item["pk"], item["sk"]) or item
+
+    def get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        response = self.client.get_item(
+            TableName=self.table_name, Key=_to_dynamo({"pk": pk, "sk": sk}), ConsistentRead=True
+        )
+        return _from_dynamo(response["Item"]) if "Item" in response else None
+
+    def update(self, pk: str, sk: str, values: dict[str, Any]) -> None:
+        names = {f"#f{i}": name for i, name in enumerate(values)}
+        placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}
+        assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=_to_dynamo({"pk": pk, "sk": sk}),
+            UpdateExpression=f"SET {assignments}",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=placeholders,
+        )
+
+    # --- many items ---------------------------------------------------------------------------
+
+    def get_many(self, item_keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Consistent BatchGetItem of up to any number of keys; returns the ones that exist."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        unique = list(dict.fromkeys(item_keys))
+        for start in range(0, len(unique), BATCH_GET_LIMIT):
+            request = {
+                self.table_name: {
+                    "Keys": [_to_dynamo({"pk": pk, "sk": sk}) for pk, sk in unique[start:start + BATCH_GET_LIMIT]],
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(UNPROCESSED_RETRIES + 1):
+                response = self.client.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(self.table_name, []):
+                    item = _from_dynamo(raw)
+                    found[_key_of(item)] = item
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(attempt)
+            if request:
+                raise StorageUnavailable("DynamoDB left keys unread after retries")
+        return found
+
+    def put_many(self, new_items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """BatchWriteItem with unprocessed items retried (with backoff) a bounded number of times.
+
+        Returns the items that were still not written, so the caller reports them as not stored.
+        """
+        pending = [_to_dynamo(item) for item in new_items]
+        not_written: list[dict[str, Any]] = []
+        for start in range(0, len(pending), BATCH_WRITE_LIMIT):
+            chunk = [{"PutRequest": {"Item": item}} for item in pending[start:start + BATCH_WRITE_LIMIT]]
+            for attempt in range(UNPROCESSED_RETRIES + 1):
+                try:
+                    response = self.client.batch_write_item(RequestItems={self.table_name: chunk})
+                except ClientError:
+                    if attempt == UNPROCESSED_RETRIES:
+                        break
+                    _backoff(attempt)
+                    continue
+                chunk = response.get("UnprocessedItems", {}).get(self.table_name, [])
+                if not chunk:
+                    break
+                _backoff(attempt)
+            not_written.extend(_from_dynamo(request["PutRequest"]["Item"]) for request in chunk)
+        return not_written
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def query_partition(self, pk: str, sk_prefix: str | None = None) -> Iterator[dict[str, Any]]:
+        condition = "pk = :pk"
+        values: dict[str, Any] = {":pk": pk}
+        if sk_prefix is not None:
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = sk_prefix
+        yield from self._query(
+            KeyConditionExpression=condition, ExpressionAttributeValues=_to_dynamo(values), ConsistentRead=True
+        )
+
+    def query_index(self, gsi1pk: str, low: str | None = None, high: str | None = None) -> Iterator[dict[str, Any]]:
+        condition = "gsi1pk = :pk"
+        values: dict[str, Any] = {":pk": gsi1pk}
+        if low is not None and high is not None:
+            condition += " AND gsi1sk BETWEEN :low AND :high"
+            values.update({":low": low, ":high": high})
+        yield from self._query(
+            IndexName="gsi1", KeyConditionExpression=condition, ExpressionAttributeValues=_to_dynamo(values)
+        )
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(TableName=self.table_name, **kwargs):
+            for raw in page.get("Items", []):
+                yield _from_dynamo(raw)
+
+    def feedback_in_window(
+        self, project: str, since: datetime, until: datetime, shards: int
+    ) -> Iterator[dict[str, Any]]:
+        """Feedback items whose timestamp is in [since, until], by day and shard of the index."""
+        low, high = keys.timestamp_text(since), keys.timestamp_text(until) + "\uffff"
+        for day in keys.days_between(since, until):
+            for shard in range(shards):
+                yield from self.query_index(keys.day_partition(project, day, shard), low, high)
+
+
+def _backoff(attempt: int) -> None:
+    # Full jitter, capped, so that retries of many clients spread out.
+    time.sleep(random.uniform(0, min(1.0, 0.025 * 2**attempt)))

@@ -1,0 +1,140 @@
+"""A local API Gateway: HTTP requests in, REST API proxy events to the template's functions, responses out.
+
+It answers the way API Gateway does where the function is not involved: 403 "Missing Authentication
+Token" for a route the template does not declare, 413 over the payload limit, 502 when the function
+raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from feedback_loop.local.runtime import LocalFunction
+from feedback_loop.local.template import ACCOUNT_ID, Route
+
+log = logging.getLogger("feedback_loop.local.gateway")
+
+LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024  # Lambda's synchronous request limit, below API Gateway's 10 MB
+_PARAMETER = re.compile(r"\{([A-Za-z0-9_]+)(\+?)\}")
+
+
+def _werkzeug_rule(path: str) -> str:
+    return _PARAMETER.sub(lambda m: f"<path:{m.group(1)}>" if m.group(2) else f"<{m.group(1)}>", path)
+
+
+def _json_response(status: int, message: str) -> Response:
+    return Response(f'{{"message": "{message}"}}', status=status, content_type="application/json")
+
+
+class LocalGateway:
+    def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod"):
+        self.functions = functions
+        self.stage = stage
+        self.url_map = Map(
+            [Rule(_werkzeug_rule(r.path), methods=[r.method], endpoint=r) for r in routes],
+            strict_slashes=False,
+        )
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- translation ----------------------------------------------------------------------------
+
+    def proxy_event(self, request: Request, route: Route, path_parameters: dict[str, str], body: bytes) -> dict:
+        try:
+            text, encoded = body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode(), True
+        headers = {k: v for k, v in request.headers.items()}
+        return {
+            "resource": route.path,
+            "path": request.path,
+            "httpMethod": request.method,
+            "headers": headers,
+            "multiValueHeaders": {k: request.headers.getlist(k) for k in headers},
+            "queryStringParameters": dict(request.args.items()) or None,
+            "multiValueQueryStringParameters": {k: request.args.getlist(k) for k in request.args} or None,
+            "pathParameters": path_parameters or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourcePath": route.path,
+                "httpMethod": request.method,
+                "path": f"/{self.stage}{request.path}",
+                "stage": self.stage,
+                "requestId": str(uuid.uuid4()),
+                "requestTimeEpoch": int(time.time() * 1000),
+                "accountId": ACCOUNT_ID,
+                "apiId": "local",
+                "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+                "domainName": request.host,
+                "identity": {"sourceIp": request.remote_addr, "userAgent": request.user_agent.string},
+            },
+            "body": text if body else None,
+            "isBase64Encoded": encoded,
+        }
+
+    @staticmethod
+    def http_response(result: dict) -> Response:
+        body = result.get("body") or ""
+        payload = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+        response = Response(payload, status=int(result.get("statusCode", 200)))
+        response.headers.clear()
+        for name, value in (result.get("headers") or {}).items():
+            response.headers[name] = str(value)
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            response.headers.remove(name)
+            for value in values:
+                response.headers.add(name, str(value))
+        return response
+
+    # --- WSGI ------------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        return self.handle(request)(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        try:
+            route, path_parameters = self.url_map.bind_to_environ(request.environ).match()
+        except (NotFound, MethodNotAllowed):
+            return _json_response(403, "Missing Authentication Token")
+        if (request.content_length or 0) > LAMBDA_PAYLOAD_LIMIT:
+            return _json_response(413, "Request Entity Too Large")
+        body = request.stream.read(LAMBDA_PAYLOAD_LIMIT + 1)
+        if len(body) > LAMBDA_PAYLOAD_LIMIT:
+            return _json_response(413, "Request Entity Too Large")
+        event = self.proxy_event(request, route, path_parameters, body)
+        try:
+            result = self.functions[route.function].invoke(event)
+        except Exception:
+            log.exception("function %s failed on %s %s", route.function, request.method, request.path)
+            return _json_response(502, "Internal server error")
+        if not isinstance(result, dict) or "statusCode" not in result:
+            log.error("function %s returned a malformed proxy response", route.function)
+            return _json_response(502, "Internal server error")
+        return self.http_response(result)
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server = make_server(host, port, self, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
+        self._thread.start()
+        return f"http://{host}:{self._server.server_port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

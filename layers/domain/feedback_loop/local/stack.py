@@ -1,0 +1,164 @@
+"""The embedded local stack: AWS emulator, resources from template.yaml, the API on a local port.
+
+boto3 in the functions talks HTTP to the emulator exactly as it talks to AWS; only the endpoint
+settings in the environment differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+import feedback_loop
+from feedback_loop.dal.store import dynamodb_client
+from feedback_loop.local.gateway import LocalGateway
+from feedback_loop.local.runtime import LocalFunction
+from feedback_loop.local.template import REGION, Template
+
+log = logging.getLogger("feedback_loop.local")
+
+# CloudFormation's table properties that CreateTable takes under the same name.
+_TABLE_PROPERTIES = (
+    "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode",
+    "ProvisionedThroughput", "StreamSpecification",
+)
+STATE_FILE = "local.json"
+
+
+def find_template(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The template: as given, else FEEDBACK_LOOP_TEMPLATE, else ./template.yaml, else the checkout's."""
+    candidates = [explicit, os.environ.get("FEEDBACK_LOOP_TEMPLATE"), "template.yaml",
+                  Path(feedback_loop.__file__).resolve().parents[3] / "template.yaml"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).resolve()
+    raise FileNotFoundError("template.yaml not found: run from the repository or pass --template")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def local_aws_environment(endpoint: str) -> dict[str, str]:
+    """What points boto3 at the emulator; the only difference between local and AWS."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
+
+
+class LocalStack:
+    def __init__(
+        self,
+        template: str | os.PathLike[str] | None = None,
+        parameters: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        api_port: int = 0,
+        aws_port: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
+        max_concurrency: int = 8,
+        metrics: bool = False,
+    ):
+        self.template = Template(find_template(template), parameters=parameters)
+        self.host = host
+        self.api_port = api_port
+        self.aws_port = aws_port or free_port(host)
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.max_concurrency = max_concurrency
+        self.metrics = metrics
+        self.aws_endpoint = f"http://{host}:{self.aws_port}"
+        self.api_url = ""
+        self._moto: ThreadedMotoServer | None = None
+        self._gateway: LocalGateway | None = None
+        self.functions: dict[str, LocalFunction] = {}
+
+    # --- resources ----------------------------------------------------------------------------
+
+    def name_of(self, logical_id: str) -> str:
+        return self.template.physical_name(logical_id)
+
+    @property
+    def table_name(self) -> str:
+        return self.name_of("FeedbackTable")
+
+    def _create_resources(self) -> None:
+        dynamodb = boto3.client("dynamodb")
+        for logical_id, resource in self.template.of_type("AWS::DynamoDB::Table").items():
+            props = self.template.resolve(resource.get("Properties", {}))
+            name = self.name_of(logical_id)
+            dynamodb.create_table(TableName=name, **{k: props[k] for k in _TABLE_PROPERTIES if k in props})
+            ttl = props.get("TimeToLiveSpecification")
+            if ttl and ttl.get("Enabled"):
+                dynamodb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+                )
+        s3 = boto3.client("s3")
+        for logical_id in self.template.of_type("AWS::S3::Bucket"):
+            s3.create_bucket(Bucket=self.name_of(logical_id))
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> "LocalStack":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per emulator call
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+        self._moto.start()
+        os.environ.update(local_aws_environment(self.aws_endpoint))
+        dynamodb_client.cache_clear()
+        self._create_resources()
+        # Functions share this process, so their environments are merged; the template gives
+        # shared settings one name across functions.
+        os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true"})
+        if not self.metrics:
+            os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+        for spec in self.template.functions():
+            os.environ.update(spec.environment)
+            self.functions[spec.logical_id] = LocalFunction(spec, self.max_concurrency)
+        for function in self.functions.values():
+            function.warm()
+        self._gateway = LocalGateway(self.template.routes(), self.functions)
+        self.api_url = self._gateway.start(self.host, self.api_port)
+        self._write_state()
+        return self
+
+    def stop(self) -> None:
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        if self.data_dir is not None:
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+    def _write_state(self) -> None:
+        if self.data_dir is None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        state = {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "table": self.table_name,
+                 "pid": os.getpid()}
+        (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def read_state(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    path = Path(data_dir) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

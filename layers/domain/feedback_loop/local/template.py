@@ -1,0 +1,166 @@
+"""Reads template.yaml the way CloudFormation would, for the local stack.
+
+The local stack creates its tables, buckets, functions and routes from here, so what runs locally is
+what `sam deploy` creates. Intrinsic functions are resolved against the template's parameters and
+local physical names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import decode
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+_SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # API Gateway form, e.g. /v1/requests/{request_id}/feedback
+    function: str  # logical id
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str
+    environment: dict[str, str]
+    timeout: int
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Template:
+    def __init__(self, path: Path, stack_name: str = "feedback-loop-local",
+                 parameters: dict[str, str] | None = None):
+        self.path = path.resolve()
+        self.root = self.path.parent
+        self.stack_name = stack_name
+        body, problems = decode(str(self.path))
+        if problems or body is None:
+            raise ValueError(f"cannot read {path}: {[str(p) for p in problems]}")
+        self.body: dict[str, Any] = body
+        self.resources: dict[str, dict[str, Any]] = body.get("Resources", {})
+        self.parameters = {
+            name: str(spec.get("Default", "")) for name, spec in body.get("Parameters", {}).items()
+        }
+        unknown = set(parameters or {}) - set(self.parameters)
+        if unknown:
+            raise ValueError(f"unknown template parameters: {sorted(unknown)}")
+        self.parameters.update(parameters or {})
+
+    # --- names ----------------------------------------------------------------------------------
+
+    def physical_name(self, logical_id: str) -> str:
+        resource = self.resources[logical_id]
+        explicit = resource.get("Properties", {}).get(
+            {"AWS::DynamoDB::Table": "TableName", "AWS::S3::Bucket": "BucketName",
+             "AWS::Events::EventBus": "Name"}.get(resource["Type"], ""), None)
+        if explicit is not None:
+            return str(self.resolve(explicit))
+        return f"{self.stack_name}-{logical_id}".lower() if resource["Type"] == "AWS::S3::Bucket" \
+            else f"{self.stack_name}-{logical_id}"
+
+    def arn(self, logical_id: str) -> str:
+        kind = self.resources[logical_id]["Type"]
+        name = self.physical_name(logical_id)
+        if kind == "AWS::DynamoDB::Table":
+            return f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+        if kind == "AWS::S3::Bucket":
+            return f"arn:aws:s3:::{name}"
+        if kind == "AWS::Events::EventBus":
+            return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:event-bus/{name}"
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+    # --- intrinsics -----------------------------------------------------------------------------
+
+    def _pseudo(self, name: str) -> str | None:
+        return {
+            "AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::StackName": self.stack_name,
+            "AWS::URLSuffix": "amazonaws.com", "AWS::Partition": "aws",
+        }.get(name)
+
+    def _ref(self, name: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        pseudo = self._pseudo(name)
+        if pseudo is not None:
+            return pseudo
+        if name in self.resources:
+            return self.physical_name(name)
+        raise KeyError(f"!Ref {name}: no such parameter or resource")
+
+    def _get_att(self, logical_id: str, attribute: str) -> str:
+        if attribute == "Arn":
+            return self.arn(logical_id)
+        if attribute in ("Name", "StreamArn"):
+            return self.physical_name(logical_id)
+        raise KeyError(f"!GetAtt {logical_id}.{attribute} is not emulated")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self._get_att(logical_id, attribute)
+            if key == "Fn::Sub":
+                text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+                return _SUB_VARIABLE.sub(lambda m: self._sub_variable(m.group(1), extra), text)
+            if key == "Fn::Join":
+                separator, parts = arg
+                return separator.join(str(p) for p in self.resolve(parts))
+            if key == "Fn::If" or key.startswith("Fn::"):
+                raise KeyError(f"{key} is not emulated by the local stack")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _sub_variable(self, name: str, extra: dict[str, Any]) -> str:
+        if name in extra:
+            return str(extra[name])
+        if "." in name:
+            return self._get_att(*name.split(".", 1))
+        return str(self._ref(name))
+
+    # --- what the local stack builds --------------------------------------------------------------
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == kind}
+
+    def functions(self) -> list[FunctionSpec]:
+        defaults = self.body.get("Globals", {}).get("Function", {})
+        specs = []
+        for logical_id, resource in self.of_type("AWS::Serverless::Function").items():
+            props = {**defaults, **resource["Properties"]}
+            environment = {
+                **defaults.get("Environment", {}).get("Variables", {}),
+                **resource["Properties"].get("Environment", {}).get("Variables", {}),
+            }
+            specs.append(FunctionSpec(
+                logical_id=logical_id,
+                code_dir=self.root / props["CodeUri"],
+                handler=props["Handler"],
+                environment={k: str(self.resolve(v)) for k, v in environment.items()},
+                timeout=int(props.get("Timeout", 3)),
+                events=props.get("Events", {}),
+            ))
+        return specs
+
+    def routes(self) -> list[Route]:
+        routes = []
+        for spec in self.functions():
+            for event in spec.events.values():
+                if event.get("Type") == "Api":
+                    props = event["Properties"]
+                    routes.append(Route(props["Method"].upper(), props["Path"], spec.logical_id))
+        return routes

@@ -1,0 +1,65 @@
+"""template.yaml: valid for CloudFormation, and the single source of what the local stack builds."""
+
+from __future__ import annotations
+
+import json
+
+import cfnlint.api
+import pytest
+
+from feedback_loop.cli import api_module, openapi_document
+from feedback_loop.local.template import Template
+
+from ..conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return Template(ROOT / "template.yaml")
+
+
+def test_template_passes_cfn_lint() -> None:
+    matches = cfnlint.api.lint_file(ROOT / "template.yaml")
+    assert [str(m) for m in matches] == []
+
+
+def test_every_route_of_the_template_is_served_by_the_function_and_back(template: Template) -> None:
+    declared = {(r.method, r.path) for r in template.routes()}
+    app = api_module(str(ROOT / "template.yaml")).app
+    served = set()
+    for route_key in app._static_routes + app._dynamic_routes:  # Powertools' compiled routes
+        for method in route_key.method.split("|"):
+            path = route_key.openapi_path
+            served.add((method.upper(), path))
+    assert declared == served
+
+
+def test_intrinsics_resolve_to_local_names(template: Template) -> None:
+    api = next(f for f in template.functions() if f.logical_id == "ApiFunction")
+    assert api.environment["TABLE_NAME"] == template.physical_name("FeedbackTable")
+    assert api.environment["RETENTION_DAYS"] == "730"  # the parameter's default
+    assert api.environment["POWERTOOLS_SERVICE_NAME"] == "feedback-loop"  # from Globals
+    assert api.code_dir == ROOT / "functions/api"
+    assert template.resolve({"Fn::Sub": "${AWS::StackName}-${FeedbackTable}"}) == \
+        f"feedback-loop-local-{template.physical_name('FeedbackTable')}"
+    overridden = Template(ROOT / "template.yaml", parameters={"RetentionDays": "30"})
+    assert next(f for f in overridden.functions() if f.logical_id == "ApiFunction").environment["RETENTION_DAYS"] == "30"
+    with pytest.raises(ValueError, match="unknown template parameters"):
+        Template(ROOT / "template.yaml", parameters={"Nope": "1"})
+
+
+def test_local_table_is_built_from_the_template_properties(stack, template: Template) -> None:
+    import boto3
+
+    described = boto3.client("dynamodb").describe_table(TableName=stack.table_name)["Table"]
+    props = template.resources["FeedbackTable"]["Properties"]
+    assert described["KeySchema"] == props["KeySchema"]
+    assert [g["IndexName"] for g in described["GlobalSecondaryIndexes"]] == \
+        [g["IndexName"] for g in props["GlobalSecondaryIndexes"]]
+    ttl = boto3.client("dynamodb").describe_time_to_live(TableName=stack.table_name)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == props["TimeToLiveSpecification"]["AttributeName"]
+
+
+def test_committed_openapi_document_is_current() -> None:
+    committed = json.loads((ROOT / "docs/openapi.json").read_text())
+    assert committed == openapi_document(str(ROOT / "template.yaml")), "run `make openapi` and commit docs/openapi.json"
