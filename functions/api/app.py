@@ -202,10 +202,12 @@ def not_found(_: Exception) -> Response:
     return _error(HTTPStatus.NOT_FOUND, f"no route {app.current_event.http_method} {app.current_event.path}")
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: Any) -> dict:
     refusal = _gatekeeper(event)
-    if refusal is not None:
-        return _proxy_response(refusal)
-    return app.resolve(event, context)
+    response = _proxy_response(refusal) if refusal is not None else app.resolve(event, context)
+    # One access line per request; headers (and so keys) are never logged.
+    logger.info("handled", extra={"method": event.get("httpMethod"), "route": event.get("resource"),
+                                  "status": response["statusCode"]})
+    return response

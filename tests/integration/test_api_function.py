@@ -1,0 +1,98 @@
+"""The API function invoked directly, as Lambda does: sample events, logs, metrics, imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from feedback_loop.local.runtime import LambdaContext, load_module
+from feedback_loop.logic.keys import create_key
+from feedback_loop.settings import api_settings
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.integration
+EXPECTED_STATUS = {
+    "api_post_feedback.json": 201, "api_post_feedback_batch.json": 207, "api_get_request_feedback.json": 200,
+    "api_post_change.json": 201, "api_get_changes.json": 200, "api_get_health.json": 200,
+}
+
+
+@pytest.fixture
+def api(stack, monkeypatch):
+    """A fresh container of the API function, with metrics on (the local stack turns them off)."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
+    api_settings.cache_clear()
+    spec = next(f for f in stack.template.functions() if f.logical_id == "ApiFunction")
+    module = load_module(spec)
+    yield module
+    api_settings.cache_clear()
+
+
+def sample(name: str, key: str) -> dict:
+    return json.loads((ROOT / "events" / name).read_text().replace("REPLACE_WITH_API_KEY", key))
+
+
+def test_every_sample_event_is_handled(api, table, project, capfd) -> None:
+    key = create_key(table, project).plaintext
+    assert sorted(p.name for p in (ROOT / "events").glob("api_*.json")) == sorted(EXPECTED_STATUS)
+    for name, status in EXPECTED_STATUS.items():
+        response = api.lambda_handler(sample(name, key), LambdaContext("ApiFunction"))
+        assert response["statusCode"] == status, (name, response["body"])
+
+
+def test_logs_are_structured_correlated_and_free_of_keys(api, table, project, capfd) -> None:
+    key = create_key(table, project).plaintext
+    event = sample("api_post_feedback.json", key)
+    api.lambda_handler(event, LambdaContext("ApiFunction"))
+    bad = sample("api_post_feedback.json", key[:-1] + ("A" if key[-1] != "A" else "B"))
+    assert api.lambda_handler(bad, LambdaContext("ApiFunction"))["statusCode"] == 401
+    out = capfd.readouterr().out
+    assert key not in out and key[:-1] not in out
+    logs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' in line]
+    handled = [line for line in logs if line["message"] == "handled"]
+    assert [line["status"] for line in handled] == [201, 401]
+    assert handled[0]["correlation_id"] == event["requestContext"]["requestId"]
+    assert handled[0]["project"] == project and "project" not in handled[1]  # state cleared per request
+    assert handled[0]["route"] == "/v1/feedback"
+
+
+def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, table, project, capfd) -> None:
+    key = create_key(table, project).plaintext
+    event = sample("api_post_feedback_batch.json", key)
+    body = json.loads(event["body"])
+    body["events"].append({"request_id": "req_123", "feedback_type": "explicit_rating", "value": 9})
+    event["body"] = json.dumps(body)
+    api.lambda_handler(event, LambdaContext("ApiFunction"))
+    api.lambda_handler(event, LambdaContext("ApiFunction"))  # the same batch again: duplicates
+    metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    counted: dict[tuple[str, str], float] = {}
+    for blob in metrics:
+        assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "FeedbackLoop"
+        for definition in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            name = definition["Name"]
+            key_ = (name, blob["feedback_type"])
+            counted[key_] = counted.get(key_, 0) + sum(blob[name] if isinstance(blob[name], list) else [blob[name]])
+    assert counted == {
+        ("FeedbackAccepted", "explicit_thumbs_up"): 1, ("FeedbackAccepted", "implicit_edit"): 1,
+        ("FeedbackRejected", "explicit_rating"): 2,
+        ("FeedbackDuplicate", "explicit_thumbs_up"): 1, ("FeedbackDuplicate", "implicit_edit"): 1,
+    }
+
+
+def test_the_api_function_imports_no_numeric_or_sagemaker_packages() -> None:
+    code = (
+        "import sys, os\n"
+        "os.environ.update(TABLE_NAME='t', AWS_DEFAULT_REGION='us-east-1')\n"
+        "from feedback_loop.cli import api_module\n"
+        "api_module()\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'scipy', 'sagemaker', 'pandas', 'torch'})\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

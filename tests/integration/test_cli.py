@@ -1,0 +1,88 @@
+"""`feedback-loop serve` and `feedback-loop keys` as a user runs them: subprocesses, HTTP, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "feedback_loop.cli"]
+
+
+def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "--data-dir", str(data_dir), *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def test_serve_prints_a_working_key_manages_keys_and_stops_cleanly(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [*CLI, "--data-dir", str(tmp_path), "serve", "--port", "0", "--project", "shop",
+         "--param", "KeyCacheSeconds=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        output = "".join(lines)
+        url = re.search(r"API:\s+(http://\S+)/v1", output).group(1)
+        key = re.search(r"API key:\s+(flk_\S+)", output).group(1)
+        assert "curl" in output
+
+        body = {"request_id": "cli-1", "feedback_type": "explicit_thumbs_up", "value": True}
+        assert requests.post(f"{url}/v1/feedback", json=body, headers={"x-api-key": key}, timeout=10).status_code == 201
+
+        state = json.loads((tmp_path / "local.json").read_text())
+        assert state["api_url"] == url
+
+        created = run_cli(tmp_path, "keys", "create", "--project", "other", "--label", "ci")
+        assert created.returncode == 0, created.stderr
+        issued = json.loads(created.stdout)
+        other = {"Authorization": f"Bearer {issued['api_key']}"}
+        assert requests.post(f"{url}/v1/feedback", json=body, headers=other, timeout=10).status_code == 201
+        # the other project's key sees its own event only
+        assert requests.get(f"{url}/v1/requests/cli-1/feedback", headers=other, timeout=10).json()["events"] == 1
+
+        listed = run_cli(tmp_path, "keys", "list", "--project", "other")
+        assert [json.loads(line)["key_id"] for line in listed.stdout.splitlines()] == [issued["key_id"]]
+        assert issued["api_key"] not in listed.stdout  # secrets are never listed
+
+        revoked = run_cli(tmp_path, "keys", "revoke", issued["key_id"])
+        assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"]
+        assert requests.post(f"{url}/v1/feedback", json=body, headers=other, timeout=10).status_code == 401
+        assert run_cli(tmp_path, "keys", "revoke", "0000000000000000").returncode != 0
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "stopped." in out
+    assert "Traceback" not in err
+    assert not (tmp_path / "local.json").exists()
+
+
+def test_keys_without_a_running_stack_say_what_to_do(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "keys", "list", "--project", "x")
+    assert result.returncode != 0
+    assert "feedback-loop serve" in result.stderr and "--table" in result.stderr
+
+
+def test_openapi_command_prints_the_committed_document(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "openapi")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == json.loads((ROOT / "docs/openapi.json").read_text())
