@@ -54,7 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stack = LocalStack(template=args.template, parameters=_parameters(args.param), host=args.host,
-                       api_port=args.port, data_dir=args.data_dir, metrics=args.metrics)
+                       api_port=args.port, data_dir=args.data_dir, metrics=args.metrics,
+                       log_level="INFO" if args.verbose else "WARNING")
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="template parameter override, e.g. KeyCacheSeconds=0")
     serve.add_argument("--metrics", action="store_true", help="print the functions' EMF metrics")
+    serve.add_argument("--verbose", action="store_true", help="print the functions' INFO logs (one per request)")
     serve.set_defaults(run=cmd_serve)
 
     keys = commands.add_parser("keys", help="create, revoke and list per-project API keys")

@@ -71,6 +71,7 @@ class LocalStack:
         data_dir: str | os.PathLike[str] | None = None,
         max_concurrency: int = 8,
         metrics: bool = False,
+        log_level: str = "WARNING",
     ):
         self.template = Template(find_template(template), parameters=parameters)
         self.host = host
@@ -79,6 +80,7 @@ class LocalStack:
         self.data_dir = Path(data_dir) if data_dir else None
         self.max_concurrency = max_concurrency
         self.metrics = metrics
+        self.log_level = log_level
         self.aws_endpoint = f"http://{host}:{self.aws_port}"
         self.api_url = ""
         self._moto: ThreadedMotoServer | None = None
@@ -126,6 +128,7 @@ class LocalStack:
             os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
         for spec in self.template.functions():
             os.environ.update(spec.environment)
+            os.environ["POWERTOOLS_LOG_LEVEL"] = self.log_level  # the functions' logs share the terminal
             self.functions[spec.logical_id] = LocalFunction(spec, self.max_concurrency)
         for function in self.functions.values():
             function.warm()

@@ -1,0 +1,151 @@
+"""Ingestion figures: handler throughput, local HTTP latency, cold import, bundle size.
+
+    .venv/bin/python benchmarks/ingest.py [--seconds 5] [--http-requests 1000] [--no-bundle]
+
+The handler is called in process (as Lambda would call it) against the emulated DynamoDB over
+loopback HTTP, so its figures include a real storage round trip to the emulator. Figures from the
+same run are comparable with each other; absolute numbers depend on the (shared, noisy) machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.local.runtime import LambdaContext, load_module
+from feedback_loop.local.stack import LocalStack
+from feedback_loop.logic.keys import create_key
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sklearn"}
+
+
+def proxy_event(method: str, path: str, key: str, body: object) -> dict:
+    return {"resource": path, "path": path, "httpMethod": method,
+            "headers": {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            "multiValueHeaders": {}, "queryStringParameters": None, "pathParameters": None,
+            "requestContext": {"requestId": str(uuid.uuid4()), "stage": "prod", "resourcePath": path},
+            "body": json.dumps(body), "isBase64Encoded": False}
+
+
+def handler_throughput(stack: LocalStack, key: str, seconds: float) -> dict[str, float]:
+    spec = next(f for f in stack.template.functions() if f.logical_id == "ApiFunction")
+    handler = load_module(spec).lambda_handler
+    figures = {}
+    for label, path, size in (("single", "/v1/feedback", 1), ("batch of 100", "/v1/feedback/batch", 100)):
+        calls = events = 0
+        began = time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            items = [{"request_id": f"bench-{uuid.uuid4().hex[:8]}", "feedback_type": "explicit_rating",
+                      "value": 1 + i % 5, "user_id": f"u{i}"} for i in range(size)]
+            body = items[0] if size == 1 else {"events": items}
+            response = handler(proxy_event("POST", path, key, body), LambdaContext("ApiFunction"))
+            assert response["statusCode"] in (201, 207), response["body"]
+            calls += 1
+            events += size
+        elapsed = time.perf_counter() - began
+        figures[f"handler {label}: requests/s"] = calls / elapsed
+        figures[f"handler {label}: events/s"] = events / elapsed
+    return figures
+
+
+def http_latency(stack: LocalStack, key: str, count: int) -> dict[str, float]:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {key}"
+    latencies = []
+    for i in range(count):
+        body = {"request_id": f"http-{i}", "feedback_type": "explicit_thumbs_up", "value": True}
+        began = time.perf_counter()
+        response = session.post(f"{stack.api_url}/v1/feedback", json=body, timeout=30)
+        latencies.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 201
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"local HTTP POST /v1/feedback p50 ms": cuts[49], "local HTTP POST /v1/feedback p99 ms": cuts[98]}
+
+
+def cold_import() -> tuple[float, list[tuple[str, float]], list[str]]:
+    """A fresh interpreter loading functions/api/app.py, as a cold start does (-X importtime).
+
+    Nothing but the function's own imports runs: not the CLI, not the local stack.
+    """
+    code = ("import importlib.util, os, sys, time\n"
+            "os.environ.update(TABLE_NAME='t', AWS_DEFAULT_REGION='us-east-1')\n"
+            "began = time.perf_counter()\n"
+            "spec = importlib.util.spec_from_file_location('app', 'functions/api/app.py')\n"
+            "module = importlib.util.module_from_spec(spec); sys.modules['app'] = module\n"
+            "spec.loader.exec_module(module)\n"
+            "print(time.perf_counter() - began)\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    seconds_line, modules_line = result.stdout.strip().splitlines()[-2:]
+    cumulative: dict[str, float] = {}
+    for line in result.stderr.splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s*(\S+)$", line)
+        if match and "." not in match.group(2) and not match.group(2).startswith("_"):
+            name = match.group(2)  # a package root: its cumulative time includes what it imports
+            cumulative[name] = max(cumulative.get(name, 0), int(match.group(1)) / 1e6)
+    top = sorted(cumulative.items(), key=lambda kv: -kv[1])[:12]
+    return float(seconds_line), top, sorted(set(modules_line.split()) & HEAVY)
+
+
+def bundle_size() -> dict[str, float]:
+    """Unzipped size of what the API function deploys: its code, the domain layer and the
+    dependencies layer as pip installs them for Lambda (arm64, Python 3.13)."""
+    def size(path: Path) -> float:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+    with tempfile.TemporaryDirectory() as target:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "--platform",
+             "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.13",
+             "--only-binary=:all:", "-r", str(ROOT / "layers/dependencies/requirements.txt")],
+            check=True, capture_output=True,
+        )
+        dependencies = size(Path(target))
+    domain = size(ROOT / "layers/domain/feedback_loop")
+    function = size(ROOT / "functions/api")
+    return {"dependencies layer MB": dependencies, "domain layer MB": domain, "function code MB": function,
+            "API function total unzipped MB (limit 250)": dependencies + domain + function}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per handler measurement")
+    parser.add_argument("--http-requests", type=int, default=1000)
+    parser.add_argument("--no-bundle", action="store_true", help="skip the pip-based bundle size")
+    args = parser.parse_args()
+
+    figures: dict[str, float] = {}
+    with LocalStack() as stack:
+        key = create_key(FeedbackTable(stack.table_name), "bench").plaintext
+        figures.update(handler_throughput(stack, key, args.seconds))
+        figures.update(http_latency(stack, key, args.http_requests))
+    seconds, top, heavy = cold_import()
+    figures["cold import of the API function s"] = seconds
+    if not args.no_bundle and shutil.which(sys.executable):
+        figures.update(bundle_size())
+
+    width = max(len(k) for k in figures)
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value:10.2f}")
+    print("heaviest top-level imports at cold start (cumulative s):")
+    for package, cost in top:
+        print(f"  {package:<24} {cost:.3f}")
+    print(f"numpy/scipy/SageMaker SDK/pandas/torch imported: {heavy or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
