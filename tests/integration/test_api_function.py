@@ -50,12 +50,15 @@ def test_logs_are_structured_correlated_and_free_of_keys(api, table, project) ->
     # Powertools reuses the named logger across containers, so read its handler's stream directly.
     stream = io.StringIO()
     previous = api.logger.registered_handler.setStream(stream)
+    level = api.logger.log_level
+    api.logger.setLevel("INFO")  # the local stack runs functions at WARNING
     key = create_key(table, project).plaintext
     event = sample("api_post_feedback.json", key)
     api.lambda_handler(event, LambdaContext("ApiFunction"))
     bad = sample("api_post_feedback.json", key[:-1] + ("A" if key[-1] != "A" else "B"))
     assert api.lambda_handler(bad, LambdaContext("ApiFunction"))["statusCode"] == 401
     api.logger.registered_handler.setStream(previous)
+    api.logger.setLevel(level)
     out = stream.getvalue()
     assert key not in out and key[:-1] not in out
     logs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' in line]
