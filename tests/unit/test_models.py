@@ -114,3 +114,8 @@ def test_change_contract() -> None:
                                "variant_field": "arm", "control": "a", "treatment": "a"})
     with pytest.raises(ValidationError):
         Change.model_validate({"name": "bad name", "effective_at": "2026-05-15T10:00:00Z"})
+    text = Change.model_validate({"name": "c", "effective_at": "2026-05-15T10:00:00Z",
+                                  "segment": "metadata.query_type=code, model=m-2"})
+    assert text.segment == {"metadata.query_type": "code", "model": "m-2"}
+    with pytest.raises(ValidationError, match="segment"):
+        Change.model_validate({"name": "c", "effective_at": "2026-05-15T10:00:00Z", "segment": "query_type"})

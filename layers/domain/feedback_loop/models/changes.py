@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from feedback_loop.models.feedback import Label, _utc
 
@@ -30,6 +30,17 @@ class Change(BaseModel):
     variant_field: Label | None = None
     control: Label | None = None
     treatment: Label | None = None
+
+    @field_validator("segment", mode="before")
+    @classmethod
+    def _segment_from_text(cls, segment: object) -> object:
+        """Also takes the filter form `metadata.query_type=code,model=m-2`."""
+        if not isinstance(segment, str):
+            return segment
+        pairs = [part.partition("=") for part in segment.split(",") if part.strip()]
+        if not pairs or any(not sep or not k.strip() or not v.strip() for k, sep, v in pairs):
+            raise ValueError("must be an object or 'field=value[,field=value]'")
+        return {k.strip(): v.strip() for k, _, v in pairs}
 
     @model_validator(mode="after")
     def _ab_fields_together(self) -> Self:
