@@ -1,0 +1,377 @@
+"""The statistics of the weekly report: small pure functions, each naming its definition.
+
+Each returns its `n` with its numbers. Where a statistic is undefined (too few points, a constant
+input), its values are None and `note` says why: inconclusive is an answer, a crash is not.
+Mean comparisons take sufficient statistics (n, mean, variance), so the analysis can stream.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+Z_95 = float(stats.norm.ppf(0.975))
+
+
+def _z(confidence: float) -> float:
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+# --- correlation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Correlation:
+    method: str
+    n: int
+    r: float | None
+    p_value: float | None
+    ci: tuple[float, float] | None
+    ci_method: str
+    note: str | None = None
+
+
+def _fisher_ci(r: float, se: float, confidence: float) -> tuple[float, float]:
+    z = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15))
+    half = _z(confidence) * se
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+def _degenerate(x: np.ndarray, y: np.ndarray, minimum: int) -> str | None:
+    if len(x) < minimum:
+        return f"needs at least {minimum} pairs"
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return "a constant input has no correlation"
+    return None
+
+
+def pearson(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> Correlation:
+    """Pearson's r with scipy's p-value; CI by Fisher's z transform, se = 1 / sqrt(n - 3)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    method = "fisher_z"
+    if note := _degenerate(x, y, 4):
+        return Correlation("pearson", len(x), None, None, None, method, note)
+    result = stats.pearsonr(x, y)
+    ci = _fisher_ci(float(result.statistic), 1 / math.sqrt(len(x) - 3), confidence)
+    return Correlation("pearson", len(x), float(result.statistic), float(result.pvalue), ci, method)
+
+
+def spearman(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> Correlation:
+    """Spearman's rho (ties get average ranks) with scipy's t-approximation p-value; CI by Fisher's
+    z with the Bonett-Wright (2000) standard error sqrt((1 + rho^2 / 2) / (n - 3))."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    method = "fisher_z_bonett_wright"
+    if note := _degenerate(x, y, 4):
+        return Correlation("spearman", len(x), None, None, None, method, note)
+    result = stats.spearmanr(x, y)
+    rho = float(result.statistic)
+    ci = _fisher_ci(rho, math.sqrt((1 + rho**2 / 2) / (len(x) - 3)), confidence)
+    return Correlation("spearman", len(x), rho, float(result.pvalue), ci, method)
+
+
+def kendall_tau_b(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> Correlation:
+    """Kendall's tau-b (tie-corrected) with scipy's p-value; CI by Fisher's z with the
+    Fieller-Hartley-Pearson (1957) standard error sqrt(0.437 / (n - 4))."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    method = "fisher_z_fieller"
+    if note := _degenerate(x, y, 5):
+        return Correlation("kendall", len(x), None, None, None, method, note)
+    result = stats.kendalltau(x, y, variant="b")
+    tau = float(result.statistic)
+    ci = _fisher_ci(tau, math.sqrt(0.437 / (len(x) - 4)), confidence)
+    return Correlation("kendall", len(x), tau, float(result.pvalue), ci, method)
+
+
+def weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray, confidence: float = 0.95) -> Correlation:
+    """Pearson's r of the weighted joint distribution; p-value and Fisher-z CI use the Kish
+    effective sample size in place of n."""
+    x, y, w = np.asarray(x, float), np.asarray(y, float), np.asarray(w, float)
+    method = "fisher_z_kish_ess"
+    if note := _degenerate(x, y, 4):
+        return Correlation("pearson_weighted", len(x), None, None, None, method, note)
+    mx, my = np.average(x, weights=w), np.average(y, weights=w)
+    cov = np.average((x - mx) * (y - my), weights=w)
+    r = float(cov / math.sqrt(np.average((x - mx) ** 2, weights=w) * np.average((y - my) ** 2, weights=w)))
+    ess = kish_ess(w)
+    if ess <= 4:
+        return Correlation("pearson_weighted", len(x), r, None, None, method, "effective sample size too small")
+    t = r * math.sqrt((ess - 2) / max(1e-15, 1 - r**2))
+    p = float(2 * stats.t.sf(abs(t), ess - 2))
+    return Correlation("pearson_weighted", len(x), r, p, _fisher_ci(r, 1 / math.sqrt(ess - 3), confidence), method)
+
+
+# --- agreement with binary labels -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Auroc:
+    n: int
+    n_positive: int
+    n_negative: int
+    auroc: float | None
+    p_value: float | None
+    ci: tuple[float, float] | None
+    ci_method: str = "hanley_mcneil"
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray, confidence: float = 0.95) -> Auroc:
+    """Area under the ROC curve = Mann-Whitney U / (n1 n0) (ties count a half); p-value of
+    scipy's two-sided Mann-Whitney test against 0.5; CI from the Hanley-McNeil (1982) variance."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    positive, negative = scores[labels], scores[~labels]
+    n1, n0 = len(positive), len(negative)
+    if n1 == 0 or n0 == 0:
+        return Auroc(len(scores), n1, n0, None, None, None)
+    test = stats.mannwhitneyu(positive, negative, alternative="two-sided")
+    a = float(test.statistic) / (n1 * n0)
+    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+    variance = (a * (1 - a) + (n1 - 1) * (q1 - a**2) + (n0 - 1) * (q2 - a**2)) / (n1 * n0)
+    half = _z(confidence) * math.sqrt(max(variance, 0.0))
+    return Auroc(len(scores), n1, n0, a, float(test.pvalue), (max(0.0, a - half), min(1.0, a + half)))
+
+
+@dataclass(frozen=True)
+class Kappa:
+    n: int
+    kappa: float | None
+    observed_agreement: float | None
+    expected_agreement: float | None
+    ci: tuple[float, float] | None
+    ci_method: str = "large_sample_se"
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> Kappa:
+    """Cohen's kappa between two binary raters: (p_o - p_e) / (1 - p_e); CI from the
+    large-sample standard error sqrt(p_o (1 - p_o) / (n (1 - p_e)^2))."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    n = len(a)
+    if n == 0:
+        return Kappa(0, None, None, None, None)
+    po = float(np.mean(a == b))
+    pe = float(np.mean(a) * np.mean(b) + np.mean(~a) * np.mean(~b))
+    if pe >= 1:
+        return Kappa(n, None, po, pe, None)
+    kappa = (po - pe) / (1 - pe)
+    half = _z(confidence) * math.sqrt(po * (1 - po) / (n * (1 - pe) ** 2))
+    return Kappa(n, kappa, po, pe, (kappa - half, kappa + half))
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    lower: float
+    upper: float
+    n: int
+    mean_predicted: float | None
+    observed_rate: float | None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    n: int
+    ece: float | None
+    brier: float | None
+    bins: list[ReliabilityBin] = field(default_factory=list)
+    binning: str = "10 equal-width bins on [0, 1]"
+
+
+def calibration(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> Calibration:
+    """Expected calibration error sum_b (n_b / N) |observed_b - predicted_b| over equal-width bins
+    (the last bin includes 1.0), and the Brier score mean((p - y)^2)."""
+    p, y = np.asarray(probabilities, float), np.asarray(labels, float)
+    if len(p) == 0:
+        return Calibration(0, None, None)
+    index = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(index, minlength=n_bins)
+    predicted = np.bincount(index, weights=p, minlength=n_bins)
+    observed = np.bincount(index, weights=y, minlength=n_bins)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        if counts[b]:
+            mean_p, rate = predicted[b] / counts[b], observed[b] / counts[b]
+            ece += counts[b] / len(p) * abs(rate - mean_p)
+            bins.append(ReliabilityBin(b / n_bins, (b + 1) / n_bins, int(counts[b]), float(mean_p), float(rate)))
+        else:
+            bins.append(ReliabilityBin(b / n_bins, (b + 1) / n_bins, 0, None, None))
+    return Calibration(len(p), float(ece), float(np.mean((p - y) ** 2)), bins)
+
+
+# --- proportions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proportion:
+    k: int
+    n: int
+    rate: float | None
+    ci: tuple[float, float] | None
+    ci_method: str = "wilson"
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> Proportion:
+    """k / n with the Wilson score interval (scipy's binomtest)."""
+    if n == 0:
+        return Proportion(k, n, None, None)
+    interval = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Proportion(int(k), int(n), k / n, (float(interval.low), float(interval.high)))
+
+
+# --- comparisons (impact of changes, segments against the rest) -------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Treatment (or after, or segment) minus control (or before, or the rest)."""
+
+    test: str
+    n_control: int
+    n_treatment: int
+    mean_control: float | None
+    mean_treatment: float | None
+    diff: float | None
+    diff_ci: tuple[float, float] | None
+    relative: float | None
+    relative_ci: tuple[float, float] | None
+    p_value: float | None
+    effect_size: float | None
+    effect_size_name: str
+    note: str | None = None
+
+
+def _relative(mt: float, mc: float, var_t_of_mean: float, var_c_of_mean: float, confidence: float
+              ) -> tuple[float | None, tuple[float, float] | None]:
+    """mt / mc - 1 with a delta-method interval: Var ≈ Var(mt)/mc^2 + mt^2 Var(mc)/mc^4."""
+    if mc == 0:
+        return None, None
+    relative = mt / mc - 1
+    se = math.sqrt(var_t_of_mean / mc**2 + mt**2 * var_c_of_mean / mc**4)
+    half = _z(confidence) * se
+    return relative, (relative - half, relative + half)
+
+
+def welch(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, var_t: float,
+          confidence: float = 0.95) -> Comparison:
+    """Welch's unequal-variance t-test from sufficient statistics (sample variances, ddof = 1):
+    Welch-Satterthwaite degrees of freedom, t CI for the difference, delta-method CI for the
+    relative difference, Hedges' g (pooled SD with the small-sample correction J)."""
+    if n_c < 2 or n_t < 2:
+        return Comparison("welch_t", n_c, n_t, mean_c if n_c else None, mean_t if n_t else None, None, None,
+                          None, None, None, None, "hedges_g", "needs at least 2 observations per side")
+    se_c, se_t = var_c / n_c, var_t / n_t
+    diff = mean_t - mean_c
+    se = math.sqrt(se_c + se_t)
+    relative, relative_ci = _relative(mean_t, mean_c, se_t, se_c, confidence)
+    pooled = math.sqrt(((n_c - 1) * var_c + (n_t - 1) * var_t) / (n_c + n_t - 2))
+    g = diff / pooled * (1 - 3 / (4 * (n_c + n_t) - 9)) if pooled > 0 else None
+    if se == 0:
+        return Comparison("welch_t", n_c, n_t, mean_c, mean_t, diff, (diff, diff), relative, relative_ci,
+                          None if diff == 0 else 0.0, g, "hedges_g", "no variance on either side")
+    df = (se_c + se_t) ** 2 / (se_c**2 / (n_c - 1) + se_t**2 / (n_t - 1))
+    t = diff / se
+    p = float(2 * stats.t.sf(abs(t), df))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Comparison("welch_t", n_c, n_t, mean_c, mean_t, diff, (diff - half, diff + half), relative,
+                      relative_ci, p, g, "hedges_g")
+
+
+def two_proportions(k_c: int, n_c: int, k_t: int, n_t: int, confidence: float = 0.95,
+                    alternative: str = "two-sided") -> Comparison:
+    """Two-proportion z-test with the pooled variance (equal to Pearson's chi-square without
+    continuity correction); Newcombe's hybrid score interval (his method 10, from Wilson
+    intervals) for the difference; delta-method interval for the relative difference; Cohen's h."""
+    if n_c == 0 or n_t == 0:
+        return Comparison("two_proportion_z", n_c, n_t, k_c / n_c if n_c else None, k_t / n_t if n_t else None,
+                          None, None, None, None, None, None, "cohens_h", "a side has no observations")
+    p_c, p_t = k_c / n_c, k_t / n_t
+    diff = p_t - p_c
+    pooled = (k_c + k_t) / (n_c + n_t)
+    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_t))
+    if se0 == 0:
+        p = None
+    else:
+        z = diff / se0
+        p = float({"two-sided": 2 * stats.norm.sf(abs(z)), "greater": stats.norm.sf(z),
+                   "less": stats.norm.cdf(z)}[alternative])
+    l_c, u_c = wilson(k_c, n_c, confidence).ci
+    l_t, u_t = wilson(k_t, n_t, confidence).ci
+    ci = (diff - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2),
+          diff + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2))
+    relative, relative_ci = _relative(p_t, p_c, p_t * (1 - p_t) / n_t, p_c * (1 - p_c) / n_c, confidence)
+    h = 2 * math.asin(math.sqrt(p_t)) - 2 * math.asin(math.sqrt(p_c))
+    return Comparison("two_proportion_z", n_c, n_t, p_c, p_t, diff, ci, relative, relative_ci, p, h, "cohens_h")
+
+
+def benjamini_hochberg(p_values: list[float | None]) -> list[float | None]:
+    """BH-adjusted p-values (scipy's false_discovery_control); None stays None."""
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    if present:
+        values = stats.false_discovery_control(np.array([p_values[i] for i in present], float), method="bh")
+        for i, value in zip(present, values):
+            adjusted[i] = float(value)
+    return adjusted
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    n_control: int
+    n_treatment: int
+    expected_treatment_share: float
+    p_value: float | None
+    mismatch: bool
+    test: str = "chi_square_goodness_of_fit"
+
+
+def sample_ratio_mismatch(n_c: int, n_t: int, expected_treatment_share: float = 0.5,
+                          alpha: float = 0.001) -> SampleRatio:
+    """Chi-square goodness of fit of the observed split to the expected one; a mismatch below
+    alpha (conventionally 0.001) means the assignment, not the change, may explain a difference."""
+    total = n_c + n_t
+    if total == 0:
+        return SampleRatio(n_c, n_t, expected_treatment_share, None, False)
+    expected = [total * (1 - expected_treatment_share), total * expected_treatment_share]
+    p = float(stats.chisquare([n_c, n_t], f_exp=expected).pvalue)
+    return SampleRatio(n_c, n_t, expected_treatment_share, p, p < alpha)
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+
+def kish_ess(weights: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2."""
+    w = np.asarray(weights, float)
+    total = float(np.sum(w**2))
+    return float(np.sum(w) ** 2 / total) if total > 0 else 0.0
+
+
+def inverse_propensity_weights(population: dict[str, int], labelled: dict[str, int], trim_multiple: float = 20.0
+                               ) -> dict[str, float]:
+    """Per-group weight (N_g / N) / (F_g / F): each labelled request stands for its group's share of
+    the population, so the weights have mean 1 over the labelled requests. Weights above
+    trim_multiple times the mean are capped and all renormalised to mean 1, repeated until no
+    weight exceeds the cap (renormalising after one cap can push the capped ones over again).
+    Groups without labelled requests get no weight."""
+    n, f = sum(population.values()), sum(labelled.get(g, 0) for g in population)
+    if n == 0 or f == 0:
+        return {}
+    weights = {g: (population[g] / n) / (labelled[g] / f) for g in population if labelled.get(g, 0) > 0}
+    for _ in range(100):
+        if max(weights.values()) <= trim_multiple * (1 + 1e-12):
+            break
+        capped = {g: min(w, trim_multiple) for g, w in weights.items()}
+        mean = sum(capped[g] * labelled[g] for g in capped) / f
+        weights = {g: w / mean for g, w in capped.items()}
+    return weights
+
+
+def mean_and_variance(values: np.ndarray) -> tuple[int, float, float]:
+    values = np.asarray(values, float)
+    n = len(values)
+    if n == 0:
+        return 0, math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return n, float(np.mean(values)), float(np.var(values, ddof=1)) if n > 1 else math.nan

@@ -1,0 +1,236 @@
+"""Every statistic of the report against an independent computation or a published value."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, cohen_kappa_score, roc_auc_score
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint, proportions_ztest
+
+from feedback_loop.analysis import stats
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261127)
+
+
+def correlated(rng: np.random.Generator, n: int, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.normal(size=n)
+    return x, rho * x + math.sqrt(1 - rho**2) * rng.normal(size=n)
+
+
+def test_pearson_matches_scipy_and_the_fisher_interval(rng) -> None:
+    x, y = correlated(rng, 200, 0.5)
+    result = stats.pearson(x, y)
+    reference = sps.pearsonr(x, y)
+    assert result.r == pytest.approx(reference.statistic)
+    assert result.p_value == pytest.approx(reference.pvalue)
+    low, high = reference.confidence_interval(0.95)  # scipy's own Fisher-z interval
+    assert result.ci == pytest.approx((low, high))
+    z = np.arctanh(result.r)
+    assert result.ci == pytest.approx((np.tanh(z - 1.959964 / math.sqrt(197)), np.tanh(z + 1.959964 / math.sqrt(197))))
+
+
+def test_spearman_and_kendall_tau_b_match_scipy_with_ties(rng) -> None:
+    x = rng.integers(1, 6, 150).astype(float)  # ratings: many ties
+    y = x + rng.normal(scale=1.5, size=150)
+    s, k = stats.spearman(x, y), stats.kendall_tau_b(x, y)
+    ref_s, ref_k = sps.spearmanr(x, y), sps.kendalltau(x, y, variant="b")
+    assert (s.r, s.p_value) == pytest.approx((ref_s.statistic, ref_s.pvalue))
+    assert (k.r, k.p_value) == pytest.approx((ref_k.statistic, ref_k.pvalue))
+    # tau-b by its definition, counted pair by pair
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(150):
+        dx, dy = np.sign(x[i] - x[i + 1:]), np.sign(y[i] - y[i + 1:])
+        concordant += int(np.sum(dx * dy > 0))
+        discordant += int(np.sum(dx * dy < 0))
+        ties_x += int(np.sum((dx == 0) & (dy != 0)))
+        ties_y += int(np.sum((dy == 0) & (dx != 0)))
+    tau_b = (concordant - discordant) / math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    assert k.r == pytest.approx(tau_b)
+    assert s.ci[0] < s.r < s.ci[1] and k.ci[0] < k.r < k.ci[1]
+    se = math.sqrt((1 + s.r**2 / 2) / 147)
+    assert s.ci == pytest.approx((math.tanh(math.atanh(s.r) - 1.959964 * se), math.tanh(math.atanh(s.r) + 1.959964 * se)))
+
+
+def test_correlation_intervals_cover_the_truth_at_about_95_percent(rng) -> None:
+    covered = {"pearson": 0, "spearman": 0}
+    truth_spearman = 6 / math.pi * math.asin(0.4 / 2)  # bivariate normal
+    trials = 400
+    for _ in range(trials):
+        x, y = correlated(rng, 60, 0.4)
+        p, s = stats.pearson(x, y), stats.spearman(x, y)
+        covered["pearson"] += p.ci[0] <= 0.4 <= p.ci[1]
+        covered["spearman"] += s.ci[0] <= truth_spearman <= s.ci[1]
+    for method, hits in covered.items():
+        assert 0.92 <= hits / trials <= 0.98, method
+
+
+def test_degenerate_correlations_are_inconclusive_not_errors() -> None:
+    assert stats.pearson(np.ones(10), np.arange(10)).r is None
+    assert "constant" in stats.spearman(np.ones(10), np.arange(10)).note
+    assert stats.kendall_tau_b(np.arange(3), np.arange(3)).note == "needs at least 5 pairs"
+
+
+def test_weighted_pearson_equals_pearson_on_replicated_rows(rng) -> None:
+    x, y = correlated(rng, 50, 0.3)
+    w = rng.integers(1, 4, 50)
+    replicated = stats.pearson(np.repeat(x, w), np.repeat(y, w))
+    weighted = stats.weighted_pearson(x, y, w.astype(float))
+    assert weighted.r == pytest.approx(replicated.r)
+    unit = stats.weighted_pearson(x, y, np.ones(50))
+    assert unit.r == pytest.approx(stats.pearson(x, y).r)
+    assert unit.ci == pytest.approx(stats.pearson(x, y).ci)
+
+
+def test_auroc_matches_sklearn_and_pairwise_counting(rng) -> None:
+    labels = rng.random(300) < 0.4
+    scores = np.round(rng.random(300) * 0.6 + labels * 0.3, 2)  # rounded: ties
+    result = stats.auroc(scores, labels)
+    assert result.auroc == pytest.approx(roc_auc_score(labels, scores))
+    pos, neg = scores[labels], scores[~labels]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert result.auroc == pytest.approx(pairs / (len(pos) * len(neg)))
+    assert (result.n_positive, result.n_negative) == (labels.sum(), (~labels).sum())
+    assert result.ci[0] < result.auroc < result.ci[1]
+    assert stats.auroc(scores, np.ones(300, bool)).auroc is None
+
+
+def test_auroc_interval_covers_the_binormal_truth(rng) -> None:
+    """Positives ~ N(1, 1), negatives ~ N(0, 1): the true AUC is Phi(1 / sqrt(2))."""
+    truth = sps.norm.cdf(1 / math.sqrt(2))
+    trials, hits = 400, 0
+    for _ in range(trials):
+        scores = np.concatenate([rng.normal(1, 1, 60), rng.normal(0, 1, 90)])
+        labels = np.arange(150) < 60
+        ci = stats.auroc(scores, labels).ci
+        hits += ci[0] <= truth <= ci[1]
+    assert 0.92 <= hits / trials <= 0.98
+
+
+def test_cohen_kappa_matches_sklearn(rng) -> None:
+    a = rng.random(500) < 0.6
+    b = np.where(rng.random(500) < 0.8, a, ~a)
+    result = stats.cohen_kappa(a, b)
+    assert result.kappa == pytest.approx(cohen_kappa_score(a, b))
+    assert result.ci[0] < result.kappa < result.ci[1]
+
+
+def test_calibration_matches_sklearn_reliability_curve_and_brier(rng) -> None:
+    p = rng.random(1000)
+    p[:5] = 1.0  # the upper edge belongs to the last bin
+    y = rng.random(1000) < p**1.5
+    result = stats.calibration(p, y)
+    assert result.brier == pytest.approx(brier_score_loss(y, p))
+    prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    filled = [b for b in result.bins if b.n]
+    assert [b.observed_rate for b in filled] == pytest.approx(prob_true)
+    assert [b.mean_predicted for b in filled] == pytest.approx(prob_pred)
+    counts = np.histogram(p, bins=np.linspace(0, 1, 11))[0]
+    counts = counts[counts > 0]
+    assert result.ece == pytest.approx(float(np.sum(counts / 1000 * np.abs(prob_true - prob_pred))))
+    assert sum(b.n for b in result.bins) == 1000
+    perfect = stats.calibration(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1]))
+    assert (perfect.ece, perfect.brier) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (57, 1000), (1, 1)])
+def test_wilson_interval_matches_its_closed_form_and_statsmodels(k: int, n: int) -> None:
+    result = stats.wilson(k, n)
+    z, p = 1.959963984540054, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert result.ci == pytest.approx((centre - half, centre + half))
+    assert result.ci == pytest.approx(proportion_confint(k, n, method="wilson"))
+    assert stats.wilson(0, 0).rate is None
+
+
+def test_two_proportions_match_chi_square_statsmodels_and_newcombes_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873-890, example (a): 56/70 vs 48/80,
+    # method 10 (hybrid score) interval for the difference: 0.0524 to 0.3339.
+    result = stats.two_proportions(48, 80, 56, 70)
+    assert result.diff == pytest.approx(0.2)
+    assert result.diff_ci == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    chi2 = sps.chi2_contingency(np.array([[56, 14], [48, 32]]), correction=False)
+    assert result.p_value == pytest.approx(chi2.pvalue)
+    z, p = proportions_ztest([56, 48], [70, 80])
+    assert result.p_value == pytest.approx(p)
+    assert result.effect_size == pytest.approx(2 * math.asin(math.sqrt(0.8)) - 2 * math.asin(math.sqrt(0.6)))
+    one_sided = stats.two_proportions(48, 80, 56, 70, alternative="greater")
+    assert one_sided.p_value == pytest.approx(proportions_ztest([56, 48], [70, 80], alternative="larger")[1])
+
+
+def test_welch_from_sufficient_statistics_matches_scipy_on_raw_data(rng) -> None:
+    control, treatment = rng.normal(0.5, 0.2, 80), rng.normal(0.58, 0.3, 120)
+    result = stats.welch(len(control), control.mean(), control.var(ddof=1),
+                         len(treatment), treatment.mean(), treatment.var(ddof=1))
+    reference = sps.ttest_ind(treatment, control, equal_var=False)
+    assert result.p_value == pytest.approx(reference.pvalue)
+    assert result.diff_ci == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    pooled = math.sqrt((79 * control.var(ddof=1) + 119 * treatment.var(ddof=1)) / 198)
+    assert result.effect_size == pytest.approx((treatment.mean() - control.mean()) / pooled * (1 - 3 / (4 * 200 - 9)))
+    # delta method: gradient of mt / mc - 1 is (1 / mc, -mt / mc^2)
+    grad = np.array([1 / control.mean() * 0 + 1 / control.mean(), -treatment.mean() / control.mean() ** 2])
+    cov = np.diag([treatment.var(ddof=1) / 120, control.var(ddof=1) / 80])
+    se = math.sqrt(grad @ cov @ grad)
+    assert result.relative == pytest.approx(treatment.mean() / control.mean() - 1)
+    assert result.relative_ci == pytest.approx((result.relative - 1.959964 * se, result.relative + 1.959964 * se))
+
+
+def test_welch_and_relative_intervals_cover_the_truth(rng) -> None:
+    hits_diff = hits_relative = 0
+    trials = 400
+    for _ in range(trials):
+        c, t = rng.normal(1.0, 0.5, 200), rng.normal(1.1, 0.8, 150)
+        r = stats.welch(200, c.mean(), c.var(ddof=1), 150, t.mean(), t.var(ddof=1))
+        hits_diff += r.diff_ci[0] <= 0.1 <= r.diff_ci[1]
+        hits_relative += r.relative_ci[0] <= 0.1 <= r.relative_ci[1]
+    assert 0.92 <= hits_diff / trials <= 0.98
+    assert 0.92 <= hits_relative / trials <= 0.98
+
+
+def test_welch_edge_cases() -> None:
+    assert stats.welch(1, 0.5, math.nan, 10, 0.4, 0.01).p_value is None
+    same = stats.welch(5, 0.5, 0.0, 5, 0.5, 0.0)
+    assert same.diff == 0 and same.p_value is None
+
+
+def test_benjamini_hochberg_matches_statsmodels(rng) -> None:
+    p = list(rng.random(20) ** 3)
+    adjusted = stats.benjamini_hochberg(p[:10] + [None] + p[10:])
+    expected = multipletests(p, method="fdr_bh")[1]
+    assert adjusted[10] is None
+    assert adjusted[:10] + adjusted[11:] == pytest.approx(list(expected))
+
+
+def test_sample_ratio_mismatch() -> None:
+    assert not stats.sample_ratio_mismatch(5000, 5050).mismatch
+    flagged = stats.sample_ratio_mismatch(5000, 5600)
+    assert flagged.mismatch
+    assert flagged.p_value == pytest.approx(sps.chisquare([5000, 5600]).pvalue)
+    assert not stats.sample_ratio_mismatch(2000, 8000, expected_treatment_share=0.8).mismatch
+
+
+def test_kish_ess_and_inverse_propensity_weights() -> None:
+    assert stats.kish_ess(np.ones(10)) == pytest.approx(10)
+    assert stats.kish_ess(np.array([1.0, 0, 0])) == pytest.approx(1)
+    population = {"free": 8000, "pro": 1500, "enterprise": 500}
+    labelled = {"free": 80, "pro": 150, "enterprise": 100}
+    w = stats.inverse_propensity_weights(population, labelled)
+    # mean 1 over labelled requests, and each group's labelled weight equals its population share
+    assert sum(w[g] * labelled[g] for g in w) / sum(labelled.values()) == pytest.approx(1)
+    total_w = sum(w[g] * labelled[g] for g in w)
+    for g in population:
+        assert w[g] * labelled[g] / total_w == pytest.approx(population[g] / 10_000)
+    counts = {"a": 1, "b": 100}
+    trimmed = stats.inverse_propensity_weights({"a": 100_000, "b": 100}, counts, trim_multiple=20)
+    mean = sum(trimmed[g] * n for g, n in counts.items()) / 101
+    assert mean == pytest.approx(1)
+    assert trimmed["a"] == pytest.approx(20 * mean)  # capped exactly at the multiple of the final mean
+    assert stats.inverse_propensity_weights({"a": 5}, {}) == {}
