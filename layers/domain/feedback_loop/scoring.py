@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from difflib import SequenceMatcher
-from typing import Protocol
+from typing import Any, Protocol
 
 from feedback_loop.models.feedback import FeedbackType
 
 GOOD_AT = 0.75
 BAD_AT = 0.25
+IMPLICIT_TYPES = frozenset({FeedbackType.USAGE, FeedbackType.EDIT, FeedbackType.DISCARD})
 
 
 class ScoredEvent(Protocol):
@@ -52,46 +53,58 @@ def edit_similarity(output: str, edited: str) -> float:
     return SequenceMatcher(None, output, edited, autojunk=False).ratio()
 
 
-def _latest_per_user(
-    events: Iterable[ScoredEvent], score_of: Callable[[ScoredEvent], float | None]
-) -> Score:
-    # Per user, the latest scored event counts (ties broken by event_id, so the result is stable);
-    # events without a user_id share the user None, as the definition groups by (request, user).
-    latest: dict[str | None, tuple[datetime, str, float]] = {}
-    for event in events:
-        score = score_of(event)
-        if score is None:
-            continue
-        key = (event.timestamp, event.event_id)
-        held = latest.get(event.user_id)
-        if held is None or key > held[:2]:
-            latest[event.user_id] = (*key, score)
-    if not latest:
-        return Score(None, 0)
-    return Score(sum(s for _, _, s in latest.values()) / len(latest), len(latest))
+class LatestPerUser:
+    """Keeps each user's latest item, by (timestamp, event_id) so that ties resolve stably.
+
+    Events without a user_id share the user None: the definitions group by (request, user).
+    """
+
+    __slots__ = ("latest",)
+
+    def __init__(self) -> None:
+        self.latest: dict[str | None, tuple[Any, str, Any]] = {}
+
+    def add(self, user: str | None, at: Any, event_id: str, item: Any) -> None:
+        held = self.latest.get(user)
+        if held is None or (at, event_id) > held[:2]:
+            self.latest[user] = (at, event_id, item)
+
+    def mean(self, score_of: Callable[[Any], float | None] = lambda item: item) -> Score:
+        """Mean over users of score_of(latest item); users whose item has no score are left out."""
+        scores = [s for s in (score_of(item) for _, _, item in self.latest.values()) if s is not None]
+        return Score(sum(scores) / len(scores), len(scores)) if scores else Score(None, 0)
+
+
+def implicit_value(feedback_type: FeedbackType, value: Any, output: str | None) -> float | None:
+    """usage = 1, discard = 0, edit = similarity to the output (None without the output)."""
+    if feedback_type is FeedbackType.USAGE:
+        return 1.0
+    if feedback_type is FeedbackType.DISCARD:
+        return 0.0
+    if feedback_type is FeedbackType.EDIT and output is not None:
+        return edit_similarity(output, str(value))
+    return None
 
 
 def human_score(events: Iterable[ScoredEvent]) -> Score:
     """Mean over users of each user's latest explicit thumbs or rating, in [0, 1]."""
-    return _latest_per_user(events, lambda e: vote_score(e.feedback_type, e.value))
+    votes = LatestPerUser()
+    for event in events:
+        score = vote_score(event.feedback_type, event.value)
+        if score is not None:
+            votes.add(event.user_id, event.timestamp, event.event_id, score)
+    return votes.mean()
 
 
 def implicit_score(events: Iterable[ScoredEvent], output: str | None = None) -> Score:
-    """Mean over users of each user's latest implicit signal: usage = 1, discard = 0, edit = similarity.
-
-    Without the request's output an edit cannot be scored and is left out (never guessed).
-    """
-
-    def score_of(event: ScoredEvent) -> float | None:
-        if event.feedback_type is FeedbackType.USAGE:
-            return 1.0
-        if event.feedback_type is FeedbackType.DISCARD:
-            return 0.0
-        if event.feedback_type is FeedbackType.EDIT and output is not None:
-            return edit_similarity(output, str(event.value))
-        return None
-
-    return _latest_per_user(events, score_of)
+    """Mean over users of each user's latest implicit signal: usage = 1, discard = 0, edit =
+    similarity. Without the request's output a user whose latest signal is an edit is left out
+    (never guessed)."""
+    signals = LatestPerUser()
+    for event in events:
+        if event.feedback_type in IMPLICIT_TYPES:
+            signals.add(event.user_id, event.timestamp, event.event_id, (event.feedback_type, event.value))
+    return signals.mean(lambda item: implicit_value(item[0], item[1], output))
 
 
 def human_label(score: float | None) -> str | None:

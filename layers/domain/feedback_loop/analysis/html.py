@@ -1,0 +1,107 @@
+"""report.html: one self-contained file (inline SVG plots, inline CSS, no network) from report.json.
+
+Everything that came from users or eval logs (segment values, change names) is escaped: by Jinja2's
+autoescaping in the page, by pygal's XML writer in the plots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pygal
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from pygal.style import Style
+
+_STYLE = Style(background="white", plot_background="white", foreground="#222", foreground_strong="#111",
+               foreground_subtle="#888", colors=("#3465a4", "#cc0000", "#4e9a06", "#f57900", "#75507b"),
+               font_family="system-ui, sans-serif", title_font_size=16, label_font_size=11,
+               major_label_font_size=11, legend_font_size=11, value_font_size=10)
+_environment = Environment(loader=PackageLoader("feedback_loop.analysis", "templates"),
+                           autoescape=select_autoescape(["html"]))
+MAX_SCATTER_POINTS = 2000
+
+
+def _options(title: str, **extra: Any) -> dict[str, Any]:
+    # js=[]: no external script; the SVG stands alone (no tooltips, nothing to fetch).
+    return {"title": title, "style": _STYLE, "js": [], "disable_xml_declaration": True, "width": 760,
+            "height": 420, "explicit_size": False, "print_values": False, **extra}
+
+
+def _svg(chart: pygal.graph.graph.Graph, name: str) -> Markup:
+    svg = chart.render(is_unicode=True)
+    return Markup(f'<figure class="plot" data-plot="{name}">{svg}</figure>')
+
+
+def calibration_plot(report: dict[str, Any]) -> Markup | None:
+    bins = [b for b in report["agreement"]["reliability_bins"] if b["n"]]
+    if not bins:
+        return None
+    chart = pygal.XY(**_options("Calibration: observed share of good vs evaluator score", range=(0, 1),
+                                xrange=(0, 1), x_title="evaluator overall (mean in bin)",
+                                y_title="human label good (share)", dots_size=4))
+    chart.add("perfect calibration", [(0, 0), (1, 1)], show_dots=False, stroke_style={"dasharray": "4,4"})
+    chart.add("evaluator", [{"value": (b["mean_predicted"], b["observed_rate"]), "label": f"n={b['n']}"}
+                            for b in bins])
+    return _svg(chart, "calibration")
+
+
+def scatter_plot(points: list[tuple[float, float]]) -> Markup | None:
+    if not points:
+        return None
+    step = max(1, len(points) // MAX_SCATTER_POINTS)
+    chart = pygal.XY(**_options(f"Human score vs evaluator score ({len(points)} requests"
+                                + (f", every {step}th shown)" if step > 1 else ")"),
+                                stroke=False, range=(0, 1), xrange=(0, 1), x_title="evaluator overall",
+                                y_title="human score", dots_size=2, show_legend=False))
+    chart.add("requests", points[::step])
+    return _svg(chart, "scatter")
+
+
+def _interval_bars(title: str, rows: list[tuple[str, float, tuple[float, float] | None]], name: str,
+                   **extra: Any) -> Markup | None:
+    if not rows:
+        return None
+    chart = pygal.HorizontalBar(**_options(title, show_legend=False, **extra))
+    chart.x_labels = [label for label, _, _ in rows]
+    chart.add(name, [{"value": value, **({"ci": {"low": ci[0], "high": ci[1]}} if ci else {})}
+                     for _, value, ci in rows])
+    return _svg(chart, name)
+
+
+def disagreement_plot(report: dict[str, Any]) -> Markup | None:
+    rows = [(f"{field}={value}", entry["rate"], entry["rate_ci"])
+            for field, values in report["miscalibration"]["by_segment"].items()
+            for value, entry in values.items() if not entry.get("insufficient")]
+    return _interval_bars("Evaluator-human disagreement rate by segment (95% Wilson)", rows, "disagreement",
+                          range=(0, 1))
+
+
+def cohort_plot(report: dict[str, Any]) -> Markup | None:
+    rows = [(cohort, entry["rate"], entry["rate_ci"]) for cohort, entry in report["cohorts"].items()
+            if entry["rate"] is not None]
+    target = report["settings"]["target_feedback_rate"]
+    return _interval_bars(f"Feedback rate by cohort (95% Wilson; target {target:.0%})", rows, "cohorts")
+
+
+def impact_plots(report: dict[str, Any]) -> list[Markup]:
+    plots = []
+    for metric in ("human_score", "evaluator_overall", "thumbs_up_share", "feedback_rate"):
+        rows = [(entry["change"], entry["diff"], entry["diff_ci"]) for entry in report["impact"]
+                if entry["metric"] == metric and entry["diff"] is not None]
+        plot = _interval_bars(f"Effect on {metric.replace('_', ' ')} (difference, 95% CI)", rows, f"impact-{metric}",
+                              height=max(200, 80 + 50 * len(rows)))
+        if plot is not None:
+            plots.append(plot)
+    return plots
+
+
+def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None = None) -> str:
+    plots = {
+        "calibration": calibration_plot(report),
+        "scatter": scatter_plot(points or []),
+        "disagreement": disagreement_plot(report),
+        "cohorts": cohort_plot(report),
+        "impact": impact_plots(report),
+    }
+    return _environment.get_template("report.html").render(report=report, plots=plots)
