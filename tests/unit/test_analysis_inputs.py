@@ -1,0 +1,200 @@
+"""Reading eval logs and feedback: the join's definitions and every kind of bad input, counted."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from feedback_loop.analysis.engine import analyse
+from feedback_loop.analysis.evallogs import EvalLogSource
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.run import load_changes, run_analysis, write_local
+
+from ..analysis_data import write_eval_logs, write_feedback
+
+SINCE = datetime(2026, 5, 11, tzinfo=timezone.utc)
+UNTIL = datetime(2026, 5, 18, tzinfo=timezone.utc)
+
+
+def record(request_id: str, day: int = 12, overall: float = 0.8, **metadata) -> dict:
+    return {"request_id": request_id, "timestamp": f"2026-05-{day:02d}T10:00:00Z", "prompt": "p", "output": "o",
+            "eval_scores": {"overall": overall}, "metadata": metadata}
+
+
+def vote(request_id: str, kind: str = "explicit_thumbs_up", value=True, user: str | None = "u", **extra) -> dict:
+    return {"request_id": request_id, "feedback_type": kind, "value": value, "user_id": user,
+            "timestamp": "2026-05-12T11:00:00Z", **extra}
+
+
+def analyse_files(tmp_path: Path, records: list[dict], events: list[dict], fmt: str = "jsonl.gz", changes=()):
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, tmp_path / "feedback.jsonl"))
+    logs = write_eval_logs(records, tmp_path / f"logs-{fmt}", fmt)
+    return run_analysis("t", EvalLogSource(str(logs)), feedback, list(changes), SINCE, UNTIL)
+
+
+def test_cohort_comes_from_the_eval_log_then_the_feedback_then_unknown(tmp_path: Path) -> None:
+    records = [record("a", user_cohort="pro"), record("b"), record("c"), record("d", user_cohort="free")]
+    events = [vote("a", user_cohort="free"), vote("b", user_cohort="enterprise"), vote("d")]
+    report = analyse_files(tmp_path, records, events).report
+    assert {k: (v["requests"], v["with_feedback"]) for k, v in report["cohorts"].items()} == {
+        "pro": (1, 1), "enterprise": (1, 1), "unknown": (1, 0), "free": (1, 1)}
+
+
+def test_feedback_rate_counts_explicit_feedback_only(tmp_path: Path) -> None:
+    records = [record(f"r{i}", user_cohort="pro") for i in range(4)]
+    events = [vote("r0"), vote("r1", "implicit_usage"), vote("r2", "explicit_text_comment", "meh"),
+              vote("r3", "implicit_edit", "better")]
+    report = analyse_files(tmp_path, records, events).report
+    pro = report["cohorts"]["pro"]
+    assert (pro["requests"], pro["with_feedback"], pro["rate"]) == (4, 2, 0.5)
+    assert report["counts"]["requests_with_feedback"] == 4
+    assert report["counts"]["requests_with_human_score"] == 1  # comments and implicit carry no score
+
+
+def test_human_score_uses_latest_vote_per_user_and_late_feedback_counts(tmp_path: Path) -> None:
+    records = [record("a", day=17)]
+    events = [vote("a", "explicit_thumbs_up", True, "u1", timestamp="2026-05-17T10:00:00Z"),
+              vote("a", "explicit_thumbs_down", True, "u1", timestamp="2026-05-17T12:00:00Z"),
+              vote("a", "explicit_rating", 5, "u2", timestamp="2026-05-19T09:00:00Z")]  # after the window: counts
+    analysis = analyse_files(tmp_path, records, events)
+    [entry] = analysis.labelled
+    assert entry["human_score"] == 0.5 and entry["n_users"] == 2 and entry["human_label"] == "neutral"
+    assert analysis.report["miscalibration"]["n"] == 0  # neutral: out of binary metrics
+
+
+def test_orphans_contradictions_and_duplicates_are_counted(tmp_path: Path) -> None:
+    records = [record("a", user_cohort="pro"), record("a", user_cohort="pro"), record("b", user_cohort="pro")]
+    events = [vote("a", "explicit_thumbs_up", True, "u1"), vote("a", "explicit_rating", 1, "u2"),
+              vote("ghost"), vote("ghost", "explicit_rating", 3)]
+    report = analyse_files(tmp_path, records, events).report
+    assert report["counts"]["orphan_feedback_requests"] == 1
+    assert report["counts"]["orphan_feedback_events"] == 2
+    assert report["counts"]["skipped_by_reason"]["duplicate_request_id"] == 1
+    assert report["cohorts"]["pro"]["contradictory"] == 1
+    assert report["cohorts"]["pro"]["requests"] == 2
+
+
+def test_malformed_lines_are_counted_by_reason_and_skipped(tmp_path: Path) -> None:
+    day = tmp_path / "logs" / "dt=2026-05-12"
+    day.mkdir(parents=True)
+    good = [record(f"ok{i}") for i in range(3)]
+    lines = [json.dumps(r) for r in good] + [
+        "{not json", "[1, 2]", json.dumps({"timestamp": "2026-05-12T10:00:00Z", "eval_scores": {"overall": 0.5}}),
+        json.dumps({**record("x"), "timestamp": "last tuesday"}),
+        json.dumps({**record("y"), "eval_scores": {"coherence": 0.3}}),
+        json.dumps({**record("z"), "eval_scores": {"overall": "high"}}),
+        json.dumps(record("w", overall=1.7)), json.dumps(record("v", overall=-0.1)),
+        json.dumps({**record("n"), "eval_scores": {"overall": float("nan")}}).replace("NaN", "NaN"),
+        "", "   ",
+    ]
+    (day / "a.jsonl").write_text("\n".join(lines) + "\n")
+    # a gzip file cut off in the middle: the lines before the cut are kept
+    payload = gzip.compress("".join(json.dumps(record(f"gz{i}")) + "\n" for i in range(200)).encode())
+    (day / "b.jsonl.gz").write_bytes(payload[: len(payload) // 2])
+    (day / "c.jsonl.gz").write_bytes(b"this is not gzip at all")
+    feedback = FeedbackIndex()
+    feedback.add_export_lines([b'{"request_id": "ok0", "feedback_type": "explicit_rating", "value": 9, '
+                               b'"timestamp": "2026-05-12T11:00:00Z"}', b"nope", b'{"request_id": "ok1", '
+                               b'"feedback_type": "explicit_rating", "value": 4}',
+                               json.dumps(vote("ok2")).encode()])
+    analysis = run_analysis("t", EvalLogSource(str(tmp_path / "logs")), feedback, [], SINCE, UNTIL)
+    reasons = analysis.report["counts"]["skipped_by_reason"]
+    assert reasons["invalid_json"] == 2  # "{not json" and the NaN line (not JSON)
+    assert reasons["not_an_object"] == 1
+    assert reasons["missing_request_id"] == 1
+    assert reasons["bad_timestamp"] == 1
+    assert reasons["missing_overall_score"] == 2
+    assert reasons["overall_score_out_of_range"] == 2
+    assert reasons["corrupt_file"] == 2
+    assert reasons["feedback_invalid_event"] == 1
+    assert reasons["feedback_invalid_json"] == 1
+    assert reasons["feedback_missing_timestamp"] == 1
+    kept_from_gzip = analysis.report["counts"]["eval_records"] - 3
+    assert 0 < kept_from_gzip < 200
+    assert analysis.report["counts"]["skipped_lines"] == sum(reasons.values())
+
+
+def test_an_empty_week_still_produces_a_report(tmp_path: Path) -> None:
+    analysis = run_analysis("t", EvalLogSource(str(tmp_path)), FeedbackIndex(), [], SINCE, UNTIL)
+    report = analysis.report
+    assert report["counts"]["eval_records"] == 0
+    assert report["correlation"]["overall"]["pearson"]["r"] is None
+    assert report["agreement"]["auroc"]["auroc"] is None
+    assert report["miscalibration"]["rate"] is None
+    assert report["weighting"]["weighted_satisfaction"] is None
+    files = write_local(analysis, tmp_path / "out")
+    assert "<html" in files["report.html"].read_text()
+
+
+def test_parquet_and_json_lines_give_the_same_report(tmp_path: Path) -> None:
+    records = [record(f"r{i}", day=12 + i % 3, overall=(i % 10) / 10, user_cohort=["a", "b"][i % 2],
+                      query_type="qa") for i in range(120)]
+    events = [vote(f"r{i}", "explicit_rating", 1 + i % 5, f"u{i}") for i in range(0, 120, 2)]
+    from_json = analyse_files(tmp_path, records, events, "jsonl").report
+    from_parquet = analyse_files(tmp_path, records, events, "parquet").report
+    for key in ("counts", "correlation", "agreement", "miscalibration", "cohorts", "weighting"):
+        assert from_parquet[key] == from_json[key], key
+
+
+def test_partitions_outside_the_window_are_not_opened(tmp_path: Path) -> None:
+    records = [record("in", day=12)]
+    logs = write_eval_logs(records, tmp_path / "logs", "jsonl")
+    far = tmp_path / "logs" / "dt=2026-01-01"
+    far.mkdir()
+    (far / "x.jsonl").write_text("{broken\n")
+    source = EvalLogSource(str(logs))
+    assert [Path(f).parent.name for f in source.files(SINCE, UNTIL)] == ["dt=2026-05-12"]
+    skipped: Counter[str] = Counter()
+    assert [r.request_id for r in source.records(SINCE, UNTIL, skipped)] == ["in"]
+    assert skipped == Counter()
+
+
+def test_records_are_windowed_by_eval_timestamp(tmp_path: Path) -> None:
+    records = [record("before", day=10), record("first", day=11), record("last", day=17), record("after", day=18)]
+    report = analyse_files(tmp_path, records, []).report
+    assert report["counts"]["eval_records"] == 2
+    assert report["window"] == {"since": "2026-05-11T00:00:00Z", "until": "2026-05-18T00:00:00Z"}
+
+
+def test_changes_file_in_json_and_yaml(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text(json.dumps([{"name": "p1", "effective_at": "2026-05-14T00:00:00Z"}]))
+    (tmp_path / "c.yaml").write_text("- name: p1\n  effective_at: 2026-05-14T00:00:00Z\n  segment: {query_type: qa}\n")
+    assert load_changes(tmp_path / "c.json")[0].name == "p1"
+    assert load_changes(tmp_path / "c.yaml")[0].segment == {"query_type": "qa"}
+
+
+def test_ab_change_compares_arms_over_the_same_period_with_a_ratio_check(tmp_path: Path) -> None:
+    from feedback_loop.models.changes import Change
+
+    records = [record(f"r{i}", day=12 + i % 5, overall=0.6 + 0.2 * (i % 2), arm=["a", "b"][i % 2], query_type="qa")
+               for i in range(400)]
+    records += [record(f"x{i}", day=12, overall=0.1, arm="c") for i in range(50)]  # neither arm
+    change = Change(name="ab", effective_at=datetime(2026, 5, 1, tzinfo=timezone.utc), variant_field="arm",
+                    control="a", treatment="b")
+    report = analyse_files(tmp_path, records, [], changes=[change]).report
+    overall = next(e for e in report["impact"] if e["metric"] == "evaluator_overall")
+    assert overall["design"] == "ab"
+    assert (overall["control"]["n"], overall["treatment"]["n"]) == (200, 200)
+    assert overall["diff"] == pytest.approx(0.2)
+    assert overall["sample_ratio"]["mismatch"] is False
+    assert overall["control"]["start"] >= "2026-05-11"  # the report's window, not since the change
+
+
+def test_a_segment_below_the_minimum_is_insufficient_not_computed(tmp_path: Path) -> None:
+    records = [record(f"r{i}", overall=i / 40, query_type="rare" if i < 5 else "common") for i in range(40)]
+    events = [vote(f"r{i}", "explicit_rating", 1 + i % 5, f"u{i}") for i in range(40)]
+    report = analyse_files(tmp_path, records, events).report
+    rare = report["correlation"]["by_segment"]["query_type"]["rare"]
+    assert rare == {"n": 5, "insufficient": True}
+    assert report["miscalibration"]["by_segment"]["query_type"]["rare"]["insufficient"]
+
+
+def test_engine_takes_any_iterable_of_records() -> None:
+    report = analyse("t", [], FeedbackIndex(), [], SINCE, UNTIL).report
+    assert report["schema_version"] == 1

@@ -1,0 +1,177 @@
+"""The analysis on simulated traffic: planted truths recovered, every figure recomputed independently."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import brier_score_loss, cohen_kappa_score, roc_auc_score
+
+from feedback_loop.analysis.evallogs import EvalLogSource
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.run import run_analysis, write_local
+from feedback_loop.simulate import Scenario, population_satisfaction, simulate
+
+from ..analysis_data import read_jsonl, write_eval_logs, write_feedback
+
+SCENARIO = Scenario(requests=20_000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenario")
+    records, events = simulate(SCENARIO)
+    logs = write_eval_logs(records, root / "eval-logs")
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, root / "feedback.jsonl"))
+    analysis = run_analysis("sim", EvalLogSource(str(logs)), feedback, SCENARIO.changes(), SCENARIO.start, SCENARIO.end)
+    files = write_local(analysis, root / "out")
+    return analysis.report, read_jsonl(files["labelled.jsonl"]), read_jsonl(files["disagreements.jsonl"]), records
+
+
+def impact(report, change, metric):
+    return next(e for e in report["impact"] if e["change"] == change and e["metric"] == metric)
+
+
+def test_the_planted_miscalibrated_segment_is_flagged_and_only_it_among_query_types(result) -> None:
+    report = result[0]
+    by_type = report["miscalibration"]["by_segment"]["query_type"]
+    assert by_type["code"]["flagged"]
+    assert not by_type["qa"]["flagged"] and not by_type["summarize"]["flagged"]
+    assert {"field": "query_type", "value": "code"}.items() <= report["miscalibration"]["flagged_segments"][0].items()
+    assert by_type["code"]["rate"] > 2 * by_type["qa"]["rate"]
+
+
+def test_planted_cohort_feedback_rates_are_recovered(result) -> None:
+    cohorts = result[0]["cohorts"]
+    for planted in SCENARIO.cohorts:
+        entry = cohorts[planted.name]
+        se = math.sqrt(planted.feedback_rate * (1 - planted.feedback_rate) / entry["requests"])
+        assert abs(entry["rate"] - planted.feedback_rate) < 4 * se, planted.name
+        low, high = entry["rate_ci"]
+        assert low < entry["rate"] < high
+    assert cohorts["free"]["below_target"] and not cohorts["enterprise"]["below_target"]
+    assert cohorts["free"]["satisfaction"] < cohorts["pro"]["satisfaction"] < cohorts["enterprise"]["satisfaction"]
+
+
+def test_reweighting_recovers_the_population_satisfaction(result) -> None:
+    weighting = result[0]["weighting"]
+    truth = population_satisfaction(SCENARIO)
+    assert abs(weighting["weighted_satisfaction"] - truth) < 0.02
+    assert abs(weighting["unweighted_satisfaction"] - truth) > 0.05  # the bias it corrects
+
+
+def test_the_change_with_an_effect_is_significant_and_the_one_without_is_not(result) -> None:
+    report = result[0]
+    human = impact(report, "prompt-v8", "human_score")
+    assert human["significant"] and human["diff"] > 0.1 and human["diff_ci"][0] > 0
+    overall = impact(report, "prompt-v8", "evaluator_overall")
+    assert overall["significant"] and overall["diff_ci"][0] < SCENARIO.effect_size < overall["diff_ci"][1] + 0.03
+    for metric in ("evaluator_overall", "human_score", "thumbs_up_share", "feedback_rate"):
+        assert not impact(report, "model-minor-bump", metric)["significant"], metric
+    assert report["regressions"] == []
+    assert human["before"]["end"] < human["after"]["start"]
+    assert human["after"]["start"] >= SCENARIO.change_at.isoformat().replace("+00:00", "Z")
+
+
+def test_correlation_and_agreement_match_independent_computations_on_the_labelled_set(result) -> None:
+    report, labelled, disagreements, _ = result
+    overall = np.array([e["overall"] for e in labelled])
+    human = np.array([e["human_score"] for e in labelled])
+    correlation = report["correlation"]["overall"]
+    assert correlation["n"] == len(labelled) == report["counts"]["requests_with_human_score"]
+    assert correlation["pearson"]["r"] == pytest.approx(sps.pearsonr(overall, human).statistic)
+    assert correlation["spearman"]["r"] == pytest.approx(sps.spearmanr(overall, human).statistic)
+    assert correlation["kendall"]["r"] == pytest.approx(sps.kendalltau(overall, human, variant="b").statistic)
+    assert correlation["pearson"]["ci"] == pytest.approx(list(sps.pearsonr(overall, human).confidence_interval(0.95)))
+
+    binary = [e for e in labelled if e["human_label"] in ("good", "bad")]
+    y = np.array([e["human_label"] == "good" for e in binary])
+    p = np.array([e["overall"] for e in binary])
+    agreement = report["agreement"]
+    assert agreement["auroc"]["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert agreement["cohen_kappa"]["kappa"] == pytest.approx(cohen_kappa_score(y, p > 0.7))
+    assert agreement["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert sum(b["n"] for b in agreement["reliability_bins"]) == len(binary)
+
+    mis = report["miscalibration"]
+    assert mis["n"] == len(binary)
+    assert mis["disagreements"] == len(disagreements) == int(np.sum((p > 0.7) != y))
+    assert mis["evaluator_too_high"] == sum(d["direction"] == "evaluator_too_high" for d in disagreements)
+
+
+def test_segment_correlations_match_scipy_and_small_segments_are_insufficient(result) -> None:
+    report, labelled, _, _ = result
+    code = [e for e in labelled if e["segments"]["query_type"] == "code"]
+    entry = report["correlation"]["by_segment"]["query_type"]["code"]
+    assert entry["n"] == len(code)
+    assert entry["spearman"]["r"] == pytest.approx(
+        sps.spearmanr([e["overall"] for e in code], [e["human_score"] for e in code]).statistic)
+    for values in report["correlation"]["by_segment"].values():
+        for value in values.values():
+            assert value["insufficient"] == (value["n"] < 30)
+
+
+def test_weights_and_effective_sample_size_recomputed_from_the_dataset(result) -> None:
+    report, labelled, _, _ = result
+    cohorts = report["cohorts"]
+    population = sum(c["requests"] for c in cohorts.values())
+    weights = np.array([e["weight"] for e in labelled])
+    assert weights.mean() == pytest.approx(1.0)
+    for name, cohort in cohorts.items():
+        members = [e for e in labelled if e["cohort"] == name]
+        assert all(e["weight"] == pytest.approx(cohort["weight"]) for e in members)
+        # each cohort's labelled requests carry its share of the population
+        assert sum(e["weight"] for e in members) / weights.sum() == pytest.approx(cohort["requests"] / population)
+    assert report["weighting"]["kish_ess"] == pytest.approx(weights.sum() ** 2 / (weights**2).sum())
+    human = np.array([e["human_score"] for e in labelled])
+    assert report["weighting"]["weighted_satisfaction"] == pytest.approx(np.average(human, weights=weights))
+
+
+def test_feedback_rates_follow_the_definition(result) -> None:
+    report, _, _, records = result
+    assert report["counts"]["eval_records"] == len(records)
+    assert sum(c["requests"] for c in report["cohorts"].values()) == len(records)
+    for cohort in report["cohorts"].values():
+        assert cohort["rate"] == pytest.approx(cohort["with_feedback"] / cohort["requests"])
+
+
+def test_impact_numbers_recomputed_from_raw_records(result) -> None:
+    report, _, _, records = result
+    change = SCENARIO.changes()[0]
+    start = (change.effective_at - timedelta(days=7)).isoformat().replace("+00:00", "Z")
+    cut = change.effective_at.isoformat().replace("+00:00", "Z")
+    segment = [r for r in records if r["metadata"]["query_type"] == "summarize"]
+    before = np.array([r["eval_scores"]["overall"] for r in segment if start <= r["timestamp"] < cut])
+    after = np.array([r["eval_scores"]["overall"] for r in segment if r["timestamp"] >= cut])
+    entry = impact(report, "prompt-v8", "evaluator_overall")
+    assert (entry["before"]["n"], entry["after"]["n"]) == (len(before), len(after))
+    reference = sps.ttest_ind(after, before, equal_var=False)
+    assert entry["p_value"] == pytest.approx(reference.pvalue, rel=1e-6, abs=1e-300)
+    assert entry["diff_ci"] == pytest.approx(list(reference.confidence_interval(0.95)))
+    adjusted = sorted(e["p_value_adjusted"] for e in report["impact"])
+    raw = sorted(e["p_value"] for e in report["impact"])
+    assert all(a >= r for a, r in zip(adjusted, raw))
+
+
+def test_datasets_have_a_stable_split(result) -> None:
+    _, labelled, _, _ = result
+    share = sum(e["split"] == "validation" for e in labelled) / len(labelled)
+    assert 0.15 < share < 0.25
+    assert all(set(e) >= {"request_id", "prompt", "output", "overall", "human_score", "human_label", "weight", "split"}
+               for e in labelled)
+
+
+def test_a_harmful_change_is_listed_as_a_regression(tmp_path: Path) -> None:
+    scenario = Scenario(requests=12_000, seed=5, effect_size=-0.2)
+    records, events = simulate(scenario)
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, tmp_path / "f.jsonl"))
+    report = run_analysis("sim", EvalLogSource(str(write_eval_logs(records, tmp_path / "logs"))), feedback,
+                          scenario.changes(), scenario.start, scenario.end).report
+    assert [r["change"] for r in report["regressions"]] == ["prompt-v8"]
+    assert math.isclose(report["regressions"][0]["diff"], impact(report, "prompt-v8", "human_score")["diff"])
