@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 DEFAULT_DATA_DIR = ".feedback-loop"
@@ -120,6 +121,66 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import boto3
+
+    from feedback_loop.analysis.engine import AnalysisSettings
+    from feedback_loop.analysis.evallogs import EvalLogSource
+    from feedback_loop.analysis.feedback import FeedbackIndex
+    from feedback_loop.analysis.run import load_changes, print_progress, run_analysis, write_local, write_s3
+    from feedback_loop.logic.changes import list_changes
+
+    until = _moment(args.until) if args.until else datetime.now(timezone.utc)
+    since = _moment(args.since) if args.since else until - timedelta(days=7)
+    if since >= until:
+        raise SystemExit("--since must be before --until")
+    settings = AnalysisSettings(
+        threshold=args.threshold, min_segment_n=args.min_segment_n, target_feedback_rate=args.target_rate,
+        trim_multiple=args.trim, impact_window=timedelta(days=args.impact_days),
+        segment_fields=tuple(dict.fromkeys(["user_cohort", "query_type", "prompt_version", "model", *args.segment])),
+    )
+    progress = None if args.quiet else print_progress
+    feedback = FeedbackIndex()
+    changes = load_changes(args.changes) if args.changes else []
+    if Path(args.feedback).is_file():
+        feedback.add_export_file(args.feedback)
+    else:
+        table = _table(argparse.Namespace(table=None if args.feedback == "local" else args.feedback,
+                                          data_dir=args.data_dir))
+        if not args.project:
+            raise SystemExit("--project is required when feedback comes from a table")
+        # from the start of the read range (changes reach back a week) to now: late feedback counts
+        start = since - settings.impact_window
+        feedback.add_items(table.feedback_in_window(args.project, start, datetime.now(timezone.utc),
+                                                    int(os.environ.get("FEEDBACK_DAY_SHARDS", "8"))))
+        if not args.changes:
+            changes = list_changes(table, args.project)
+    s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
+    analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
+                            since, until, settings, progress)
+    if args.out.startswith("s3://"):
+        bucket, _, prefix = args.out.removeprefix("s3://").partition("/")
+        written = write_s3(analysis, s3, bucket, prefix)
+    else:
+        written = write_local(analysis, args.out)
+    report = analysis.report
+    print(f"analysed {report['counts']['eval_records']} eval records, "
+          f"{report['counts']['requests_with_human_score']} with a human score, "
+          f"{report['counts']['skipped_lines']} lines skipped")
+    print(f"spearman {report['correlation']['overall']['spearman']['r']}, "
+          f"disagreement rate {report['miscalibration']['rate']}, "
+          f"flagged segments {[(f['field'], f['value']) for f in report['miscalibration']['flagged_segments']]}, "
+          f"regressions {[r['change'] for r in report['regressions']]}")
+    for name, where in written.items():
+        print(f"  {name}: {where}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedback_loop.demo import run_demo
 
@@ -157,6 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="print the API's OpenAPI document")
     openapi.add_argument("--template")
     openapi.set_defaults(run=cmd_openapi)
+
+    analyze = commands.add_parser("analyze", help="run the weekly analysis on files, S3 or a table")
+    analyze.add_argument("--eval-logs", required=True, help="folder or s3://bucket/prefix of eval logs")
+    analyze.add_argument("--feedback", required=True,
+                         help="JSON Lines export, a DynamoDB table name, or 'local' for the running local stack")
+    analyze.add_argument("--project", help="project (needed with a table)")
+    analyze.add_argument("--changes", help="JSON or YAML list of changes (default: the table's registry)")
+    analyze.add_argument("--since", help="window start, ISO 8601 (default: --until minus 7 days)")
+    analyze.add_argument("--until", help="window end, ISO 8601, exclusive (default: now)")
+    analyze.add_argument("--out", required=True, help="folder or s3://bucket/prefix for the report")
+    analyze.add_argument("--threshold", type=float, default=0.7, help="evaluator verdict: good above this")
+    analyze.add_argument("--segment", action="append", default=[], metavar="FIELD",
+                         help="another segment field (top-level or metadata), repeatable")
+    analyze.add_argument("--min-segment-n", type=int, default=30)
+    analyze.add_argument("--target-rate", type=float, default=0.05, help="feedback rate a cohort should reach")
+    analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
+    analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
+    analyze.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    analyze.set_defaults(run=cmd_analyze)
 
     demo = commands.add_parser("demo", help="run the local demo")
     demo.add_argument("--template")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from feedback_loop.analysis.engine import AnalysisSettings
 
 
 class ApiSettings(BaseSettings):
@@ -23,3 +28,44 @@ class ApiSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def api_settings() -> ApiSettings:
     return ApiSettings()
+
+
+class AnalysisFunctionSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    table_name: str = Field(validation_alias="TABLE_NAME")
+    data_bucket: str = Field(validation_alias="DATA_BUCKET")
+    event_bus_name: str = Field(validation_alias="EVENT_BUS_NAME")
+    day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
+    window_days: float = Field(default=7, gt=0, validation_alias="ANALYSIS_WINDOW_DAYS")
+    projects_csv: str = Field(default="", validation_alias="ANALYSIS_PROJECTS")
+    threshold: float = Field(default=0.7, ge=0, le=1, validation_alias="EVALUATOR_THRESHOLD")
+    min_segment_n: int = Field(default=30, ge=2, validation_alias="MIN_SEGMENT_N")
+    segment_fields_csv: str = Field(default="", validation_alias="EXTRA_SEGMENT_FIELDS")
+    target_feedback_rate: float = Field(default=0.05, ge=0, le=1, validation_alias="TARGET_FEEDBACK_RATE")
+    trim_multiple: float = Field(default=20, gt=1, validation_alias="WEIGHT_TRIM_MULTIPLE")
+    impact_days: float = Field(default=7, gt=0, validation_alias="IMPACT_WINDOW_DAYS")
+
+    @property
+    def projects(self) -> list[str]:
+        return [p.strip() for p in self.projects_csv.split(",") if p.strip()]
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.window_days)
+
+    def analysis(self) -> "AnalysisSettings":
+        from feedback_loop.analysis.engine import AnalysisSettings
+
+        extra = [f.strip() for f in self.segment_fields_csv.split(",") if f.strip()]
+        return AnalysisSettings(
+            threshold=self.threshold, min_segment_n=self.min_segment_n,
+            segment_fields=tuple(dict.fromkeys(["user_cohort", "query_type", "prompt_version", "model", *extra])),
+            target_feedback_rate=self.target_feedback_rate, trim_multiple=self.trim_multiple,
+            impact_window=timedelta(days=self.impact_days),
+        )
+
+
+@lru_cache(maxsize=1)
+def analysis_settings() -> AnalysisFunctionSettings:
+    return AnalysisFunctionSettings()

@@ -152,8 +152,9 @@ def read_range(since: datetime, until: datetime, changes: list[Change], settings
     change of late last week is measured again with a full week after it); an A/B change while it
     has started by the end of the window.
     """
-    measured = [c for c in changes
-                if c.effective_at < until and (c.variant_field or c.effective_at + settings.impact_window > since)]
+    measured = sorted((c for c in changes
+                       if c.effective_at < until and (c.variant_field or c.effective_at + settings.impact_window > since)),
+                      key=lambda c: (c.effective_at, c.name))  # the report's order never depends on the input's
     starts = [c.effective_at - settings.impact_window for c in measured if not c.variant_field]
     return min([since, *starts]), measured
 

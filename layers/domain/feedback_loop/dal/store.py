@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -179,13 +180,16 @@ class FeedbackTable:
                 yield _from_dynamo(raw)
 
     def feedback_in_window(
-        self, project: str, since: datetime, until: datetime, shards: int
+        self, project: str, since: datetime, until: datetime, shards: int, concurrency: int = 8
     ) -> Iterator[dict[str, Any]]:
-        """Feedback items whose timestamp is in [since, until], by day and shard of the index."""
+        """Feedback items whose timestamp is in [since, until]: one Query per day and shard of the
+        index, run `concurrency` at a time (a long window is many small partitions)."""
         low, high = keys.timestamp_text(since), keys.timestamp_text(until) + "\uffff"
-        for day in keys.days_between(since, until):
-            for shard in range(shards):
-                yield from self.query_index(keys.day_partition(project, day, shard), low, high)
+        partitions = [keys.day_partition(project, day, shard)
+                      for day in keys.days_between(since, until) for shard in range(shards)]
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for items in pool.map(lambda partition: list(self.query_index(partition, low, high)), partitions):
+                yield from items
 
 
 def _backoff(attempt: int) -> None:

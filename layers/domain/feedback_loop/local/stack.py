@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from moto.server import ThreadedMotoServer
 
 import feedback_loop
 from feedback_loop.dal.store import dynamodb_client
+from feedback_loop.local.eventbus import LocalEventBus
 from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.template import REGION, Template
@@ -86,6 +88,7 @@ class LocalStack:
         self._moto: ThreadedMotoServer | None = None
         self._gateway: LocalGateway | None = None
         self.functions: dict[str, LocalFunction] = {}
+        self.bus: LocalEventBus | None = None
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -95,6 +98,19 @@ class LocalStack:
     @property
     def table_name(self) -> str:
         return self.name_of("FeedbackTable")
+
+    @property
+    def bucket(self) -> str:
+        return self.name_of("DataBucket")
+
+    @property
+    def bus_name(self) -> str:
+        return self.name_of("EventBus")
+
+    def fire_schedule(self, at: datetime, function: str | None = None) -> dict[str, Any]:
+        """Runs the scheduled functions as their schedule would at `at` (the local stack's clock)."""
+        assert self.bus is not None, "the stack is not started"
+        return self.bus.fire_schedule(at, function)
 
     def _create_resources(self) -> None:
         dynamodb = boto3.client("dynamodb")
@@ -111,6 +127,9 @@ class LocalStack:
         s3 = boto3.client("s3")
         for logical_id in self.template.of_type("AWS::S3::Bucket"):
             s3.create_bucket(Bucket=self.name_of(logical_id))
+        events = boto3.client("events")
+        for logical_id in self.template.of_type("AWS::Events::EventBus"):
+            events.create_event_bus(Name=self.name_of(logical_id))
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -132,12 +151,17 @@ class LocalStack:
             self.functions[spec.logical_id] = LocalFunction(spec, self.max_concurrency)
         for function in self.functions.values():
             function.warm()
+        self.bus = LocalEventBus(self.template, self.functions)
+        self.bus.start()
         self._gateway = LocalGateway(self.template.routes(), self.functions)
         self.api_url = self._gateway.start(self.host, self.api_port)
         self._write_state()
         return self
 
     def stop(self) -> None:
+        if self.bus is not None:
+            self.bus.stop()
+            self.bus = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
@@ -158,7 +182,7 @@ class LocalStack:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         state = {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "table": self.table_name,
-                 "pid": os.getpid()}
+                 "bucket": self.bucket, "bus": self.bus_name, "pid": os.getpid()}
         (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 

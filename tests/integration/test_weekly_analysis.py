@@ -1,0 +1,111 @@
+"""The scheduled analysis on the local stack: HTTP feedback + S3 eval logs → schedule → S3 reports + event."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+
+from feedback_loop.analysis.evallogs import EvalLogSource
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.run import run_analysis
+from feedback_loop.client import FeedbackClient
+from feedback_loop.simulate import Scenario, simulate
+
+from ..analysis_data import write_eval_logs, write_feedback
+
+pytestmark = pytest.mark.integration
+# Two weeks that ended yesterday, as a real weekly run sees them (feedback may come an hour later).
+_END = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+SCENARIO = Scenario(start=_END - timedelta(days=14), requests=6_000, seed=3, days=14)
+WINDOW_KEY = _END.strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
+@pytest.fixture(scope="module")
+def week(stack, table, tmp_path_factory):
+    from feedback_loop.logic.keys import create_key
+
+    project = "weekly-sim"
+    client = FeedbackClient(stack.api_url, create_key(table, project).plaintext)
+    records, events = simulate(SCENARIO)
+    for start in range(0, len(events), 500):
+        result = client.send_batch(events[start:start + 500])
+        assert result.rejected == 0
+    for change in SCENARIO.changes():
+        client.register_change(change.name, change.effective_at, description=change.description,
+                               segment=change.segment)
+    s3 = boto3.client("s3")
+    by_day = defaultdict(list)
+    for record in records:
+        by_day[record["timestamp"][:10]].append(record)
+    for day, rows in by_day.items():
+        body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+        s3.put_object(Bucket=stack.bucket, Key=f"eval-logs/{project}/dt={day}/app-1.jsonl.gz", Body=body)
+    result = stack.fire_schedule(SCENARIO.end, "AnalysisFunction")["AnalysisFunction"]
+    delivered = stack.bus.wait_for("AnalysisCompleted")
+    local = tmp_path_factory.mktemp("weekly")
+    return project, records, events, result, delivered, s3, local
+
+
+def test_the_schedule_writes_the_report_and_datasets_to_s3(stack, week) -> None:
+    project, _, _, result, _, s3, _ = week
+    prefix = f"reports/{project}/{WINDOW_KEY}/"
+    assert result["reports"][project] == f"s3://{stack.bucket}/{prefix}report.json"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix)["Contents"]}
+    assert keys == {prefix + n for n in ("report.json", "report.html", "disagreements.jsonl", "labelled.jsonl")}
+    html = s3.get_object(Bucket=stack.bucket, Key=prefix + "report.html")
+    assert html["ContentType"].startswith("text/html")
+    report = json.loads(s3.get_object(Bucket=stack.bucket, Key=prefix + "report.json")["Body"].read())
+    assert report["window"] == {"since": (_END - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                "until": _END.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert report["project"] == project
+
+
+def test_the_scheduled_report_equals_the_analysis_of_the_exported_files(stack, week) -> None:
+    project, records, events, _, _, s3, local = week
+    prefix = f"reports/{project}/{WINDOW_KEY}/"
+    scheduled = json.loads(s3.get_object(Bucket=stack.bucket, Key=prefix + "report.json")["Body"].read())
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, local / "feedback.jsonl"))
+    on_files = run_analysis(project, EvalLogSource(str(write_eval_logs(records, local / "logs"))), feedback,
+                            SCENARIO.changes(), SCENARIO.end - timedelta(days=7), SCENARIO.end).report
+    expected = json.loads(json.dumps(on_files))
+    for key in ("counts", "correlation", "agreement", "miscalibration", "cohorts", "weighting", "regressions"):
+        assert expected[key] == scheduled[key], key
+    assert len(expected["impact"]) == len(scheduled["impact"])
+    for mine, theirs in zip(expected["impact"], scheduled["impact"]):
+        for field in mine:
+            assert mine[field] == theirs[field], (mine["change"], mine["metric"], field)
+    assert scheduled["miscalibration"]["by_segment"]["query_type"]["code"]["flagged"]
+
+
+def test_analysis_completed_carries_the_key_figures(stack, week) -> None:
+    project, _, _, _, delivered, _, _ = week
+    [delivery] = [d for d in delivered if d.event["detail"]["project"] == project]
+    event = delivery.event
+    assert event["source"] == "feedback-loop"
+    assert event["time"] == _END.strftime("%Y-%m-%dT%H:%M:%SZ")
+    detail = event["detail"]
+    assert detail["report"].endswith("/report.json") and detail["labelled_dataset"].endswith("/labelled.jsonl")
+    assert detail["requests_with_human_score"] > 100
+    assert 0 < detail["spearman"] < 1 and 0.5 < detail["auroc"] <= 1
+    assert {"field": "query_type", "value": "code"} in detail["flagged_segments"]
+
+
+def test_the_analysis_reads_feedback_through_the_day_index_without_scans(stack, week) -> None:
+    from feedback_loop.dal.store import dynamodb_client
+
+    calls: list[str] = []
+    client = dynamodb_client()  # the functions' shared client
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    try:
+        stack.fire_schedule(SCENARIO.end, "AnalysisFunction")
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.*")
+    assert calls and "Scan" not in calls
+    assert set(calls) <= {"Query"}
