@@ -62,6 +62,10 @@ def _interval_bars(title: str, rows: list[tuple[str, float, tuple[float, float] 
                    **extra: Any) -> Markup | None:
     if not rows:
         return None
+    if "range" not in extra:  # pygal sizes the axis to the bars only; the intervals must fit too
+        ends = [0.0] + [v for _, v, ci in rows for v in (v, *(ci or ()))]
+        pad = 0.05 * ((max(ends) - min(ends)) or 1)
+        extra["range"] = (min(ends) - pad, max(ends) + pad)
     chart = pygal.HorizontalBar(**_options(title, show_legend=False, **extra))
     chart.x_labels = [label for label, _, _ in rows]
     chart.add(name, [{"value": value, **({"ci": {"low": ci[0], "high": ci[1]}} if ci else {})}

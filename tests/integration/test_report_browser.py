@@ -1,0 +1,85 @@
+"""report.html in a real browser (Debian's Chromium, driven by Playwright): plots render, offline,
+and text from eval logs is shown as text, never run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from feedback_loop.analysis.evallogs import EvalLogSource
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.run import run_analysis, write_local
+from feedback_loop.simulate import Scenario, simulate
+
+from ..analysis_data import write_eval_logs, write_feedback
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>'
+PLOTS = {"scatter", "calibration", "disagreement", "cohorts", "impact-human_score", "impact-evaluator_overall",
+         "impact-thumbs_up_share", "impact-feedback_rate"}
+
+if CHROMIUM is None and os.environ.get("CI"):
+    pytest.fail("Chromium is missing: `make test` installs Debian's chromium package", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("browser")
+    scenario = Scenario(requests=6000, seed=9)
+    records, events = simulate(scenario)
+    for record in records[::3]:  # a hostile segment value, frequent enough to be reported
+        record["metadata"]["query_type"] = PAYLOAD
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, root / "feedback.jsonl"))
+    analysis = run_analysis("browser", EvalLogSource(str(write_eval_logs(records, root / "logs"))), feedback,
+                            scenario.changes(), scenario.start, scenario.end)
+    return write_local(analysis, root / "out")["report.html"]
+
+
+@pytest.fixture(scope="module")
+def page(report_file: Path):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (`make test` installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"])
+        context = browser.new_context(offline=True)  # the report must need no network
+        requests: list[str] = []
+        context.on("request", lambda request: requests.append(request.url))
+        page = context.new_page()
+        page.goto(report_file.as_uri())
+        yield page, requests
+        browser.close()
+
+
+def test_every_plot_renders_with_marks(page) -> None:
+    page, _ = page
+    plots = page.evaluate("""() => [...document.querySelectorAll('figure.plot')].map(f => {
+        const svg = f.querySelector('svg'); const box = svg.getBoundingClientRect();
+        return {name: f.dataset.plot, width: box.width, height: box.height,
+                marks: svg.querySelectorAll('circle, rect, path').length};
+    })""")
+    assert {p["name"] for p in plots} == PLOTS
+    for plot in plots:
+        assert plot["width"] > 300 and plot["height"] > 150, plot
+        assert plot["marks"] > 3, plot
+
+
+def test_the_report_loads_nothing_from_the_network(page) -> None:
+    _, requests = page
+    assert all(url.startswith("file://") for url in requests), requests
+
+
+def test_text_from_eval_logs_is_escaped_not_run(page) -> None:
+    page, _ = page
+    assert page.evaluate("() => window.__xss === undefined")
+    assert PAYLOAD in page.inner_text("body")  # shown literally in the segment tables
+    assert page.evaluate("() => document.querySelectorAll('img[src=x]').length") == 0
