@@ -8,6 +8,7 @@ A registered prompt change raises q for one query type; another registered chang
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -98,13 +99,22 @@ def _vote_score(vote: dict[str, Any]) -> float:
 
 def simulate(scenario: Scenario | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Eval log records and feedback events (the export contract: timestamps present)."""
+    records: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for record, request_events in iter_simulation(scenario):
+        records.append(record)
+        events.extend(request_events)
+    return records, events
+
+
+def iter_simulation(scenario: Scenario | None = None) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each request's eval record with its feedback events, in time order, one at a time."""
     s = scenario or Scenario()
     rng = random.Random(s.seed)
     weights = [c.share for c in s.cohorts]
-    records: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
     span = s.days * 86400
     for n in range(s.requests):
+        events: list[dict[str, Any]] = []
         at = s.start + timedelta(seconds=span * (n + rng.random()) / s.requests)
         cohort = rng.choices(s.cohorts, weights)[0]
         query_type = rng.choice(s.query_types)
@@ -116,7 +126,7 @@ def simulate(scenario: Scenario | None = None) -> tuple[list[dict[str, Any]], li
             overall = _clip(quality + 0.1 + rng.gauss(0, 0.08))
         request_id = f"req-{s.seed}-{n:07d}"
         prompt_version = ("v8" if after else "v7") if query_type == s.effect_query_type else "v7"
-        records.append({
+        record = {
             "request_id": request_id,
             "timestamp": at.isoformat().replace("+00:00", "Z"),
             "prompt": rng.choice(s.prompts[query_type]),
@@ -124,7 +134,7 @@ def simulate(scenario: Scenario | None = None) -> tuple[list[dict[str, Any]], li
             "eval_scores": {"overall": round(overall, 4), "coherence": round(_clip(overall + rng.gauss(0, 0.05)), 4)},
             "metadata": {"user_cohort": cohort.name, "query_type": query_type, "prompt_version": prompt_version,
                          "model": "m-2026-05"},
-        })
+        }
         perceived = _clip(quality + cohort.mood)
         voters = (1 + (rng.random() < 0.15)) if rng.random() < cohort.feedback_rate else 0
         for voter in range(voters):
@@ -141,7 +151,7 @@ def simulate(scenario: Scenario | None = None) -> tuple[list[dict[str, Any]], li
             events.append({"request_id": request_id, "feedback_type": kind, "value": True,
                            "timestamp": (at + timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
                            "event_id": f"{request_id}-i", "user_cohort": cohort.name})
-    return records, events
+        yield record, events
 
 
 def population_satisfaction(scenario: Scenario | None = None, draws: int = 200_000) -> float:

@@ -115,26 +115,33 @@ class _Side:
 
 @dataclass
 class _ChangeSides:
+    """A change's two sides, with its time range and segment test prepared once."""
+
     change: Change
+    window: tuple[float, float]
+    span: float
     control: _Side = field(default_factory=_Side)
     treatment: _Side = field(default_factory=_Side)
 
-    def side_for(self, record: EvalRecord, window: tuple[float, float], span: float) -> _Side | None:
-        change = self.change
-        for key, expected in (change.segment or {}).items():
+    def __post_init__(self) -> None:
+        effective = self.change.effective_at.timestamp()
+        self.effective = effective
+        self.low, self.high = ((max(effective, self.window[0]), self.window[1]) if self.change.variant_field
+                               else (effective - self.span, effective + self.span))
+        self.segment = list((self.change.segment or {}).items())
+
+    def side_for(self, record: EvalRecord) -> _Side | None:
+        at = record.at
+        if not self.low <= at < self.high:  # the cheap test first: most records are outside
+            return None
+        for key, expected in self.segment:
             if field_value(record.raw, key) != expected:
                 return None
-        effective = change.effective_at.timestamp()
+        change = self.change
         if change.variant_field:
-            if not (max(effective, window[0]) <= record.at < window[1]):
-                return None
             arm = field_value(record.raw, change.variant_field)
             return self.control if arm == change.control else self.treatment if arm == change.treatment else None
-        if effective - span <= record.at < effective:
-            return self.control
-        if effective <= record.at < effective + span:
-            return self.treatment
-        return None
+        return self.control if at < self.effective else self.treatment
 
 
 @dataclass
@@ -166,7 +173,7 @@ def analyse(project: str, records: Iterable[EvalRecord], feedback: FeedbackIndex
     skipped = skipped if skipped is not None else Counter()
     window = (since.timestamp(), until.timestamp())
     span = settings.impact_window.total_seconds()
-    sides = [_ChangeSides(c) for c in changes]
+    sides = [_ChangeSides(c, window, span) for c in changes]
     fields = settings.segment_fields
 
     in_window = read = 0
@@ -186,13 +193,16 @@ def analyse(project: str, records: Iterable[EvalRecord], feedback: FeedbackIndex
                 continue
             matched.add(record.request_id)
         for change_sides in sides:
-            side = change_sides.side_for(record, window, span)
+            side = change_sides.side_for(record)
             if side is not None:
                 side.add(record, request_feedback)
         if not window[0] <= record.at < window[1]:
             continue
         in_window += 1
-        cohort = cohort_of(record.raw, request_feedback)
+        metadata = record.raw.get("metadata")
+        cohort = metadata.get("user_cohort") if type(metadata) is dict else None
+        if type(cohort) is not str or not cohort:  # the rare path: the documented fallbacks
+            cohort = cohort_of(record.raw, request_feedback)
         cohort_requests[cohort] += 1
         if request_feedback is None:
             continue

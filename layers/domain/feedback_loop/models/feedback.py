@@ -7,6 +7,7 @@ rule and a rejected value is reported at `value` with the type's rule in the mes
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
@@ -51,8 +52,11 @@ class FeedbackType(StrEnum):
 REQUEST_ID_PATTERN = r"^[\w\-._~()'!*:@,;=+&$<> \[\]{}|^]+$"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _no_control_chars(text: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         raise ValueError("must not contain control characters")
     return text
 
