@@ -36,6 +36,8 @@ openapi: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/analysis.py
+	$(BIN)/python benchmarks/bundle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .feedback-loop build *.egg-info

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -102,23 +100,11 @@ def cold_import() -> tuple[float, list[tuple[str, float]], list[str]]:
 
 
 def bundle_size() -> dict[str, float]:
-    """Unzipped size of what the API function deploys: its code, the domain layer and the
-    dependencies layer as pip installs them for Lambda (arm64, Python 3.13)."""
-    def size(path: Path) -> float:
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    """The API function's unzipped deployment, built as sam builds it (see bundle.py)."""
+    from bundle import bundle_sizes
 
-    with tempfile.TemporaryDirectory() as target:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--target", target, "--platform",
-             "manylinux2014_aarch64", "--implementation", "cp", "--python-version", "3.13",
-             "--only-binary=:all:", "-r", str(ROOT / "layers/dependencies/requirements.txt")],
-            check=True, capture_output=True,
-        )
-        dependencies = size(Path(target))
-    domain = size(ROOT / "layers/domain/feedback_loop")
-    function = size(ROOT / "functions/api")
-    return {"dependencies layer MB": dependencies, "domain layer MB": domain, "function code MB": function,
-            "API function total unzipped MB (limit 250)": dependencies + domain + function}
+    parts = bundle_sizes()["ApiFunction"]
+    return {f"API function {name} MB": mb for name, mb in parts.items()}
 
 
 def main() -> None:
@@ -135,7 +121,7 @@ def main() -> None:
         figures.update(http_latency(stack, key, args.http_requests))
     seconds, top, heavy = cold_import()
     figures["cold import of the API function s"] = seconds
-    if not args.no_bundle and shutil.which(sys.executable):
+    if not args.no_bundle:
         figures.update(bundle_size())
 
     width = max(len(k) for k in figures)

@@ -29,8 +29,8 @@ _CONTRACT_FIELDS = {"request_id", "feedback_type", "value", "user_id", "user_coh
 class RequestFeedback:
     """One request's feedback, folded event by event."""
 
-    votes: LatestPerUser = field(default_factory=LatestPerUser)
-    signals: LatestPerUser = field(default_factory=LatestPerUser)
+    votes: LatestPerUser | None = None  # made on the first vote: most requests only have implicit signals
+    signals: LatestPerUser | None = None
     explicit: int = 0
     thumbs_up: int = 0
     thumbs_down: int = 0
@@ -55,16 +55,22 @@ class RequestFeedback:
             self.comments += 1
         vote = scoring.vote_score(feedback_type, value)
         if vote is not None:
+            if self.votes is None:
+                self.votes = LatestPerUser()
             self.votes.add(user_id, at, event_id, vote)
             self.positive |= vote >= scoring.GOOD_AT
             self.negative |= vote <= scoring.BAD_AT
         elif feedback_type in IMPLICIT_TYPES:
+            if self.signals is None:
+                self.signals = LatestPerUser()
             self.signals.add(user_id, at, event_id, (feedback_type, value))
 
     def human(self) -> Score:
-        return self.votes.mean()
+        return self.votes.mean() if self.votes is not None else Score(None, 0)
 
     def implicit(self, output: str | None) -> Score:
+        if self.signals is None:
+            return Score(None, 0)
         return self.signals.mean(lambda item: scoring.implicit_value(item[0], item[1], output))
 
     @property
@@ -92,24 +98,37 @@ class FeedbackIndex:
         for number, line in enumerate(lines):
             if not line.strip():
                 continue
-            try:
-                raw = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.skipped["feedback_invalid_json"] += 1
-                continue
-            if not isinstance(raw, dict) or raw.get("timestamp") is None:
-                self.skipped["feedback_missing_timestamp" if isinstance(raw, dict) else "feedback_not_an_object"] += 1
-                continue
-            try:
-                event = _contract.validate_python({k: v for k, v in raw.items() if k in _CONTRACT_FIELDS})
+            try:  # the common case, a line of exactly the contract, parsed and checked natively
+                event = _contract.validate_json(line)
             except ValidationError:
-                self.skipped["feedback_invalid_event"] += 1
+                event = self._lenient(line)  # extra fields, or a line to count as skipped
+                if event is None:
+                    continue
+            if event.timestamp is None:
+                self.skipped["feedback_missing_timestamp"] += 1
                 continue
             if until is not None and event.timestamp > until:
                 self.skipped["feedback_after_run"] += 1
                 continue
             self.add(event.request_id, event.feedback_type, event.value, event.user_id,
                      event.timestamp.timestamp(), event.event_id or f"line-{number}", event.user_cohort)
+
+    def _lenient(self, line: bytes) -> Any | None:
+        """A line that failed the strict check: kept if only fields outside the contract (such as
+        received_at in a table export) were in the way, else counted by reason."""
+        try:
+            raw = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            self.skipped["feedback_invalid_json"] += 1
+            return None
+        if not isinstance(raw, dict):
+            self.skipped["feedback_not_an_object"] += 1
+            return None
+        try:
+            return _contract.validate_python({k: v for k, v in raw.items() if k in _CONTRACT_FIELDS})
+        except ValidationError:
+            self.skipped["feedback_invalid_event"] += 1
+            return None
 
     def add_export_file(self, path: str | Path, until: datetime | None = None) -> None:
         with open(path, "rb") as lines:

@@ -1,0 +1,54 @@
+"""Unzipped size of each function's deployment, built as `sam build` builds it (the layers' own
+Makefiles, Lambda's arm64 wheels for Python 3.13), against Lambda's 250 MB limit.
+
+    .venv/bin/python benchmarks/bundle.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_MB = 250
+# function -> the layers it deploys with (Globals give every function the domain and dependencies layers)
+FUNCTIONS = {"ApiFunction": ("functions/api", ["DomainLayer", "DependenciesLayer"]),
+             "AnalysisFunction": ("functions/analysis", ["DomainLayer", "DependenciesLayer", "AnalysisLayer"])}
+MAKEFILE_LAYERS = {"DependenciesLayer": "layers/dependencies", "AnalysisLayer": "layers/analysis"}
+
+
+def size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def layer_sizes(workdir: Path) -> dict[str, float]:
+    sizes = {"DomainLayer": size_mb(ROOT / "layers/domain/feedback_loop")}
+    for layer, folder in MAKEFILE_LAYERS.items():
+        artifacts = workdir / layer
+        subprocess.run(["make", "-s", "-C", str(ROOT / folder), f"build-{layer}", f"ARTIFACTS_DIR={artifacts}",
+                        f"PIP={sys.executable} -m pip"], check=True, capture_output=True)
+        sizes[layer] = size_mb(artifacts)
+    return sizes
+
+
+def bundle_sizes() -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as workdir:
+        layers = layer_sizes(Path(workdir))
+    result = {}
+    for function, (code, used) in FUNCTIONS.items():
+        parts = {"code": size_mb(ROOT / code), **{layer: layers[layer] for layer in used}}
+        result[function] = {**parts, "total": sum(parts.values())}
+    return result
+
+
+def main() -> None:
+    for function, parts in bundle_sizes().items():
+        detail = ", ".join(f"{name} {mb:.1f}" for name, mb in parts.items() if name != "total")
+        verdict = "fits" if parts["total"] <= LIMIT_MB else "TOO LARGE"
+        print(f"{function}: {parts['total']:.1f} MB unzipped of {LIMIT_MB} ({verdict}): {detail}")
+
+
+if __name__ == "__main__":
+    main()
