@@ -109,3 +109,29 @@ def test_the_analysis_reads_feedback_through_the_day_index_without_scans(stack, 
         client.meta.events.unregister("before-call.dynamodb.*")
     assert calls and "Scan" not in calls
     assert set(calls) <= {"Query"}
+
+
+def test_the_function_emits_emf_metrics_per_project(stack, week, monkeypatch, capsys) -> None:
+    from feedback_loop.local.runtime import LambdaContext, load_module
+    from feedback_loop.settings import analysis_settings
+
+    project = week[0]
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    monkeypatch.setenv("ANALYSIS_PROJECTS", project)
+    analysis_settings.cache_clear()
+    try:
+        spec = next(f for f in stack.template.functions() if f.logical_id == "AnalysisFunction")
+        module = load_module(spec)
+        scheduled = {"version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
+                     "account": "123456789012", "time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "region": "us-east-1", "resources": [], "detail": {}}
+        module.lambda_handler(scheduled, LambdaContext("AnalysisFunction", timeout_seconds=900))
+    finally:
+        analysis_settings.cache_clear()
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [blob] = [b for b in blobs if b.get("project") == project]
+    names = {m["Name"] for m in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert names == {"HumanEvaluatorSpearman", "DisagreementRate", "FeedbackRate", "EvaluatorAuroc", "LabelledRequests"}
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "FeedbackLoop"
+    value = {name: blob[name][0] if isinstance(blob[name], list) else blob[name] for name in names}
+    assert 0 < value["DisagreementRate"] < 1 and value["LabelledRequests"] > 100
