@@ -151,12 +151,7 @@ class FeedbackClient:
             results = list(result.results)
             for position, item in zip(retry_at, again.results):
                 results[position] = item.model_copy(update={"index": position})
-            result = BatchResult(
-                stored=sum(r.status == 201 for r in results),
-                duplicates=sum(r.status == 200 for r in results),
-                rejected=sum(r.status not in (200, 201) for r in results),
-                results=results,
-            )
+            result = BatchResult.of(results)
         return result
 
     def summary(self, request_id: str) -> RequestSummary:

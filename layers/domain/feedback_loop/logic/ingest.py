@@ -92,56 +92,36 @@ def record_batch(
     """
     now = now or datetime.now(timezone.utc)
     results: list[BatchItemResult | None] = [None] * len(raw_events)
-    prepared: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-    repeats: list[tuple[int, dict[str, Any]]] = []
-
+    valid: list[tuple[int, dict[str, Any]]] = []
     for index, raw in enumerate(raw_events):
         try:
             event_in = _event_adapter.validate_python(raw)
         except ValidationError as error:
             results[index] = BatchItemResult(index=index, status=422, errors=validation_field_errors(error))
             continue
-        item = _prepare(project, event_in, policy, now)
-        key = (item["pk"], item["sk"])
-        if key in prepared:
-            repeats.append((index, item))  # the same event twice in one batch
-        else:
-            prepared[key] = (index, item)
+        valid.append((index, _prepare(project, event_in, policy, now)))
 
-    existing = table.get_many(list(prepared))
-    fresh = []
-    for key, (index, item) in prepared.items():
-        if key in existing:
-            results[index] = _repeat_result(index, item, existing[key])
-        else:
-            fresh.append(item)
-    unwritten = {(i["pk"], i["sk"]) for i in table.put_many(fresh)}
-    for item in fresh:
-        index = prepared[(item["pk"], item["sk"])][0]
-        if (item["pk"], item["sk"]) in unwritten:
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, item in valid:
+        first.setdefault(_key(item), item)  # the same event twice in one batch is written once
+    existing = table.get_many(list(first))
+    fresh = [item for key, item in first.items() if key not in existing]
+    unwritten = {_key(item) for item in table.put_many(fresh)}
+    for index, item in valid:
+        key = _key(item)
+        if key in unwritten:
             results[index] = BatchItemResult(
-                index=index,
-                status=503,
-                event_id=item["event_id"],
-                errors=[FieldError(field="event", message="not stored: the store is busy, send it again")],
-            )
-        else:
+                index=index, status=503, event_id=item["event_id"],
+                errors=[FieldError(field="event", message="not stored: the store is busy, send it again")])
+        elif key not in existing and item is first[key]:
             results[index] = BatchItemResult(index=index, status=201, event_id=item["event_id"])
-    for index, item in repeats:
-        first_index, first = prepared[(item["pk"], item["sk"])]
-        original = existing.get((item["pk"], item["sk"]), first)
-        result = _repeat_result(index, item, original)
-        if results[first_index] is not None and results[first_index].status == 503:
-            result = results[first_index].model_copy(update={"index": index})
-        results[index] = result
+        else:
+            results[index] = _repeat_result(index, item, existing.get(key, first[key]))
+    return BatchResult.of([r for r in results if r is not None])
 
-    final = [r for r in results if r is not None]
-    return BatchResult(
-        stored=sum(r.status == 201 for r in final),
-        duplicates=sum(r.status == 200 for r in final),
-        rejected=sum(r.status not in (200, 201) for r in final),
-        results=final,
-    )
+
+def _key(item: dict[str, Any]) -> tuple[str, str]:
+    return item["pk"], item["sk"]
 
 
 def _repeat_result(index: int, item: dict[str, Any], original: dict[str, Any]) -> BatchItemResult:

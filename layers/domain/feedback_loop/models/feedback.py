@@ -216,3 +216,9 @@ class BatchResult(BaseModel):
     duplicates: int
     rejected: int
     results: list[BatchItemResult]
+
+    @classmethod
+    def of(cls, results: list[BatchItemResult]) -> "BatchResult":
+        """The tally of per-item results: 201 stored, 200 duplicate, anything else rejected."""
+        return cls(stored=sum(r.status == 201 for r in results), duplicates=sum(r.status == 200 for r in results),
+                   rejected=sum(r.status not in (200, 201) for r in results), results=results)
