@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -1,0 +1,175 @@
+"""The report's sections, each computed from the arrays and counters the analysis pass collected."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from feedback_loop.analysis import stats
+
+if TYPE_CHECKING:
+    from feedback_loop.analysis.engine import AnalysisSettings, _ChangeSides
+
+def correlation_block(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, Any]:
+    return {"n": len(x), "pearson": asdict(stats.pearson(x, y, confidence)),
+            "spearman": asdict(stats.spearman(x, y, confidence)),
+            "kendall": asdict(stats.kendall_tau_b(x, y, confidence))}
+
+
+def groups(segments: list[tuple[str, ...]], position: int) -> dict[str, np.ndarray]:
+    indices: dict[str, list[int]] = defaultdict(list)
+    for i, values in enumerate(segments):
+        indices[values[position]].append(i)
+    return {value: np.array(members, int) for value, members in sorted(indices.items())}
+
+
+def correlations(overall: np.ndarray, human: np.ndarray, segments: list[tuple[str, ...]],
+                  fields: tuple[str, ...], settings: AnalysisSettings) -> dict[str, Any]:
+    by_segment: dict[str, dict[str, Any]] = {}
+    for position, name in enumerate(fields):
+        by_segment[name] = {}
+        for value, members in groups(segments, position).items():
+            if len(members) < settings.min_segment_n:
+                by_segment[name][value] = {"n": len(members), "insufficient": True}
+            else:
+                by_segment[name][value] = {**correlation_block(overall[members], human[members], settings.confidence),
+                                           "insufficient": False}
+    return {"overall": correlation_block(overall, human, settings.confidence), "by_segment": by_segment,
+            "x": "eval_scores.overall", "y": "human_score"}
+
+
+def agreement(overall: np.ndarray, good: np.ndarray, verdict_good: np.ndarray, settings: AnalysisSettings
+               ) -> dict[str, Any]:
+    calibration = stats.calibration(overall, good, settings.calibration_bins)
+    return {"n": len(overall), "n_good": int(good.sum()), "n_bad": int((~good).sum()),
+            "threshold": settings.threshold,
+            "auroc": asdict(stats.auroc(overall, good, settings.confidence)),
+            "cohen_kappa": asdict(stats.cohen_kappa(verdict_good, good, settings.confidence)),
+            "ece": calibration.ece, "brier": calibration.brier, "binning": calibration.binning,
+            "reliability_bins": [asdict(b) for b in calibration.bins]}
+
+
+def miscalibration(verdict_good: np.ndarray, good: np.ndarray, binary: np.ndarray,
+                    segments: list[tuple[str, ...]], fields: tuple[str, ...], settings: AnalysisSettings
+                    ) -> dict[str, Any]:
+    disagree = binary & (verdict_good != good)
+    n, k = int(binary.sum()), int(disagree.sum())
+    overall_rate = stats.wilson(k, n, settings.confidence)
+    by_segment: dict[str, dict[str, Any]] = {}
+    tests: list[tuple[str, str]] = []
+    p_values: list[float | None] = []
+    for position, name in enumerate(fields):
+        by_segment[name] = {}
+        for value, members in groups(segments, position).items():
+            members = members[binary[members]]
+            n_s, k_s = len(members), int(disagree[members].sum())
+            entry: dict[str, Any] = {"n": n_s, "disagreements": k_s}
+            if n_s < settings.min_segment_n:
+                entry["insufficient"] = True
+            else:
+                rate = stats.wilson(k_s, n_s, settings.confidence)
+                rest = stats.two_proportions(k - k_s, n - n_s, k_s, n_s, settings.confidence, alternative="greater")
+                entry.update({"insufficient": False, "rate": rate.rate, "rate_ci": rate.ci,
+                              "rest_rate": rest.mean_control, "diff_vs_rest": rest.diff,
+                              "diff_vs_rest_ci": rest.diff_ci, "p_value": rest.p_value})
+                tests.append((name, value))
+                p_values.append(rest.p_value)
+            by_segment[name][value] = entry
+    flagged = []
+    for (name, value), adjusted in zip(tests, stats.benjamini_hochberg(p_values)):
+        entry = by_segment[name][value]
+        entry["p_value_adjusted"] = adjusted
+        entry["flagged"] = adjusted is not None and adjusted < settings.alpha
+        if entry["flagged"]:
+            flagged.append({"field": name, "value": value, "n": entry["n"], "rate": entry["rate"],
+                            "rate_ci": entry["rate_ci"], "rest_rate": entry["rest_rate"],
+                            "p_value_adjusted": adjusted})
+    too_high = int((binary & verdict_good & ~good).sum())
+    return {"threshold": settings.threshold, "n": n, "disagreements": k, "rate": overall_rate.rate,
+            "rate_ci": overall_rate.ci, "evaluator_too_high": too_high, "evaluator_too_low": k - too_high,
+            "test": "one-sided two-proportion z-test of each segment against the rest, Benjamini-Hochberg",
+            "by_segment": by_segment, "flagged_segments": sorted(flagged, key=lambda f: f["p_value_adjusted"])}
+
+
+def cohorts(requests: Counter[str], with_feedback: Counter[str], contradictory: Counter[str], cohorts: list[str],
+             human: np.ndarray, settings: AnalysisSettings) -> tuple[dict[str, float], dict[str, Any]]:
+    labelled = Counter(cohorts)
+    weights = stats.inverse_propensity_weights(dict(requests), dict(labelled), settings.trim_multiple)
+    report = {}
+    for cohort in sorted(requests):
+        rate = stats.wilson(with_feedback[cohort], requests[cohort], settings.confidence)
+        scores = human[[i for i, c in enumerate(cohorts) if c == cohort]]
+        report[cohort] = {
+            "requests": requests[cohort], "with_feedback": with_feedback[cohort], "rate": rate.rate,
+            "rate_ci": rate.ci, "below_target": rate.rate is not None and rate.rate < settings.target_feedback_rate,
+            "with_human_score": int(labelled[cohort]), "weight": weights.get(cohort),
+            "satisfaction": float(scores.mean()) if len(scores) else None,
+            "contradictory": contradictory[cohort],
+        }
+    return weights, report
+
+
+def weighting(overall: np.ndarray, human: np.ndarray, weights: np.ndarray, settings: AnalysisSettings
+               ) -> dict[str, Any]:
+    if len(human) == 0:
+        return {"n": 0, "kish_ess": 0.0, "unweighted_satisfaction": None, "weighted_satisfaction": None,
+                "trim_multiple": settings.trim_multiple, "weighted_correlation": None}
+    return {"n": len(human), "kish_ess": stats.kish_ess(weights), "trim_multiple": settings.trim_multiple,
+            "unweighted_satisfaction": float(human.mean()),
+            "weighted_satisfaction": float(np.average(human, weights=weights)) if weights.sum() > 0 else None,
+            "weighted_correlation": asdict(stats.weighted_pearson(overall, human, weights, settings.confidence)),
+            "method": "inverse propensity of having a human score, per cohort, trimmed"}
+
+
+METRICS = ("evaluator_overall", "human_score", "thumbs_up_share", "feedback_rate")
+
+
+def impact(sides: list[_ChangeSides], settings: AnalysisSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    entries: list[dict[str, Any]] = []
+    for change_sides in sides:
+        change, c, t = change_sides.change, change_sides.control, change_sides.treatment
+        ab = bool(change.variant_field)
+        names = ("control", "treatment") if ab else ("before", "after")
+        srm = asdict(stats.sample_ratio_mismatch(c.requests, t.requests)) if ab else None
+        for metric in METRICS:
+            if metric == "evaluator_overall":
+                (n_c, m_c, v_c), (n_t, m_t, v_t) = c.overall_stats(), t.overall_stats()
+                result = stats.welch(n_c, m_c, v_c, n_t, m_t, v_t, settings.confidence)
+            elif metric == "human_score":
+                n_c, m_c, v_c = stats.mean_and_variance(np.array(c.human))
+                n_t, m_t, v_t = stats.mean_and_variance(np.array(t.human))
+                result = stats.welch(n_c, m_c, v_c, n_t, m_t, v_t, settings.confidence)
+            elif metric == "thumbs_up_share":
+                result = stats.two_proportions(c.thumbs_up, c.thumbs, t.thumbs_up, t.thumbs, settings.confidence)
+            else:
+                result = stats.two_proportions(c.with_feedback, c.requests, t.with_feedback, t.requests,
+                                               settings.confidence)
+            entry = {
+                "change": change.name, "metric": metric, "design": "ab" if ab else "before_after",
+                "segment": change.segment,
+                names[0]: c.summary(result.n_control, mean(result.mean_control)),
+                names[1]: t.summary(result.n_treatment, mean(result.mean_treatment)),
+                "diff": result.diff, "diff_ci": result.diff_ci, "relative": result.relative,
+                "relative_ci": result.relative_ci, "p_value": result.p_value, "test": result.test,
+                "effect_size": result.effect_size, "effect_size_name": result.effect_size_name,
+                "note": result.note,
+            }
+            if srm is not None:
+                entry["sample_ratio"] = srm
+            entries.append(entry)
+    for entry, adjusted in zip(entries, stats.benjamini_hochberg([e["p_value"] for e in entries])):
+        entry["p_value_adjusted"] = adjusted
+        entry["p_value_adjustment"] = "benjamini_hochberg over every impact test in the report"
+        entry["significant"] = adjusted is not None and adjusted < settings.alpha
+    regressions = [{"change": e["change"], "metric": e["metric"], "diff": e["diff"], "diff_ci": e["diff_ci"],
+                    "p_value_adjusted": e["p_value_adjusted"]}
+                   for e in entries if e["metric"] == "human_score" and e["significant"] and e["diff"] < 0]
+    return entries, regressions
+
+
+def mean(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
