@@ -1,0 +1,58 @@
+"""Training data: the analysis's labelled.jsonl rows, read from SageMaker channels."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    request_id: str
+    prompt: str
+    output: str
+    label: int  # 1 good, 0 bad
+    weight: float
+    champion: float | None  # the evaluator in service: eval_scores.overall from the eval log
+    timestamp: str
+
+
+def read_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """Every JSON line of every *.jsonl file in a channel folder (as SageMaker lays channels out)."""
+    rows = []
+    for path in sorted(Path(folder).rglob("*.jsonl")):
+        with open(path, encoding="utf-8") as lines:
+            rows.extend(json.loads(line) for line in lines if line.strip())
+    return rows
+
+
+def examples(rows: list[dict[str, Any]]) -> tuple[list[Example], dict[str, int]]:
+    """Binary examples from labelled rows, with what was left out and why.
+
+    - neutral labels (human score strictly between 0.25 and 0.75) carry no binary label: left out;
+    - a request seen in several weeks keeps its latest row (its label may have changed since);
+    - rows without text cannot be learnt from: left out.
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        held = latest.get(row["request_id"])
+        if held is None or row.get("timestamp", "") >= held.get("timestamp", ""):
+            latest[row["request_id"]] = row
+    dropped = {"duplicate_request": len(rows) - len(latest), "neutral": 0, "no_text": 0}
+    kept = []
+    for row in latest.values():
+        if row.get("human_label") not in ("good", "bad"):
+            dropped["neutral"] += 1
+            continue
+        if not isinstance(row.get("output"), str) or not row["output"].strip():
+            dropped["no_text"] += 1
+            continue
+        kept.append(Example(
+            request_id=row["request_id"], prompt=str(row.get("prompt") or ""), output=row["output"],
+            label=int(row["human_label"] == "good"), weight=float(row.get("weight") or 1.0),
+            champion=row.get("overall"), timestamp=str(row.get("timestamp", "")),
+        ))
+    kept.sort(key=lambda e: e.request_id)  # the same data gives the same model
+    return kept, dropped

