@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from feedback_loop.analysis.engine import AnalysisSettings
+    from feedback_loop.retraining.launch import TrainingSetup
+    from feedback_loop.retraining.policy import RetrainPolicy
 
 
 class ApiSettings(BaseSettings):
@@ -69,3 +71,37 @@ class AnalysisFunctionSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def analysis_settings() -> AnalysisFunctionSettings:
     return AnalysisFunctionSettings()
+
+
+class RetrainFunctionSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    table_name: str = Field(validation_alias="TABLE_NAME")
+    data_bucket: str = Field(validation_alias="DATA_BUCKET")
+    role_arn: str = Field(validation_alias="TRAINING_ROLE_ARN")
+    image_uri: str = Field(validation_alias="TRAINING_IMAGE_URI")
+    instance_type: str = Field(default="ml.g5.xlarge", validation_alias="TRAINING_INSTANCE_TYPE")
+    base_model: str = Field(default="all-MiniLM-L6-v2", validation_alias="EVALUATOR_BASE_MODEL")
+    accumulation_days: float = Field(default=14, gt=0, validation_alias="ACCUMULATION_DAYS")
+    min_labels: int = Field(default=200, ge=1, validation_alias="RETRAIN_MIN_LABELS")
+    max_disagreement_rate: float = Field(default=0.2, ge=0, le=1, validation_alias="RETRAIN_MAX_DISAGREEMENT_RATE")
+    min_spearman: float = Field(default=0.5, ge=-1, le=1, validation_alias="RETRAIN_MIN_SPEARMAN")
+    cadence_days: float = Field(default=7, ge=0, validation_alias="RETRAIN_CADENCE_DAYS")
+
+    def setup(self) -> "TrainingSetup":
+        from feedback_loop.retraining.launch import TrainingSetup
+
+        return TrainingSetup(bucket=self.data_bucket, role_arn=self.role_arn, image_uri=self.image_uri,
+                             instance_type=self.instance_type, hyperparameters={"base-model": self.base_model},
+                             accumulation=timedelta(days=self.accumulation_days))
+
+    def policy(self) -> "RetrainPolicy":
+        from feedback_loop.retraining.policy import RetrainPolicy
+
+        return RetrainPolicy(min_new_labels=self.min_labels, max_disagreement_rate=self.max_disagreement_rate,
+                             min_spearman=self.min_spearman, cadence=timedelta(days=self.cadence_days))
+
+
+@lru_cache(maxsize=1)
+def retrain_settings() -> RetrainFunctionSettings:
+    return RetrainFunctionSettings()

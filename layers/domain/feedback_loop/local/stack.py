@@ -22,6 +22,7 @@ from feedback_loop.dal.store import dynamodb_client
 from feedback_loop.local.eventbus import LocalEventBus
 from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.runtime import LocalFunction
+from feedback_loop.local.sagemaker import LocalSageMaker
 from feedback_loop.local.template import REGION, Template
 
 log = logging.getLogger("feedback_loop.local")
@@ -89,6 +90,7 @@ class LocalStack:
         self._gateway: LocalGateway | None = None
         self.functions: dict[str, LocalFunction] = {}
         self.bus: LocalEventBus | None = None
+        self.sagemaker: LocalSageMaker | None = None
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -153,12 +155,17 @@ class LocalStack:
             function.warm()
         self.bus = LocalEventBus(self.template, self.functions)
         self.bus.start()
+        self.sagemaker = LocalSageMaker(emit=self.bus.dispatch)
+        self.sagemaker.start()
         self._gateway = LocalGateway(self.template.routes(), self.functions)
         self.api_url = self._gateway.start(self.host, self.api_port)
         self._write_state()
         return self
 
     def stop(self) -> None:
+        if self.sagemaker is not None:
+            self.sagemaker.stop()
+            self.sagemaker = None
         if self.bus is not None:
             self.bus.stop()
             self.bus = None

@@ -76,6 +76,8 @@ class Template:
             return f"arn:aws:s3:::{name}"
         if kind == "AWS::Events::EventBus":
             return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:event-bus/{name}"
+        if kind == "AWS::IAM::Role":
+            return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
         return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
 
     # --- intrinsics -----------------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""Retraining: AnalysisCompleted (or RetrainRequested) in; a SageMaker training job, at most one per window, out."""
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.retraining.launch import launch_training
+from feedback_loop.settings import retrain_settings
+
+logger = Logger()
+tracer = Tracer()
+settings = retrain_settings()
+s3 = boto3.client("s3")
+sagemaker = boto3.client("sagemaker")
+table = FeedbackTable(settings.table_name)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
+    detail = event.detail
+    window_end = datetime.fromisoformat(detail["window"]["until"].replace("Z", "+00:00"))
+    result = launch_training(detail["project"], window_end, detail, s3=s3, sagemaker=sagemaker, table=table,
+                             setup=settings.setup(), policy=settings.policy(),
+                             force=event.detail_type == "RetrainRequested")
+    logger.info("retraining decided", extra=asdict(result))
+    return asdict(result)

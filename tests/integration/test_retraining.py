@@ -1,0 +1,98 @@
+"""Retraining on the local stack: AnalysisCompleted → retrain function → SageMaker job really run."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from datetime import datetime, timezone
+
+import boto3
+import pytest
+
+from feedback_loop.analysis.engine import split_of
+from feedback_loop.retraining.launch import claim_key, job_name
+
+pytestmark = pytest.mark.integration
+END = datetime(2026, 5, 18, tzinfo=timezone.utc)
+GOOD = ["Refunds within 30 days, pro rata; send the order id to billing.", "Use sorted(set(x), key=x.index)."]
+BAD = ["Refunds are possible. Check the website.", "def f(x): return list(set(x))  # loses order"]
+
+
+def labelled(project: str, n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        good = i % 2 == 0
+        request_id = f"{project}-{i}"
+        rows.append({"request_id": request_id, "timestamp": f"2026-05-1{i % 7 + 1}T10:00:00Z",
+                     "prompt": "How do refunds work?" if i % 4 < 2 else "Deduplicate a list, keep order.",
+                     "output": (GOOD if good else BAD)[i % 2] + f" (variant {i % 5})", "overall": 0.8,
+                     "human_score": 1.0 if good else 0.0, "human_label": "good" if good else "bad",
+                     "weight": 1.0, "split": split_of(request_id, 0.2)})
+    return rows
+
+
+def publish(stack, project: str, rows: list[dict], figures: dict) -> dict:
+    s3 = boto3.client("s3")
+    folder = f"reports/{project}/{END:%Y-%m-%dT%H-%M-%SZ}/"
+    s3.put_object(Bucket=stack.bucket, Key=folder + "labelled.jsonl",
+                  Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    detail = {"project": project, "window": {"since": "2026-05-11T00:00:00Z", "until": "2026-05-18T00:00:00Z"},
+              "report": f"s3://{stack.bucket}/{folder}report.json", **figures}
+    boto3.client("events").put_events(Entries=[{"Source": "feedback-loop", "DetailType": "AnalysisCompleted",
+                                                "Detail": json.dumps(detail), "EventBusName": stack.bus_name}])
+    return detail
+
+
+def wait_for_retrain(stack, project: str, count: int = 1) -> list:
+    found = stack.bus.wait_for("AnalysisCompleted", count=count, timeout=60,
+                               where=lambda event: event["detail"].get("project") == project)
+    assert len(found) == count
+    return found
+
+
+def test_analysis_completed_launches_one_real_training_job(stack, table) -> None:
+    project = "retrain-sim"
+    detail = publish(stack, project, labelled(project, 240), {"disagreement_rate": 0.35, "spearman": 0.3})
+    [delivery] = wait_for_retrain(stack, project)
+    assert delivery.errors == {}
+    result = delivery.results["RetrainFunction"]
+    name = job_name(project, END)
+    assert result["job_name"] == name and result["labels"] == 240 and result["decision"]["launch"]
+
+    run = stack.sagemaker.wait_for(name, timeout=600)
+    assert run.status == "Completed", run.log[-2000:]
+    [state] = stack.bus.wait_for("SageMaker Training Job State Change",
+                                 where=lambda event: event["detail"]["TrainingJobName"] == name)
+    event = state.event
+    assert event["source"] == "aws.sagemaker"
+    artifacts = event["detail"]["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifacts == f"s3://{stack.bucket}/models/{project}/{name}/output/model.tar.gz"
+    assert event["detail"]["Tags"] == {"feedback-loop:project": project, "feedback-loop:window": "2026-05-18T00:00:00.000000Z"}
+    body = boto3.client("s3").get_object(Bucket=stack.bucket, Key=artifacts.split("/", 3)[3])["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = set(tar.getnames())
+        metrics = json.load(tar.extractfile("metrics.json"))
+    assert {"head.json", "metrics.json", "validation_predictions.jsonl", "code/inference.py"} <= names
+    assert metrics["n_train"] + metrics["n_validation"] == 240
+    assert metrics["validation"]["auroc"] > 0.9  # the planted texts separate cleanly
+    assert "validation:auroc=" in run.log
+
+    # the same event again (EventBridge delivers at least once): no second job
+    publish(stack, project, labelled(project, 240), {"disagreement_rate": 0.35, "spearman": 0.3})
+    deliveries_now = wait_for_retrain(stack, project, count=2)
+    again = deliveries_now[-1].results["RetrainFunction"]
+    assert again["already_launched"] and again["job_name"] == name
+    jobs = [j["TrainingJobName"] for j in boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]]
+    assert jobs.count(name) == 1
+    assert table.get(**claim_key(project, "2026-05-18T00:00:00.000000Z"))["job_name"] == name
+    assert detail["project"] == project
+
+
+def test_no_job_without_enough_labels_or_reason(stack) -> None:
+    project = "retrain-few"
+    publish(stack, project, labelled(project, 20), {"disagreement_rate": 0.5, "spearman": 0.1})
+    [delivery] = wait_for_retrain(stack, project)
+    result = delivery.results["RetrainFunction"]
+    assert result["job_name"] is None and not result["decision"]["launch"]
+    assert "binary human labels" in result["decision"]["reasons"][0]
