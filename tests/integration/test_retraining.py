@@ -96,3 +96,48 @@ def test_no_job_without_enough_labels_or_reason(stack) -> None:
     result = delivery.results["RetrainFunction"]
     assert result["job_name"] is None and not result["decision"]["launch"]
     assert "binary human labels" in result["decision"]["reasons"][0]
+
+
+def test_the_challenger_is_gated_against_the_champion_and_registered_once(stack) -> None:
+    project = "retrain-sim"  # trained by the first test
+    name = job_name(project, END)
+    [gated] = stack.bus.wait_for("EvaluatorGated", timeout=120,
+                                 where=lambda event: event["detail"]["training_job"] == name)
+    outcome = gated.event["detail"]
+    # champion: the eval logs' constant 0.8 cannot rank; the challenger separates the planted texts
+    assert outcome["gate"]["champion"]["auroc"] == 0.5
+    assert outcome["gate"]["challenger"]["auroc"] > 0.9
+    assert outcome["status"] == "Approved", outcome["reasons"]
+    sagemaker = boto3.client("sagemaker")
+    packages = sagemaker.list_model_packages(ModelPackageGroupName=f"feedback-loop-{project}")["ModelPackageSummaryList"]
+    assert len(packages) == 1
+    described = sagemaker.describe_model_package(ModelPackageName=outcome["model_package_arn"])
+    assert described["ModelApprovalStatus"] == "Approved"
+    # (moto does not return CustomerMetadataProperties, which carry the same figures in AWS)
+    assert described["ApprovalDescription"] == outcome["reasons"][0]
+    assert "held-out labels" in described["ModelPackageDescription"]
+    assert described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == outcome["model_data"]
+
+    # SageMaker's event delivered again: handled once
+    [state] = stack.bus.wait_for("SageMaker Training Job State Change",
+                                 where=lambda event: event["detail"]["TrainingJobName"] == name)
+    again = stack.bus.dispatch(state.event)
+    stack.bus.wait_for("SageMaker Training Job State Change", count=2,
+                       where=lambda event: event["detail"]["TrainingJobName"] == name)
+    assert again.results["RegisterFunction"]["already_handled"]
+    assert len(sagemaker.list_model_packages(ModelPackageGroupName=f"feedback-loop-{project}")["ModelPackageSummaryList"]) == 1
+
+
+def test_a_failed_training_job_is_reported_and_never_registered(stack) -> None:
+    project = "retrain-fails"
+    rows = [{**r, "human_label": "good", "human_score": 1.0} for r in labelled(project, 240)]  # one class only
+    publish(stack, project, rows, {"disagreement_rate": 0.5, "spearman": 0.1})
+    name = job_name(project, END)
+    assert wait_for_retrain(stack, project)[0].results["RetrainFunction"]["job_name"] == name
+    run = stack.sagemaker.wait_for(name, timeout=300)
+    assert run.status == "Failed" and "not enough labelled examples" in run.failure
+    [failed] = stack.bus.wait_for("EvaluatorTrainingFailed", timeout=60,
+                                  where=lambda event: event["detail"]["training_job"] == name)
+    assert "not enough labelled examples" in failed.event["detail"]["reason"]
+    groups = boto3.client("sagemaker").list_model_package_groups()["ModelPackageGroupSummaryList"]
+    assert f"feedback-loop-{project}" not in [g["ModelPackageGroupName"] for g in groups]

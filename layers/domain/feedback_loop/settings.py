@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from feedback_loop.analysis.engine import AnalysisSettings
+    from feedback_loop.registry.gate import GatePolicy
+    from feedback_loop.registry.gate import GatePolicy
     from feedback_loop.retraining.launch import TrainingSetup
     from feedback_loop.retraining.policy import RetrainPolicy
 
@@ -105,3 +107,25 @@ class RetrainFunctionSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def retrain_settings() -> RetrainFunctionSettings:
     return RetrainFunctionSettings()
+
+
+class RegisterFunctionSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    table_name: str = Field(validation_alias="TABLE_NAME")
+    event_bus_name: str = Field(validation_alias="EVENT_BUS_NAME")
+    inference_image: str = Field(validation_alias="INFERENCE_IMAGE_URI")
+    min_auroc_gain: float = Field(default=0.02, ge=0, validation_alias="GATE_MIN_AUROC_GAIN")
+    max_ece_increase: float = Field(default=0.0, ge=0, validation_alias="GATE_MAX_ECE_INCREASE")
+    min_validation: int = Field(default=30, ge=2, validation_alias="GATE_MIN_VALIDATION")
+
+    def gate_policy(self) -> "GatePolicy":
+        from feedback_loop.registry.gate import GatePolicy
+
+        return GatePolicy(min_auroc_gain=self.min_auroc_gain, max_ece_increase=self.max_ece_increase,
+                          min_validation=self.min_validation)
+
+
+@lru_cache(maxsize=1)
+def register_settings() -> RegisterFunctionSettings:
+    return RegisterFunctionSettings()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -91,8 +92,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                             "seed": args.seed},
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # output.tar.gz carries the small files the registry gate reads, without the encoder's weights
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    shutil.copy(model_dir / "validation_predictions.jsonl", Path(args.output_data_dir) / "validation_predictions.jsonl")
     for name in METRIC_NAMES:
         value = metrics["validation"][name]
         if value is not None:

@@ -161,14 +161,15 @@ class LocalSageMaker:
         return env, [sys.executable, program, *arguments]
 
     def _upload(self, job: dict[str, Any], ml: Path, s3: Any) -> str:
+        """model/ as model.tar.gz and output/data/ as output.tar.gz, where SageMaker puts them."""
         bucket, prefix = _split(job["OutputDataConfig"]["S3OutputPath"].rstrip("/") + "/")
-        key = f"{prefix}{job['TrainingJobName']}/output/model.tar.gz"
-        archive = ml / "model.tar.gz"
-        with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted((ml / "model").iterdir()):
-                tar.add(path, arcname=path.name)
-        s3.upload_file(str(archive), bucket, key)
-        return f"s3://{bucket}/{key}"
+        for name, folder in (("model.tar.gz", ml / "model"), ("output.tar.gz", ml / "output" / "data")):
+            archive = ml / name
+            with tarfile.open(archive, "w:gz") as tar:
+                for path in sorted(folder.iterdir()):
+                    tar.add(path, arcname=path.name)
+            s3.upload_file(str(archive), bucket, f"{prefix}{job['TrainingJobName']}/output/{name}")
+        return f"s3://{bucket}/{prefix}{job['TrainingJobName']}/output/model.tar.gz"
 
     @staticmethod
     def _state_change(job: dict[str, Any], result: JobRun, tags: dict[str, str]) -> dict[str, Any]:

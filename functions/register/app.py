@@ -1,0 +1,30 @@
+"""Registration: a finished training job in; a gated model package and EvaluatorGated (or a failure report) out."""
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.registry.register import register_challenger
+from feedback_loop.settings import register_settings
+
+logger = Logger()
+tracer = Tracer()
+settings = register_settings()
+s3 = boto3.client("s3")
+sagemaker = boto3.client("sagemaker")
+events = boto3.client("events")
+table = FeedbackTable(settings.table_name)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
+    outcome = register_challenger(event.detail, s3=s3, sagemaker=sagemaker, events=events, table=table,
+                                  bus=settings.event_bus_name, inference_image=settings.inference_image,
+                                  policy=settings.gate_policy())
+    logger.info("training job handled", extra={k: outcome.get(k) for k in ("project", "training_job", "status")})
+    return outcome

@@ -1,0 +1,98 @@
+"""Registering a trained challenger: gate it against the champion, record it, announce it.
+
+Runs in the register function on "SageMaker Training Job State Change". Idempotent per training
+job (a conditional write claims the job first); a failed job is reported and never registered.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from feedback_loop.dal.items import timestamp_text
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.registry.gate import GatePolicy, gate
+
+EVALUATOR_GATED = "EvaluatorGated"
+TRAINING_FAILED = "EvaluatorTrainingFailed"
+PROJECT_TAG, WINDOW_TAG = "feedback-loop:project", "feedback-loop:window"
+
+
+def package_group(project: str) -> str:
+    return f"feedback-loop-{project}"[:63]
+
+
+def _read_output(s3: Any, model_artifacts: str) -> dict[str, bytes]:
+    """The small output.tar.gz beside model.tar.gz: metrics and held-out predictions."""
+    bucket, _, key = model_artifacts.removeprefix("s3://").partition("/")
+    body = s3.get_object(Bucket=bucket, Key=key.replace("model.tar.gz", "output.tar.gz"))["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def _ensure_group(sagemaker: Any, group: str, project: str) -> None:
+    try:
+        sagemaker.describe_model_package_group(ModelPackageGroupName=group)
+    except ClientError:
+        sagemaker.create_model_package_group(ModelPackageGroupName=group,
+                                             ModelPackageGroupDescription=f"feedback-loop evaluators of {project}")
+
+
+def _put_event(events: Any, bus: str, detail_type: str, detail: dict[str, Any]) -> None:
+    response = events.put_events(Entries=[{"Source": "feedback-loop", "DetailType": detail_type,
+                                           "Detail": json.dumps(detail, default=str), "EventBusName": bus}])
+    if response.get("FailedEntryCount"):
+        raise RuntimeError(f"{detail_type} was not accepted by the bus: {response['Entries']}")
+
+
+def register_challenger(detail: dict[str, Any], *, s3: Any, sagemaker: Any, events: Any, table: FeedbackTable,
+                        bus: str, inference_image: str, policy: GatePolicy) -> dict[str, Any]:
+    job = detail["TrainingJobName"]
+    tags = detail.get("Tags") or {}
+    project = tags.get(PROJECT_TAG) or job.removeprefix("fl-").rsplit("-", 1)[0]
+    key = {"pk": f"REGISTER#{project}", "sk": f"JOB#{job}"}
+    claim = {**key, "entity": "registration", "project": project, "training_job": job,
+             "status": detail["TrainingJobStatus"], "created_at": timestamp_text(datetime.now(timezone.utc))}
+    existing = table.put_if_absent(claim)
+    if existing is not None:
+        return {**existing, "already_handled": True}
+    if detail["TrainingJobStatus"] != "Completed":
+        outcome = {"project": project, "training_job": job, "status": detail["TrainingJobStatus"],
+                   "reason": detail.get("FailureReason", "the training job did not complete")}
+        _put_event(events, bus, TRAINING_FAILED, outcome)
+        table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome)})
+        return outcome
+    artifacts = detail["ModelArtifacts"]["S3ModelArtifacts"]
+    files = _read_output(s3, artifacts)
+    predictions = [json.loads(line) for line in files["validation_predictions.jsonl"].splitlines() if line.strip()]
+    metrics = json.loads(files["metrics.json"])
+    decision = gate(predictions, policy)
+    group = package_group(project)
+    _ensure_group(sagemaker, group, project)
+    summary = {"training_job": job, "project": project, "window": tags.get(WINDOW_TAG, ""), "n": str(decision.n),
+               "challenger_auroc": str(decision.challenger.auroc), "champion_auroc": str(decision.champion.auroc),
+               "challenger_ece": str(decision.challenger.ece), "champion_ece": str(decision.champion.ece)}
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        ModelPackageDescription=decision.reasons[0][:1000],
+        InferenceSpecification={"Containers": [{"Image": inference_image, "ModelDataUrl": artifacts}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]},
+        ModelApprovalStatus=decision.status,
+        CustomerMetadataProperties={k: v[:256] for k, v in summary.items()},
+    )
+    arn = package["ModelPackageArn"]
+    if decision.status != "PendingManualApproval":
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=decision.status,
+                                       ApprovalDescription=decision.reasons[0][:1000])
+    outcome = {"project": project, "training_job": job, "model_package_arn": arn, "model_data": artifacts,
+               "status": decision.status, "reasons": decision.reasons, "gate": decision.as_dict(),
+               "training_metrics": metrics.get("validation"), "window": tags.get(WINDOW_TAG, "")}
+    _put_event(events, bus, EVALUATOR_GATED, outcome)
+    table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome, default=str)})
+    return outcome
