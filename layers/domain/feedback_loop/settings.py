@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from feedback_loop.analysis.engine import AnalysisSettings
     from feedback_loop.registry.gate import GatePolicy
-    from feedback_loop.registry.gate import GatePolicy
     from feedback_loop.retraining.launch import TrainingSetup
     from feedback_loop.retraining.policy import RetrainPolicy
 
