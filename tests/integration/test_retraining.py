@@ -141,3 +141,64 @@ def test_a_failed_training_job_is_reported_and_never_registered(stack) -> None:
     assert "not enough labelled examples" in failed.event["detail"]["reason"]
     groups = boto3.client("sagemaker").list_model_package_groups()["ModelPackageGroupSummaryList"]
     assert f"feedback-loop-{project}" not in [g["ModelPackageGroupName"] for g in groups]
+
+
+def test_the_approved_evaluator_is_deployed_recorded_as_a_change_and_serves(stack, table) -> None:
+    from feedback_loop.logic.changes import list_changes
+
+    project = "retrain-sim"
+    [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120,
+                                    where=lambda event: event["detail"]["project"] == project)
+    outcome = deployed.event["detail"]
+    assert outcome["action"] == "created" and outcome["endpoint"] == f"feedback-loop-{project}-evaluator"
+    endpoint = boto3.client("sagemaker").describe_endpoint(EndpointName=outcome["endpoint"])
+    assert endpoint["EndpointConfigName"] == outcome["endpoint_config"]
+    alarms = boto3.client("cloudwatch").describe_alarms(AlarmNames=outcome["alarms"])["MetricAlarms"]
+    assert {a["MetricName"] for a in alarms} == {"Invocation5XXErrors", "ModelLatency"}
+    assert "evaluator-v1" in [c.name for c in list_changes(table, project)]
+
+    runtime = boto3.client("sagemaker-runtime")  # through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, as in AWS
+    # the labelled rows pair GOOD[0] with good labels and BAD[1] with bad ones
+    body = {"inputs": [{"prompt": "How do refunds work?", "output": GOOD[0] + " (variant 2)"},
+                       {"prompt": "Deduplicate a list, keep order.", "output": BAD[1] + " (variant 3)"}]}
+    response = runtime.invoke_endpoint(EndpointName=outcome["endpoint"], ContentType="application/json",
+                                       Accept="application/json", Body=json.dumps(body))
+    scores = json.loads(response["Body"].read())["scores"]
+    assert scores[0] > 0.5 > scores[1]
+
+
+def test_an_update_uses_blue_green_with_the_alarms(stack, table) -> None:
+    from feedback_loop.registry.deploy import DeploySetup, SageMakerEndpoints, deploy_package
+
+    class FakeUpdate(SageMakerEndpoints):
+        """The one call the emulator lacks, recorded instead of sent."""
+
+        calls: list = []
+
+        def update(self, name, config, deployment):
+            self.calls.append((name, config, deployment))
+
+    sagemaker = boto3.client("sagemaker")
+    group = "feedback-loop-deploy-unit"
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    endpoints = FakeUpdate(sagemaker)
+    outcomes = []
+    for version in (1, 2):
+        arn = sagemaker.create_model_package(
+            ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+            InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": f"s3://b/m{version}.tar.gz"}],
+                                    "SupportedContentTypes": ["application/json"],
+                                    "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
+        detail = {"ModelPackageArn": arn, "ModelPackageGroupName": group, "ModelPackageVersion": version}
+        outcomes.append(deploy_package(detail, sagemaker=sagemaker, cloudwatch=boto3.client("cloudwatch"),
+                                       events=boto3.client("events"), endpoints=endpoints, table=table,
+                                       setup=DeploySetup("arn:aws:iam::123456789012:role/x", bus=stack.bus_name)))
+    assert [o["action"] for o in outcomes] == ["created", "updated"]
+    [(name, config, deployment)] = FakeUpdate.calls
+    assert name == "feedback-loop-deploy-unit-evaluator" and config == outcomes[1]["endpoint_config"]
+    assert deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    assert [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]] == outcomes[1]["alarms"]
+    again = deploy_package({"ModelPackageArn": arn, "ModelPackageGroupName": group},  # version from the ARN
+                           sagemaker=sagemaker, cloudwatch=boto3.client("cloudwatch"), events=boto3.client("events"),
+                           endpoints=endpoints, table=table, setup=DeploySetup("arn:aws:iam::123456789012:role/x"))
+    assert again["already_handled"] and len(FakeUpdate.calls) == 1

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from feedback_loop.analysis.engine import AnalysisSettings
+    from feedback_loop.registry.deploy import DeploySetup
     from feedback_loop.registry.gate import GatePolicy
     from feedback_loop.retraining.launch import TrainingSetup
     from feedback_loop.retraining.policy import RetrainPolicy
@@ -128,3 +129,26 @@ class RegisterFunctionSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def register_settings() -> RegisterFunctionSettings:
     return RegisterFunctionSettings()
+
+
+class DeployFunctionSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    table_name: str = Field(validation_alias="TABLE_NAME")
+    event_bus_name: str = Field(validation_alias="EVENT_BUS_NAME")
+    execution_role_arn: str = Field(validation_alias="MODEL_EXECUTION_ROLE_ARN")
+    instance_type: str = Field(default="ml.m5.large", validation_alias="ENDPOINT_INSTANCE_TYPE")
+    # "update_endpoint" in AWS; the local stack sets "recreate" (its emulator has no UpdateEndpoint)
+    endpoint_updates: str = Field(default="update_endpoint", pattern="^(update_endpoint|recreate)$",
+                                  validation_alias="ENDPOINT_UPDATES")
+
+    def setup(self) -> "DeploySetup":
+        from feedback_loop.registry.deploy import DeploySetup
+
+        return DeploySetup(execution_role_arn=self.execution_role_arn, instance_type=self.instance_type,
+                           bus=self.event_bus_name)
+
+
+@lru_cache(maxsize=1)
+def deploy_settings() -> DeployFunctionSettings:
+    return DeployFunctionSettings()

@@ -21,6 +21,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.template import ACCOUNT_ID, Route
 
@@ -39,13 +40,15 @@ def _json_response(status: int, message: str) -> Response:
 
 
 class LocalGateway:
-    def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod"):
+    def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod",
+                 runtime: LocalEndpointRuntime | None = None):
         self.functions = functions
         self.stage = stage
-        self.url_map = Map(
-            [Rule(_werkzeug_rule(r.path), methods=[r.method], endpoint=r) for r in routes],
-            strict_slashes=False,
-        )
+        self.runtime = runtime
+        rules = [Rule(_werkzeug_rule(r.path), methods=[r.method], endpoint=r) for r in routes]
+        if runtime is not None:  # SageMaker runtime's own path, for boto3's sagemaker-runtime client
+            rules.append(Rule("/endpoints/<name>/invocations", methods=["POST"], endpoint="invocations"))
+        self.url_map = Map(rules, strict_slashes=False)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -109,6 +112,10 @@ class LocalGateway:
             route, path_parameters = self.url_map.bind_to_environ(request.environ).match()
         except (NotFound, MethodNotAllowed):
             return _json_response(403, "Missing Authentication Token")
+        if route == "invocations":
+            status, body = self.runtime.invoke(path_parameters["name"], request.get_data(),
+                                               request.content_type or "", request.headers.get("Accept", ""))
+            return Response(body, status=status, content_type="application/json")
         if (request.content_length or 0) > LAMBDA_PAYLOAD_LIMIT:
             return _json_response(413, "Request Entity Too Large")
         body = request.stream.read(LAMBDA_PAYLOAD_LIMIT + 1)

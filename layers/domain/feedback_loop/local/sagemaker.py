@@ -32,6 +32,7 @@ from feedback_loop.local.template import ACCOUNT_ID, REGION
 
 log = logging.getLogger("feedback_loop.local.sagemaker")
 STATE_CHANGE = "SageMaker Training Job State Change"
+PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -58,10 +59,12 @@ class LocalSageMaker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen: set[str] = set()
+        self._approvals: dict[str, str] = {}  # model package ARN -> last approval status seen
         self._condition = threading.Condition()
 
     def start(self) -> None:
         self._seen = {j["TrainingJobName"] for j in self._list()}  # jobs from before this runner are history
+        self._approvals = {p["ModelPackageArn"]: p["ModelApprovalStatus"] for p in self._packages()}
         self._thread = threading.Thread(target=self._loop, name="local-sagemaker", daemon=True)
         self._thread.start()
 
@@ -84,6 +87,33 @@ class LocalSageMaker:
                 if name not in self._seen:
                     self._seen.add(name)
                     self.run(name)
+            self._announce_approvals()
+
+    def _packages(self) -> list[dict[str, Any]]:
+        sagemaker = boto3.client("sagemaker")
+        groups = [g["ModelPackageGroupName"] for page in sagemaker.get_paginator("list_model_package_groups").paginate()
+                  for g in page["ModelPackageGroupSummaryList"]]
+        return [p for group in groups for page in sagemaker.get_paginator("list_model_packages").paginate(
+            ModelPackageGroupName=group) for p in page["ModelPackageSummaryList"]]
+
+    def _announce_approvals(self) -> None:
+        """SageMaker emits a state change when a package is created or its approval changes."""
+        try:
+            packages = self._packages()
+        except Exception:  # the emulator is stopping
+            return
+        for package in packages:
+            arn, status = package["ModelPackageArn"], package["ModelApprovalStatus"]
+            if self._approvals.get(arn) == status:
+                continue
+            self._approvals[arn] = status
+            detail = {"ModelPackageGroupName": package["ModelPackageGroupName"],
+                      "ModelPackageVersion": package.get("ModelPackageVersion"), "ModelPackageArn": arn,
+                      "ModelApprovalStatus": status, "ModelPackageStatus": package.get("ModelPackageStatus")}
+            self.emit({"version": "0", "id": str(uuid.uuid4()), "detail-type": PACKAGE_STATE_CHANGE,
+                       "source": "aws.sagemaker", "account": ACCOUNT_ID,
+                       "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": REGION,
+                       "resources": [arn], "detail": detail})
 
     def wait_for(self, name: str, timeout: float = 600) -> JobRun:
         with self._condition:

@@ -19,6 +19,7 @@ from moto.server import ThreadedMotoServer
 
 import feedback_loop
 from feedback_loop.dal.store import dynamodb_client
+from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.eventbus import LocalEventBus
 from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.runtime import LocalFunction
@@ -91,6 +92,7 @@ class LocalStack:
         self.functions: dict[str, LocalFunction] = {}
         self.bus: LocalEventBus | None = None
         self.sagemaker: LocalSageMaker | None = None
+        self.runtime: LocalEndpointRuntime | None = None
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -151,14 +153,17 @@ class LocalStack:
             os.environ.update(spec.environment)
             os.environ["POWERTOOLS_LOG_LEVEL"] = self.log_level  # the functions' logs share the terminal
             self.functions[spec.logical_id] = LocalFunction(spec, self.max_concurrency)
+        os.environ["ENDPOINT_UPDATES"] = "recreate"  # the emulator has no UpdateEndpoint
         for function in self.functions.values():
             function.warm()
         self.bus = LocalEventBus(self.template, self.functions)
         self.bus.start()
         self.sagemaker = LocalSageMaker(emit=self.bus.dispatch)
         self.sagemaker.start()
-        self._gateway = LocalGateway(self.template.routes(), self.functions)
+        self.runtime = LocalEndpointRuntime()
+        self._gateway = LocalGateway(self.template.routes(), self.functions, runtime=self.runtime)
         self.api_url = self._gateway.start(self.host, self.api_port)
+        os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = self.api_url
         self._write_state()
         return self
 
@@ -172,6 +177,9 @@ class LocalStack:
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
         if self._moto is not None:
             self._moto.stop()
             self._moto = None

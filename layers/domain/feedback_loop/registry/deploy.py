@@ -1,0 +1,144 @@
+"""Deploying an approved evaluator: model, endpoint config, blue/green endpoint update, a change record.
+
+Runs in the deploy function on "SageMaker Model Package State Change" = Approved; idempotent per
+model package (a conditional write claims it first). The endpoint update sits behind an adapter
+because the local emulator does not implement UpdateEndpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from feedback_loop.dal.items import timestamp_text
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.logic.changes import register_change
+from feedback_loop.models.changes import Change
+from feedback_loop.models.errors import DuplicateChange
+
+EVALUATOR_DEPLOYED = "EvaluatorDeployed"
+
+
+def endpoint_name(project: str) -> str:
+    return f"feedback-loop-{project}-evaluator"[:63]
+
+
+def deployment_config(alarms: list[str]) -> dict[str, Any]:
+    """Blue/green: the new fleet takes all traffic at once after baking, and rolls back on alarm."""
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 300},
+            "TerminationWaitInSeconds": 600,
+            "MaximumExecutionTimeoutInSeconds": 3600,
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarms]},
+    }
+
+
+class Endpoints(Protocol):
+    def exists(self, name: str) -> bool: ...
+    def create(self, name: str, config: str) -> None: ...
+    def update(self, name: str, config: str, deployment: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class SageMakerEndpoints:
+    """AWS: create_endpoint, and update_endpoint with the blue/green deployment config."""
+
+    sagemaker: Any
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.sagemaker.describe_endpoint(EndpointName=name)
+            return True
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return False
+            raise
+
+    def create(self, name: str, config: str) -> None:
+        self.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config)
+
+    def update(self, name: str, config: str, deployment: dict[str, Any]) -> None:
+        self.sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=config, DeploymentConfig=deployment,
+                                       RetainAllVariantProperties=False)
+
+
+@dataclass
+class RecreatedEndpoints(SageMakerEndpoints):
+    """The local stack: the emulator has no UpdateEndpoint, so an update re-creates the endpoint."""
+
+    def update(self, name: str, config: str, deployment: dict[str, Any]) -> None:
+        self.sagemaker.delete_endpoint(EndpointName=name)
+        self.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=config)
+
+
+@dataclass(frozen=True)
+class DeploySetup:
+    execution_role_arn: str
+    instance_type: str = "ml.m5.large"
+    bus: str = "default"
+
+
+def _alarms(cloudwatch: Any, endpoint: str) -> list[str]:
+    """Alarms the blue/green update watches: server errors and latency of the new variant."""
+    specs = [("Invocation5XXErrors", 1, "Sum"), ("ModelLatency", 2_000_000, "Average")]  # latency in microseconds
+    names = []
+    for metric, threshold, statistic in specs:
+        name = f"{endpoint}-{metric}"
+        cloudwatch.put_metric_alarm(
+            AlarmName=name, Namespace="AWS/SageMaker", MetricName=metric, Statistic=statistic, Period=60,
+            EvaluationPeriods=2, Threshold=threshold, ComparisonOperator="GreaterThanOrEqualToThreshold",
+            Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}],
+            TreatMissingData="notBreaching")
+        names.append(name)
+    return names
+
+
+def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, events: Any, endpoints: Endpoints,
+                   table: FeedbackTable, setup: DeploySetup, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(timezone.utc)
+    arn = detail["ModelPackageArn"]
+    version = int(detail.get("ModelPackageVersion") or arn.rsplit("/", 1)[1])  # ARNs end in /<version>
+    project = detail["ModelPackageGroupName"].removeprefix("feedback-loop-")
+    key = {"pk": f"DEPLOY#{project}", "sk": f"PACKAGE#{version:06d}"}
+    existing = table.put_if_absent({**key, "entity": "deployment", "project": project, "model_package_arn": arn,
+                                    "created_at": timestamp_text(now)})
+    if existing is not None:
+        return {**existing, "already_handled": True}
+    model = f"fl-{project}-v{version}"[:63]
+    config = f"{model}-{now:%Y%m%d%H%M%S}"[:63]
+    endpoint = endpoint_name(project)
+    try:
+        sagemaker.create_model(ModelName=model, ExecutionRoleArn=setup.execution_role_arn,
+                               PrimaryContainer={"ModelPackageName": arn})
+        sagemaker.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1,
+            "InstanceType": setup.instance_type}])
+        alarms = _alarms(cloudwatch, endpoint)
+        if endpoints.exists(endpoint):
+            endpoints.update(endpoint, config, deployment_config(alarms))
+            action = "updated"
+        else:
+            endpoints.create(endpoint, config)
+            action = "created"
+    except Exception:
+        table.delete(**key)  # a redelivered event may try again; the champion keeps serving meanwhile
+        raise
+    change = Change(name=f"evaluator-v{version}", effective_at=now,
+                    description=f"Deployed evaluator model package {arn} to endpoint {endpoint}")
+    try:
+        register_change(table, project, change, now)  # the next weekly report measures it
+    except DuplicateChange:
+        pass
+    outcome = {"project": project, "model_package_arn": arn, "version": version, "model": model,
+               "endpoint_config": config, "endpoint": endpoint, "action": action, "alarms": alarms,
+               "change": change.name}
+    events.put_events(Entries=[{"Source": "feedback-loop", "DetailType": EVALUATOR_DEPLOYED,
+                                "Detail": json.dumps(outcome), "EventBusName": setup.bus}])
+    table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome)})
+    return outcome
