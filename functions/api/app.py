@@ -13,12 +13,14 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.logic import changes, ingest, summary
 from feedback_loop.logic.keys import KeyAuthenticator, key_from_headers
+from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, StoredChange
 from feedback_loop.models.errors import (
     ChangeNotFound,
@@ -46,6 +48,7 @@ app.enable_swagger(path="/v1/docs", **OPENAPI)
 
 settings = api_settings()
 table = FeedbackTable(settings.table_name)
+events = boto3.client("events")
 authenticator = KeyAuthenticator(table, settings.key_cache_seconds)
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
@@ -156,6 +159,14 @@ def get_changes() -> ChangeList:
 @app.get("/v1/changes/<name>", summary="One registered change")
 def get_change(name: Annotated[str, Path(min_length=1, max_length=128)]) -> StoredChange:
     return changes.get_change(table, app.context["project"], name)
+
+
+@app.post("/v1/retrain", summary="Ask for the project's evaluator to be retrained on its latest analysed window",
+          responses={202: {"description": "Requested: the retrain function decides (label minimum applies)"}})
+def post_retrain() -> Response[dict]:
+    detail = request_retrain(events, settings.event_bus_name, app.context["project"], "api")
+    return Response(status_code=HTTPStatus.ACCEPTED.value, content_type="application/json",
+                    body={**detail, "status": "requested"})
 
 
 @app.exception_handler(RequestValidationError)

@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 
 from feedback_loop.dal.store import FeedbackTable
-from feedback_loop.retraining.launch import launch_training
+from feedback_loop.retraining.launch import latest_window_end, launch_training
 from feedback_loop.settings import retrain_settings
 
 logger = Logger()
@@ -25,7 +25,13 @@ table = FeedbackTable(settings.table_name)
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
     detail = event.detail
-    window_end = datetime.fromisoformat(detail["window"]["until"].replace("Z", "+00:00"))
+    if "window" in detail:
+        window_end = datetime.fromisoformat(detail["window"]["until"].replace("Z", "+00:00"))
+    else:  # a request: the latest analysed window
+        window_end = latest_window_end(s3, settings.data_bucket, detail["project"])
+        if window_end is None:
+            logger.warning("no analysis yet: nothing to train on", extra={"project": detail["project"]})
+            return {"project": detail["project"], "decision": {"launch": False, "reasons": ["no analysis report yet"]}}
     result = launch_training(detail["project"], window_end, detail, s3=s3, sagemaker=sagemaker, table=table,
                              setup=settings.setup(), policy=settings.policy(),
                              force=event.detail_type == "RetrainRequested")

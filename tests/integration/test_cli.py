@@ -67,6 +67,10 @@ def test_serve_prints_a_working_key_manages_keys_and_stops_cleanly(tmp_path: Pat
         assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"]
         assert requests.post(f"{url}/v1/feedback", json=body, headers=other, timeout=10).status_code == 401
         assert run_cli(tmp_path, "keys", "revoke", "0000000000000000").returncode != 0
+
+        requested = run_cli(tmp_path, "retrain", "--project", "shop")
+        assert requested.returncode == 0, requested.stderr
+        assert json.loads(requested.stdout)["project"] == "shop"
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)

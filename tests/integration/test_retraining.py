@@ -202,3 +202,25 @@ def test_an_update_uses_blue_green_with_the_alarms(stack, table) -> None:
                            sagemaker=sagemaker, cloudwatch=boto3.client("cloudwatch"), events=boto3.client("events"),
                            endpoints=endpoints, table=table, setup=DeploySetup("arn:aws:iam::123456789012:role/x"))
     assert again["already_handled"] and len(FakeUpdate.calls) == 1
+
+
+def test_post_retrain_requests_a_training_for_the_latest_window(stack, table) -> None:
+    from feedback_loop.logic.keys import create_key
+
+    from ..conftest import Api
+
+    api = Api(stack.api_url, create_key(table, "retrain-sim").plaintext)
+    response = api.post("/v1/retrain", {})
+    assert response.status_code == 202 and response.json()["project"] == "retrain-sim"
+    [delivery] = stack.bus.wait_for("RetrainRequested", timeout=60,
+                                    where=lambda event: event["detail"]["project"] == "retrain-sim")
+    result = delivery.results["RetrainFunction"]
+    # the latest window (2026-05-18) was already trained: idempotent per window, even when asked
+    assert result["already_launched"] and result["job_name"] == job_name("retrain-sim", END)
+
+    nobody = Api(stack.api_url, create_key(table, "retrain-none").plaintext)
+    assert nobody.post("/v1/retrain", {}).status_code == 202
+    [none] = stack.bus.wait_for("RetrainRequested", timeout=60,
+                                where=lambda event: event["detail"]["project"] == "retrain-none")
+    assert none.results["RetrainFunction"]["decision"]["reasons"] == ["no analysis report yet"]
+    assert Api(stack.api_url, None).post("/v1/retrain", {}).status_code == 401

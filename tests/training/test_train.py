@@ -101,3 +101,18 @@ def test_too_little_data_is_refused_with_a_reason(tmp_path: Path) -> None:
                            "--validation", str(tmp_path / "validation"), "--model-dir", str(tmp_path / "m")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode != 0 and "not enough labelled examples" in done.stderr
+
+
+def test_the_gate_decides_on_the_real_held_out_predictions(trained) -> None:
+    """On QAGS, UniEval (the champion) ranks factual consistency far better than a frozen sentence
+    encoder with a linear head can learn from 372 examples: the gate must keep the champion."""
+    from feedback_loop.registry.gate import REJECTED, GatePolicy, gate
+
+    root, _, _ = trained
+    predictions = [json.loads(line) for line in (root / "model/validation_predictions.jsonl").read_text().splitlines()]
+    decision = gate(predictions, GatePolicy())
+    labels = [p["label"] for p in predictions]
+    assert decision.challenger.auroc == pytest.approx(roc_auc_score(labels, [p["challenger"] for p in predictions]))
+    assert decision.champion.auroc == pytest.approx(roc_auc_score(labels, [p["champion"] for p in predictions]))
+    assert decision.champion.auroc > decision.challenger.auroc
+    assert decision.status == REJECTED and "not better than the champion" in decision.reasons[0]

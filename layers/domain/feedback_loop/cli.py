@@ -181,6 +181,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import boto3
+
+    from feedback_loop.local.stack import local_aws_environment, read_state
+    from feedback_loop.retraining.launch import request_retrain
+
+    if args.bus:
+        events, bus = boto3.client("events"), args.bus
+    else:
+        state = read_state(args.data_dir)
+        if state is None:
+            raise SystemExit(f"no local stack is running (no {args.data_dir}/local.json): start "
+                             "`feedback-loop serve`, or pass --bus NAME for a deployed stack")
+        env = local_aws_environment(state["aws_endpoint"])
+        events = boto3.client("events", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        bus = state["bus"]
+    print(json.dumps(request_retrain(events, bus, args.project, "cli")))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedback_loop.demo import run_demo
 
@@ -237,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
     analyze.add_argument("--quiet", action="store_true", help="no progress on stderr")
     analyze.set_defaults(run=cmd_analyze)
+
+    retrain = commands.add_parser("retrain", help="ask for a project's evaluator to be retrained now")
+    retrain.add_argument("--project", required=True)
+    retrain.add_argument("--bus", help="the deployed stack's EventBusName (default: the running local stack's)")
+    retrain.set_defaults(run=cmd_retrain)
 
     demo = commands.add_parser("demo", help="run the local demo")
     demo.add_argument("--template")

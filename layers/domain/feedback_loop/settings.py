@@ -25,6 +25,7 @@ class ApiSettings(BaseSettings):
     day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
     key_cache_seconds: float = Field(default=60, ge=0, validation_alias="KEY_CACHE_SECONDS")
     max_body_bytes: int = Field(default=5_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
+    event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
     # Powertools' own switch; its single_metric ignores it, so the function checks it too.
     metrics_disabled: bool = Field(default=False, validation_alias="POWERTOOLS_METRICS_DISABLED")
 

@@ -27,6 +27,7 @@ TRAIN_SHIM = "import sys\n\nfrom feedback_loop.evaluator.train import main\n\nsy
 TRAIN_REQUIREMENTS = "sentence-transformers>=3\nscikit-learn>=1.4\nscipy>=1.11\n"
 METRIC_DEFINITIONS = [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([0-9.]+);"}
                       for m in ("auroc", "accuracy", "ece", "brier")]
+RETRAIN_REQUESTED = "RetrainRequested"
 _REPORT_FOLDER = re.compile(r"reports/[^/]+/(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)/$")
 
 
@@ -77,6 +78,29 @@ def labelled_rows(s3: Any, bucket: str, project: str, until: datetime, accumulat
                 body = s3.get_object(Bucket=bucket, Key=prefix["Prefix"] + "labelled.jsonl")["Body"].read()
                 rows.extend(json.loads(line) for line in body.splitlines() if line.strip())
     return rows
+
+
+def latest_window_end(s3: Any, bucket: str, project: str) -> datetime | None:
+    """The end of the project's most recent analysis window (from its report folders)."""
+    ends = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"reports/{project}/", Delimiter="/"):
+        for prefix in page.get("CommonPrefixes", []):
+            match = _REPORT_FOLDER.match(prefix["Prefix"])
+            if match:
+                ends.append(datetime.strptime(match.group(1), "%Y-%m-%dT%H-%M-%SZ").replace(tzinfo=timezone.utc))
+    return max(ends) if ends else None
+
+
+def request_retrain(events: Any, bus: str, project: str, requested_by: str) -> dict[str, Any]:
+    """A RetrainRequested event: the retrain function launches for the latest window, cadence and
+    thresholds aside (the label minimum still holds)."""
+    detail = {"project": project, "requested_by": requested_by,
+              "requested_at": timestamp_text(datetime.now(timezone.utc))}
+    response = events.put_events(Entries=[{"Source": "feedback-loop", "DetailType": RETRAIN_REQUESTED,
+                                           "Detail": json.dumps(detail), "EventBusName": bus}])
+    if response.get("FailedEntryCount"):
+        raise RuntimeError(f"RetrainRequested was not accepted by the bus: {response['Entries']}")
+    return detail
 
 
 def source_bundle(s3: Any, bucket: str) -> str:
