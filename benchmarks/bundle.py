@@ -13,10 +13,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_MB = 250
-# function -> the layers it deploys with (Globals give every function the domain and dependencies layers)
-FUNCTIONS = {"ApiFunction": ("functions/api", ["DomainLayer", "DependenciesLayer"]),
-             "AnalysisFunction": ("functions/analysis", ["DomainLayer", "DependenciesLayer", "AnalysisLayer"])}
 MAKEFILE_LAYERS = {"DependenciesLayer": "layers/dependencies", "AnalysisLayer": "layers/analysis"}
+
+
+def functions() -> dict[str, tuple[str, list[str]]]:
+    """Each function's code folder and layers, from template.yaml (Globals' layers first, as SAM merges)."""
+    from cfnlint.decode import decode
+
+    body, _ = decode(str(ROOT / "template.yaml"))
+    defaults = [layer["Ref"] for layer in body["Globals"]["Function"].get("Layers", [])]
+    return {name: (resource["Properties"]["CodeUri"],
+                   defaults + [layer["Ref"] for layer in resource["Properties"].get("Layers", [])])
+            for name, resource in body["Resources"].items() if resource["Type"] == "AWS::Serverless::Function"}
 
 
 def size_mb(path: Path) -> float:
@@ -37,7 +45,7 @@ def bundle_sizes() -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as workdir:
         layers = layer_sizes(Path(workdir))
     result = {}
-    for function, (code, used) in FUNCTIONS.items():
+    for function, (code, used) in functions().items():
         parts = {"code": size_mb(ROOT / code), **{layer: layers[layer] for layer in used}}
         result[function] = {**parts, "total": sum(parts.values())}
     return result

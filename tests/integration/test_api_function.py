@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from feedback_loop.local.runtime import LambdaContext, load_module
+from feedback_loop.local.template import Template
 from feedback_loop.logic.keys import create_key
 from feedback_loop.settings import api_settings
 
@@ -92,15 +93,31 @@ def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, table, pr
     }
 
 
-def test_the_api_function_imports_no_numeric_or_sagemaker_packages() -> None:
+FORBIDDEN = {  # cold start and bundle size: what each function must never import
+    "ApiFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
+    "AnalysisFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},
+    "RetrainFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},
+    "RegisterFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},
+    "DeployFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},
+}
+
+
+@pytest.mark.parametrize("function", sorted(FORBIDDEN))
+def test_functions_import_nothing_heavy(function: str) -> None:
     code = (
         "import sys, os\n"
-        "os.environ.update(TABLE_NAME='t', AWS_DEFAULT_REGION='us-east-1')\n"
-        "from feedback_loop.cli import api_module\n"
-        "api_module()\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'scipy', 'sagemaker', 'pandas', 'torch'})\n"
-        "print(heavy)\n"
+        "os.environ.update(TABLE_NAME='t', AWS_DEFAULT_REGION='us-east-1', DATA_BUCKET='b', EVENT_BUS_NAME='e',\n"
+        "    TRAINING_ROLE_ARN='r', TRAINING_IMAGE_URI='i', INFERENCE_IMAGE_URI='i', MODEL_EXECUTION_ROLE_ARN='r')\n"
+        "from feedback_loop.local.runtime import load_module\n"
+        "from feedback_loop.local.stack import find_template\n"
+        "from feedback_loop.local.template import Template\n"
+        "before = set(sys.modules)\n"
+        f"spec = next(f for f in Template(find_template()).functions() if f.logical_id == {function!r})\n"
+        "load_module(spec)\n"
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"')))
+    assert imported & FORBIDDEN[function] == set()
+    assert set(FORBIDDEN) == {f.logical_id for f in Template(ROOT / "template.yaml").functions()}
