@@ -75,6 +75,7 @@ def test_analysis_completed_launches_one_real_training_job(stack, table) -> None
         metrics = json.load(tar.extractfile("metrics.json"))
     assert {"head.json", "metrics.json", "validation_predictions.jsonl", "code/inference.py"} <= names
     assert metrics["n_train"] + metrics["n_validation"] == 240
+    assert metrics["hyperparameters"]["mode"] == "frozen"  # the local stack's default; AWS fine-tunes
     assert metrics["validation"]["auroc"] > 0.9  # the planted texts separate cleanly
     assert "validation:auroc=" in run.log
 

@@ -116,3 +116,31 @@ def test_the_gate_decides_on_the_real_held_out_predictions(trained) -> None:
     assert decision.champion.auroc == pytest.approx(roc_auc_score(labels, [p["champion"] for p in predictions]))
     assert decision.champion.auroc > decision.challenger.auroc
     assert decision.status == REJECTED and "not better than the champion" in decision.reasons[0]
+
+
+def test_the_fine_tuned_mode_trains_saves_and_serves(tmp_path: Path) -> None:
+    """The AWS default (a fine-tuned transformer), run briefly on the CPU."""
+    rows = qags_rows()[:60]
+    for channel in ("train", "validation"):
+        (tmp_path / channel).mkdir()
+        (tmp_path / channel / "x.jsonl").write_text(
+            "".join(json.dumps({**r, "split": channel}) + "\n" for n, r in enumerate(rows) if (n % 4 == 0) == (channel == "validation")))
+    done = subprocess.run([sys.executable, "-m", "feedback_loop.evaluator.train", "--mode", "finetune", "--epochs", "1",
+                           "--max-length", "64", "--train", str(tmp_path / "train"), "--validation",
+                           str(tmp_path / "validation"), "--model-dir", str(tmp_path / "model"),
+                           "--output-data-dir", str(tmp_path / "out"), "--min-examples", "10"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "model/metrics.json").read_text())
+    assert metrics["hyperparameters"]["mode"] == "finetune" and metrics["n_validation"] == 15
+    predictions = [json.loads(line) for line in (tmp_path / "model/validation_predictions.jsonl").read_text().splitlines()]
+    assert metrics["validation"]["auroc"] == pytest.approx(
+        roc_auc_score([p["label"] for p in predictions], [p["challenger"] for p in predictions]))
+    from feedback_loop.evaluator import inference
+
+    model = inference.model_fn(str(tmp_path / "model"))
+    by_id = {r["request_id"]: r for r in rows}
+    body = json.dumps({"inputs": [{"prompt": by_id[p["request_id"]]["prompt"], "output": by_id[p["request_id"]]["output"]}
+                                  for p in predictions[:4]]})
+    scores = inference.predict_fn(inference.input_fn(body), model)["scores"]
+    assert scores == pytest.approx([p["challenger"] for p in predictions[:4]], abs=1e-4)

@@ -85,6 +85,7 @@ class RetrainFunctionSettings(BaseSettings):
     image_uri: str = Field(validation_alias="TRAINING_IMAGE_URI")
     instance_type: str = Field(default="ml.g5.xlarge", validation_alias="TRAINING_INSTANCE_TYPE")
     base_model: str = Field(default="all-MiniLM-L6-v2", validation_alias="EVALUATOR_BASE_MODEL")
+    mode: str = Field(default="finetune", pattern="^(finetune|frozen)$", validation_alias="EVALUATOR_TRAINING_MODE")
     accumulation_days: float = Field(default=14, gt=0, validation_alias="ACCUMULATION_DAYS")
     min_labels: int = Field(default=200, ge=1, validation_alias="RETRAIN_MIN_LABELS")
     max_disagreement_rate: float = Field(default=0.2, ge=0, le=1, validation_alias="RETRAIN_MAX_DISAGREEMENT_RATE")
@@ -95,7 +96,7 @@ class RetrainFunctionSettings(BaseSettings):
         from feedback_loop.retraining.launch import TrainingSetup
 
         return TrainingSetup(bucket=self.data_bucket, role_arn=self.role_arn, image_uri=self.image_uri,
-                             instance_type=self.instance_type, hyperparameters={"base-model": self.base_model},
+                             instance_type=self.instance_type, hyperparameters={"base-model": self.base_model, "mode": self.mode},
                              accumulation=timedelta(days=self.accumulation_days))
 
     def policy(self) -> "RetrainPolicy":

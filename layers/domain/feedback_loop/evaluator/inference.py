@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from feedback_loop.evaluator.model import EvaluatorModel
+from feedback_loop.evaluator.finetune import load_evaluator
 
 MAX_ITEMS = 256
 
 
-def model_fn(model_dir: str) -> EvaluatorModel:
-    return EvaluatorModel.load(model_dir)
+def model_fn(model_dir: str) -> Any:
+    return load_evaluator(model_dir)
 
 
 def input_fn(body: str | bytes, content_type: str = "application/json") -> list[dict[str, str]]:
@@ -32,7 +32,7 @@ def input_fn(body: str | bytes, content_type: str = "application/json") -> list[
     return items
 
 
-def predict_fn(items: list[dict[str, str]], model: EvaluatorModel) -> dict[str, Any]:
+def predict_fn(items: list[dict[str, str]], model: Any) -> dict[str, Any]:
     scores = model.predict([str(i.get("prompt") or "") for i in items], [i["output"] for i in items])
     return {"scores": [float(s) for s in scores]}
 

@@ -102,6 +102,8 @@ def copy_inference_code(model_dir: str | Path) -> None:
     shutil.copytree(package, code / "feedback_loop", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "local", "templates"))
     shutil.copy(Path(__file__).with_name("inference.py"), code / "inference.py")
+    # what the inference image adds to its own torch and transformers
+    (code / "requirements.txt").write_text("sentence-transformers>=3\n")
 
 
 def _cuda() -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from feedback_loop.evaluator.data import examples, read_rows
+from feedback_loop.evaluator.finetune import FineTunedEvaluator
 from feedback_loop.evaluator.model import DEFAULT_BASE_MODEL, EvaluatorModel, copy_inference_code
 
 # SageMaker metric definitions for these lines: {"Name": "validation:auroc", "Regex": "validation:auroc=([0-9.]+);"}
@@ -33,7 +34,11 @@ METRIC_NAMES = ("auroc", "accuracy", "ece", "brier")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base-model", "--base_model", default=DEFAULT_BASE_MODEL)
+    parser.add_argument("--mode", choices=("frozen", "finetune"), default="frozen",
+                        help="frozen encoder with a trained head (CPU, local default) or a fine-tuned transformer")
     parser.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength of the head")
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
+    parser.add_argument("--learning-rate", "--learning_rate", type=float, default=2e-5, help="fine-tuning rate")
     parser.add_argument("--max-length", "--max_length", type=int, default=128, help="tokens per text")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -63,10 +68,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if len(train_set) < args.min_examples or len({e.label for e in train_set}) < 2:
         raise SystemExit(f"not enough labelled examples to train: {len(train_set)} (both labels needed, "
                          f"at least {args.min_examples})")
-    model = EvaluatorModel.from_base(args.base_model, args.max_length, args.batch_size)
-    features = model.features([e.prompt for e in train_set], [e.output for e in train_set])
-    model.fit(features, np.array([e.label for e in train_set]), np.array([e.weight for e in train_set]),
-              c=args.c, seed=args.seed)
+    prompts, outputs = [e.prompt for e in train_set], [e.output for e in train_set]
+    labels_train, weights = np.array([e.label for e in train_set]), np.array([e.weight for e in train_set])
+    if args.mode == "finetune":
+        model: Any = FineTunedEvaluator.from_base(args.base_model, args.max_length, args.batch_size)
+        model.fit(prompts, outputs, labels_train, weights, epochs=args.epochs, learning_rate=args.learning_rate,
+                  seed=args.seed)
+    else:
+        model = EvaluatorModel.from_base(args.base_model, args.max_length, args.batch_size)
+        model.fit(model.features(prompts, outputs), labels_train, weights, c=args.c, seed=args.seed)
     trained_at = time.monotonic()
     scores = model.predict([e.prompt for e in validation_set], [e.output for e in validation_set])
     labels = np.array([e.label for e in validation_set])
@@ -88,8 +98,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "dropped": {"train": dropped_train, "validation": dropped_validation},
         "train_examples_per_second": len(train_set) / max(1e-9, trained_at - began),
         "seconds": time.monotonic() - began,
-        "hyperparameters": {"base_model": args.base_model, "c": args.c, "max_length": args.max_length,
-                            "seed": args.seed},
+        "hyperparameters": {"mode": args.mode, "base_model": args.base_model, "c": args.c, "epochs": args.epochs,
+                            "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": args.seed},
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     # output.tar.gz carries the small files the registry gate reads, without the encoder's weights

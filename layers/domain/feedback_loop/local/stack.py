@@ -77,7 +77,9 @@ class LocalStack:
         metrics: bool = False,
         log_level: str = "WARNING",
     ):
-        self.template = Template(find_template(template), parameters=parameters)
+        # the local stack trains on the CPU: a frozen encoder under a head, unless asked otherwise
+        self.template = Template(find_template(template), parameters={"EvaluatorTrainingMode": "frozen",
+                                                                      **(parameters or {})})
         self.host = host
         self.api_port = api_port
         self.aws_port = aws_port or free_port(host)
