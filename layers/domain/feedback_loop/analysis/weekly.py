@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -12,9 +11,9 @@ from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import LABELLED, REPORT_JSON, run_analysis, write_s3
 from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.events import put_event
 from feedback_loop.logic.changes import list_changes
 
-EVENT_SOURCE = "feedback-loop"
 ANALYSIS_COMPLETED = "AnalysisCompleted"
 
 
@@ -81,9 +80,5 @@ def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: Fe
     written = write_s3(analysis, s3, bucket, reports_prefix(project, until))
     detail = {"project": project, "window": analysis.report["window"], "report": written[REPORT_JSON],
               "labelled_dataset": written[LABELLED], "reports": written, **key_figures(analysis.report)}
-    entry = {"Source": EVENT_SOURCE, "DetailType": ANALYSIS_COMPLETED, "Detail": json.dumps(detail),
-             "EventBusName": bus_name, "Time": until}
-    response = events.put_events(Entries=[entry])
-    if response.get("FailedEntryCount"):
-        raise RuntimeError(f"AnalysisCompleted was not accepted by the bus: {response['Entries']}")
+    put_event(events, bus_name, ANALYSIS_COMPLETED, detail, time=until)
     return WeeklyResult(project, analysis.report, written, detail)

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.events import put_event
 from feedback_loop.logic.changes import register_change
 from feedback_loop.models.changes import Change
 from feedback_loop.models.errors import DuplicateChange
@@ -138,7 +139,6 @@ def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, e
     outcome = {"project": project, "model_package_arn": arn, "version": version, "model": model,
                "endpoint_config": config, "endpoint": endpoint, "action": action, "alarms": alarms,
                "change": change.name}
-    events.put_events(Entries=[{"Source": "feedback-loop", "DetailType": EVALUATOR_DEPLOYED,
-                                "Detail": json.dumps(outcome), "EventBusName": setup.bus}])
+    put_event(events, setup.bus, EVALUATOR_DEPLOYED, outcome)
     table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome)})
     return outcome

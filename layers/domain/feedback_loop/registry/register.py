@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.events import put_event
 from feedback_loop.registry.gate import GatePolicy, gate
 
 EVALUATOR_GATED = "EvaluatorGated"
@@ -43,13 +44,6 @@ def _ensure_group(sagemaker: Any, group: str, project: str) -> None:
                                              ModelPackageGroupDescription=f"feedback-loop evaluators of {project}")
 
 
-def _put_event(events: Any, bus: str, detail_type: str, detail: dict[str, Any]) -> None:
-    response = events.put_events(Entries=[{"Source": "feedback-loop", "DetailType": detail_type,
-                                           "Detail": json.dumps(detail, default=str), "EventBusName": bus}])
-    if response.get("FailedEntryCount"):
-        raise RuntimeError(f"{detail_type} was not accepted by the bus: {response['Entries']}")
-
-
 def register_challenger(detail: dict[str, Any], *, s3: Any, sagemaker: Any, events: Any, table: FeedbackTable,
                         bus: str, inference_image: str, policy: GatePolicy) -> dict[str, Any]:
     job = detail["TrainingJobName"]
@@ -64,7 +58,7 @@ def register_challenger(detail: dict[str, Any], *, s3: Any, sagemaker: Any, even
     if detail["TrainingJobStatus"] != "Completed":
         outcome = {"project": project, "training_job": job, "status": detail["TrainingJobStatus"],
                    "reason": detail.get("FailureReason", "the training job did not complete")}
-        _put_event(events, bus, TRAINING_FAILED, outcome)
+        put_event(events, bus, TRAINING_FAILED, outcome)
         table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome)})
         return outcome
     artifacts = detail["ModelArtifacts"]["S3ModelArtifacts"]
@@ -93,6 +87,6 @@ def register_challenger(detail: dict[str, Any], *, s3: Any, sagemaker: Any, even
     outcome = {"project": project, "training_job": job, "model_package_arn": arn, "model_data": artifacts,
                "status": decision.status, "reasons": decision.reasons, "gate": decision.as_dict(),
                "training_metrics": metrics.get("validation"), "window": tags.get(WINDOW_TAG, "")}
-    _put_event(events, bus, EVALUATOR_GATED, outcome)
+    put_event(events, bus, EVALUATOR_GATED, outcome)
     table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome, default=str)})
     return outcome

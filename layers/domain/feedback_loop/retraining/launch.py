@@ -19,6 +19,7 @@ from typing import Any
 import feedback_loop
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.events import put_event
 from feedback_loop.retraining.policy import Decision, RetrainPolicy, decide
 
 # script-mode entry point: the package travels in the source bundle beside it
@@ -96,10 +97,7 @@ def request_retrain(events: Any, bus: str, project: str, requested_by: str) -> d
     thresholds aside (the label minimum still holds)."""
     detail = {"project": project, "requested_by": requested_by,
               "requested_at": timestamp_text(datetime.now(timezone.utc))}
-    response = events.put_events(Entries=[{"Source": "feedback-loop", "DetailType": RETRAIN_REQUESTED,
-                                           "Detail": json.dumps(detail), "EventBusName": bus}])
-    if response.get("FailedEntryCount"):
-        raise RuntimeError(f"RetrainRequested was not accepted by the bus: {response['Entries']}")
+    put_event(events, bus, RETRAIN_REQUESTED, detail)
     return detail
 
 
