@@ -198,3 +198,16 @@ def test_a_segment_below_the_minimum_is_insufficient_not_computed(tmp_path: Path
 def test_engine_takes_any_iterable_of_records() -> None:
     report = analyse("t", [], FeedbackIndex(), [], SINCE, UNTIL).report
     assert report["schema_version"] == 1
+
+
+def test_long_reads_report_progress(tmp_path: Path) -> None:
+    from feedback_loop.analysis.run import _counted
+
+    messages: list[str] = []
+    assert list(_counted(range(7), messages.append, 0.0, every=3)) == list(range(7))
+    assert [m.split(" eval")[0] for m in messages] == ["3", "6"]
+    records = [record(f"r{i}") for i in range(5)]
+    messages.clear()
+    run_analysis("t", EvalLogSource(str(write_eval_logs(records, tmp_path / "logs"))), FeedbackIndex(), [], SINCE,
+                 UNTIL, progress=messages.append)
+    assert messages and messages[0].startswith("[1/1]")

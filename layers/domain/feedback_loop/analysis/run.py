@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
+PROGRESS_EVERY = 250_000
 
 _changes = TypeAdapter(list[Change])
 
@@ -49,7 +50,16 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
             progress(f"[{number}/{total}] {name} ({time.monotonic() - began:.1f} s)")
 
     records = eval_logs.records(start, until, skipped, on_file)
-    return analyse(project, records, feedback, measured, since, until, settings, skipped)
+    return analyse(project, _counted(records, progress, began), feedback, measured, since, until, settings, skipped)
+
+
+def _counted(records: Iterable[Any], progress: Callable[[str], None] | None, began: float,
+             every: int = PROGRESS_EVERY) -> Iterator[Any]:
+    """Passes records through, reporting every `every` of them: one large file is a long read too."""
+    for number, record in enumerate(records, 1):
+        if progress and number % every == 0:
+            progress(f"{number:,} eval records read ({time.monotonic() - began:.1f} s)")
+        yield record
 
 
 def outputs(analysis: Analysis) -> dict[str, bytes]:
