@@ -167,6 +167,15 @@ def test_the_approved_evaluator_is_deployed_recorded_as_a_change_and_serves(stac
     scores = json.loads(response["Body"].read())["scores"]
     assert scores[0] > 0.5 > scores[1]
 
+    import requests
+
+    bad = requests.post(f"{stack.api_url}/endpoints/{outcome['endpoint']}/invocations", data='{"inputs": "x"}',
+                        headers={"Content-Type": "application/json"}, timeout=30)
+    assert bad.status_code == 400 and "'inputs' must be a list" in bad.json()["Message"]
+    missing = requests.post(f"{stack.api_url}/endpoints/no-such-endpoint/invocations", data="{}",
+                            headers={"Content-Type": "application/json"}, timeout=30)
+    assert missing.status_code == 400 and missing.json()["ErrorCode"] == "ValidationError"
+
 
 def test_an_update_uses_blue_green_with_the_alarms(stack, table) -> None:
     from feedback_loop.registry.deploy import DeploySetup, SageMakerEndpoints, deploy_package

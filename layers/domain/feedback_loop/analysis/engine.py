@@ -55,6 +55,10 @@ def field_value(raw: dict[str, Any], name: str) -> str | None:
 
 def cohort_of(raw: dict[str, Any], feedback: RequestFeedback | None) -> str:
     """The eval log's metadata.user_cohort, else the feedback's user_cohort, else unknown."""
+    metadata = raw.get("metadata")
+    cohort = metadata.get("user_cohort") if type(metadata) is dict else None
+    if type(cohort) is str and cohort:  # the common case, checked first: this runs once per record
+        return cohort
     return field_value(raw, "metadata.user_cohort") or (feedback.user_cohort if feedback else None) or UNKNOWN
 
 
@@ -199,10 +203,7 @@ def analyse(project: str, records: Iterable[EvalRecord], feedback: FeedbackIndex
         if not window[0] <= record.at < window[1]:
             continue
         in_window += 1
-        metadata = record.raw.get("metadata")
-        cohort = metadata.get("user_cohort") if type(metadata) is dict else None
-        if type(cohort) is not str or not cohort:  # the rare path: the documented fallbacks
-            cohort = cohort_of(record.raw, request_feedback)
+        cohort = cohort_of(record.raw, request_feedback)
         cohort_requests[cohort] += 1
         if request_feedback is None:
             continue

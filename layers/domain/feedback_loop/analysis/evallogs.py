@@ -35,11 +35,6 @@ class EvalRecord:
     overall: float
     raw: dict[str, Any]  # the whole record: prompt, output, metadata and unknown fields
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        metadata = self.raw.get("metadata")
-        return metadata if isinstance(metadata, dict) else {}
-
 
 def to_epoch(value: Any) -> float | None:
     if isinstance(value, datetime):
@@ -199,8 +194,3 @@ class _LineStream:
 
     def close(self) -> None:
         self.body.close()
-
-
-def iter_lines(values: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    for value in values:
-        yield orjson.dumps(value) + b"\n"

@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-Z_95 = float(stats.norm.ppf(0.975))
-
-
 def _z(confidence: float) -> float:
     return float(stats.norm.ppf(0.5 + confidence / 2))
 

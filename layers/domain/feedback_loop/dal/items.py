@@ -35,6 +35,11 @@ def shard_of(event_id: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:4], "big") % shards
 
 
+def item_key(item: dict[str, Any]) -> tuple[str, str]:
+    """An item's primary key as a tuple, to index items by."""
+    return item["pk"], item["sk"]
+
+
 def request_pk(project: str, request_id: str) -> str:
     return f"FB#{project}#{request_id}"
 

@@ -46,10 +46,6 @@ def _from_dynamo(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
-def _key_of(item: dict[str, Any]) -> tuple[str, str]:
-    return item["pk"], item["sk"]
-
-
 @lru_cache(maxsize=1)
 def dynamodb_client() -> Any:
     return boto3.client("dynamodb", config=CLIENT_CONFIG)
@@ -121,7 +117,7 @@ class FeedbackTable:
                 response = self.client.batch_get_item(RequestItems=request)
                 for raw in response.get("Responses", {}).get(self.table_name, []):
                     item = _from_dynamo(raw)
-                    found[_key_of(item)] = item
+                    found[keys.item_key(item)] = item
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break

@@ -9,6 +9,7 @@ reaches it through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, the only difference from 
 
 from __future__ import annotations
 
+import json
 import tarfile
 import tempfile
 import threading
@@ -55,11 +56,12 @@ class LocalEndpointRuntime:
         try:
             model = self._load(self.model_data(endpoint))
         except Exception as error:
-            return 400, f'{{"ErrorCode": "ValidationError", "Message": "endpoint {endpoint}: {type(error).__name__}"}}'
+            return 400, json.dumps({"ErrorCode": "ValidationError",
+                                    "Message": f"endpoint {endpoint}: {type(error).__name__}"})
         try:
             data = inference.input_fn(body, content_type or "application/json")
         except ValueError as error:
-            return 400, f'{{"ErrorCode": "ModelError", "Message": "{str(error)}"}}'
+            return 400, json.dumps({"ErrorCode": "ModelError", "Message": str(error)})
         return 200, inference.output_fn(inference.predict_fn(data, model), accept or "application/json")
 
     def close(self) -> None:

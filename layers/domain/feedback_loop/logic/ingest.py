@@ -103,12 +103,12 @@ def record_batch(
 
     first: dict[tuple[str, str], dict[str, Any]] = {}
     for _, item in valid:
-        first.setdefault(_key(item), item)  # the same event twice in one batch is written once
+        first.setdefault(keys.item_key(item), item)  # the same event twice in one batch is written once
     existing = table.get_many(list(first))
     fresh = [item for key, item in first.items() if key not in existing]
-    unwritten = {_key(item) for item in table.put_many(fresh)}
+    unwritten = {keys.item_key(item) for item in table.put_many(fresh)}
     for index, item in valid:
-        key = _key(item)
+        key = keys.item_key(item)
         if key in unwritten:
             results[index] = BatchItemResult(
                 index=index, status=503, event_id=item["event_id"],
@@ -118,10 +118,6 @@ def record_batch(
         else:
             results[index] = _repeat_result(index, item, existing.get(key, first[key]))
     return BatchResult.of([r for r in results if r is not None])
-
-
-def _key(item: dict[str, Any]) -> tuple[str, str]:
-    return item["pk"], item["sk"]
 
 
 def _repeat_result(index: int, item: dict[str, Any], original: dict[str, Any]) -> BatchItemResult:
