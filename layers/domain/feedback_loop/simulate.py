@@ -17,6 +17,68 @@ from feedback_loop.models.changes import Change
 
 
 @dataclass(frozen=True)
+class Task:
+    prompt: str
+    points: tuple[tuple[str, str], ...]  # (done well, fumbled) for each point an answer should make
+    joiner: str = " "
+
+
+TASKS: dict[str, tuple[Task, ...]] = {
+    "summarize": (
+        Task("Summarise this support ticket for the on-call engineer: SSO users locked out after today's deploy.", (
+            ("Since the 14:05 deploy of auth-service v2.3, SSO users cannot log in.",
+             "The customer says something is wrong with logging in."),
+            ("Password reset loops back to the login page, so there is no workaround.",
+             "They tried a few things but it did not help."),
+            ("About 300 enterprise accounts are affected, including Acme and Globex.", "Some users might be affected."),
+            ("Rolling back to v2.2 restored access in staging.", "The team should probably look into it."),
+            ("Next step: roll back production and page the identity team.",
+             "Please let me know if you need anything else."))),
+        Task("Give a five-bullet summary of the Q3 planning meeting notes.", (
+            ("- The EU region launch moves to 14 October.", "- The meeting covered a number of topics."),
+            ("- The data platform budget is approved at 1.2M.", "- Money was discussed."),
+            ("- Priya owns the migration plan, due Friday.", "- Someone will follow up on next steps."),
+            ("- Support hiring is frozen until Q4.", "- There were some concerns about people."),
+            ("- Open: whether to sunset the legacy API this year.", "- Overall it was a productive meeting.")),
+             joiner="\n"),
+    ),
+    "code": (
+        Task("Write a Python function that deduplicates a list and keeps the original order.", (
+            ("def dedupe(items: list) -> list:", "def dedupe(items):"),
+            ("    seen = set()", "    # TODO: order"),
+            ("    return [x for x in items if not (x in seen or seen.add(x))]", "    return list(set(items))"),
+            ("# keeps the first occurrence of each item, O(n)", "# sets are fast, so this is efficient"),
+            ("assert dedupe([3, 1, 3, 2]) == [3, 1, 2]", "# note: the order may change")),
+             joiner="\n"),
+        Task("Fix the off-by-one error in this pagination query: OFFSET :page * :size.", (
+            ("Pages start at 1, so the offset must be (page - 1) * size.", "The query looks mostly fine."),
+            ("SELECT * FROM orders ORDER BY id LIMIT :size OFFSET (:page - 1) * :size;",
+             "SELECT * FROM orders LIMIT :size OFFSET :page * :size;"),
+            ("ORDER BY id keeps the pages stable between calls.", "You could add an index if it is slow."),
+            ("For deep pages, keyset pagination (WHERE id > :last_id) avoids scanning skipped rows.",
+             "Pagination is a common source of bugs."),
+            ("Add a test that page 1 returns the first row.", "Try it and see if it works.")),
+             joiner="\n"),
+    ),
+    "qa": (
+        Task("What is our refund policy for annual plans?", (
+            ("Annual plans can be refunded within 30 days of purchase.", "Refunds are possible in some cases."),
+            ("The refund is pro rata for the unused months.", "The amount depends on various factors."),
+            ("Send the order id to billing@example.com to start it.", "Please contact us for more information."),
+            ("The money is back on the original card within 5-10 business days.", "It may take some time to process."),
+            ("After 30 days you can still cancel at renewal.", "See the website for the full policy."))),
+        Task("How do I rotate an API key without downtime?", (
+            ("Create a second key with `feedback-loop keys create` before revoking the old one.",
+             "You can change your key in the settings."),
+            ("Deploy the new key to your servers and check that traffic uses it.", "Update your configuration."),
+            ("Revoke the old key with `feedback-loop keys revoke <id>`.", "Delete the old key when you are done."),
+            ("Revocation takes effect within the key cache time, 60 s by default.", "Changes happen quickly."),
+            ("Keep both keys valid during the rollout so no request fails.", "Be careful to avoid problems."))),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Cohort:
     name: str
     share: float  # of requests
@@ -34,24 +96,12 @@ class Scenario:
         Cohort("pro", 0.3, 0.15, 0.0),
         Cohort("enterprise", 0.1, 0.40, 0.10),
     )
-    query_types: tuple[str, ...] = ("summarize", "code", "qa")
+    query_types: tuple[str, ...] = tuple(TASKS)
     miscalibrated_query_type: str = "code"  # the evaluator scores it high whatever its quality
     effect_query_type: str = "summarize"
     effect_size: float = 0.15  # added to q for the effect query type after the change
     change_at_day: float = 7.0
     seed: int = 7
-    prompts: dict[str, list[str]] = field(default_factory=lambda: {
-        "summarize": ["Summarise this support ticket for the on-call engineer.",
-                      "Give a three-bullet summary of the meeting notes.",
-                      "Summarise the customer's complaint in one sentence."],
-        "code": ["Write a Python function that deduplicates a list and keeps order.",
-                 "Fix the off-by-one error in this pagination query.",
-                 "Write a SQL query for monthly active users."],
-        "qa": ["What is our refund policy for annual plans?",
-               "How do I rotate an API key?",
-               "Which regions is the service available in?"],
-    })
-
     @property
     def change_at(self) -> datetime:
         return self.start + timedelta(days=self.change_at_day)
@@ -73,14 +123,13 @@ def _clip(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-def _output(rng: random.Random, query_type: str, quality: float) -> str:
-    good = {"summarize": "The customer cannot log in since the update; password reset loops back to the login page.",
-            "code": "def dedupe(items):\n    seen = set()\n    return [x for x in items if not (x in seen or seen.add(x))]",
-            "qa": "Annual plans can be refunded pro rata within 30 days; contact billing with the order id."}
-    bad = {"summarize": "The ticket is about a problem. The user has an issue with the product and wants help.",
-           "code": "def dedupe(items):\n    return list(set(items))  # loses order",
-           "qa": "Refunds are possible. Please check the website for more information about refunds."}
-    return good[query_type] if rng.random() < quality else bad[query_type]
+def _output(rng: random.Random, task: Task, quality: float) -> str:
+    """An answer that covers round(5 q) of the task's points and fumbles the rest, so its text
+    carries its quality (what a retrained evaluator can learn and the production one misses)."""
+    right = round(quality * len(task.points))
+    chosen = set(rng.sample(range(len(task.points)), right))
+    parts = [good if i in chosen else bad for i, (good, bad) in enumerate(task.points)]
+    return task.joiner.join(parts)
 
 
 def _vote(rng: random.Random, perceived: float) -> dict[str, Any]:
@@ -118,6 +167,7 @@ def iter_simulation(scenario: Scenario | None = None) -> Iterator[tuple[dict[str
         at = s.start + timedelta(seconds=span * (n + rng.random()) / s.requests)
         cohort = rng.choices(s.cohorts, weights)[0]
         query_type = rng.choice(s.query_types)
+        task = rng.choice(TASKS[query_type])
         after = at >= s.change_at
         quality = _clip(rng.betavariate(4, 3) + (s.effect_size if after and query_type == s.effect_query_type else 0))
         if query_type == s.miscalibrated_query_type:
@@ -129,8 +179,8 @@ def iter_simulation(scenario: Scenario | None = None) -> Iterator[tuple[dict[str
         record = {
             "request_id": request_id,
             "timestamp": at.isoformat().replace("+00:00", "Z"),
-            "prompt": rng.choice(s.prompts[query_type]),
-            "output": _output(rng, query_type, quality),
+            "prompt": task.prompt,
+            "output": _output(rng, task, quality),
             "eval_scores": {"overall": round(overall, 4), "coherence": round(_clip(overall + rng.gauss(0, 0.05)), 4)},
             "metadata": {"user_cohort": cohort.name, "query_type": query_type, "prompt_version": prompt_version,
                          "model": "m-2026-05"},

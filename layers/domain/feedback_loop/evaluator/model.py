@@ -20,6 +20,7 @@ DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 ENCODER_DIR = "encoder"
 HEAD_FILE = "head.json"
+C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the head's inverse regularisation, chosen by cross-validation
 
 
 def resolve_base_model(name: str) -> str:
@@ -42,6 +43,7 @@ class EvaluatorModel:
     coef: np.ndarray | None = None
     intercept: float = 0.0
     batch_size: int = 64
+    c: float | None = None  # the head's inverse regularisation strength, once fitted
 
     @classmethod
     def from_base(cls, base_model: str = DEFAULT_BASE_MODEL, max_length: int = 256, batch_size: int = 64
@@ -58,12 +60,23 @@ class EvaluatorModel:
         p, o = encode(prompts), encode(outputs)
         return np.hstack([p, o, p * o, np.abs(p - o)]).astype(np.float32)
 
-    def fit(self, features: np.ndarray, labels: np.ndarray, weights: np.ndarray, c: float = 1.0,
-            seed: int = 0) -> "EvaluatorModel":
-        from sklearn.linear_model import LogisticRegression
+    def fit(self, features: np.ndarray, labels: np.ndarray, weights: np.ndarray, c: float | None = None,
+            seed: int = 0, folds: int = 5) -> "EvaluatorModel":
+        """The head, with its regularisation chosen by stratified cross-validation on the weighted
+        log loss (a proper scoring rule: it rewards ranking and calibration) unless `c` is given."""
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.model_selection import StratifiedKFold
 
-        head = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        head.fit(features, labels, sample_weight=weights)
+        if c is None:
+            folds = max(2, min(folds, int(np.bincount(labels).min())))
+            head = LogisticRegressionCV(Cs=C_GRID, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                                        scoring="neg_log_loss", max_iter=2000, random_state=seed)
+            head.fit(features, labels, sample_weight=weights)
+            self.c = float(head.C_[0])
+        else:
+            head = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+            head.fit(features, labels, sample_weight=weights)
+            self.c = c
         self.coef, self.intercept = head.coef_[0].astype(np.float64), float(head.intercept_[0])
         return self
 
@@ -79,7 +92,7 @@ class EvaluatorModel:
         folder = Path(folder)
         self.encoder.save(str(folder / ENCODER_DIR))
         (folder / HEAD_FILE).write_text(json.dumps({
-            "coef": self.coef.tolist(), "intercept": self.intercept, "batch_size": self.batch_size,
+            "coef": self.coef.tolist(), "intercept": self.intercept, "c": self.c, "batch_size": self.batch_size,
             "max_length": self.encoder.max_seq_length, "features": "[p, o, p*o, |p-o|] of normalised embeddings",
         }))
 
@@ -91,7 +104,7 @@ class EvaluatorModel:
         head = json.loads((folder / HEAD_FILE).read_text())
         encoder = SentenceTransformer(str(folder / ENCODER_DIR), device="cpu" if not _cuda() else "cuda")
         encoder.max_seq_length = head["max_length"]
-        return cls(encoder, np.array(head["coef"]), head["intercept"], head["batch_size"])
+        return cls(encoder, np.array(head["coef"]), head["intercept"], head["batch_size"], head.get("c"))
 
 
 def copy_inference_code(model_dir: str | Path) -> None:

@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-model", "--base_model", default=DEFAULT_BASE_MODEL)
     parser.add_argument("--mode", choices=("frozen", "finetune"), default="frozen",
                         help="frozen encoder with a trained head (CPU, local default) or a fine-tuned transformer")
-    parser.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength of the head")
+    parser.add_argument("--c", type=float, default=None,
+                        help="inverse regularisation strength of the head (default: chosen by 5-fold cross-validation)")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
     parser.add_argument("--learning-rate", "--learning_rate", type=float, default=2e-5, help="fine-tuning rate")
     parser.add_argument("--max-length", "--max_length", type=int, default=128, help="tokens per text")
@@ -98,7 +99,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "dropped": {"train": dropped_train, "validation": dropped_validation},
         "train_examples_per_second": len(train_set) / max(1e-9, trained_at - began),
         "seconds": time.monotonic() - began,
-        "hyperparameters": {"mode": args.mode, "base_model": args.base_model, "c": args.c, "epochs": args.epochs,
+        "hyperparameters": {"mode": args.mode, "base_model": args.base_model, "c": getattr(model, "c", args.c), "epochs": args.epochs,
                             "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": args.seed},
     }
     (model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
