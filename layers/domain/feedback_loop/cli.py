@@ -12,6 +12,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from feedback_loop.demo.settings import DemoSettings
+
 DEFAULT_DATA_DIR = ".feedback-loop"
 
 
@@ -204,9 +206,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from feedback_loop.demo import run_demo
+    from feedback_loop.demo.run import run_demo
 
-    return run_demo(template=args.template, requests_count=args.requests, seed=args.seed)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = DemoSettings(requests_per_week=args.requests_per_week, seed=args.seed, project=args.project,
+                            out=Path(args.out), data_dir=Path(args.data_dir), template=args.template, port=args.port,
+                            keep_running=args.keep_running, open_report=args.open)
+    return 0 if run_demo(settings).ok else 1
+
+
+DEMO = DemoSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,8 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the local demo")
     demo.add_argument("--template")
-    demo.add_argument("--requests", type=int, default=400, help="simulated LLM requests")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--requests-per-week", type=int, default=DEMO.requests_per_week,
+                      help="simulated LLM requests per week (two weeks)")
+    demo.add_argument("--seed", type=int, default=DEMO.seed)
+    demo.add_argument("--project", default=DEMO.project)
+    demo.add_argument("--out", default=str(DEMO.out), help="where the reports and summary.json go")
+    demo.add_argument("--port", type=int, default=0, help="the local API's port (default: a free one)")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the local API up afterwards with the demo's data (Ctrl-C stops it)")
+    demo.add_argument("--open", action="store_true", help="open the first week's HTML report in a browser")
     demo.set_defaults(run=cmd_demo)
     return parser
 

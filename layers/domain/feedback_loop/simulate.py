@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -132,6 +132,11 @@ def _output(rng: random.Random, task: Task, quality: float) -> str:
     return task.joiner.join(parts)
 
 
+def _perfect(task: Task) -> str:
+    """The answer a user who edits it ends up with: every point made."""
+    return task.joiner.join(good for good, _ in task.points)
+
+
 def _vote(rng: random.Random, perceived: float) -> dict[str, Any]:
     """Half thumbs, half 1-5 ratings; both follow perceived quality with a little rater noise."""
     if rng.random() < 0.5:
@@ -196,24 +201,48 @@ def iter_simulation(scenario: Scenario | None = None) -> Iterator[tuple[dict[str
             if rng.random() < 0.1:
                 events.append({**base, "event_id": f"{request_id}-c{voter}", "feedback_type": "explicit_text_comment",
                                "value": "Too vague." if perceived < 0.5 else "Exactly what I needed."})
-        if rng.random() < 0.3:
-            kind = "implicit_usage" if rng.random() < quality else "implicit_discard"
-            events.append({"request_id": request_id, "feedback_type": kind, "value": True,
+        if rng.random() < 0.3:  # what the user did with the answer: used it, fixed it, or threw it away
+            roll = rng.random()
+            kind = "implicit_usage" if roll < quality else "implicit_edit" if roll < (1 + quality) / 2 else "implicit_discard"
+            events.append({"request_id": request_id, "feedback_type": kind,
+                           "value": _perfect(task) if kind == "implicit_edit" else True,
                            "timestamp": (at + timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
                            "event_id": f"{request_id}-i", "user_cohort": cohort.name})
         yield record, events
 
 
-def population_satisfaction(scenario: Scenario | None = None, draws: int = 200_000) -> float:
+def population_satisfaction(scenario: Scenario | None = None, draws: int = 200_000,
+                            days: tuple[float, float] | None = None) -> float:
     """The expected human score over all requests, feedback or not (Monte Carlo of the same model),
-    to check re-weighting against."""
+    to check re-weighting against; `days` limits it to part of the scenario, in days from its start."""
     s = scenario or Scenario()
+    low, high = days or (0.0, float(s.days))
     rng = random.Random(s.seed + 1)
     total = 0.0
     for _ in range(draws):
         cohort = rng.choices(s.cohorts, [c.share for c in s.cohorts])[0]
         query_type = rng.choice(s.query_types)
-        after = rng.random() * s.days >= s.change_at_day
-        quality = _clip(rng.betavariate(4, 3) + (s.effect_size if after and query_type == s.effect_query_type else 0))
-        total += _vote_score(_vote(rng, _clip(quality + cohort.mood)))
+        after = low + rng.random() * (high - low) >= s.change_at_day
+        total += _expected_vote(s, rng, cohort, query_type, after)
     return total / draws
+
+
+def expected_effect(scenario: Scenario | None = None, draws: int = 200_000) -> float:
+    """The change in the mean human score that the planted prompt change causes in its segment
+    (over the cohorts' mix of requests with feedback, as the report measures it)."""
+    s = scenario or Scenario()
+    rng = random.Random(s.seed + 2)
+    weights = [c.share * c.feedback_rate for c in s.cohorts]
+    sides = []
+    for after in (False, True):
+        total = 0.0
+        for _ in range(draws):
+            cohort = rng.choices(s.cohorts, weights)[0]
+            total += _expected_vote(s, rng, cohort, s.effect_query_type, after)
+        sides.append(total / draws)
+    return sides[1] - sides[0]
+
+
+def _expected_vote(s: Scenario, rng: random.Random, cohort: Cohort, query_type: str, after: bool) -> float:
+    quality = _clip(rng.betavariate(4, 3) + (s.effect_size if after and query_type == s.effect_query_type else 0))
+    return _vote_score(_vote(rng, _clip(quality + cohort.mood)))

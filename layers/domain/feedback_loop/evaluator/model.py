@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,9 @@ class EvaluatorModel:
     intercept: float = 0.0
     batch_size: int = 64
     c: float | None = None  # the head's inverse regularisation strength, once fitted
+    cache_size: int = 20_000  # embeddings kept (384 floats each: about 30 MB)
+    _cache: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_base(cls, base_model: str = DEFAULT_BASE_MODEL, max_length: int = 256, batch_size: int = 64
@@ -54,10 +59,24 @@ class EvaluatorModel:
         encoder.max_seq_length = max_length
         return cls(encoder=encoder, batch_size=batch_size)
 
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Normalised embeddings; each distinct text is encoded once and kept in a bounded LRU cache
+        (templated prompts and repeated answers are common, and the encoder is the cost)."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                fresh = self.encoder.encode(missing, batch_size=self.batch_size, convert_to_numpy=True,
+                                            normalize_embeddings=True, show_progress_bar=False)
+                self._cache.update(zip(missing, fresh))
+            for text in texts:
+                self._cache.move_to_end(text)
+            rows = np.stack([self._cache[t] for t in texts])
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return rows
+
     def features(self, prompts: list[str], outputs: list[str]) -> np.ndarray:
-        encode = lambda texts: self.encoder.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,  # noqa: E731
-                                                   normalize_embeddings=True, show_progress_bar=False)
-        p, o = encode(prompts), encode(outputs)
+        p, o = self.encode(prompts), self.encode(outputs)
         return np.hstack([p, o, p * o, np.abs(p - o)]).astype(np.float32)
 
     def fit(self, features: np.ndarray, labels: np.ndarray, weights: np.ndarray, c: float | None = None,

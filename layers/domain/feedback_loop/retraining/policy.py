@@ -30,7 +30,8 @@ def decide(figures: dict[str, Any], labels: int, last_trained: datetime | None, 
     if force:
         return Decision(True, ["requested"])
     if last_trained is not None and now - last_trained < policy.cadence:
-        return Decision(False, [f"trained {now - last_trained} ago; the cadence is {policy.cadence}"])
+        ago = timedelta(seconds=round((now - last_trained).total_seconds()))
+        return Decision(False, [f"trained {ago} ago; the cadence is {policy.cadence}"])
     reasons = []
     rate, spearman = figures.get("disagreement_rate"), figures.get("spearman")
     if rate is not None and rate > policy.max_disagreement_rate:

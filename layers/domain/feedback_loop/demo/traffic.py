@@ -1,0 +1,173 @@
+"""The demo's LLM application: it writes eval logs to S3, scores with the deployed evaluator once there
+is one, and sends its users' feedback through the HTTP API with the Python client, faults included."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from feedback_loop.client import FeedbackApiError, FeedbackClient
+from feedback_loop.simulate import Scenario, iter_simulation
+
+BATCH = 100
+RETRY_SHARE = 0.05  # batches sent again, as a client does when a response is lost
+DUPLICATE_SHARE = 0.02  # events sent again in a later batch
+MALFORMED_SHARE = 0.02  # batches that carry one malformed event
+ENDPOINT_BATCH = 256  # the evaluator's limit per invocation
+
+
+def malformed_events(request_id: str, at: datetime) -> list[tuple[dict[str, Any], str]]:
+    """Bad events a buggy integration sends, each with the field the API must name."""
+    return [
+        ({"request_id": request_id, "feedback_type": "explicit_rating", "value": 6}, "value"),
+        ({"request_id": request_id, "feedback_type": "explicit_text_comment", "value": ""}, "value"),
+        ({"request_id": request_id, "feedback_type": "implicit_teleport", "value": True}, "feedback_type"),
+        ({"request_id": "", "feedback_type": "explicit_thumbs_up", "value": True}, "request_id"),
+        ({"request_id": request_id, "feedback_type": "explicit_thumbs_up", "value": True,
+          "timestamp": (at + timedelta(days=400)).isoformat()}, "timestamp"),
+    ]
+
+
+@dataclass
+class Ledger:
+    """What the client sent and what the API answered: the basis of the reconciliation."""
+
+    acknowledged: dict[str, dict[str, Any]] = field(default_factory=dict)  # event_id -> event (201 or 200)
+    stored: int = 0  # 201 answers
+    duplicates: int = 0  # 200 answers
+    retried_batches: int = 0
+    resent_events: int = 0
+    malformed_sent: int = 0
+    malformed_refused: int = 0  # 4xx naming the expected field
+    refused_unexpectedly: list[str] = field(default_factory=list)
+
+    def record(self, events: list[dict[str, Any]], statuses: list[tuple[int, list[str]]],
+               expected_fields: dict[int, str]) -> None:
+        for index, (event, (status, fields)) in enumerate(zip(events, statuses)):
+            if index in expected_fields:
+                if 400 <= status < 500 and expected_fields[index] in fields:
+                    self.malformed_refused += 1
+                else:
+                    self.refused_unexpectedly.append(f"malformed event answered {status} naming {fields}")
+            elif status in (200, 201):
+                self.acknowledged[event["event_id"]] = event
+                self.stored += status == 201
+                self.duplicates += status == 200
+            else:
+                self.refused_unexpectedly.append(f"{event.get('event_id')}: {status} {fields}")
+
+
+class App:
+    """One simulated LLM application of one project."""
+
+    def __init__(self, scenario: Scenario, client: FeedbackClient, s3: Any, bucket: str, project: str,
+                 seed: int = 0, workers: int = 4):
+        self.scenario = scenario
+        self.client = client
+        self.s3 = s3
+        self.bucket = bucket
+        self.project = project
+        self.rng = random.Random(seed)
+        self.workers = workers
+        self.ledger = Ledger()
+        self._traffic = iter_simulation(scenario)
+        self._pending: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
+        self._sent_events: list[dict[str, Any]] = []
+
+    def week(self, until: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The requests made before `until` (not yet taken), and their feedback."""
+        records, events = [], []
+        for record, request_events in self._until(until):
+            records.append(record)
+            events.extend(request_events)
+        return records, events
+
+    def _until(self, until: datetime) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        stamp = until.isoformat().replace("+00:00", "Z")
+        while True:
+            item = self._pending or next(self._traffic, None)
+            self._pending = None
+            if item is None:
+                return
+            if item[0]["timestamp"] >= stamp:
+                self._pending = item
+                return
+            yield item
+
+    def score(self, records: list[dict[str, Any]], runtime: Any, endpoint: str,
+              advance: Callable[[int], None] = lambda n: None) -> dict[str, float]:
+        """Scores the records with the deployed evaluator (eval_scores.overall := its P(good)), as the
+        app does once the evaluator is in service; returns what the original evaluator had said."""
+        original = {r["request_id"]: r["eval_scores"]["overall"] for r in records}
+        for start in range(0, len(records), ENDPOINT_BATCH):
+            chunk = records[start:start + ENDPOINT_BATCH]
+            body = json.dumps({"inputs": [{"prompt": r["prompt"], "output": r["output"]} for r in chunk]})
+            answer = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json",
+                                             Accept="application/json", Body=body)
+            scores = json.loads(answer["Body"].read())["scores"]
+            for record, value in zip(chunk, scores):
+                record["eval_scores"] = {"overall": round(float(value), 4)}
+                record["metadata"]["evaluator"] = endpoint
+            advance(len(chunk))
+        return original
+
+    def write_eval_logs(self, records: list[dict[str, Any]], part: str) -> int:
+        """eval-logs/<project>/dt=YYYY-MM-DD/<part>.jsonl.gz, one object per day."""
+        by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in records:
+            by_day[record["timestamp"][:10]].append(record)
+        for day, rows in sorted(by_day.items()):
+            body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+            self.s3.put_object(Bucket=self.bucket, Key=f"eval-logs/{self.project}/dt={day}/{part}.jsonl.gz", Body=body)
+        return len(by_day)
+
+    def send_feedback(self, events: list[dict[str, Any]], advance: Callable[[int], None] = lambda n: None) -> None:
+        """Batches through the API, several at a time; some batches are retried whole, some events are
+        sent again later, and some batches carry a malformed event."""
+        batches: list[tuple[list[dict[str, Any]], dict[int, str], int]] = []
+        for start in range(0, len(events), BATCH):
+            batch = list(events[start:start + BATCH])
+            if self._sent_events and self.rng.random() < DUPLICATE_SHARE * BATCH / 10:
+                again = self.rng.sample(self._sent_events, min(len(self._sent_events), 10))
+                self.ledger.resent_events += len(again)
+                batch.extend(again)
+            expected: dict[int, str] = {}
+            if self.rng.random() < MALFORMED_SHARE * 5:
+                bad, name = self.rng.choice(malformed_events(batch[0]["request_id"],
+                                                             datetime.fromisoformat(batch[0]["timestamp"])))
+                expected[len(batch)] = name
+                batch.append({**bad, "event_id": f"bad-{start}-{self.rng.randrange(10**9)}"})
+                self.ledger.malformed_sent += 1
+            batches.append((batch, expected, 2 if self.rng.random() < RETRY_SHARE else 1))
+            self._sent_events.extend(events[start:start + BATCH])
+
+        def send(item: tuple[list[dict[str, Any]], dict[int, str], int]) -> None:
+            batch, expected, times = item
+            for _ in range(times):
+                result = self.client.send_batch(batch)
+                self.ledger.record(batch, [(r.status, [e.field for e in r.errors]) for r in result.results], expected)
+            self.ledger.retried_batches += times - 1
+            advance(sum(1 for i in range(len(batch)) if i not in expected))
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            list(pool.map(send, batches))
+
+    def send_one_malformed(self, request_id: str) -> tuple[int, str] | None:
+        """A single malformed POST: the API must answer 4xx naming the field."""
+        self.ledger.malformed_sent += 1
+        try:
+            self.client.rate(request_id, 0)
+        except FeedbackApiError as error:
+            fields = [f["field"] for f in error.fields]
+            if 400 <= error.status < 500 and "value" in fields:
+                self.ledger.malformed_refused += 1
+            return error.status, ", ".join(fields)
+        self.ledger.refused_unexpectedly.append("a rating of 0 was accepted")
+        return None

@@ -1,0 +1,167 @@
+"""The demo's verdicts: each planted truth, what the reports found, and whether they match.
+
+Pure functions of the scenario (what was planted) and the reports (what the product found).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from feedback_loop.analysis import stats
+from feedback_loop.simulate import Scenario
+
+
+@dataclass(frozen=True)
+class Verdict:
+    truth: str
+    planted: str
+    found: str
+    holds: bool
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _ci(ci: Any, pct: bool = False, signed: bool = True) -> str:
+    if not ci:
+        return "[n/a]"
+    low, high = ci
+    if pct:
+        return f"[{_pct(low)}, {_pct(high)}]"
+    return f"[{low:+.3f}, {high:+.3f}]" if signed else f"[{low:.3f}, {high:.3f}]"
+
+
+def cohort_rates(report: dict[str, Any], scenario: Scenario) -> Verdict:
+    """Each cohort's feedback rate within 3 standard errors of the planted one, in the planted order."""
+    found, holds = [], True
+    for cohort in scenario.cohorts:
+        entry = report["cohorts"].get(cohort.name)
+        if not entry or not entry["requests"]:
+            return Verdict("cohorts give feedback at different rates", "", f"no requests of {cohort.name}", False)
+        rate, n = entry["rate"], entry["requests"]
+        holds &= abs(rate - cohort.feedback_rate) <= 3 * math.sqrt(cohort.feedback_rate * (1 - cohort.feedback_rate) / n)
+        found.append(f"{cohort.name} {_pct(rate)} {_ci(entry['rate_ci'], pct=True)} of {n:,}")
+    planted_order = [c.name for c in sorted(scenario.cohorts, key=lambda c: c.feedback_rate)]
+    found_order = sorted(planted_order, key=lambda name: report["cohorts"][name]["rate"])
+    return Verdict("cohorts give feedback at different rates",
+                   ", ".join(f"{c.name} {_pct(c.feedback_rate)}" for c in scenario.cohorts),
+                   "; ".join(found), bool(holds and found_order == planted_order))
+
+
+def cohort_satisfaction(report: dict[str, Any], scenario: Scenario, population: float) -> Verdict:
+    """Satisfaction ordered by the cohorts' planted mood, and the re-weighted estimate closer to the
+    whole population's satisfaction than the raw mean of those who answered."""
+    planted_order = [c.name for c in sorted(scenario.cohorts, key=lambda c: c.mood)]
+    satisfaction = {c: report["cohorts"].get(c, {}).get("satisfaction") for c in planted_order}
+    if any(v is None for v in satisfaction.values()):
+        return Verdict("cohorts are differently satisfied (selection bias)", "", "a cohort has no scores", False)
+    found_order = sorted(planted_order, key=lambda c: satisfaction[c])
+    weighting = report["weighting"]
+    raw, weighted = weighting["unweighted_satisfaction"], weighting["weighted_satisfaction"]
+    closer = weighted is not None and abs(weighted - population) < abs(raw - population)
+    return Verdict(
+        "cohorts are differently satisfied (selection bias)",
+        f"mood {', '.join(f'{c.name} {c.mood:+.2f}' for c in scenario.cohorts)}; population satisfaction {population:.3f}",
+        f"{', '.join(f'{c} {satisfaction[c]:.3f}' for c in planted_order)}; re-weighted {weighted:.3f} "
+        f"vs raw {raw:.3f}",
+        found_order == planted_order and closer)
+
+
+def miscalibrated(report: dict[str, Any], scenario: Scenario) -> Verdict:
+    """The planted query type flagged, and no other."""
+    flagged = [f for f in report["miscalibration"]["flagged_segments"] if f["field"] == "query_type"]
+    values = sorted(f["value"] for f in flagged)
+    detail = "; ".join(f"{f['value']}: disagreement {_pct(f['rate'])} vs {_pct(f['rest_rate'])} elsewhere "
+                       f"(n={f['n']}, adjusted p={f['p_value_adjusted']:.1e})" for f in flagged)
+    return Verdict("the evaluator is miscalibrated on one query type",
+                   f"query_type={scenario.miscalibrated_query_type}: scored about 0.82 whatever the quality",
+                   f"flagged query types: {detail or 'none'}", values == [scenario.miscalibrated_query_type])
+
+
+def _impact(report: dict[str, Any], change: str, metric: str) -> dict[str, Any] | None:
+    return next((e for e in report["impact"] if e["change"] == change and e["metric"] == metric), None)
+
+
+def real_change(report: dict[str, Any], scenario: Scenario, expected: float) -> Verdict:
+    """The planted prompt change raises the human score significantly (after adjustment)."""
+    name = scenario.changes()[0].name
+    entry = _impact(report, name, "human_score")
+    if entry is None or entry["diff"] is None:
+        return Verdict(f"{name} has a real effect", "", "not measured", False)
+    return Verdict(
+        f"{name} has a real effect",
+        f"+{scenario.effect_size:.2f} answer quality on {scenario.effect_query_type} "
+        f"(about {expected:+.3f} human score)",
+        f"human score {entry['diff']:+.3f} {_ci(entry['diff_ci'])}, adjusted p={entry['p_value_adjusted']:.1e}, "
+        f"n={entry['before']['n']}+{entry['after']['n']}",
+        bool(entry["significant"] and entry["diff"] > 0))
+
+
+def null_change(report: dict[str, Any], scenario: Scenario) -> Verdict:
+    """The planted no-op change is significant on no metric."""
+    name = scenario.changes()[1].name
+    entries = [e for e in report["impact"] if e["change"] == name]
+    human = _impact(report, name, "human_score")
+    significant = [e["metric"] for e in entries if e["significant"]]
+    found = (f"human score {human['diff']:+.3f} {_ci(human['diff_ci'])}, adjusted p={human['p_value_adjusted']:.2f}; "
+             if human and human["diff"] is not None else "")
+    found += f"significant on: {', '.join(significant) or 'nothing'}"
+    return Verdict(f"{name} has no effect", "no change in behaviour", found, bool(entries) and not significant)
+
+
+def retrained(gate: dict[str, Any] | None, deployed: dict[str, Any] | None) -> Verdict:
+    """The challenger beat the champion on the same held-out labels, and was deployed."""
+    if gate is None:
+        return Verdict("the retrained evaluator beats the original on held-out labels",
+                       "labels carry what the evaluator misses", "no challenger was gated", False)
+    challenger, champion = gate["gate"]["challenger"], gate["gate"]["champion"]
+    found = (f"held-out AUROC {challenger['auroc']:.3f} vs {champion['auroc']:.3f}, ECE {challenger['ece']:.3f} vs "
+             f"{champion['ece']:.3f} (n={gate['gate']['n']}); {gate['status']}"
+             + (f", deployed to {deployed['endpoint']}" if deployed else ", not deployed"))
+    return Verdict("the retrained evaluator beats the original on held-out labels",
+                   "labels carry what the evaluator misses", found,
+                   gate["status"] == "Approved" and deployed is not None and challenger["auroc"] > champion["auroc"])
+
+
+def live_comparison(labelled: list[dict[str, Any]], original: dict[str, float]) -> dict[str, Any]:
+    """Both evaluators on the next week's binary human labels, which no model was trained on."""
+    rows = [r for r in labelled if r.get("human_label") in ("good", "bad") and r["request_id"] in original
+            and r.get("overall") is not None]
+    labels = np.array([r["human_label"] == "good" for r in rows])
+    deployed = stats.auroc(np.array([r["overall"] for r in rows], float), labels)
+    before = stats.auroc(np.array([original[r["request_id"]] for r in rows], float), labels)
+    return {"n": len(rows), "deployed": deployed.auroc, "deployed_ci": deployed.ci,
+            "original": before.auroc, "original_ci": before.ci}
+
+
+def next_week(comparison: dict[str, Any], report: dict[str, Any], scenario: Scenario) -> Verdict:
+    """On the following week's labels the deployed evaluator agrees with users better than the original
+    would have, and the planted segment is no longer flagged."""
+    flagged = sorted(f["value"] for f in report["miscalibration"]["flagged_segments"] if f["field"] == "query_type")
+    deployed, original = comparison["deployed"], comparison["original"]
+    holds = (deployed is not None and original is not None and deployed > original
+             and scenario.miscalibrated_query_type not in flagged)
+    found = (f"AUROC {deployed:.3f} {_ci(comparison['deployed_ci'], signed=False)} vs original {original:.3f} "
+             f"{_ci(comparison['original_ci'], signed=False)} on {comparison['n']} new labels; flagged query types: "
+             f"{', '.join(flagged) or 'none'}") if deployed is not None and original is not None else "not measured"
+    return Verdict("the next week, scored by the deployed evaluator, agrees better with users",
+                   f"{scenario.miscalibrated_query_type} no longer miscalibrated", found, holds)
+
+
+def collection(ledger: Any, stored: int, malformed_stored: int) -> Verdict:
+    """Every acknowledged event is stored once; every malformed one is refused naming its field."""
+    acknowledged = len(ledger.acknowledged)
+    holds = (stored == acknowledged and malformed_stored == 0 and not ledger.refused_unexpectedly
+             and ledger.malformed_refused == ledger.malformed_sent)
+    return Verdict(
+        "feedback arrives once, bad input is refused",
+        f"{ledger.retried_batches} batches retried, {ledger.resent_events} events resent, "
+        f"{ledger.malformed_sent} malformed",
+        f"{acknowledged:,} acknowledged, {stored:,} stored ({ledger.duplicates:,} answered as duplicates); "
+        f"{ledger.malformed_refused} malformed refused with the field named, {malformed_stored} stored",
+        holds)
