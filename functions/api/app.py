@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
@@ -36,7 +36,11 @@ from feedback_loop.settings import api_settings
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver(enable_validation=True)
+settings = api_settings()
+# browsers (the widget) call from other origins; preflights are answered without a key
+cors = CORSConfig(allow_origin=settings.cors_allow_origin, allow_headers=["Authorization", "x-api-key", "Content-Type"],
+                  expose_headers=["Retry-After"], max_age=600)
+app = APIGatewayRestResolver(enable_validation=True, cors=cors)
 OPENAPI: dict[str, Any] = {
     "title": "feedback-loop API",
     "version": feedback_loop.__version__,
@@ -46,7 +50,6 @@ OPENAPI: dict[str, Any] = {
 }
 app.enable_swagger(path="/v1/docs", **OPENAPI)
 
-settings = api_settings()
 table = FeedbackTable(settings.table_name)
 events = boto3.client("events")
 authenticator = KeyAuthenticator(table, settings.key_cache_seconds)
@@ -63,15 +66,17 @@ def _error(status: HTTPStatus, message: str, fields: list[FieldError] | None = N
                     headers=headers)
 
 
-def _proxy_response(response: Response) -> dict:
-    return {"statusCode": response.status_code, "headers": response.headers, "body": response.body,
-            "isBase64Encoded": False}
+def _proxy_response(response: Response, event: dict) -> dict:
+    """A refusal made before the router, with the CORS headers the router adds to its own answers."""
+    origin = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "origin"), None)
+    return {"statusCode": response.status_code, "headers": {**response.headers, **cors.to_dict(origin)},
+            "body": response.body, "isBase64Encoded": False}
 
 
 def _gatekeeper(event: dict) -> Response | None:
     """Key and size checks, before the router reads the body: an unauthenticated caller learns
     nothing about what it sent. Returns the refusal, or None with the project in the app context."""
-    if event.get("resource") not in PUBLIC_PATHS:
+    if event.get("resource") not in PUBLIC_PATHS and event.get("httpMethod") != "OPTIONS":
         try:
             project = authenticator.project_for(key_from_headers(event.get("headers")))
         except Unauthorized as error:
@@ -217,7 +222,7 @@ def not_found(_: Exception) -> Response:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: Any) -> dict:
     refusal = _gatekeeper(event)
-    response = _proxy_response(refusal) if refusal is not None else app.resolve(event, context)
+    response = _proxy_response(refusal, event) if refusal is not None else app.resolve(event, context)
     # One access line per request; headers (and so keys) are never logged.
     logger.info("handled", extra={"method": event.get("httpMethod"), "route": event.get("resource"),
                                   "status": response["statusCode"]})

@@ -144,3 +144,23 @@ def test_the_fine_tuned_mode_trains_saves_and_serves(tmp_path: Path) -> None:
                                   for p in predictions[:4]]})
     scores = inference.predict_fn(inference.input_fn(body), model)["scores"]
     assert scores == pytest.approx([p["challenger"] for p in predictions[:4]], abs=1e-4)
+
+
+def test_the_embedding_cache_changes_nothing_but_the_work() -> None:
+    import numpy as np
+
+    from feedback_loop.evaluator.model import EvaluatorModel
+
+    model = EvaluatorModel.from_base("all-MiniLM-L6-v2", 64)
+    model.cache_size = 3
+    texts = ["refunds within 30 days", "def f(x): return x", "refunds within 30 days", "hello", "a", "b"]
+    direct = model.encoder.encode(texts, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    cached = model.encode(texts)
+    np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-6)
+    assert len(model._cache) == 3 and list(model._cache) == ["hello", "a", "b"]  # bounded, least recent out
+    calls = []
+    original = model.encoder.encode
+    model.encoder.encode = lambda batch, **kw: calls.append(list(batch)) or original(batch, **kw)
+    again = model.encode(["b", "a", "new"])
+    assert calls == [["new"]]  # only the text it had not seen
+    np.testing.assert_allclose(again[:2], direct[[5, 4]], rtol=1e-5, atol=1e-6)

@@ -26,6 +26,8 @@ class ApiSettings(BaseSettings):
     key_cache_seconds: float = Field(default=60, ge=0, validation_alias="KEY_CACHE_SECONDS")
     max_body_bytes: int = Field(default=5_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
     event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
+    # the browser origin allowed to call the API (the widget), "*" for any: keys, not cookies, authenticate
+    cors_allow_origin: str = Field(default="*", min_length=1, validation_alias="CORS_ALLOW_ORIGIN")
     # Powertools' own switch; its single_metric ignores it, so the function checks it too.
     metrics_disabled: bool = Field(default=False, validation_alias="POWERTOOLS_METRICS_DISABLED")
 

@@ -265,8 +265,9 @@ class Demo:
         if later.get("decision"):
             self.console.print(f"after week 2, retraining: {'; '.join(later['decision']['reasons'])}")
         for week in result.weeks:
-            self.console.print(f"week {week['week']} report: {Path(week['files']['report.html']).resolve()}")
-        self.console.print(f"summary: {(self.settings.out / 'summary.json').resolve()}")
+            self.console.print(f"week {week['week']} report: {Path(week['files']['report.html']).resolve()}",
+                               soft_wrap=True)
+        self.console.print(f"summary: {(self.settings.out / 'summary.json').resolve()}", soft_wrap=True)
         verdict = "[green]every planted truth recovered[/]" if result.ok else "[red]some planted truths were missed[/]"
         self.console.print(f"{verdict} in {result.seconds:.0f} s")
         if self.settings.open_report:
@@ -276,11 +277,14 @@ class Demo:
         stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
-        self.console.print(f"\nThe local stack keeps running with the demo's data. API: {stack.api_url}/v1  "
-                           f"project: {self.settings.project}  key: {self.key}")
-        self.console.print(f"  widget example: {stack.api_url}/widget/")
-        self.console.print(f"  curl -s {stack.api_url}/v1/changes -H 'x-api-key: {self.key}'")
-        self.console.print("Ctrl-C stops it.")
+        say = lambda text: self.console.print(text, soft_wrap=True, highlight=False, markup=False)  # noqa: E731
+        say("\nThe local stack keeps running with the demo's data.")
+        say(f"  API:      {stack.api_url}/v1")
+        say(f"  project:  {self.settings.project}")
+        say(f"  key:      {self.key}")
+        say(f"  widget:   {stack.api_url}/widget/#key={self.key}&request=widget-example-1")
+        say(f"  try:      curl -s {stack.api_url}/v1/changes -H 'x-api-key: {self.key}'")
+        say("Ctrl-C stops it.")
         stopping.wait()
 
 

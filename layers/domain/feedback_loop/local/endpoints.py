@@ -36,7 +36,11 @@ class LocalEndpointRuntime:
         return package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
 
     def _load(self, url: str) -> Any:
+        from transformers.utils import logging as transformers_logging
+
         from feedback_loop.evaluator import inference
+
+        transformers_logging.disable_progress_bar()  # the stack shares the terminal; no bar per model load
 
         with self._lock:
             if url not in self._models:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -39,15 +40,34 @@ def _json_response(status: int, message: str) -> Response:
     return Response(f'{{"message": "{message}"}}', status=status, content_type="application/json")
 
 
+WIDGET = Path(__file__).resolve().parents[1] / "widget"
+_WIDGET_TYPES = {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
+
+
+def _widget_file(name: str) -> Response:
+    path = WIDGET / name
+    if path.parent != WIDGET or path.suffix not in _WIDGET_TYPES or not path.is_file():
+        return _json_response(404, "Not Found")
+    return Response(path.read_bytes(), content_type=_WIDGET_TYPES[path.suffix],
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
 class LocalGateway:
     def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod",
                  runtime: LocalEndpointRuntime | None = None):
         self.functions = functions
         self.stage = stage
         self.runtime = runtime
+        routes = list(routes)
         rules = [Rule(_werkzeug_rule(r.path), methods=[r.method], endpoint=r) for r in routes]
+        # CORS preflights (the template's Api Cors): answered by the path's function, which knows the policy
+        first_by_path = {r.path: r for r in reversed(routes)}
+        rules += [Rule(_werkzeug_rule(path), methods=["OPTIONS"], endpoint=route) for path, route in first_by_path.items()]
         if runtime is not None:  # SageMaker runtime's own path, for boto3's sagemaker-runtime client
             rules.append(Rule("/endpoints/<name>/invocations", methods=["POST"], endpoint="invocations"))
+        # the browser widget and its example page (local only: in AWS, your site serves the script)
+        rules.append(Rule("/widget/", methods=["GET"], endpoint="widget", defaults={"name": "index.html"}))
+        rules.append(Rule("/widget/<name>", methods=["GET"], endpoint="widget"))
         self.url_map = Map(rules, strict_slashes=False)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -112,6 +132,8 @@ class LocalGateway:
             route, path_parameters = self.url_map.bind_to_environ(request.environ).match()
         except (NotFound, MethodNotAllowed):
             return _json_response(403, "Missing Authentication Token")
+        if route == "widget":
+            return _widget_file(path_parameters["name"])
         if route == "invocations":
             status, body = self.runtime.invoke(path_parameters["name"], request.get_data(),
                                                request.content_type or "", request.headers.get("Accept", ""))
