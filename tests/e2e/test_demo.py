@@ -77,6 +77,10 @@ def test_the_deployed_evaluator_beats_the_original_on_held_out_labels(demo) -> N
     expected = roc_auc_score([r["human_label"] == "good" for r in binary], [r["overall"] for r in binary])
     assert comparison["deployed"] == pytest.approx(expected, abs=1e-9)
     assert len(binary) == comparison["n"]
+    code = [r for r in binary if r["segments"]["query_type"] == "code"]
+    contradicted = sum((r["overall"] > comparison["threshold"]) != (r["human_label"] == "good") for r in code)
+    assert comparison["by_segment"]["code"]["deployed_disagreement"] == pytest.approx(contradicted / len(code))
+    assert comparison["by_segment"]["code"]["deployed_disagreement"] < comparison["by_segment"]["code"]["original_disagreement"]
 
 
 def test_the_reports_describe_the_two_weeks(demo) -> None:

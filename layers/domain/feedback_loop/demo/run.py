@@ -197,11 +197,13 @@ class Demo:
                                 lambda _: self._analyse(stack, s3, end, 2))
         weeks.append(second)
         if original:
-            comparison = truths.live_comparison(_read_s3_json_lines(s3, second["s3"]["labelled.jsonl"]), original)
+            threshold = json.loads(Path(second["files"]["report.json"]).read_text())["miscalibration"]["threshold"]
+            comparison = truths.live_comparison(_read_s3_json_lines(s3, second["s3"]["labelled.jsonl"]), original,
+                                                threshold)
 
         stored = list(table.feedback_in_window(s.project, start - DAY, datetime.now(timezone.utc), stack_shards(stack)))
         malformed = sum(str(item.get("event_id", "")).startswith("bad-") for item in stored)
-        report1, report2 = (json.loads(Path(w["files"]["report.json"]).read_text()) for w in weeks)
+        report1 = json.loads(Path(weeks[0]["files"]["report.json"]).read_text())
         verdicts = [
             truths.collection(app.ledger, len(stored), malformed),
             truths.cohort_rates(report1, scenario),
@@ -212,7 +214,7 @@ class Demo:
             truths.retrained(gate, deployed),
         ]
         if comparison is not None:
-            verdicts.append(truths.next_week(comparison, report2, scenario))
+            verdicts.append(truths.next_week(comparison, scenario))
         else:
             verdicts.append(truths.Verdict("the next week, scored by the deployed evaluator, agrees better with users",
                                            "", "no evaluator was deployed", False))

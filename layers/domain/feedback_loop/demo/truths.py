@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from feedback_loop.analysis import stats
 from feedback_loop.simulate import Scenario
@@ -128,29 +129,50 @@ def retrained(gate: dict[str, Any] | None, deployed: dict[str, Any] | None) -> V
                    gate["status"] == "Approved" and deployed is not None and challenger["auroc"] > champion["auroc"])
 
 
-def live_comparison(labelled: list[dict[str, Any]], original: dict[str, float]) -> dict[str, Any]:
-    """Both evaluators on the next week's binary human labels, which no model was trained on."""
+def live_comparison(labelled: list[dict[str, Any]], original: dict[str, float], threshold: float,
+                    segment: str = "query_type") -> dict[str, Any]:
+    """Both evaluators on the next week's binary human labels, which no model was trained on: AUROC
+    each, and per segment how often each one's verdict contradicts the users, with an exact McNemar
+    test of the difference (the same labels, so a paired test)."""
     rows = [r for r in labelled if r.get("human_label") in ("good", "bad") and r["request_id"] in original
             and r.get("overall") is not None]
     labels = np.array([r["human_label"] == "good" for r in rows])
-    deployed = stats.auroc(np.array([r["overall"] for r in rows], float), labels)
-    before = stats.auroc(np.array([original[r["request_id"]] for r in rows], float), labels)
-    return {"n": len(rows), "deployed": deployed.auroc, "deployed_ci": deployed.ci,
-            "original": before.auroc, "original_ci": before.ci}
+    deployed_scores = np.array([r["overall"] for r in rows], float)
+    original_scores = np.array([original[r["request_id"]] for r in rows], float)
+    deployed, before = stats.auroc(deployed_scores, labels), stats.auroc(original_scores, labels)
+    wrong_deployed = (deployed_scores > threshold) != labels
+    wrong_original = (original_scores > threshold) != labels
+    values = np.array([str((r.get("segments") or {}).get(segment)) for r in rows])
+    by_segment = {}
+    for value in sorted(set(values)):
+        members = values == value
+        fixed = int((wrong_original & ~wrong_deployed & members).sum())
+        broken = int((~wrong_original & wrong_deployed & members).sum())
+        by_segment[value] = {
+            "n": int(members.sum()), "original_disagreement": float(wrong_original[members].mean()),
+            "deployed_disagreement": float(wrong_deployed[members].mean()), "fixed": fixed, "broken": broken,
+            "mcnemar_p": scipy_stats.binomtest(fixed, fixed + broken, 0.5).pvalue if fixed + broken else None}
+    return {"n": len(rows), "threshold": threshold, "deployed": deployed.auroc, "deployed_ci": deployed.ci,
+            "original": before.auroc, "original_ci": before.ci, "segment": segment, "by_segment": by_segment}
 
 
-def next_week(comparison: dict[str, Any], report: dict[str, Any], scenario: Scenario) -> Verdict:
-    """On the following week's labels the deployed evaluator agrees with users better than the original
-    would have, and the planted segment is no longer flagged."""
-    flagged = sorted(f["value"] for f in report["miscalibration"]["flagged_segments"] if f["field"] == "query_type")
+def next_week(comparison: dict[str, Any], scenario: Scenario, alpha: float = 0.05) -> Verdict:
+    """On the following week's labels the deployed evaluator ranks better than the original would
+    have, and contradicts users on the planted query type significantly less often."""
     deployed, original = comparison["deployed"], comparison["original"]
-    holds = (deployed is not None and original is not None and deployed > original
-             and scenario.miscalibrated_query_type not in flagged)
+    planted = comparison["by_segment"].get(scenario.miscalibrated_query_type)
+    if deployed is None or original is None or planted is None:
+        return Verdict("the next week, scored by the deployed evaluator, agrees better with users",
+                       f"{scenario.miscalibrated_query_type} fixed", "not measured", False)
+    p = planted["mcnemar_p"]
+    holds = (deployed > original and planted["deployed_disagreement"] < planted["original_disagreement"]
+             and p is not None and p < alpha)
     found = (f"AUROC {deployed:.3f} {_ci(comparison['deployed_ci'], signed=False)} vs original {original:.3f} "
-             f"{_ci(comparison['original_ci'], signed=False)} on {comparison['n']} new labels; flagged query types: "
-             f"{', '.join(flagged) or 'none'}") if deployed is not None and original is not None else "not measured"
+             f"{_ci(comparison['original_ci'], signed=False)} on {comparison['n']} new labels; on "
+             f"{scenario.miscalibrated_query_type} it contradicts users {_pct(planted['deployed_disagreement'])} of the "
+             f"time vs {_pct(planted['original_disagreement'])} (n={planted['n']}, McNemar p={p:.1e})")
     return Verdict("the next week, scored by the deployed evaluator, agrees better with users",
-                   f"{scenario.miscalibrated_query_type} no longer miscalibrated", found, holds)
+                   f"the retrained evaluator fixes {scenario.miscalibrated_query_type}", found, holds)
 
 
 def collection(ledger: Any, stored: int, malformed_stored: int) -> Verdict:

@@ -1,0 +1,103 @@
+"""The demo's verdicts: each one fails when what the report found contradicts what was planted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+from statsmodels.stats.contingency_tables import mcnemar
+
+from feedback_loop.demo import truths
+from feedback_loop.demo.traffic import Ledger
+from feedback_loop.simulate import Scenario
+
+SCENARIO = Scenario()
+
+
+def flagged(*values: str) -> dict:
+    return {"miscalibration": {"flagged_segments": [
+        {"field": "query_type", "value": v, "n": 100, "rate": 0.4, "rest_rate": 0.2, "p_value_adjusted": 1e-4}
+        for v in values]}}
+
+
+@pytest.mark.parametrize(("values", "holds"), [(("code",), True), (("code", "qa"), False), ((), False),
+                                               (("qa",), False)])
+def test_only_the_planted_segment_may_be_flagged(values, holds) -> None:
+    assert truths.miscalibrated(flagged(*values), SCENARIO).holds is holds
+
+
+def impact(change: str, **significant: tuple[float, bool]) -> dict:
+    entries = []
+    for metric in ("evaluator_overall", "human_score", "thumbs_up_share", "feedback_rate"):
+        diff, is_significant = significant.get(metric, (0.01, False))
+        entries.append({"change": change, "metric": metric, "diff": diff, "diff_ci": [diff - 0.05, diff + 0.05],
+                        "p_value_adjusted": 0.001 if is_significant else 0.6, "significant": is_significant,
+                        "before": {"n": 100}, "after": {"n": 100}})
+    return {"impact": entries}
+
+
+def test_the_real_change_must_be_a_significant_improvement() -> None:
+    name = SCENARIO.changes()[0].name
+    assert truths.real_change(impact(name, human_score=(0.2, True)), SCENARIO, 0.2).holds
+    assert not truths.real_change(impact(name, human_score=(0.2, False)), SCENARIO, 0.2).holds
+    assert not truths.real_change(impact(name, human_score=(-0.2, True)), SCENARIO, 0.2).holds
+    assert not truths.real_change({"impact": []}, SCENARIO, 0.2).holds
+
+
+def test_the_null_change_must_be_significant_on_nothing() -> None:
+    name = SCENARIO.changes()[1].name
+    assert truths.null_change(impact(name), SCENARIO).holds
+    assert not truths.null_change(impact(name, evaluator_overall=(0.05, True)), SCENARIO).holds
+    assert not truths.null_change({"impact": []}, SCENARIO).holds  # not measured is not a match
+
+
+def cohorts(rates: dict[str, float], n: int = 10_000) -> dict:
+    return {"cohorts": {name: {"requests": n, "rate": rate, "rate_ci": [rate - 0.01, rate + 0.01]}
+                        for name, rate in rates.items()}}
+
+
+def test_cohort_rates_must_be_near_the_planted_ones_and_in_order() -> None:
+    assert truths.cohort_rates(cohorts({"free": 0.041, "pro": 0.148, "enterprise": 0.395}), SCENARIO).holds
+    assert not truths.cohort_rates(cohorts({"free": 0.08, "pro": 0.148, "enterprise": 0.395}), SCENARIO).holds
+    assert not truths.cohort_rates(cohorts({"free": 0.041, "pro": 0.148}), SCENARIO).holds
+
+
+def test_collection_must_store_every_acknowledged_event_once() -> None:
+    ledger = Ledger()
+    ledger.record([{"event_id": "a"}, {"event_id": "b"}, {"event_id": "bad"}], [(201, []), (200, []), (422, ["value"])],
+                  {2: "value"})
+    ledger.malformed_sent = 1
+    assert truths.collection(ledger, stored=2, malformed_stored=0).holds
+    assert not truths.collection(ledger, stored=3, malformed_stored=0).holds  # one stored twice
+    assert not truths.collection(ledger, stored=2, malformed_stored=1).holds
+    wrong_field = Ledger()
+    wrong_field.record([{"event_id": "bad"}], [(422, ["timestamp"])], {0: "value"})
+    wrong_field.malformed_sent = 1
+    assert not truths.collection(wrong_field, stored=0, malformed_stored=0).holds
+
+
+def test_the_live_comparison_matches_sklearn_and_an_exact_mcnemar_test() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    good = rng.random(n) < 0.6
+    deployed = np.clip(good * 0.5 + rng.normal(0.25, 0.2, n), 0, 1)
+    original = np.clip(good * 0.2 + rng.normal(0.45, 0.25, n), 0, 1)
+    kinds = rng.choice(["code", "qa"], n)
+    labelled = [{"request_id": f"r{i}", "human_label": "good" if good[i] else "bad", "overall": float(deployed[i]),
+                 "segments": {"query_type": str(kinds[i])}} for i in range(n)]
+    labelled.append({"request_id": "neutral", "human_label": "neutral", "overall": 0.5, "segments": {}})
+    comparison = truths.live_comparison(labelled, {f"r{i}": float(original[i]) for i in range(n)} | {"neutral": 0.5},
+                                        threshold=0.5)
+    assert comparison["n"] == n
+    assert comparison["deployed"] == pytest.approx(roc_auc_score(good, deployed))
+    assert comparison["original"] == pytest.approx(roc_auc_score(good, original))
+    code = kinds == "code"
+    wrong_d, wrong_o = (deployed > 0.5) != good, (original > 0.5) != good
+    table = [[int((~wrong_o & ~wrong_d & code).sum()), int((~wrong_o & wrong_d & code).sum())],
+             [int((wrong_o & ~wrong_d & code).sum()), int((wrong_o & wrong_d & code).sum())]]
+    entry = comparison["by_segment"]["code"]
+    assert entry["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue)
+    assert entry["deployed_disagreement"] == pytest.approx(wrong_d[code].mean())
+    assert truths.next_week(comparison, SCENARIO).holds
+    worse = {**comparison, "deployed": 0.5}
+    assert not truths.next_week(worse, SCENARIO).holds
