@@ -2,6 +2,7 @@
 
 
 import json
+import time
 from collections import Counter
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -20,12 +21,14 @@ import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.logic import changes, ingest, summary
 from feedback_loop.logic.keys import KeyAuthenticator, key_from_headers
+from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, StoredChange
 from feedback_loop.models.errors import (
     ChangeNotFound,
     DuplicateChange,
     EventConflict,
+    RateLimited,
     StorageUnavailable,
     Unauthorized,
     field_errors,
@@ -53,9 +56,11 @@ app.enable_swagger(path="/v1/docs", **OPENAPI)
 table = FeedbackTable(settings.table_name)
 events = boto3.client("events")
 authenticator = KeyAuthenticator(table, settings.key_cache_seconds)
+limiter = RateLimiter(table, settings.rate_limit_per_minute)
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 RETRY_AFTER_SECONDS = "1"
+DEADLINE_MARGIN_SECONDS = 1.0
 
 
 def _error(status: HTTPStatus, message: str, fields: list[FieldError] | None = None,
@@ -78,11 +83,18 @@ def _gatekeeper(event: dict) -> Response | None:
     nothing about what it sent. Returns the refusal, or None with the project in the app context."""
     if event.get("resource") not in PUBLIC_PATHS and event.get("httpMethod") != "OPTIONS":
         try:
-            project = authenticator.project_for(key_from_headers(event.get("headers")))
+            project, key_id = authenticator.authenticate(key_from_headers(event.get("headers")))
+            logger.append_keys(project=project)
+            limiter.check(key_id)
         except Unauthorized as error:
             return unauthorized(error)
+        except RateLimited as error:
+            return _error(HTTPStatus.TOO_MANY_REQUESTS, f"{error}: retry after {error.retry_after} s",
+                          [FieldError(field="authorization", message=str(error))],
+                          headers={"Retry-After": str(error.retry_after)})
+        except (StorageUnavailable, ClientError, BotoCoreError) as error:  # the key could not be looked up
+            return storage_unavailable(error)
         app.append_context(project=project)
-        logger.append_keys(project=project)
     if len((event.get("body") or "").encode()) > settings.max_body_bytes:
         limit = settings.max_body_bytes
         return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is larger than {limit} bytes",
@@ -221,6 +233,8 @@ def not_found(_: Exception) -> Response:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: Any) -> dict:
+    # storage calls that could not finish before the function's timeout are not started
+    table.deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS
     refusal = _gatekeeper(event)
     response = _proxy_response(refusal, event) if refusal is not None else app.resolve(event, context)
     # One access line per request; headers (and so keys) are never logged.

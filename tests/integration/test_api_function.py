@@ -16,6 +16,7 @@ from feedback_loop.settings import api_settings
 
 from ..conftest import ROOT
 
+CONTEXT = lambda: LambdaContext("ApiFunction", timeout_seconds=28)  # noqa: E731  the template's Timeout
 pytestmark = pytest.mark.integration
 EXPECTED_STATUS = {
     "api_post_feedback.json": 201, "api_post_feedback_batch.json": 207, "api_get_request_feedback.json": 200,
@@ -43,7 +44,7 @@ def test_every_sample_event_is_handled(api, table, project, capfd) -> None:
     key = create_key(table, project).plaintext
     assert sorted(p.name for p in (ROOT / "events").glob("api_*.json")) == sorted(EXPECTED_STATUS)
     for name, status in EXPECTED_STATUS.items():
-        response = api.lambda_handler(sample(name, key), LambdaContext("ApiFunction"))
+        response = api.lambda_handler(sample(name, key), CONTEXT())
         assert response["statusCode"] == status, (name, response["body"])
 
 
@@ -55,9 +56,9 @@ def test_logs_are_structured_correlated_and_free_of_keys(api, table, project) ->
     api.logger.setLevel("INFO")  # the local stack runs functions at WARNING
     key = create_key(table, project).plaintext
     event = sample("api_post_feedback.json", key)
-    api.lambda_handler(event, LambdaContext("ApiFunction"))
+    api.lambda_handler(event, CONTEXT())
     bad = sample("api_post_feedback.json", key[:-1] + ("A" if key[-1] != "A" else "B"))
-    assert api.lambda_handler(bad, LambdaContext("ApiFunction"))["statusCode"] == 401
+    assert api.lambda_handler(bad, CONTEXT())["statusCode"] == 401
     api.logger.registered_handler.setStream(previous)
     api.logger.setLevel(level)
     out = stream.getvalue()
@@ -76,8 +77,8 @@ def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, table, pr
     body = json.loads(event["body"])
     body["events"].append({"request_id": "req_123", "feedback_type": "explicit_rating", "value": 9})
     event["body"] = json.dumps(body)
-    api.lambda_handler(event, LambdaContext("ApiFunction"))
-    api.lambda_handler(event, LambdaContext("ApiFunction"))  # the same batch again: duplicates
+    api.lambda_handler(event, CONTEXT())
+    api.lambda_handler(event, CONTEXT())  # the same batch again: duplicates
     metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
     counted: dict[tuple[str, str], float] = {}
     for blob in metrics:

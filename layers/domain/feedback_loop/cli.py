@@ -56,9 +56,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from feedback_loop.logic.keys import create_key
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.fresh:
+        import shutil
+
+        from feedback_loop.local.stack import SNAPSHOT_DIR
+
+        for suffix in ("", ".previous", ".partial"):
+            shutil.rmtree(Path(args.data_dir) / f"{SNAPSHOT_DIR}{suffix}", ignore_errors=True)
     stack = LocalStack(template=args.template, parameters=_parameters(args.param), host=args.host,
                        api_port=args.port, data_dir=args.data_dir, metrics=args.metrics,
-                       log_level="INFO" if args.verbose else "WARNING")
+                       log_level="INFO" if args.verbose else "WARNING", persist=True,
+                       snapshot_seconds=args.snapshot_seconds)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -69,6 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  API:      {stack.api_url}/v1")
         print(f"  project:  {args.project}")
         print(f"  API key:  {issued.plaintext}")
+        restored = ", ".join(f"{n:,} from {name}" for name, n in stack.restored.items() if n)
+        print(f"  data:     {Path(args.data_dir).resolve()} (saved every {args.snapshot_seconds:g} s and at Ctrl-C; "
+              f"restored: {restored or 'nothing'})")
         print(f"  docs:     {stack.api_url}/v1/docs")
         print("  try:")
         print(f"    curl -s -X POST {stack.api_url}/v1/feedback -H 'Authorization: Bearer {issued.plaintext}' \\")
@@ -232,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="template parameter override, e.g. KeyCacheSeconds=0")
     serve.add_argument("--metrics", action="store_true", help="print the functions' EMF metrics")
     serve.add_argument("--verbose", action="store_true", help="print the functions' INFO logs (one per request)")
+    serve.add_argument("--fresh", action="store_true", help="start empty: delete the saved tables and bucket first")
+    serve.add_argument("--snapshot-seconds", type=float, default=30.0,
+                       help="how often the tables and bucket are saved to --data-dir (and at Ctrl-C)")
     serve.set_defaults(run=cmd_serve)
 
     keys = commands.add_parser("keys", help="create, revoke and list per-project API keys")

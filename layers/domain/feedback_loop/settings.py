@@ -26,6 +26,8 @@ class ApiSettings(BaseSettings):
     key_cache_seconds: float = Field(default=60, ge=0, validation_alias="KEY_CACHE_SECONDS")
     max_body_bytes: int = Field(default=5_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
     event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
+    # requests per API key and minute (0: no limit), counted across containers in the table
+    rate_limit_per_minute: int = Field(default=0, ge=0, validation_alias="KEY_RATE_LIMIT_PER_MINUTE")
     # the browser origin allowed to call the API (the widget), "*" for any: keys, not cookies, authenticate
     cors_allow_origin: str = Field(default="*", min_length=1, validation_alias="CORS_ALLOW_ORIGIN")
     # Powertools' own switch; its single_metric ignores it, so the function checks it too.
@@ -156,3 +158,10 @@ class DeployFunctionSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def deploy_settings() -> DeployFunctionSettings:
     return DeployFunctionSettings()
+
+def clear_cached() -> None:
+    """Forgets every function's settings, so the next read takes the environment as it is now. In
+    Lambda each container is its own process and reads once; the local stack imports many
+    containers into one process, each of which must read its own environment."""
+    for cached in (api_settings, analysis_settings, retrain_settings, register_settings, deploy_settings):
+        cached.cache_clear()

@@ -29,13 +29,14 @@ UNPROCESSED_RETRIES = 6
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
-# Throttling and 5xx are retried by botocore itself (standard mode); timeouts keep a stuck call
-# inside the API function's time budget.
+# Throttling and 5xx are retried by botocore itself (standard mode: 3 attempts, jittered backoff of
+# at most 1 s then 2 s); short timeouts keep a stuck call inside the API function's time budget.
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 4},
-    connect_timeout=2,
-    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=1,
+    read_timeout=2,
 )
+WORST_CALL_SECONDS = 3 * (1 + 2) + (1 + 2)  # attempts x (connect + read timeouts) + backoffs
 
 
 def _to_dynamo(item: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +58,13 @@ class FeedbackTable:
     def __init__(self, table_name: str, client: Any | None = None):
         self.table_name = table_name
         self.client = client or dynamodb_client()
+        # time.monotonic() by which multi-call operations must be done (the API sets it per request
+        # from Lambda's remaining time): after their first call, a call that could overrun it is not
+        # started
+        self.deadline: float | None = None
+
+    def _can_call(self) -> bool:
+        return self.deadline is None or self.deadline - time.monotonic() >= WORST_CALL_SECONDS
 
     # --- single items -------------------------------------------------------------------------
 
@@ -100,6 +108,24 @@ class FeedbackTable:
             ExpressionAttributeValues=placeholders,
         )
 
+    def increment_below(self, pk: str, sk: str, limit: int, expires_at: int) -> bool:
+        """Adds one to the item's counter `n` if it is below `limit` (creating the item at 1); False
+        when the limit is reached. One conditional UpdateItem: atomic across concurrent callers."""
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_to_dynamo({"pk": pk, "sk": sk}),
+                UpdateExpression="ADD n :one SET expires_at = if_not_exists(expires_at, :expires), entity = :entity",
+                ConditionExpression="attribute_not_exists(n) OR n < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)},
+                                           ":expires": {"N": str(expires_at)}, ":entity": {"S": "rate"}},
+            )
+            return True
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
     # --- many items ---------------------------------------------------------------------------
 
     def get_many(self, item_keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -114,6 +140,8 @@ class FeedbackTable:
                 }
             }
             for attempt in range(UNPROCESSED_RETRIES + 1):
+                if (start or attempt) and not self._can_call():  # the first call always goes
+                    raise StorageUnavailable("no time left to read the rest within the request's budget")
                 response = self.client.batch_get_item(RequestItems=request)
                 for raw in response.get("Responses", {}).get(self.table_name, []):
                     item = _from_dynamo(raw)
@@ -136,6 +164,8 @@ class FeedbackTable:
         for start in range(0, len(pending), BATCH_WRITE_LIMIT):
             chunk = [{"PutRequest": {"Item": item}} for item in pending[start:start + BATCH_WRITE_LIMIT]]
             for attempt in range(UNPROCESSED_RETRIES + 1):
+                if (start or attempt) and not self._can_call():  # left unwritten: reported, to be resent
+                    break
                 try:
                     response = self.client.batch_write_item(RequestItems={self.table_name: chunk})
                 except ClientError:

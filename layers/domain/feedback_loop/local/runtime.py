@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
 
+from feedback_loop import settings
 from feedback_loop.local.template import ACCOUNT_ID, REGION, FunctionSpec
 
 _container_ids = itertools.count(1)
@@ -52,6 +53,7 @@ def load_module(spec: FunctionSpec) -> ModuleType:
     module_spec = importlib.util.spec_from_file_location(unique, path)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot load {path}")
+    settings.clear_cached()  # a new container reads the environment afresh, as a new process would
     module: ModuleType = importlib.util.module_from_spec(module_spec)
     sys.modules[unique] = module  # as an import would, so that annotations resolve
     module_spec.loader.exec_module(module)

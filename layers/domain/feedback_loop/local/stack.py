@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from feedback_loop.local.eventbus import LocalEventBus
 from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.sagemaker import LocalSageMaker
+from feedback_loop.local.snapshots import Snapshots
 from feedback_loop.local.template import REGION, Template
 
 log = logging.getLogger("feedback_loop.local")
@@ -34,6 +36,7 @@ _TABLE_PROPERTIES = (
     "ProvisionedThroughput", "StreamSpecification",
 )
 STATE_FILE = "local.json"
+SNAPSHOT_DIR = "snapshot"
 
 
 def find_template(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -76,6 +79,8 @@ class LocalStack:
         max_concurrency: int = 8,
         metrics: bool = False,
         log_level: str = "WARNING",
+        persist: bool = False,
+        snapshot_seconds: float = 30.0,
     ):
         # the local stack trains on the CPU: a frozen encoder under a head, unless asked otherwise
         self.template = Template(find_template(template), parameters={"EvaluatorTrainingMode": "frozen",
@@ -95,6 +100,12 @@ class LocalStack:
         self.bus: LocalEventBus | None = None
         self.sagemaker: LocalSageMaker | None = None
         self.runtime: LocalEndpointRuntime | None = None
+        # tables and buckets saved under data_dir/snapshot/ on stop and every snapshot_seconds
+        self.snapshots = Snapshots(self.data_dir / SNAPSHOT_DIR) if persist and self.data_dir else None
+        self.snapshot_seconds = snapshot_seconds
+        self._snapshotting: threading.Event | None = None
+        self._snapshot_thread: threading.Thread | None = None
+        self.restored: dict[str, int] = {}
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -146,6 +157,9 @@ class LocalStack:
         os.environ.update(local_aws_environment(self.aws_endpoint))
         dynamodb_client.cache_clear()
         self._create_resources()
+        if self.snapshots is not None:
+            self.restored = self.snapshots.restore(self._tables(), [self.bucket])
+            self._start_snapshots()
         # Functions share this process, so their environments are merged; the template gives
         # shared settings one name across functions.
         os.environ.update({"POWERTOOLS_TRACE_DISABLED": "true"})
@@ -169,7 +183,36 @@ class LocalStack:
         self._write_state()
         return self
 
+    def _tables(self) -> list[str]:
+        return [self.name_of(t) for t in self.template.of_type("AWS::DynamoDB::Table")]
+
+    def snapshot(self) -> dict[str, int]:
+        """Saves every table and the data bucket to the data directory (atomically)."""
+        assert self.snapshots is not None, "the stack was not started with persist=True and a data_dir"
+        return self.snapshots.save(self._tables(), [self.bucket])
+
+    def _start_snapshots(self) -> None:
+        self._snapshotting = threading.Event()
+
+        def loop() -> None:
+            while not self._snapshotting.wait(self.snapshot_seconds):
+                try:
+                    self.snapshot()
+                except Exception:  # the next round, or the one at stop, tries again
+                    log.exception("snapshot of the local stack failed")
+
+        self._snapshot_thread = threading.Thread(target=loop, name="local-snapshots", daemon=True)
+        self._snapshot_thread.start()
+
     def stop(self) -> None:
+        if self._snapshotting is not None:
+            self._snapshotting.set()
+            self._snapshot_thread.join(timeout=60)
+            self._snapshotting = None
+        if self.snapshots is not None and self._moto is not None and self._gateway is not None:
+            self._gateway.stop()  # no request is acknowledged after the last snapshot
+            self._gateway = None
+            self.snapshot()
         if self.sagemaker is not None:
             self.sagemaker.stop()
             self.sagemaker = None

@@ -110,6 +110,10 @@ class KeyAuthenticator:
         )
 
     def project_for(self, presented: str | None) -> str:
+        return self.authenticate(presented)[0]
+
+    def authenticate(self, presented: str | None) -> tuple[str, str]:
+        """(project, key_id) of a valid, unrevoked key; Unauthorized otherwise."""
         match = _KEY_PATTERN.match(presented or "")
         if not match:
             raise Unauthorized("missing or malformed API key")
@@ -125,4 +129,4 @@ class KeyAuthenticator:
             raise Unauthorized("unknown API key")
         if "revoked_at" in item:
             raise Unauthorized("revoked API key")
-        return item["project"]
+        return item["project"], key_id

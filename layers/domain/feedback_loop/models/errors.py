@@ -41,6 +41,14 @@ class StorageUnavailable(FeedbackLoopError):
     """The store kept failing within the time budget; nothing was reported as stored."""
 
 
+class RateLimited(FeedbackLoopError):
+    """The key made more requests this minute than its limit allows."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     """Turns a pydantic error location into the field a client sent.
 

@@ -1,0 +1,63 @@
+"""Per-key rate limits: atomic across containers, 429 with Retry-After, per key, and configurable
+in the template (KeyRateLimitPerMinute)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from feedback_loop.logic.ratelimit import RateLimiter
+from feedback_loop.models.errors import RateLimited
+
+from .serving import serve
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_limit_holds_across_concurrent_containers(table, project) -> None:
+    # eight limiters stand for eight API containers, each with its own memory
+    limiters = [RateLimiter(table, per_minute=50) for _ in range(8)]
+    now = 1_800_000_030.0  # 30 s into a window
+
+    def hit(n: int) -> bool:
+        try:
+            limiters[n % 8].check(f"{project}-key", now=now)
+            return True
+        except RateLimited as error:
+            assert error.retry_after == 30
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        allowed = list(pool.map(hit, range(160)))
+    assert sum(allowed) == 50  # exactly the limit, whatever the interleaving
+    # the next window starts from zero; another key has its own count
+    limiters[0].check(f"{project}-key", now=now + 60)
+    limiters[0].check(f"{project}-other", now=now)
+
+
+def test_zero_turns_the_limit_off(table, project) -> None:
+    limiter = RateLimiter(table, per_minute=0)
+    for _ in range(100):
+        limiter.check(f"{project}-key", now=1_800_000_000.0)
+    assert table.get(f"RATE#{project}-key", "W#1800000000") is None  # not even counted
+
+
+def test_the_api_answers_429_with_retry_after_per_key(tmp_path: Path) -> None:
+    served = serve(tmp_path, "KeyRateLimitPerMinute=5", "KeyCacheSeconds=0")
+    try:
+        body = {"request_id": "r-1", "feedback_type": "explicit_thumbs_up", "value": True}
+        first = {"x-api-key": served.key, "Origin": "https://shop.example.test"}
+        answers = [requests.post(f"{served.url}/v1/feedback", json=body, headers=first, timeout=10) for _ in range(7)]
+        assert [a.status_code for a in answers] == [201] * 5 + [429, 429]
+        refused = answers[-1]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert refused.headers["Access-Control-Allow-Origin"]  # a browser can read why
+        assert refused.json()["error"]["fields"][0]["field"] == "authorization"
+        # public routes are not limited
+        assert requests.get(f"{served.url}/v1/health", timeout=10).status_code == 200
+    finally:
+        code, _, err = served.stop()
+    assert code == 0, err
