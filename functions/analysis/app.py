@@ -9,7 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 
 from feedback_loop.analysis.weekly import projects_with_eval_logs, run_weekly
-from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.dal.store import FeedbackTable, patient_dynamodb_client
 from feedback_loop.settings import analysis_settings
 
 logger = Logger()
@@ -18,7 +18,7 @@ metrics = Metrics()
 settings = analysis_settings()
 s3 = boto3.client("s3")
 events = boto3.client("events")
-table = FeedbackTable(settings.table_name)
+table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
 
 
 def _window_end(event: EventBridgeEvent) -> datetime:

@@ -34,6 +34,7 @@ from feedback_loop.models.errors import (
     field_errors,
 )
 from feedback_loop.models.feedback import BatchRequest, BatchResult, FeedbackEvent, FeedbackEventIn, FieldError
+from feedback_loop.models.strict_json import body_problem
 from feedback_loop.models.summary import RequestSummary
 from feedback_loop.settings import api_settings
 
@@ -99,6 +100,9 @@ def _gatekeeper(event: dict) -> Response | None:
         limit = settings.max_body_bytes
         return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is larger than {limit} bytes",
                       [FieldError(field="body", message=f"must be at most {limit} bytes")])
+    problem = body_problem(event.get("body"), bool(event.get("isBase64Encoded")))
+    if problem is not None:
+        return _error(HTTPStatus.BAD_REQUEST, f"body: {problem}", [FieldError(field="body", message=problem)])
     return None
 
 

@@ -6,7 +6,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 
-from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.dal.store import FeedbackTable, patient_dynamodb_client
 from feedback_loop.registry.deploy import RecreatedEndpoints, SageMakerEndpoints, deploy_package
 from feedback_loop.settings import deploy_settings
 
@@ -16,7 +16,7 @@ settings = deploy_settings()
 sagemaker = boto3.client("sagemaker")
 cloudwatch = boto3.client("cloudwatch")
 events = boto3.client("events")
-table = FeedbackTable(settings.table_name)
+table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
 endpoints = (RecreatedEndpoints if settings.endpoint_updates == "recreate" else SageMakerEndpoints)(sagemaker)
 
 

@@ -6,7 +6,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 
-from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.dal.store import FeedbackTable, patient_dynamodb_client
 from feedback_loop.registry.register import register_challenger
 from feedback_loop.settings import register_settings
 
@@ -16,7 +16,7 @@ settings = register_settings()
 s3 = boto3.client("s3")
 sagemaker = boto3.client("sagemaker")
 events = boto3.client("events")
-table = FeedbackTable(settings.table_name)
+table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
 
 
 @logger.inject_lambda_context(clear_state=True)

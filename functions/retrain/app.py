@@ -8,7 +8,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 
-from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.dal.store import FeedbackTable, patient_dynamodb_client
 from feedback_loop.retraining.launch import latest_window_end, launch_training
 from feedback_loop.settings import retrain_settings
 
@@ -17,7 +17,7 @@ tracer = Tracer()
 settings = retrain_settings()
 s3 = boto3.client("s3")
 sagemaker = boto3.client("sagemaker")
-table = FeedbackTable(settings.table_name)
+table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -37,6 +37,8 @@ CLIENT_CONFIG = Config(
     read_timeout=2,
 )
 WORST_CALL_SECONDS = 3 * (1 + 2) + (1 + 2)  # attempts x (connect + read timeouts) + backoffs
+# The scheduled functions have minutes, not seconds: more attempts, room for long queries.
+PATIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
 
 
 def _to_dynamo(item: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +52,12 @@ def _from_dynamo(item: dict[str, Any]) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def dynamodb_client() -> Any:
     return boto3.client("dynamodb", config=CLIENT_CONFIG)
+
+
+@lru_cache(maxsize=1)
+def patient_dynamodb_client() -> Any:
+    """For the scheduled and event-driven functions, which are not answering an HTTP request."""
+    return boto3.client("dynamodb", config=PATIENT_CONFIG)
 
 
 class FeedbackTable:

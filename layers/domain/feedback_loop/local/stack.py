@@ -19,7 +19,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 import feedback_loop
-from feedback_loop.dal.store import dynamodb_client
+from feedback_loop.dal.store import dynamodb_client, patient_dynamodb_client
 from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.eventbus import LocalEventBus
 from feedback_loop.local.gateway import LocalGateway
@@ -156,6 +156,7 @@ class LocalStack:
         self._moto.start()
         os.environ.update(local_aws_environment(self.aws_endpoint))
         dynamodb_client.cache_clear()
+        patient_dynamodb_client.cache_clear()
         self._create_resources()
         if self.snapshots is not None:
             self.restored = self.snapshots.restore(self._tables(), [self.bucket])

@@ -1,0 +1,56 @@
+"""A strict look at a request body before anything else parses it.
+
+Python's json module takes what JSON numbers cannot carry (NaN, Infinity, 1e999) and fails with a
+RecursionError or ValueError (not a JSON error) on deeply nested or very long input. This finds
+those cases, so the API can answer 400 naming the body instead of crashing or storing infinities.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+
+MAX_INTEGER_DIGITS = 38  # DynamoDB numbers carry 38 significant digits
+
+
+def _constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def body_problem(body: str | None, base64_encoded: bool = False) -> str | None:
+    """Why the body cannot be taken as JSON (a message for the `body` field), or None if it can."""
+    if not body:
+        return None
+    if base64_encoded:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return "is not valid base64"
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "is not valid UTF-8"
+    try:
+        json.loads(body, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except RecursionError:
+        return "is not valid JSON: nested too deeply"
+    except json.JSONDecodeError:
+        return None  # the router reports these itself, with the position
+    except ValueError as error:
+        return f"is not valid JSON: {error}"
+    return None
