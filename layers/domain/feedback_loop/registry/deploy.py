@@ -100,6 +100,42 @@ def _alarms(cloudwatch: Any, endpoint: str) -> list[str]:
     return names
 
 
+def _current_key(project: str) -> dict[str, str]:
+    return {"pk": f"DEPLOY#{project}", "sk": "CURRENT"}
+
+
+def _claim_current(table: FeedbackTable, project: str, version: int, arn: str) -> dict[str, Any] | None | str:
+    """Takes the project's "in service" record for `version` if it is newer than the one there.
+    Returns the record it replaced (None if there was none), or why it did not take it."""
+    from botocore.exceptions import ClientError
+
+    key = _current_key(project)
+    previous = table.get(**key)
+    if previous is not None and int(previous["version"]) >= version:
+        return f"version {previous['version']} is already in service; version {version} is older"
+    condition = "attribute_not_exists(pk)" if previous is None else "version = :seen"
+    values = {} if previous is None else {":seen": {"N": str(previous["version"])}}
+    try:
+        table.client.put_item(TableName=table.table_name, ConditionExpression=condition,
+                              Item={"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}, "entity": {"S": "deployment"},
+                                    "version": {"N": str(version)}, "model_package_arn": {"S": arn}},
+                              **({"ExpressionAttributeValues": values} if values else {}))
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return f"another deployment of {project} took over while version {version} was being prepared"
+        raise
+    return previous
+
+
+def _release_current(table: FeedbackTable, project: str, version: int, previous: dict[str, Any] | None) -> None:
+    key = _current_key(project)
+    if previous is None:
+        table.delete(**key)
+    else:
+        table.update(key["pk"], key["sk"], {"version": int(previous["version"]),
+                                            "model_package_arn": previous["model_package_arn"]})
+
+
 def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, events: Any, endpoints: Endpoints,
                    table: FeedbackTable, setup: DeploySetup, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
@@ -107,10 +143,18 @@ def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, e
     version = int(detail.get("ModelPackageVersion") or arn.rsplit("/", 1)[1])  # ARNs end in /<version>
     project = detail["ModelPackageGroupName"].removeprefix("feedback-loop-")
     key = {"pk": f"DEPLOY#{project}", "sk": f"PACKAGE#{version:06d}"}
+    status = sagemaker.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"]
+    if status != "Approved":  # the event is stale (approval withdrawn since) or not an approval at all
+        return {"project": project, "model_package_arn": arn, "version": version, "skipped": True,
+                "reason": f"the model package is {status}, not Approved"}
     existing = table.put_if_absent({**key, "entity": "deployment", "project": project, "model_package_arn": arn,
                                     "created_at": timestamp_text(now)})
     if existing is not None:
         return {**existing, "already_handled": True}
+    previous = _claim_current(table, project, version, arn)
+    if isinstance(previous, str):  # a newer version is in service: an older event arrived late
+        table.delete(**key)
+        return {"project": project, "model_package_arn": arn, "version": version, "skipped": True, "reason": previous}
     model = f"fl-{project}-v{version}"[:63]
     config = f"{model}-{now:%Y%m%d%H%M%S}"[:63]
     endpoint = endpoint_name(project)
@@ -128,7 +172,10 @@ def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, e
             endpoints.create(endpoint, config)
             action = "created"
     except Exception:
-        table.delete(**key)  # a redelivered event may try again; the champion keeps serving meanwhile
+        # the champion keeps serving (a failed blue/green update rolls back): the claims are released
+        # so that a redelivered event may try again
+        _release_current(table, project, version, previous)
+        table.delete(**key)
         raise
     change = Change(name=f"evaluator-v{version}", effective_at=now,
                     description=f"Deployed evaluator model package {arn} to endpoint {endpoint}")
