@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer, OpenAPI
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -34,6 +34,7 @@ from feedback_loop.models.errors import (
     field_errors,
 )
 from feedback_loop.models.feedback import BatchRequest, BatchResult, FeedbackEvent, FeedbackEventIn, FieldError
+from feedback_loop.models.openapi_errors import with_error_responses
 from feedback_loop.models.strict_json import body_problem
 from feedback_loop.models.summary import RequestSummary
 from feedback_loop.settings import api_settings
@@ -44,7 +45,17 @@ settings = api_settings()
 # browsers (the widget) call from other origins; preflights are answered without a key
 cors = CORSConfig(allow_origin=settings.cors_allow_origin, allow_headers=["Authorization", "x-api-key", "Content-Type"],
                   expose_headers=["Retry-After"], max_age=600)
-app = APIGatewayRestResolver(enable_validation=True, cors=cors)
+
+
+class FeedbackResolver(APIGatewayRestResolver):
+    """The Powertools resolver, whose OpenAPI document describes refusals as the API sends them."""
+
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
+        document = super().get_openapi_schema(**kwargs).model_dump(by_alias=True, exclude_none=True, mode="json")
+        return OpenAPI.model_validate(with_error_responses(document))
+
+
+app = FeedbackResolver(enable_validation=True, cors=cors)
 OPENAPI: dict[str, Any] = {
     "title": "feedback-loop API",
     "version": feedback_loop.__version__,
@@ -100,6 +111,11 @@ def _gatekeeper(event: dict) -> Response | None:
         limit = settings.max_body_bytes
         return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body is larger than {limit} bytes",
                       [FieldError(field="body", message=f"must be at most {limit} bytes")])
+    kind = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), "")
+    media = kind.split(";")[0].strip().lower()
+    if event.get("body") and media and media != "application/json" and not media.endswith("+json"):
+        return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"content-type {media!r} is not supported: send JSON",
+                      [FieldError(field="content-type", message="must be application/json")])
     problem = body_problem(event.get("body"), bool(event.get("isBase64Encoded")))
     if problem is not None:
         return _error(HTTPStatus.BAD_REQUEST, f"body: {problem}", [FieldError(field="body", message=problem)])

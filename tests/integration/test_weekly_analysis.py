@@ -97,10 +97,10 @@ def test_analysis_completed_carries_the_key_figures(stack, week) -> None:
 
 
 def test_the_analysis_reads_feedback_through_the_day_index_without_scans(stack, week) -> None:
-    from feedback_loop.dal.store import dynamodb_client
+    from feedback_loop.dal.store import patient_dynamodb_client
 
     calls: list[str] = []
-    client = dynamodb_client()  # the functions' shared client
+    client = patient_dynamodb_client()  # the scheduled functions' shared client
     client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
     try:
         stack.fire_schedule(SCENARIO.end, "AnalysisFunction")

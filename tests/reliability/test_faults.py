@@ -43,7 +43,7 @@ def test_a_failing_store_answers_503_with_retry_after_and_stores_nothing(stack, 
     assert single.status_code == 503 and single.headers["Retry-After"] == "1"
     assert "nothing was stored" in single.json()["error"]["message"]
     assert several.status_code == 503  # the whole batch: none of it is reported as stored
-    assert faults.injected["server:PutItem"] >= 4  # retried (botocore standard mode) before giving up
+    assert faults.injected["server:PutItem"] == 3  # 3 attempts in all (CLIENT_CONFIG), then 503
     assert stored(table, project, "f-1") == []
 
 
@@ -72,7 +72,7 @@ def test_throttling_is_absorbed_by_retries_and_nothing_counts_twice(stack, table
                                      user_id=body["user_id"], event_id=body["event_id"])
                 assert resent.event_id == body["event_id"]
     statuses = [status for status, _ in answers]
-    assert set(statuses) <= {201, 503} and statuses.count(201) > 60  # 3 attempts each: about 1 in 8 fails
+    assert set(statuses) <= {201, 503} and statuses.count(201) > 55  # 3 attempts each: about 1 in 8 fails
     assert max(seconds for _, seconds in answers) < 28  # inside the API function's timeout
     assert faults.injected["throttle:PutItem"] > 30
     kept = [item for i in range(20) for item in stored(table, project, f"t-{i}")]
@@ -80,17 +80,20 @@ def test_throttling_is_absorbed_by_retries_and_nothing_counts_twice(stack, table
 
 
 def test_storage_calls_stop_before_the_function_times_out(table) -> None:
-    """With too little time left, no further batch call is started: those items come back unwritten."""
-    from feedback_loop.dal.store import FeedbackTable
+    """With less time left than one worst-case call, no batch call is started: every item comes back
+    unwritten (the API reports them 503), nothing is half-done, and reads refuse rather than overrun."""
+    from feedback_loop.dal.store import WORST_CALL_SECONDS, FeedbackTable
 
     short = FeedbackTable(table.table_name)
-    short.deadline = time.monotonic() + 5  # less than one worst-case call
+    short.deadline = time.monotonic() + WORST_CALL_SECONDS - 1
     rows = [{"pk": "DEADLINE#x", "sk": f"EV#{i:03d}", "entity": "test"} for i in range(60)]
-    left = short.put_many(rows)
-    assert left == rows[25:]  # the first call of 25 went; the rest were not started
-    assert len(list(table.query_partition("DEADLINE#x"))) == 25
+    assert short.put_many(rows) == rows
+    assert list(table.query_partition("DEADLINE#x")) == []
     with pytest.raises(StorageUnavailable):
-        short.get_many([(r["pk"], r["sk"]) for r in rows] + [("DEADLINE#y", f"EV#{i}") for i in range(60)])
+        short.get_many([(r["pk"], r["sk"]) for r in rows])
+    short.deadline = time.monotonic() + WORST_CALL_SECONDS + 5  # enough time: it all goes
+    assert short.put_many(rows) == []
+    assert len(short.get_many([(r["pk"], r["sk"]) for r in rows])) == 60
 
 
 def test_unprocessed_batch_items_are_retried_then_reported_not_stored(stack, table, project, api_key, faults):

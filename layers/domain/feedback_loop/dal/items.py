@@ -23,8 +23,10 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def timestamp_text(moment: datetime) -> str:
-    """Fixed-width UTC text, so that string order is time order in sort keys."""
-    return moment.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
+    """Fixed-width UTC text, so that string order is time order in sort keys (four-digit years
+    whatever the platform's strftime does with years before 1000)."""
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -29,16 +29,17 @@ UNPROCESSED_RETRIES = 6
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
-# Throttling and 5xx are retried by botocore itself (standard mode: 3 attempts, jittered backoff of
-# at most 1 s then 2 s); short timeouts keep a stuck call inside the API function's time budget.
+# Throttling and 5xx are retried by botocore itself (standard mode: 3 attempts in all, jittered
+# backoff of at most 1 s then 2 s); short timeouts keep a stuck call inside the API function's time
+# budget. (`max_attempts` in this dict would count retries, not attempts: 3 would mean 4 calls.)
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
+    retries={"mode": "standard", "total_max_attempts": 3},
     connect_timeout=1,
     read_timeout=2,
 )
 WORST_CALL_SECONDS = 3 * (1 + 2) + (1 + 2)  # attempts x (connect + read timeouts) + backoffs
 # The scheduled functions have minutes, not seconds: more attempts, room for long queries.
-PATIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
+PATIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 8}, connect_timeout=5, read_timeout=60)
 
 
 def _to_dynamo(item: dict[str, Any]) -> dict[str, Any]:
@@ -66,9 +67,8 @@ class FeedbackTable:
     def __init__(self, table_name: str, client: Any | None = None):
         self.table_name = table_name
         self.client = client or dynamodb_client()
-        # time.monotonic() by which multi-call operations must be done (the API sets it per request
-        # from Lambda's remaining time): after their first call, a call that could overrun it is not
-        # started
+        # time.monotonic() by which batch operations must be done (the API sets it per request from
+        # Lambda's remaining time): a batch call that could overrun it is not started
         self.deadline: float | None = None
 
     def _can_call(self) -> bool:
@@ -148,7 +148,7 @@ class FeedbackTable:
                 }
             }
             for attempt in range(UNPROCESSED_RETRIES + 1):
-                if (start or attempt) and not self._can_call():  # the first call always goes
+                if not self._can_call():
                     raise StorageUnavailable("no time left to read the rest within the request's budget")
                 response = self.client.batch_get_item(RequestItems=request)
                 for raw in response.get("Responses", {}).get(self.table_name, []):
@@ -172,7 +172,7 @@ class FeedbackTable:
         for start in range(0, len(pending), BATCH_WRITE_LIMIT):
             chunk = [{"PutRequest": {"Item": item}} for item in pending[start:start + BATCH_WRITE_LIMIT]]
             for attempt in range(UNPROCESSED_RETRIES + 1):
-                if (start or attempt) and not self._can_call():  # left unwritten: reported, to be resent
+                if not self._can_call():  # left unwritten: reported to the caller, who may resend
                     break
                 try:
                     response = self.client.batch_write_item(RequestItems={self.table_name: chunk})

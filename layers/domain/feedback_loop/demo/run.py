@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from feedback_loop.client import FeedbackClient
-from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.dal.store import FeedbackTable, patient_dynamodb_client
 from feedback_loop.demo import truths
 from feedback_loop.demo.settings import DemoSettings
 from feedback_loop.demo.traffic import App
@@ -156,7 +156,7 @@ class Demo:
     def _loop(self, stack: LocalStack, scenario: Scenario, start: datetime, middle: datetime, end: datetime
               ) -> DemoResult:
         s = self.settings
-        table = FeedbackTable(stack.table_name)
+        table = FeedbackTable(stack.table_name, client=patient_dynamodb_client())  # not answering HTTP
         self.key = create_key(table, s.project, label="feedback-loop demo").plaintext
         client = FeedbackClient(stack.api_url, self.key)
         s3 = boto3.client("s3")

@@ -29,6 +29,7 @@ MAX_EDIT_CHARS = 50_000
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 8
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_BATCH_EVENTS = 500
 
 
@@ -131,6 +132,8 @@ class _EventFields(BaseModel):
         moment = _utc(moment)
         if moment > datetime.now(timezone.utc) + MAX_FUTURE_SKEW:
             raise ValueError("must not be more than 5 minutes in the future")
+        if moment < EARLIEST:  # before any LLM app, and before the epoch that TTLs count from
+            raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
         return moment
 
 
@@ -202,6 +205,19 @@ class BatchRequest(BaseModel):
 class FieldError(BaseModel):
     field: str
     message: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    type: str = Field(description="the HTTP reason phrase")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list, description="each field that was refused, and why")
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal of the API (4xx and 5xx) has this body."""
+
+    error: ErrorDetail
 
 
 class BatchItemResult(BaseModel):
