@@ -115,10 +115,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per handler measurement")
     parser.add_argument("--http-requests", type=int, default=1000)
     parser.add_argument("--no-bundle", action="store_true", help="skip the pip-based bundle size")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="template parameter, e.g. KeyRateLimitPerMinute=0 to measure without the rate limit")
     args = parser.parse_args()
 
     figures: dict[str, float] = {}
-    with LocalStack() as stack:
+    with LocalStack(parameters=dict(p.split("=", 1) for p in args.param)) as stack:
         key = create_key(FeedbackTable(stack.table_name), "bench").plaintext
         figures.update(handler_throughput(stack, key, args.seconds))
         figures.update(http_latency(stack, key, args.http_requests))
