@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -78,6 +79,34 @@ class Faults:
             yield self
         finally:
             self.client.meta.events.unregister(f"before-send.{service}", handler)
+
+    @contextmanager
+    def s3_errors(self, once: bool = True, operations: tuple[str, ...] = (), delay: float = 0.0) -> Iterator["Faults"]:
+        """S3 answers 500 InternalError: to the first attempt of every call (`once`), or to every
+        attempt; `delay` seconds of latency are added to every call first."""
+        seen: set[tuple[str, str, bytes]] = set()
+
+        def handler(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+            operation = event_name.rsplit(".", 1)[-1]
+            if delay:
+                time.sleep(delay)
+            if operations and operation not in operations:
+                return None
+            identity = (request.method, request.url, bytes(request.body or b""))
+            with self.lock:
+                self.calls[operation] += 1
+                if once and identity in seen:
+                    return None
+                seen.add(identity)
+                self.injected[f"s3:{operation}"] += 1
+            body = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>injected</Message></Error>"
+            return AWSResponse(request.url, 500, {"Content-Type": "application/xml"}, _Raw(body))
+
+        self.client.meta.events.register_first("before-send.s3", handler)
+        try:
+            yield self
+        finally:
+            self.client.meta.events.unregister("before-send.s3", handler)
 
     @contextmanager
     def lose_responses(self, operation: str, times: int = 1) -> Iterator["Faults"]:
