@@ -103,12 +103,6 @@ def _wait(wait: Callable[[float], Any], timeout: float) -> Any:
                 raise
 
 
-def _read_s3_json_lines(s3: Any, uri: str) -> list[dict[str, Any]]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
-
-
 def _download(s3: Any, written: dict[str, str], folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     local = {}
@@ -198,7 +192,8 @@ class Demo:
         weeks.append(second)
         if original:
             threshold = json.loads(Path(second["files"]["report.json"]).read_text())["miscalibration"]["threshold"]
-            comparison = truths.live_comparison(_read_s3_json_lines(s3, second["s3"]["labelled.jsonl"]), original,
+            labelled = Path(second["files"]["labelled.jsonl"]).read_text().splitlines()  # downloaded already
+            comparison = truths.live_comparison([json.loads(line) for line in labelled if line.strip()], original,
                                                 threshold)
 
         stored = list(table.feedback_in_window(s.project, start - DAY, datetime.now(timezone.utc), stack_shards(stack)))
