@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from ..conftest import ROOT
+from ..serving import serve
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "feedback_loop.cli"]
@@ -25,24 +23,9 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_serve_prints_a_working_key_manages_keys_and_stops_cleanly(tmp_path: Path) -> None:
-    server = subprocess.Popen(
-        [*CLI, "--data-dir", str(tmp_path), "serve", "--port", "0", "--project", "shop",
-         "--param", "KeyCacheSeconds=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )
+    served = serve(tmp_path, "KeyCacheSeconds=0", startup_seconds=60)
+    url, key, output = served.url, served.key, served.output
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
-        output = "".join(lines)
-        url = re.search(r"API:\s+(http://\S+)/v1", output).group(1)
-        key = re.search(r"API key:\s+(flk_\S+)", output).group(1)
         assert "curl" in output
 
         body = {"request_id": "cli-1", "feedback_type": "explicit_thumbs_up", "value": True}
@@ -72,9 +55,8 @@ def test_serve_prints_a_working_key_manages_keys_and_stops_cleanly(tmp_path: Pat
         assert requested.returncode == 0, requested.stderr
         assert json.loads(requested.stdout)["project"] == "shop"
     finally:
-        server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=30)
-    assert server.returncode == 0, err
+        code, out, err = served.stop(timeout=30)
+    assert code == 0, err
     assert "stopped." in out
     assert "Traceback" not in err
     assert not (tmp_path / "local.json").exists()

@@ -3,8 +3,6 @@ and text from eval logs is shown as text, never run."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,10 @@ from feedback_loop.simulate import Scenario, simulate
 from ..analysis_data import write_eval_logs, write_feedback
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>'
 PLOTS = {"scatter", "calibration", "disagreement", "cohorts", "impact-human_score", "impact-evaluator_overall",
          "impact-thumbs_up_share", "impact-feedback_rate"}
 
-if CHROMIUM is None and os.environ.get("CI"):
-    pytest.fail("Chromium is missing: `make test` installs Debian's chromium package", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +36,14 @@ def report_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(report_file: Path):
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (`make test` installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
-        context = browser.new_context(offline=True)  # the report must need no network
-        requests: list[str] = []
-        context.on("request", lambda request: requests.append(request.url))
-        page = context.new_page()
-        page.goto(report_file.as_uri())
-        yield page, requests
-        browser.close()
+def page(report_file: Path, browser):
+    context = browser.new_context(offline=True)  # the report must need no network
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    page.goto(report_file.as_uri())
+    yield page, requests
+    context.close()
 
 
 def test_every_plot_renders_with_marks(page) -> None:

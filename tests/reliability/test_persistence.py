@@ -13,7 +13,7 @@ import requests
 
 from feedback_loop.client import FeedbackClient
 
-from .serving import serve
+from ..serving import serve
 
 pytestmark = pytest.mark.integration
 

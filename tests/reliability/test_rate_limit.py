@@ -12,7 +12,7 @@ import requests
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.models.errors import RateLimited
 
-from .serving import serve
+from ..serving import serve
 
 pytestmark = pytest.mark.integration
 

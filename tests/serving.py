@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..conftest import ROOT
+from .conftest import ROOT
 
 
 @dataclass
@@ -27,14 +27,14 @@ class Served:
         return self.process.returncode, out, err
 
 
-def serve(data_dir: Path, *params: str, extra: tuple[str, ...] = ()) -> Served:
+def serve(data_dir: Path, *params: str, extra: tuple[str, ...] = (), startup_seconds: float = 90) -> Served:
     command = [sys.executable, "-m", "feedback_loop.cli", "--data-dir", str(data_dir), "serve", "--port", "0",
                "--project", "shop", *extra]
     for param in params:
         command += ["--param", param]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     lines: list[str] = []
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
