@@ -1,10 +1,14 @@
-"""Ingestion figures: handler throughput, local HTTP latency, cold import, bundle size.
+"""Ingestion figures: handler throughput, local HTTP latency, the cost of durability, cold import,
+bundle size.
 
     .venv/bin/python benchmarks/ingest.py [--seconds 5] [--http-requests 1000] [--no-bundle]
 
 The handler is called in process (as Lambda would call it) against the emulated DynamoDB over
-loopback HTTP, so its figures include a real storage round trip to the emulator. Figures from the
-same run are comparable with each other; absolute numbers depend on the (shared, noisy) machine.
+loopback HTTP, so its figures include a real storage round trip to the emulator. Each figure is
+measured on three local stacks one after the other in the same run: in memory (nothing saved), with
+the journal but no fsync, and durable (`feedback-loop serve`: every write journaled and fsynced
+before it is answered). Figures from the same run are comparable with each other; absolute numbers
+depend on the (shared, noisy) machine.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -119,16 +124,27 @@ def main() -> None:
                         help="template parameter, e.g. KeyRateLimitPerMinute=0 to measure without the rate limit")
     args = parser.parse_args()
 
+    by_stack: dict[str, dict[str, float]] = {}
+    for label, persist, fsync in (("in memory", False, False), ("journal, no fsync", True, False),
+                                  ("durable", True, True)):
+        with tempfile.TemporaryDirectory() as data_dir, LocalStack(
+                parameters=dict(p.split("=", 1) for p in args.param), data_dir=data_dir, persist=persist,
+                fsync=fsync, snapshot_seconds=3600) as stack:
+            key = create_key(FeedbackTable(stack.table_name), "bench").plaintext
+            by_stack[label] = {**handler_throughput(stack, key, args.seconds),
+                               **http_latency(stack, key, args.http_requests)}
+    labels = list(by_stack)
+    width = max(len(k) for k in by_stack[labels[0]])
+    print(f"{'':<{width}}  " + "  ".join(f"{label:>17}" for label in labels) + "  durable / in memory")
+    for name in by_stack[labels[0]]:
+        values = [by_stack[label][name] for label in labels]
+        print(f"{name:<{width}}  " + "  ".join(f"{v:17.2f}" for v in values) + f"  {values[-1] / values[0]:19.2f}")
+
     figures: dict[str, float] = {}
-    with LocalStack(parameters=dict(p.split("=", 1) for p in args.param)) as stack:
-        key = create_key(FeedbackTable(stack.table_name), "bench").plaintext
-        figures.update(handler_throughput(stack, key, args.seconds))
-        figures.update(http_latency(stack, key, args.http_requests))
     seconds, top, heavy = cold_import()
     figures["cold import of the API function s"] = seconds
     if not args.no_bundle:
         figures.update(bundle_size())
-
     width = max(len(k) for k in figures)
     for name, value in figures.items():
         print(f"{name:<{width}}  {value:10.2f}")

@@ -20,6 +20,7 @@ from feedback_loop.client import FeedbackClient
 from feedback_loop.local.stack import local_aws_environment, read_state
 
 from ..conftest import ROOT
+from ..serving import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 REQUESTS_PER_WEEK = 6000
@@ -115,6 +116,32 @@ def test_the_stack_keeps_running_with_the_demo_data(demo) -> None:
 
     summary = client.summary(records[0]["request_id"])
     assert summary.request_id == records[0]["request_id"]
+    before = deployed_evaluator(api_url, state["aws_endpoint"], records[:5])
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=120) == 0
     assert read_state(root / "state") is None  # stopped cleanly
+
+    # Ctrl-C saved the stack: `feedback-loop serve` comes back with the deployed evaluator answering
+    served = serve(root / "state")
+    try:
+        after = deployed_evaluator(served.url, read_state(root / "state")["aws_endpoint"], records[:5])
+        assert after["endpoint"] == before["endpoint"] and after["approvals"] == before["approvals"]
+        assert after["scores"] == pytest.approx(before["scores"], abs=1e-6)  # the same model (float noise aside)
+        assert {c.name for c in FeedbackClient(served.url, key).list_changes()} == names
+    finally:
+        served.stop()
+
+
+def deployed_evaluator(api_url: str, aws_endpoint: str, records: list[dict]) -> dict:
+    """The endpoint's scores for the records' answers, and its model package's approval."""
+    settings = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    sagemaker = boto3.client("sagemaker", endpoint_url=aws_endpoint, **settings)
+    [endpoint] = [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"]]
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=api_url, **settings)
+    body = json.dumps({"inputs": [{"prompt": r["prompt"], "output": r["output"]} for r in records]})
+    answer = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=body)
+    packages = [p for g in sagemaker.list_model_package_groups()["ModelPackageGroupSummaryList"]
+                for p in sagemaker.list_model_packages(ModelPackageGroupName=g["ModelPackageGroupName"])[
+                    "ModelPackageSummaryList"]]
+    return {"endpoint": endpoint, "scores": json.loads(answer["Body"].read())["scores"],
+            "approvals": sorted((p["ModelPackageArn"], p["ModelApprovalStatus"]) for p in packages)}

@@ -48,8 +48,8 @@ class Faults:
 
     @contextmanager
     def answer(self, kind: str, share: float = 1.0, operations: tuple[str, ...] = ()) -> Iterator["Faults"]:
-        """kind: "throttle" (400 ProvisionedThroughputExceeded), "server" (500), or "unprocessed"
-        (BatchWriteItem answers 200 with every item unprocessed)."""
+        """kind: "throttle" (400 ProvisionedThroughputExceeded), "server" (500), or "vanished" (a conditional write
+        answers ConditionalCheckFailed without the item it says exists, and nothing is stored)."""
         service = self.client.meta.service_model.service_name
 
         def handler(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
@@ -66,10 +66,9 @@ class Faults:
                 status, headers, body = _dynamodb_error(400, "ProvisionedThroughputExceededException", "injected throttle")
             elif kind == "server":
                 status, headers, body = _dynamodb_error(500, "InternalServerError", "injected server error")
-            elif kind == "unprocessed":
-                sent = json.loads(request.body)
-                status, headers = 200, {"Content-Type": "application/x-amz-json-1.0"}
-                body = json.dumps({"UnprocessedItems": sent["RequestItems"]}).encode()
+            elif kind == "vanished":
+                status, headers, body = _dynamodb_error(400, "ConditionalCheckFailedException",
+                                                        "injected: the conditional request failed")
             else:
                 raise ValueError(kind)
             return AWSResponse(request.url, status, headers, _Raw(body))

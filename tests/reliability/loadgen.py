@@ -58,6 +58,7 @@ class LoadResult:
     retried: int = 0
     concurrent_twins: int = 0
     resent_after_503: int = 0
+    unanswered: set[str] = field(default_factory=set)  # event_ids whose last request got no answer
 
     def figures(self) -> dict[str, Any]:
         ordered = sorted(self.latencies)
@@ -70,7 +71,9 @@ class LoadResult:
 
 
 def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int = 32, seed: int = 1,
-             retry_share: float = 0.10, twice_share: float = 0.02) -> LoadResult:
+             retry_share: float = 0.10, twice_share: float = 0.02, server_may_die: bool = False) -> LoadResult:
+    """`server_may_die`: a request that gets no answer (the server was killed) leaves its events
+    unanswered instead of failing the run."""
     rng = random.Random(seed)
     work: list[list[dict[str, Any]]] = []
     position = 0
@@ -94,7 +97,14 @@ def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int 
         url = f"{api_url}/v1/feedback" if single else f"{api_url}/v1/feedback/batch"
         body = chunk[0] if single else {"events": chunk}
         began = time.perf_counter()
-        answer = session().post(url, json=body, timeout=60)
+        try:
+            answer = session().post(url, json=body, timeout=60)
+        except requests.ConnectionError:
+            if not server_may_die:
+                raise
+            with lock:
+                result.unanswered.update(e["event_id"] for e in chunk)
+            return {e["event_id"]: 0 for e in chunk}
         elapsed = time.perf_counter() - began
         with lock:
             result.http_requests += 1
@@ -115,6 +125,8 @@ def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int 
                 for event in pending:
                     if statuses[event["event_id"]] in (200, 201):
                         result.acknowledged[event["event_id"]] = event
+            if 0 in statuses.values():  # no answer: the server is gone
+                return
             left = [e for e in pending if statuses[e["event_id"]] not in (200, 201)]
             unexpected = [statuses[e["event_id"]] for e in left if statuses[e["event_id"]] not in (429, 503)]
             if unexpected:
@@ -168,6 +180,14 @@ def expected_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
             "comments": sorted(e["value"] for e in events if e["feedback_type"] == "explicit_text_comment")}
 
 
+def stored_feedback(project: str, table_name: str, client: Any = None) -> list[dict[str, Any]]:
+    """Every feedback item of the project, by one consistent scan (DynamoDB JSON)."""
+    pages = (client or patient_dynamodb_client()).get_paginator("scan").paginate(
+        TableName=table_name, ConsistentRead=True, FilterExpression="begins_with(pk, :p)",
+        ExpressionAttributeValues={":p": {"S": items.request_pk(project, "")}})
+    return [raw for page in pages for raw in page["Items"]]
+
+
 def reconcile(table: FeedbackTable, project: str, api_url: str, key: str, sent: list[dict[str, Any]],
               result: LoadResult, summaries: int = 100, seed: int = 0) -> dict[str, Any]:
     """Acknowledged vs stored, per event (one scan of the project's feedback items); the API's
@@ -178,14 +198,10 @@ def reconcile(table: FeedbackTable, project: str, api_url: str, key: str, sent: 
     sent_ids = {e["event_id"] for e in sent}
     stored_ids: Counter[str] = Counter()
     malformed_items = 0
-    pages = patient_dynamodb_client().get_paginator("scan").paginate(
-        TableName=table.table_name, ConsistentRead=True, FilterExpression="begins_with(pk, :p)",
-        ExpressionAttributeValues={":p": {"S": items.request_pk(project, "")}})
-    for page in pages:
-        for raw in page["Items"]:
-            stored_ids[raw["event_id"]["S"]] += 1
-            if not {"feedback_type", "value", "timestamp", "received_at", "gsi1pk", "gsi1sk"} <= set(raw):
-                malformed_items += 1
+    for raw in stored_feedback(project, table.table_name):
+        stored_ids[raw["event_id"]["S"]] += 1
+        if not {"feedback_type", "value", "timestamp", "received_at", "gsi1pk", "gsi1sk"} <= set(raw):
+            malformed_items += 1
     summary_mismatches = []
     request_ids = sorted({e["request_id"] for e in sent})
     for request_id in random.Random(seed).sample(request_ids, min(summaries, len(request_ids))):

@@ -1,4 +1,4 @@
-"""DynamoDB throttling, 5xx, unprocessed batch items and lost responses between the API function
+"""DynamoDB throttling, 5xx, refused batch items and lost responses between the API function
 and the emulator: the API retries within its budget, then answers 503 with Retry-After, never 500,
 never a partial batch reported as stored; nothing acknowledged is lost or stored twice."""
 
@@ -36,7 +36,7 @@ def post(stack, key: str, body: dict) -> requests.Response:
 def test_a_failing_store_answers_503_with_retry_after_and_stores_nothing(stack, table, project, api_key, faults):
     body = {"request_id": "f-1", "feedback_type": "explicit_rating", "value": 4, "event_id": "e-1"}
     batch = {"events": [{**body, "event_id": f"b-{i}"} for i in range(5)]}
-    with faults.answer("server", operations=("PutItem", "BatchWriteItem", "BatchGetItem")):
+    with faults.answer("server", operations=("PutItem", "BatchGetItem")):
         single = post(stack, api_key, body)
         several = requests.post(f"{stack.api_url}/v1/feedback/batch", json=batch, headers={"x-api-key": api_key},
                                 timeout=30)
@@ -87,27 +87,29 @@ def test_storage_calls_stop_before_the_function_times_out(table) -> None:
     short = FeedbackTable(table.table_name)
     short.deadline = time.monotonic() + WORST_CALL_SECONDS - 1
     rows = [{"pk": "DEADLINE#x", "sk": f"EV#{i:03d}", "entity": "test"} for i in range(60)]
-    assert short.put_many(rows) == rows
+    outcome = short.put_new(rows)
+    assert sorted(outcome.not_written, key=str) == sorted(rows, key=str) and outcome.found == {}
     assert list(table.query_partition("DEADLINE#x")) == []
     with pytest.raises(StorageUnavailable):
         short.get_many([(r["pk"], r["sk"]) for r in rows])
     short.deadline = time.monotonic() + WORST_CALL_SECONDS + 5  # enough time: it all goes
-    assert short.put_many(rows) == []
+    outcome = short.put_new(rows)
+    assert outcome.not_written == [] and outcome.found == {}
     assert len(short.get_many([(r["pk"], r["sk"]) for r in rows])) == 60
 
 
-def test_unprocessed_batch_items_are_retried_then_reported_not_stored(stack, table, project, api_key, faults):
+def test_batch_items_the_store_refuses_are_reported_503_not_stored(stack, table, project, api_key, faults):
     events = [{"request_id": "u-1", "feedback_type": "implicit_usage", "value": True, "event_id": f"u-{i}"}
               for i in range(30)]
-    with faults.answer("unprocessed", operations=("BatchWriteItem",)):
+    with faults.answer("throttle", operations=("PutItem",)):
         answer = requests.post(f"{stack.api_url}/v1/feedback/batch", json={"events": events},
                                headers={"x-api-key": api_key}, timeout=60)
     assert answer.status_code == 207
     assert {r["status"] for r in answer.json()["results"]} == {503}  # reported, never claimed as stored
-    assert faults.injected["unprocessed:BatchWriteItem"] > 1  # it was retried before giving up
+    assert faults.injected["throttle:PutItem"] == 3 * 30  # each conditional write tried 3 times
     assert stored(table, project, "u-1") == []
 
-    with faults.answer("unprocessed", share=0.5, operations=("BatchWriteItem",)):
+    with faults.answer("throttle", share=0.7, operations=("PutItem",)):
         result = FeedbackClient(stack.api_url, api_key, retries=10, backoff_factor=0.01).send_batch(events)
     assert {r.status for r in result.results} == {201}
     assert sorted(i["event_id"] for i in stored(table, project, "u-1")) == sorted(e["event_id"] for e in events)

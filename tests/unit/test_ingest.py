@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from feedback_loop.dal.store import PutOutcome
 from feedback_loop.logic.ingest import IngestPolicy, record_batch
 
 
@@ -17,12 +18,17 @@ class FlakyTable:
     def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         return {k: self.items[k] for k in keys if k in self.items}
 
-    def put_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        unwritten = [i for i in items if i["event_id"] in self.refuse]
+    def put_new(self, items: list[dict[str, Any]]) -> PutOutcome:
+        outcome = PutOutcome()
         for item in items:
-            if item["event_id"] not in self.refuse:
-                self.items[(item["pk"], item["sk"])] = item
-        return unwritten
+            key = (item["pk"], item["sk"])
+            if item["event_id"] in self.refuse:
+                outcome.not_written.append(item)
+            elif key in self.items:
+                outcome.found[key] = self.items[key]
+            else:
+                self.items[key] = item
+        return outcome
 
 
 def event(event_id: str, value: int = 4) -> dict[str, Any]:

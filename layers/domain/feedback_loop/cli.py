@@ -57,12 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.fresh:
-        import shutil
+        from feedback_loop.local.snapshots import forget
 
-        from feedback_loop.local.stack import SNAPSHOT_DIR
-
-        for suffix in ("", ".previous", ".partial"):
-            shutil.rmtree(Path(args.data_dir) / f"{SNAPSHOT_DIR}{suffix}", ignore_errors=True)
+        forget(Path(args.data_dir))
     stack = LocalStack(template=args.template, parameters=_parameters(args.param), host=args.host,
                        api_port=args.port, data_dir=args.data_dir, metrics=args.metrics,
                        log_level="INFO" if args.verbose else "WARNING", persist=True,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -23,8 +24,9 @@ from feedback_loop.dal import items as keys
 from feedback_loop.models.errors import StorageUnavailable
 
 BATCH_GET_LIMIT = 100
-BATCH_WRITE_LIMIT = 25
 UNPROCESSED_RETRIES = 6
+CONDITIONAL_ATTEMPTS = 3  # conditional writes whose stored item could not be read, before a 503
+WRITE_CONCURRENCY = 8  # conditional writes of one batch in flight at once
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -61,6 +63,15 @@ def patient_dynamodb_client() -> Any:
     return boto3.client("dynamodb", config=PATIENT_CONFIG)
 
 
+@dataclass
+class PutOutcome:
+    """What put_new did: items whose key was already stored (the stored item, by key), and items not
+    written because the store failed or the time ran out."""
+
+    found: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    not_written: list[dict[str, Any]] = field(default_factory=list)
+
+
 class FeedbackTable:
     """The feedback-loop table. Items are plain dicts in, plain dicts out (items.py shapes them)."""
 
@@ -77,22 +88,34 @@ class FeedbackTable:
     # --- single items -------------------------------------------------------------------------
 
     def put_if_absent(self, item: dict[str, Any]) -> dict[str, Any] | None:
-        """Writes the item unless its key exists; returns the existing item in that case, else None."""
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=_to_dynamo(item),
-                ConditionExpression="attribute_not_exists(pk)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return None
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            old = error.response.get("Item")
-            if old:
-                return _from_dynamo(old)
-            return self.get(item["pk"], item["sk"]) or item
+        """Writes the item unless its key exists; returns the stored item in that case, else None.
+
+        "Already stored" is only ever answered with the stored item in hand: when the condition
+        failed but neither the failure nor a consistent read returns the item, the write is tried
+        again, and after CONDITIONAL_ATTEMPTS the store is reported unavailable (the API's 503).
+        """
+        for attempt in range(CONDITIONAL_ATTEMPTS):
+            if attempt and not self._can_call():
+                break
+            try:
+                self.client.put_item(
+                    TableName=self.table_name,
+                    Item=_to_dynamo(item),
+                    ConditionExpression="attribute_not_exists(pk)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return None
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                old = error.response.get("Item")
+                if old:
+                    return _from_dynamo(old)
+                stored = self.get(item["pk"], item["sk"])
+                if stored is not None:
+                    return stored
+            _backoff(attempt)
+        raise StorageUnavailable("the write's condition failed but no stored item could be read")
 
     def get(self, pk: str, sk: str) -> dict[str, Any] | None:
         response = self.client.get_item(
@@ -162,31 +185,31 @@ class FeedbackTable:
                 raise StorageUnavailable("DynamoDB left keys unread after retries")
         return found
 
-    def put_many(self, new_items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """BatchWriteItem with unprocessed items retried (with backoff) a bounded number of times.
+    def put_new(self, new_items: Sequence[dict[str, Any]]) -> PutOutcome:
+        """put_if_absent for each item, WRITE_CONCURRENCY at a time: conditional writes, so that two
+        requests carrying the same key cannot both be told their item was stored (BatchWriteItem
+        would let the second overwrite the first). An item whose write failed after the retries,
+        or that could not be started within the deadline, comes back in `not_written`."""
+        outcome = PutOutcome()
 
-        Returns the items that were still not written, so the caller reports them as not stored.
-        """
-        pending = [_to_dynamo(item) for item in new_items]
-        not_written: list[dict[str, Any]] = []
-        for start in range(0, len(pending), BATCH_WRITE_LIMIT):
-            chunk = [{"PutRequest": {"Item": item}} for item in pending[start:start + BATCH_WRITE_LIMIT]]
-            for attempt in range(UNPROCESSED_RETRIES + 1):
-                if not self._can_call():  # left unwritten: reported to the caller, who may resend
-                    break
-                try:
-                    response = self.client.batch_write_item(RequestItems={self.table_name: chunk})
-                except ClientError:
-                    if attempt == UNPROCESSED_RETRIES:
-                        break
-                    _backoff(attempt)
-                    continue
-                chunk = response.get("UnprocessedItems", {}).get(self.table_name, [])
-                if not chunk:
-                    break
-                _backoff(attempt)
-            not_written.extend(_from_dynamo(request["PutRequest"]["Item"]) for request in chunk)
-        return not_written
+        def put(item: dict[str, Any]) -> None:
+            try:
+                if not self._can_call():
+                    raise StorageUnavailable("no time left to write within the request's budget")
+                existing = self.put_if_absent(item)
+            except (ClientError, StorageUnavailable):
+                outcome.not_written.append(item)  # list.append is atomic
+                return
+            if existing is not None:
+                outcome.found[keys.item_key(item)] = existing
+
+        if len(new_items) <= 1:
+            for item in new_items:
+                put(item)
+        else:
+            with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(new_items))) as pool:
+                list(pool.map(put, new_items))
+        return outcome
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from feedback_loop.dal.store import FeedbackTable, patient_dynamodb_client
 from feedback_loop.demo import truths
 from feedback_loop.demo.settings import DemoSettings
 from feedback_loop.demo.traffic import App
+from feedback_loop.local.snapshots import set_aside
 from feedback_loop.local.stack import LocalStack
 from feedback_loop.logic.keys import create_key
 from feedback_loop.simulate import Scenario, expected_effect, population_satisfaction
@@ -129,11 +130,17 @@ class Demo:
         self.console.print(f"[bold]feedback-loop demo[/]: two simulated weeks ({start:%a %d %b} to {end:%a %d %b %Y}), "
                            f"{s.requests_per_week:,} LLM requests a week, project [cyan]{s.project}[/]")
         stack: LocalStack | None = None
+        if s.keep_running:  # the demo's stack is saved at Ctrl-C for `feedback-loop serve` to pick up
+            moved = set_aside(s.data_dir, "before-demo")
+            if moved:
+                self.console.print(f"the local stack saved in {s.data_dir} was moved to {', '.join(moved)}",
+                                   soft_wrap=True, highlight=False)
         try:
             with self.steps.progress:
                 stack = self.steps.run("starting the local stack (emulated AWS, API, bus, SageMaker)",
                                        lambda _: LocalStack(template=s.template, api_port=s.port,
-                                                            data_dir=s.data_dir, parameters=STACK).start())
+                                                            data_dir=s.data_dir, parameters=STACK,
+                                                            persist=s.keep_running, restore=False).start())
                 result = self._loop(stack, scenario, start, middle, end)
             result.seconds = round(time.monotonic() - began, 1)
             (s.out / "summary.json").write_text(json.dumps(result.as_dict(), indent=2, default=str))
@@ -281,7 +288,8 @@ class Demo:
         say(f"  key:      {self.key}")
         say(f"  widget:   {stack.api_url}/widget/#key={self.key}&request=widget-example-1")
         say(f"  try:      curl -s {stack.api_url}/v1/changes -H 'x-api-key: {self.key}'")
-        say("Ctrl-C stops it.")
+        say(f"Ctrl-C stops it and saves it to {self.settings.data_dir}: `feedback-loop serve` picks it up, "
+            "the deployed evaluator included.")
         stopping.wait()
 
 

@@ -1,31 +1,85 @@
-"""The local stack's persistence: tables and buckets saved to a folder and loaded back.
+"""The local stack's persistence: snapshots of its state folded with the journal of DynamoDB writes.
 
-The emulator keeps everything in memory. `save` scans each table and lists each bucket into a new
-folder, then swaps it in with a rename, so a crash mid-save leaves the previous snapshot whole.
-`restore` writes everything back into a freshly created stack. What arrived after the last save is
-lost on a hard kill (kill -9, power loss); a clean stop saves last, after the API stopped taking
-requests.
+Layout under the data directory:
+
+| path | what | written |
+|---|---|---|
+| `journal/NNNNNNNN.jsonl` | every DynamoDB write, as the items it left (journal.py) | before each write is answered |
+| `snapshot/tables/<table>.jsonl` | every item of every table | at each snapshot |
+| `snapshot/buckets/<bucket>/` | every object, with `manifest.json` | at each snapshot |
+| `snapshot/sagemaker.pickle` | the emulator's SageMaker state: models, endpoint configs, endpoints, model packages and their approval, training jobs | at each snapshot |
+| `snapshot/counts.json` | what the snapshot holds, and `journal_from`: the first journal segment it does not hold | last, then the folder is renamed into place |
+
+A snapshot is written to a new folder and renamed into place, so a crash mid-save leaves the
+previous one whole; only then are the journal segments it holds deleted. `restore` loads the
+snapshot, applies every journal line from `journal_from` on (images, so lines the snapshot already
+holds change nothing), and writes the result into the freshly created stack. So a table holds, after
+any crash, every write that was answered; the buckets and SageMaker hold what the last snapshot
+held (a clean stop snapshots last, after the API stopped taking requests).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import boto3
+import moto
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
 
+from feedback_loop.local import journal as journals
+from feedback_loop.local.template import REGION
+
+log = logging.getLogger("feedback_loop.local.snapshots")
 TABLES = "tables"
 BUCKETS = "buckets"
+SAGEMAKER = "sagemaker.pickle"
+COUNTS = "counts.json"
 WRITE_BATCH = 25
+SNAPSHOT_DIR = "snapshot"
+JOURNAL_DIR = "journal"
+
+
+SAVED = (SNAPSHOT_DIR, f"{SNAPSHOT_DIR}.previous", f"{SNAPSHOT_DIR}.partial", JOURNAL_DIR)
+
+
+def forget(data_dir: Path) -> None:
+    """Deletes everything saved under the data directory (`serve --fresh`)."""
+    for name in SAVED:
+        shutil.rmtree(Path(data_dir) / name, ignore_errors=True)
+
+
+def set_aside(data_dir: Path, suffix: str) -> list[str]:
+    """Moves what is saved under the data directory to `<name>.<suffix>` (replacing an older one
+    there), so that a stack that starts empty cannot overwrite it; returns the new names."""
+    moved = []
+    for name in SAVED:
+        path = Path(data_dir) / name
+        if path.exists():
+            target = path.with_name(f"{name}.{suffix}")
+            shutil.rmtree(target, ignore_errors=True)
+            path.rename(target)
+            moved.append(str(target))
+    return moved
+
+
+def _key_text(key: dict[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True)
 
 
 class Snapshots:
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, data_dir: Path, lock: threading.RLock):
+        self.folder = Path(data_dir) / SNAPSHOT_DIR
+        self.journal_folder = Path(data_dir) / JOURNAL_DIR
+        self.lock = lock  # the emulator's: held while the SageMaker state is copied
 
-    def save(self, tables: list[str], buckets: list[str]) -> dict[str, int]:
+    def save(self, tables: list[str], buckets: list[str], journal_from: int) -> dict[str, int]:
         partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         (partial / TABLES).mkdir(parents=True)
@@ -52,7 +106,10 @@ class Snapshots:
                     manifest.append({"key": listed["Key"], "file": name})
             (folder / "manifest.json").write_text(json.dumps(manifest))
             counts[bucket] = len(manifest)
-        (partial / "counts.json").write_text(json.dumps(counts))
+        with self.lock:
+            state = pickle.dumps(sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION])
+        (partial / SAGEMAKER).write_bytes(state)
+        (partial / COUNTS).write_text(json.dumps({**counts, "journal_from": journal_from, "moto": moto.__version__}))
         previous = self.folder.with_name(self.folder.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
         if self.folder.exists():
@@ -62,17 +119,35 @@ class Snapshots:
         return counts
 
     def restore(self, tables: list[str], buckets: list[str]) -> dict[str, int]:
+        """Loads the last snapshot and the journal after it into the running (empty) emulator."""
         folder = self.folder if self.folder.exists() else self.folder.with_name(self.folder.name + ".previous")
-        if not folder.exists():
-            return {}
-        counts: dict[str, int] = {}
+        saved = json.loads((folder / COUNTS).read_text()) if (folder / COUNTS).exists() else {}
         dynamodb = boto3.client("dynamodb")
+        items: dict[str, dict[str, dict[str, Any]]] = {table: {} for table in tables}
         for table in tables:
             path = folder / TABLES / f"{table}.jsonl"
-            items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
-            for start in range(0, len(items), WRITE_BATCH):
-                _write_all(dynamodb, table, items[start:start + WRITE_BATCH])
-            counts[table] = len(items)
+            key_names = [k["AttributeName"] for k in dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]]
+            if path.exists():
+                with open(path, encoding="utf-8") as lines:
+                    for line in lines:
+                        item = json.loads(line)
+                        items[table][_key_text({name: item[name] for name in key_names})] = item
+        replayed = journals.read(self.journal_folder, saved.get("journal_from", 0))
+        for table, key, image in replayed.changes:
+            if table not in items:
+                continue
+            if image is None:
+                items[table].pop(_key_text(key), None)
+            else:
+                items[table][_key_text(key)] = image
+        counts: dict[str, int] = {}
+        for table, by_key in items.items():
+            values = list(by_key.values())
+            for start in range(0, len(values), WRITE_BATCH):
+                _write_all(dynamodb, table, values[start:start + WRITE_BATCH])
+            counts[table] = len(values)
+        if replayed.lines:
+            counts["journal lines"] = replayed.lines
         s3 = boto3.client("s3")
         for bucket in buckets:
             manifest_path = folder / BUCKETS / bucket / "manifest.json"
@@ -80,7 +155,21 @@ class Snapshots:
             for entry in manifest:
                 s3.upload_file(str(folder / BUCKETS / bucket / entry["file"]), bucket, entry["key"])
             counts[bucket] = len(manifest)
+        counts["SageMaker resources"] = self._restore_sagemaker(folder, saved.get("moto"))
         return counts
+
+    def _restore_sagemaker(self, folder: Path, saved_by: str | None) -> int:
+        path = folder / SAGEMAKER
+        if not path.exists():
+            return 0
+        if saved_by != moto.__version__:  # moto's objects change between versions: start without them
+            log.warning("SageMaker state saved by moto %s, this is moto %s: not restored", saved_by, moto.__version__)
+            return 0
+        saved = pickle.loads(path.read_bytes())  # written by this stack into its own data directory
+        with self.lock:
+            vars(sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]).update(vars(saved))
+        return sum(len(getattr(saved, name, {}) or {}) for name in
+                   ("training_jobs", "_models", "endpoint_configs", "endpoints", "model_packages", "model_package_groups"))
 
 
 def _write_all(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:

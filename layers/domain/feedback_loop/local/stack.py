@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 import feedback_loop
 from feedback_loop.dal.store import dynamodb_client, patient_dynamodb_client
+from feedback_loop.local.emulator import LocalEmulator
 from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.eventbus import LocalEventBus
 from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.sagemaker import LocalSageMaker
-from feedback_loop.local.snapshots import Snapshots
+from feedback_loop.local.journal import Journal
+from feedback_loop.local.snapshots import JOURNAL_DIR, Snapshots
 from feedback_loop.local.template import REGION, Template
 
 log = logging.getLogger("feedback_loop.local")
@@ -36,7 +37,6 @@ _TABLE_PROPERTIES = (
     "ProvisionedThroughput", "StreamSpecification",
 )
 STATE_FILE = "local.json"
-SNAPSHOT_DIR = "snapshot"
 
 
 def find_template(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -81,6 +81,8 @@ class LocalStack:
         log_level: str = "WARNING",
         persist: bool = False,
         snapshot_seconds: float = 30.0,
+        restore: bool = True,
+        fsync: bool = True,
     ):
         # the local stack trains on the CPU: a frozen encoder under a head, unless asked otherwise
         self.template = Template(find_template(template), parameters={"EvaluatorTrainingMode": "frozen",
@@ -94,15 +96,22 @@ class LocalStack:
         self.log_level = log_level
         self.aws_endpoint = f"http://{host}:{self.aws_port}"
         self.api_url = ""
-        self._moto: ThreadedMotoServer | None = None
+        self._emulator: LocalEmulator | None = None
         self._gateway: LocalGateway | None = None
         self.functions: dict[str, LocalFunction] = {}
         self.bus: LocalEventBus | None = None
         self.sagemaker: LocalSageMaker | None = None
         self.runtime: LocalEndpointRuntime | None = None
-        # tables and buckets saved under data_dir/snapshot/ on stop and every snapshot_seconds
-        self.snapshots = Snapshots(self.data_dir / SNAPSHOT_DIR) if persist and self.data_dir else None
+        # persist: every DynamoDB write journaled under data_dir/journal/ before it is answered (fsync
+        # unless turned off, for benchmarks), and everything saved under data_dir/snapshot/ on stop and
+        # every snapshot_seconds; restore: load what was saved there at start
+        self.persist = bool(persist and self.data_dir)
+        self.restore = restore
+        self.fsync = fsync
+        self.snapshots: Snapshots | None = None
+        self.journal: Journal | None = None
         self.snapshot_seconds = snapshot_seconds
+        self.snapshots_taken = 0
         self._snapshotting: threading.Event | None = None
         self._snapshot_thread: threading.Thread | None = None
         self.restored: dict[str, int] = {}
@@ -152,14 +161,20 @@ class LocalStack:
 
     def start(self) -> "LocalStack":
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per emulator call
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
-        self._moto.start()
+        self._emulator = LocalEmulator(self.host, self.aws_port)
+        self._emulator.start()
         os.environ.update(local_aws_environment(self.aws_endpoint))
         dynamodb_client.cache_clear()
         patient_dynamodb_client.cache_clear()
         self._create_resources()
-        if self.snapshots is not None:
-            self.restored = self.snapshots.restore(self._tables(), [self.bucket])
+        if self.persist:
+            assert self.data_dir is not None
+            self.snapshots = Snapshots(self.data_dir, self._emulator.lock)
+            if self.restore:
+                self.restored = self.snapshots.restore(self._tables(), [self.bucket])
+            # attached after the restore: what it wrote is in the snapshot and the journal already
+            self.journal = Journal(self.data_dir / JOURNAL_DIR, fsync=self.fsync)
+            self._emulator.attach(self.journal)
             self._start_snapshots()
         # Functions share this process, so their environments are merged; the template gives
         # shared settings one name across functions.
@@ -188,9 +203,16 @@ class LocalStack:
         return [self.name_of(t) for t in self.template.of_type("AWS::DynamoDB::Table")]
 
     def snapshot(self) -> dict[str, int]:
-        """Saves every table and the data bucket to the data directory (atomically)."""
-        assert self.snapshots is not None, "the stack was not started with persist=True and a data_dir"
-        return self.snapshots.save(self._tables(), [self.bucket])
+        """Saves every table, the data bucket and SageMaker's state to the data directory (atomically),
+        then drops the journal segments it holds."""
+        assert self.snapshots is not None and self.journal is not None and self._emulator is not None, \
+            "the stack was not started with persist=True and a data_dir"
+        with self._emulator.lock:  # every write before this point is in an earlier segment
+            segment = self.journal.rotate()
+        counts = self.snapshots.save(self._tables(), [self.bucket], journal_from=segment)
+        self.journal.drop_before(segment)
+        self.snapshots_taken += 1
+        return counts
 
     def _start_snapshots(self) -> None:
         self._snapshotting = threading.Event()
@@ -210,7 +232,7 @@ class LocalStack:
             self._snapshotting.set()
             self._snapshot_thread.join(timeout=60)
             self._snapshotting = None
-        if self.snapshots is not None and self._moto is not None and self._gateway is not None:
+        if self.snapshots is not None and self._emulator is not None and self._gateway is not None:
             self._gateway.stop()  # no request is acknowledged after the last snapshot
             self._gateway = None
             self.snapshot()
@@ -226,9 +248,13 @@ class LocalStack:
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
+        if self._emulator is not None:
+            self._emulator.attach(None)
+            self._emulator.stop()
+            self._emulator = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
         if self.data_dir is not None:
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
 

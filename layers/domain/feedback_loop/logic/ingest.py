@@ -85,10 +85,12 @@ def record_batch(
     policy: IngestPolicy,
     now: datetime | None = None,
 ) -> BatchResult:
-    """Validates each item on its own, stores the valid new ones in batches, reports every item.
+    """Validates each item on its own, stores the valid new ones with conditional writes, reports
+    every item.
 
-    An item is reported 201 only after DynamoDB acknowledged its write; items it left unprocessed
-    after the retries come back as 503, so a client can resend exactly those.
+    An item is reported 201 only after DynamoDB acknowledged its conditional write, 200 or 409 only
+    with the stored item read back; items the store could not take after the retries come back as
+    503, so a client can resend exactly those.
     """
     now = now or datetime.now(timezone.utc)
     results: list[BatchItemResult | None] = [None] * len(raw_events)
@@ -104,9 +106,10 @@ def record_batch(
     first: dict[tuple[str, str], dict[str, Any]] = {}
     for _, item in valid:
         first.setdefault(keys.item_key(item), item)  # the same event twice in one batch is written once
-    existing = table.get_many(list(first))
-    fresh = [item for key, item in first.items() if key not in existing]
-    unwritten = {keys.item_key(item) for item in table.put_many(fresh)}
+    existing = table.get_many(list(first))  # a resent batch costs one read, not a failed write per item
+    outcome = table.put_new([item for key, item in first.items() if key not in existing])
+    existing.update(outcome.found)  # stored by a concurrent request since the read
+    unwritten = {keys.item_key(item) for item in outcome.not_written}
     for index, item in valid:
         key = keys.item_key(item)
         if key in unwritten:
