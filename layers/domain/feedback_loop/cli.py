@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  API:      {stack.api_url}/v1")
         print(f"  project:  {args.project}")
         print(f"  API key:  {issued.plaintext}")
-        restored = ", ".join(f"{n:,} from {name}" for name, n in stack.restored.items() if n)
+        restored = ", ".join(f"{n:,} {what}" for what, n in stack.restored.items() if n)
         print(f"  data:     {Path(args.data_dir).resolve()} (saved every {args.snapshot_seconds:g} s and at Ctrl-C; "
               f"restored: {restored or 'nothing'})")
         print(f"  docs:     {stack.api_url}/v1/docs")

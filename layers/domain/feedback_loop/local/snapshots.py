@@ -145,16 +145,15 @@ class Snapshots:
             values = list(by_key.values())
             for start in range(0, len(values), WRITE_BATCH):
                 _write_all(dynamodb, table, values[start:start + WRITE_BATCH])
-            counts[table] = len(values)
-        if replayed.lines:
-            counts["journal lines"] = replayed.lines
+            counts[f"items in {table}"] = len(values)
+        counts["journal lines replayed"] = replayed.lines
         s3 = boto3.client("s3")
         for bucket in buckets:
             manifest_path = folder / BUCKETS / bucket / "manifest.json"
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else []
             for entry in manifest:
                 s3.upload_file(str(folder / BUCKETS / bucket / entry["file"]), bucket, entry["key"])
-            counts[bucket] = len(manifest)
+            counts[f"objects in {bucket}"] = len(manifest)
         counts["SageMaker resources"] = self._restore_sagemaker(folder, saved.get("moto"))
         return counts
 
