@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.base_backend import BackendDict
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -153,6 +154,8 @@ class LocalEmulator:
             self.front.journal = journal
 
     def start(self) -> None:
+        """Starts empty: moto's state is per process, and an earlier stack in it may have left some."""
+        BackendDict.reset()
         self._server = make_server(self.host, self.port, self.front, threaded=True, request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-emulator", daemon=True)
         self._thread.start()
