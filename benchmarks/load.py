@@ -37,7 +37,7 @@ def main() -> None:
     for interval in args.snapshot_seconds:
         with tempfile.TemporaryDirectory() as data_dir, LocalStack(
                 parameters={"KeyRateLimitPerMinute": "0"}, max_concurrency=16, data_dir=data_dir, persist=True,
-                snapshot_seconds=interval) as stack:
+                snapshot_seconds=interval, log_level="ERROR") as stack:
             table = FeedbackTable(stack.table_name)
             key = create_key(table, "load").plaintext
             events = make_events(args.events, seed=1)

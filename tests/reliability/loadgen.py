@@ -205,8 +205,7 @@ def reconcile(table: FeedbackTable, project: str, api_url: str, key: str, sent: 
     summary_mismatches = []
     request_ids = sorted({e["request_id"] for e in sent})
     for request_id in random.Random(seed).sample(request_ids, min(summaries, len(request_ids))):
-        summary = requests.get(f"{api_url}/v1/requests/{request_id}/feedback", headers={"x-api-key": key},
-                               timeout=30).json()
+        summary = _get_with_retries(f"{api_url}/v1/requests/{request_id}/feedback", key)
         expected = expected_summary(by_request.get(request_id, []))
         found = {k: summary[k] for k in ("events", "counts", "thumbs_up", "thumbs_down", "ratings")}
         found["mean_rating"] = summary["mean_rating"]
@@ -226,6 +225,17 @@ def reconcile(table: FeedbackTable, project: str, api_url: str, key: str, sent: 
         "summary_mismatches": len(summary_mismatches),
         "first_mismatches": summary_mismatches[:3],
     }
+
+
+def _get_with_retries(url: str, key: str, attempts: int = 10) -> dict[str, Any]:
+    """A read as a client makes it: 503 and 429 are answers to try again after."""
+    for attempt in range(attempts):
+        answer = requests.get(url, headers={"x-api-key": key}, timeout=30)
+        if answer.status_code not in (429, 503):
+            answer.raise_for_status()
+            return answer.json()
+        time.sleep(min(2.0, 0.1 * 2**attempt))
+    raise AssertionError(f"{url} answered {answer.status_code} {attempts} times")
 
 
 def _close(found: dict[str, Any], expected: dict[str, Any]) -> bool:

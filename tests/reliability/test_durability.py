@@ -191,7 +191,8 @@ def test_a_kill_9_in_the_middle_of_a_load_run_loses_nothing_acknowledged(tmp_pat
         answer = requests.post(f"{second.url}/v1/feedback/batch", json={"events": resent},
                                headers={"x-api-key": first.key}, timeout=60)
         assert {r["status"] for r in answer.json()["results"]} == {200}
+        restored = next(line for line in second.output.splitlines() if "restored:" in line)
         print(f"kill -9 mid-load: {len(load.acknowledged)} acknowledged, {len(load.unanswered)} in flight, "
-              f"{len(stored_ids)} stored after restart; " + next(line for line in second.output.splitlines() if "restored:" in line))
+              f"{len(stored_ids)} stored after restart; {restored.strip()}")
     finally:
         second.stop()

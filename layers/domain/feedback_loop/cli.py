@@ -83,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("      -H 'Content-Type: application/json' \\")
         print("      -d '{\"request_id\": \"req_1\", \"feedback_type\": \"explicit_rating\", \"value\": 4}'")
         print("Ctrl-C stops it.", flush=True)
-        stopping.wait()
+        while not stopping.wait(0.5):  # a wait without timeout can miss a signal another thread received
+            pass
     finally:
         stack.stop()
         print("stopped.")

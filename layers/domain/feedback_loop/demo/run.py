@@ -290,7 +290,8 @@ class Demo:
         say(f"  try:      curl -s {stack.api_url}/v1/changes -H 'x-api-key: {self.key}'")
         say(f"Ctrl-C stops it and saves it to {self.settings.data_dir}: `feedback-loop serve` picks it up, "
             "the deployed evaluator included.")
-        stopping.wait()
+        while not stopping.wait(0.5):  # a wait without timeout can miss a signal another thread received
+            pass
 
 
 def stack_shards(stack: LocalStack) -> int:

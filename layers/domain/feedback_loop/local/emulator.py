@@ -18,6 +18,7 @@ import io
 import json
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,22 +38,17 @@ UNJOURNALED = {"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"
 _REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/")
 
 
-def _written_keys(operation: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
-    """(table, key or whole item, is_whole_item) for every item the request may have changed."""
+def _written_keys(operation: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(table, attributes holding the key) of every item the request may have changed."""
     if operation == "PutItem":
-        return [(body["TableName"], body["Item"], True)]
+        return [(body["TableName"], body["Item"])]
     if operation in ("UpdateItem", "DeleteItem"):
-        return [(body["TableName"], body["Key"], False)]
+        return [(body["TableName"], body["Key"])]
     if operation == "BatchWriteItem":
-        return [(table, r["PutRequest"]["Item"], True) if "PutRequest" in r else (table, r["DeleteRequest"]["Key"], False)
+        return [(table, r["PutRequest"]["Item"] if "PutRequest" in r else r["DeleteRequest"]["Key"])
                 for table, requests in body["RequestItems"].items() for r in requests]
-    found = []
-    for entry in body["TransactItems"]:
-        for kind in ("Put", "Update", "Delete"):
-            if kind in entry:
-                part = entry[kind]
-                found.append((part["TableName"], part["Item"] if kind == "Put" else part["Key"], kind == "Put"))
-    return found
+    return [(part["TableName"], part["Item"] if kind == "Put" else part["Key"])
+            for entry in body["TransactItems"] for kind, part in entry.items() if kind in ("Put", "Update", "Delete")]
 
 
 class DynamoDBImages:
@@ -64,7 +60,7 @@ class DynamoDBImages:
     def changes(self, region: str, operation: str, body: dict[str, Any]) -> list[Change]:
         backend = dynamodb_backends[self.account_id][region]
         changes: list[Change] = []
-        for table_name, attributes, _ in _written_keys(operation, body):
+        for table_name, attributes in _written_keys(operation, body):
             table = backend.get_table(table_name)
             names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
             key = {name: attributes[name] for name in names}
@@ -74,12 +70,46 @@ class DynamoDBImages:
         return changes
 
 
+class FairLock:
+    """A lock granted in arrival order. threading.Lock lets the releasing thread take it again at
+    once, so under load some requests wait many turns and their clients time out (2 s in the API)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._held = False
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        turn.acquire()  # released by the holder before us, who hands the lock over
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
+
+    def __enter__(self) -> "FairLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.release()
+
+
 class SerializedEmulator:
     """WSGI middleware in front of moto's dispatcher: one request at a time, DynamoDB writes journaled."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]):
         self.app = app
-        self.lock = threading.RLock()
+        self.lock = FairLock()
         self.journal: Journal | None = None
         self.images = DynamoDBImages()
 
@@ -146,7 +176,7 @@ class LocalEmulator:
         self._thread: threading.Thread | None = None
 
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> FairLock:
         return self.front.lock
 
     def attach(self, journal: Journal | None) -> None:

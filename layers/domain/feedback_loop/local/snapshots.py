@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
 import boto3
 import moto
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import dynamodb_backends
 from moto.sagemaker.models import sagemaker_backends
 
 from feedback_loop.local import journal as journals
+from feedback_loop.local.emulator import FairLock
 from feedback_loop.local.template import REGION
 
 log = logging.getLogger("feedback_loop.local.snapshots")
@@ -74,7 +76,7 @@ def _key_text(key: dict[str, Any]) -> str:
 
 
 class Snapshots:
-    def __init__(self, data_dir: Path, lock: threading.RLock):
+    def __init__(self, data_dir: Path, lock: FairLock):
         self.folder = Path(data_dir) / SNAPSHOT_DIR
         self.journal_folder = Path(data_dir) / JOURNAL_DIR
         self.lock = lock  # the emulator's: held while the SageMaker state is copied
@@ -85,25 +87,28 @@ class Snapshots:
         (partial / TABLES).mkdir(parents=True)
         (partial / BUCKETS).mkdir(parents=True)
         counts: dict[str, int] = {}
-        dynamodb = boto3.client("dynamodb")
         for table in tables:
-            n = 0
+            with self.lock:  # one consistent copy, in process: a scan through HTTP sorts the table per page
+                items = [item.to_json()["Attributes"]
+                         for item in dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(table).all_items()]
             with open(partial / TABLES / f"{table}.jsonl", "w", encoding="utf-8") as out:
-                for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-                    for item in page["Items"]:
-                        out.write(json.dumps(item) + "\n")
-                        n += 1
-            counts[table] = n
+                out.writelines(json.dumps(item) + "\n" for item in items)
+            counts[table] = len(items)
         s3 = boto3.client("s3")
         for bucket in buckets:
             folder = partial / BUCKETS / bucket
             folder.mkdir()
+            saved = _saved_objects(self.folder / BUCKETS / bucket)
             manifest = []
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
                 for index, listed in enumerate(page.get("Contents", []), start=len(manifest)):
                     name = f"{index:08d}"
-                    s3.download_file(bucket, listed["Key"], str(folder / name))
-                    manifest.append({"key": listed["Key"], "file": name})
+                    unchanged = saved.get((listed["Key"], listed["ETag"]))
+                    if unchanged is not None:  # the last snapshot's copy: a link, not a download
+                        os.link(unchanged, folder / name)
+                    else:
+                        s3.download_file(bucket, listed["Key"], str(folder / name))
+                    manifest.append({"key": listed["Key"], "file": name, "etag": listed["ETag"]})
             (folder / "manifest.json").write_text(json.dumps(manifest))
             counts[bucket] = len(manifest)
         with self.lock:
@@ -167,8 +172,16 @@ class Snapshots:
         saved = pickle.loads(path.read_bytes())  # written by this stack into its own data directory
         with self.lock:
             vars(sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]).update(vars(saved))
-        return sum(len(getattr(saved, name, {}) or {}) for name in
-                   ("training_jobs", "_models", "endpoint_configs", "endpoints", "model_packages", "model_package_groups"))
+        kinds = ("training_jobs", "_models", "endpoint_configs", "endpoints", "model_packages", "model_package_groups")
+        return sum(len(getattr(saved, name, {}) or {}) for name in kinds)
+
+
+def _saved_objects(folder: Path) -> dict[tuple[str, str], Path]:
+    """(key, ETag) -> file of the objects in a saved bucket folder."""
+    path = folder / "manifest.json"
+    if not path.exists():
+        return {}
+    return {(e["key"], e["etag"]): folder / e["file"] for e in json.loads(path.read_text()) if "etag" in e}
 
 
 def _write_all(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
