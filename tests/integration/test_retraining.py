@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import uuid
 from datetime import datetime, timezone
 
 import boto3
@@ -156,6 +157,8 @@ def test_the_approved_evaluator_is_deployed_recorded_as_a_change_and_serves(stac
     assert endpoint["EndpointConfigName"] == outcome["endpoint_config"]
     alarms = boto3.client("cloudwatch").describe_alarms(AlarmNames=outcome["alarms"])["MetricAlarms"]
     assert {a["MetricName"] for a in alarms} == {"Invocation5XXErrors", "ModelLatency"}
+    topic = stack.template.arn("AlarmTopic")  # the stack's alarm topic hears the endpoint's alarms too
+    assert all(a["AlarmActions"] == [topic] and a["OKActions"] == [topic] for a in alarms)
     assert "evaluator-v1" in [c.name for c in list_changes(table, project)]
 
     runtime = boto3.client("sagemaker-runtime")  # through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, as in AWS
@@ -234,3 +237,27 @@ def test_post_retrain_requests_a_training_for_the_latest_window(stack, table) ->
                                 where=lambda event: event["detail"]["project"] == "retrain-none")
     assert none.results["RetrainFunction"]["decision"]["reasons"] == ["no analysis report yet"]
     assert Api(stack.api_url, None).post("/v1/retrain", {}).status_code == 401
+
+
+def test_a_failed_training_job_is_counted_for_the_alarm(stack, monkeypatch, capsys) -> None:
+    """The register function emits FeedbackLoop/TrainingJobsFailed once per failed job (the stack's
+    TrainingJobFailedAlarm watches it); a redelivered event is not counted again."""
+    from feedback_loop.local.runtime import LambdaContext, load_module
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    spec = next(f for f in stack.template.functions() if f.logical_id == "RegisterFunction")
+    module = load_module(spec)
+    module.metrics.clear_metrics()  # Powertools shares one metric set across containers of this process
+    job = f"fl-metrics-{uuid.uuid4().hex[:6]}-20261123T0000"
+    event = {"version": "0", "id": "1", "detail-type": "SageMaker Training Job State Change", "source": "aws.sagemaker",
+             "account": "123456789012", "time": "2026-11-23T00:10:00Z", "region": "us-east-1", "resources": [],
+             "detail": {"TrainingJobName": job, "TrainingJobStatus": "Failed", "FailureReason": "out of memory",
+                        "Tags": {}}}
+    for _ in range(2):
+        module.lambda_handler(event, LambdaContext("RegisterFunction", timeout_seconds=120))
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    counted = [b for b in blobs if "TrainingJobsFailed" in b]
+    assert len(counted) == 1 and counted[0]["TrainingJobsFailed"] == [1.0]
+    directive = counted[0]["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "FeedbackLoop" and directive["Dimensions"] == [["service"]]
+    assert counted[0]["service"] == "feedback-loop"  # the alarm's dimension

@@ -147,12 +147,13 @@ class DeployFunctionSettings(BaseSettings):
     # "update_endpoint" in AWS; the local stack sets "recreate" (its emulator has no UpdateEndpoint)
     endpoint_updates: str = Field(default="update_endpoint", pattern="^(update_endpoint|recreate)$",
                                   validation_alias="ENDPOINT_UPDATES")
+    alarm_topic_arn: str = Field(default="", validation_alias="ALARM_TOPIC_ARN")
 
     def setup(self) -> "DeploySetup":
         from feedback_loop.registry.deploy import DeploySetup
 
         return DeploySetup(execution_role_arn=self.execution_role_arn, instance_type=self.instance_type,
-                           bus=self.event_bus_name)
+                           bus=self.event_bus_name, alarm_topic_arn=self.alarm_topic_arn)
 
 
 @lru_cache(maxsize=1)

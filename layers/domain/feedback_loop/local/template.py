@@ -78,6 +78,8 @@ class Template:
             return f"arn:aws:events:{REGION}:{ACCOUNT_ID}:event-bus/{name}"
         if kind == "AWS::IAM::Role":
             return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
+        if kind == "AWS::SNS::Topic":
+            return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{name}"
         return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
 
     # --- intrinsics -----------------------------------------------------------------------------
@@ -94,8 +96,8 @@ class Template:
         pseudo = self._pseudo(name)
         if pseudo is not None:
             return pseudo
-        if name in self.resources:
-            return self.physical_name(name)
+        if name in self.resources:  # what CloudFormation's Ref returns: a topic's ARN, other resources' names
+            return self.arn(name) if self.resources[name]["Type"] == "AWS::SNS::Topic" else self.physical_name(name)
         raise KeyError(f"!Ref {name}: no such parameter or resource")
 
     def _get_att(self, logical_id: str, attribute: str) -> str:

@@ -83,10 +83,12 @@ class DeploySetup:
     execution_role_arn: str
     instance_type: str = "ml.m5.large"
     bus: str = "default"
+    alarm_topic_arn: str = ""  # where the endpoint's alarms also notify (the stack's AlarmTopic)
 
 
-def _alarms(cloudwatch: Any, endpoint: str) -> list[str]:
-    """Alarms the blue/green update watches: server errors and latency of the new variant."""
+def _alarms(cloudwatch: Any, endpoint: str, topic: str = "") -> list[str]:
+    """Alarms the blue/green update watches: server errors and latency of the new variant; they also
+    notify `topic` (the stack's AlarmTopic), so an endpoint failing in service is seen."""
     specs = [("Invocation5XXErrors", 1, "Sum"), ("ModelLatency", 2_000_000, "Average")]  # latency in microseconds
     names = []
     for metric, threshold, statistic in specs:
@@ -95,7 +97,7 @@ def _alarms(cloudwatch: Any, endpoint: str) -> list[str]:
             AlarmName=name, Namespace="AWS/SageMaker", MetricName=metric, Statistic=statistic, Period=60,
             EvaluationPeriods=2, Threshold=threshold, ComparisonOperator="GreaterThanOrEqualToThreshold",
             Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}],
-            TreatMissingData="notBreaching")
+            TreatMissingData="notBreaching", AlarmActions=[topic] if topic else [], OKActions=[topic] if topic else [])
         names.append(name)
     return names
 
@@ -164,7 +166,7 @@ def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, e
         sagemaker.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[{
             "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1,
             "InstanceType": setup.instance_type}])
-        alarms = _alarms(cloudwatch, endpoint)
+        alarms = _alarms(cloudwatch, endpoint, setup.alarm_topic_arn)
         if endpoints.exists(endpoint):
             endpoints.update(endpoint, config, deployment_config(alarms))
             action = "updated"

@@ -1,0 +1,124 @@
+"""The template as CloudFormation receives it (after the SAM transform): every failure is seen, every
+log kept for a bounded time, the data bucket TLS-only with lifecycle rules, sizes every account accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+from samtranslator.yaml_helper import yaml_parse
+
+from ..conftest import ROOT
+
+ASYNC_FUNCTIONS = ("AnalysisFunction", "RetrainFunction", "RegisterFunction", "DeployFunction")
+FUNCTIONS = ("ApiFunction", *ASYNC_FUNCTIONS)
+
+
+@pytest.fixture(scope="module")
+def deployed() -> dict[str, Any]:
+    """What `sam deploy` sends CloudFormation. The transform asks IAM for managed policy ARNs only
+    for policies named by their short name; the template names none, so nothing is looked up."""
+    source = yaml_parse((ROOT / "template.yaml").read_text())
+    for resource in source["Resources"].values():  # as `sam deploy` uploads them
+        for uri in ("CodeUri", "ContentUri"):
+            if uri in resource.get("Properties", {}):
+                resource["Properties"][uri] = f"s3://packaged/{resource['Properties'][uri].strip('/')}.zip"
+    translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name="eu-west-1"))
+    return translator.translate(source, parameter_values={"AWS::AccountId": "111122223333",
+                                                          "AWS::StackName": "feedback-loop"},
+                                get_managed_policy_map=lambda: {})
+
+
+def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def refs(value: Any) -> set[str]:
+    """Logical ids a value refers to (Ref, Fn::GetAtt, Fn::Sub variables)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner[0] if isinstance(inner, list) else inner
+                found |= {part.split("}")[0].split(".")[0] for part in text.split("${")[1:]}
+                found |= refs(inner)
+            else:
+                found |= refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= refs(inner)
+    return found
+
+
+def test_every_scheduled_and_rule_target_retries_then_keeps_what_failed(deployed) -> None:
+    rules = of_type(deployed, "AWS::Events::Rule")
+    assert len(rules) == 4  # the weekly schedule and the three rules of the retraining loop
+    for name, rule in rules.items():
+        [target] = rule["Properties"]["Targets"]
+        assert refs(target["DeadLetterConfig"]) == {"FailedEventsQueue"}, name
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0, name
+    configs = of_type(deployed, "AWS::Lambda::EventInvokeConfig")
+    invoked = {next(iter(refs(c["Properties"]["FunctionName"]))) for c in configs.values()}
+    assert invoked == set(ASYNC_FUNCTIONS)
+    for config in configs.values():
+        properties = config["Properties"]
+        assert refs(properties["DestinationConfig"]["OnFailure"]["Destination"]) == {"FailedEventsQueue"}
+        assert properties["MaximumRetryAttempts"] == 2
+
+
+def test_alarms_cover_the_api_every_function_failed_events_and_training(deployed) -> None:
+    alarms = of_type(deployed, "AWS::CloudWatch::Alarm").values()
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"] for a in alarms}
+    assert ("AWS/ApiGateway", "5XXError") in watched
+    assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched
+    assert ("FeedbackLoop", "TrainingJobsFailed") in watched
+    errors = [a["Properties"] for a in alarms if a["Properties"]["MetricName"] == "Errors"]
+    assert {next(iter(refs(a["Dimensions"]))) for a in errors} == set(FUNCTIONS)
+    for alarm in alarms:
+        assert refs(alarm["Properties"]["AlarmActions"]) == {"AlarmTopic"}
+    [subscription] = of_type(deployed, "AWS::SNS::Subscription").values()
+    assert subscription["Condition"] == "HasAlarmEmail" and subscription["Properties"]["Protocol"] == "email"
+
+
+def test_the_api_has_one_stage_with_access_logs_throttling_and_tracing(deployed) -> None:
+    stages = of_type(deployed, "AWS::ApiGateway::Stage")
+    assert [s["Properties"]["StageName"] for s in stages.values()] == ["prod"]  # no implicit "Stage" stage
+    [stage] = stages.values()
+    assert refs(stage["Properties"]["AccessLogSetting"]["DestinationArn"]) == {"ApiAccessLogGroup"}
+    assert "$context.requestId" in stage["Properties"]["AccessLogSetting"]["Format"]
+    assert stage["Properties"]["TracingEnabled"] is True
+    assert stage["Properties"]["MethodSettings"][0]["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
+    assert "ApiGatewayAccount" in deployed["Resources"]  # access logs need the region's CloudWatch role
+
+
+def test_every_function_logs_to_a_group_with_retention(deployed) -> None:
+    groups = of_type(deployed, "AWS::Logs::LogGroup")
+    named = set().union(*(refs(g["Properties"]["LogGroupName"]) for g in groups.values()))
+    assert set(FUNCTIONS) <= named
+    assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+
+
+def test_the_data_bucket_is_tls_only_and_expires_what_it_need_not_keep(deployed) -> None:
+    [policy] = of_type(deployed, "AWS::S3::BucketPolicy").values()
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    rules = {r["Id"]: r for r in deployed["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["eval-logs"]["Prefix"] == "eval-logs/"
+    assert rules["eval-logs"]["ExpirationInDays"] == {"Ref": "EvalLogRetentionDays"}
+    assert rules["reports"]["ExpirationInDays"] == {"Ref": "ReportRetentionDays"}
+    assert "models/" not in {r.get("Prefix") for r in rules.values()}  # deployed evaluators' artifacts stay
+
+
+def test_sizes_fit_a_new_account(deployed) -> None:
+    parameters = deployed["Parameters"]
+    assert int(parameters["AnalysisMemorySize"]["Default"]) <= 3008  # new accounts refuse more
+    memory = {name: r["Properties"]["MemorySize"] for name, r in of_type(deployed, "AWS::Lambda::Function").items()}
+    assert memory["AnalysisFunction"] == {"Ref": "AnalysisMemorySize"}
+    assert all(isinstance(m, dict) or m <= 3008 for m in memory.values())
