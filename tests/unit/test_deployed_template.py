@@ -122,3 +122,38 @@ def test_sizes_fit_a_new_account(deployed) -> None:
     memory = {name: r["Properties"]["MemorySize"] for name, r in of_type(deployed, "AWS::Lambda::Function").items()}
     assert memory["AnalysisFunction"] == {"Ref": "AnalysisMemorySize"}
     assert all(isinstance(m, dict) or m <= 3008 for m in memory.values())
+
+
+# actions that IAM cannot scope to a resource: "*" is their only possible Resource
+UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "xray:PutTraceSegments",
+              "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"}
+
+
+def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for policy in role["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            found.append({**statement, "Action": actions})
+    return found
+
+
+def test_roles_have_least_privilege(deployed) -> None:
+    roles = of_type(deployed, "AWS::IAM::Role")
+    for name, role in roles.items():
+        managed = " ".join(str(arn) for arn in role["Properties"].get("ManagedPolicyArns", []))
+        assert "FullAccess" not in managed, name
+        for statement in statements(role):
+            if statement["Resource"] == "*":
+                assert set(statement["Action"]) <= UNSCOPABLE, (name, statement["Action"])
+            if "iam:PassRole" in statement["Action"]:
+                assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    # training jobs and endpoints run under different roles, each passed by the function that needs it
+    passed = {name: refs([s["Resource"] for s in statements(role) if "iam:PassRole" in s["Action"]])
+              for name, role in roles.items()}
+    assert passed["RetrainFunctionRole"] == {"TrainingRole"}
+    assert passed["DeployFunctionRole"] == {"EndpointRole"}
+    deploy_env = deployed["Resources"]["DeployFunction"]["Properties"]["Environment"]["Variables"]
+    assert refs(deploy_env["MODEL_EXECUTION_ROLE_ARN"]) == {"EndpointRole"}
+    endpoint_writes = [s for s in statements(roles["EndpointRole"]) if "s3:PutObject" in s["Action"]]
+    assert endpoint_writes == []  # an endpoint only reads its model
