@@ -23,7 +23,6 @@ table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
     outcome = register_challenger(event.detail, s3=s3, sagemaker=sagemaker, events=events, table=table,
@@ -31,5 +30,6 @@ def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
                                   policy=settings.gate_policy())
     if outcome.get("status") in ("Failed", "Stopped") and not outcome.get("already_handled"):
         metrics.add_metric(name="TrainingJobsFailed", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()  # only then: a flush with nothing to publish warns on every registration
     logger.info("training job handled", extra={k: outcome.get(k) for k in ("project", "training_job", "status")})
     return outcome

@@ -164,3 +164,26 @@ def test_the_embedding_cache_changes_nothing_but_the_work() -> None:
     again = model.encode(["b", "a", "new"])
     assert calls == [["new"]]  # only the text it had not seen
     np.testing.assert_allclose(again[:2], direct[[5, 4]], rtol=1e-5, atol=1e-6)
+
+
+def test_the_fine_tuned_evaluator_runs_on_the_device_torch_reports(tmp_path) -> None:
+    """On a GPU instance the model trains and serves on the GPU (mixed precision); here, on the CPU.
+    Either way the model sits where torch says the best device is, before and after a reload."""
+    import torch
+
+    from feedback_loop.evaluator.finetune import FineTunedEvaluator, best_device
+    from feedback_loop.evaluator.model import DEFAULT_BASE_MODEL
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert best_device() == expected
+    evaluator = FineTunedEvaluator.from_base(DEFAULT_BASE_MODEL, max_length=32, batch_size=4)
+    assert evaluator.model.device.type == expected
+    prompts, outputs = ["q"] * 6, ["a good answer", "wrong", "fine", "bad", "right", "nonsense"]
+    labels, weights = np.array([1, 0, 1, 0, 1, 0]), np.ones(6)
+    evaluator.fit(prompts, outputs, labels, weights, epochs=1)
+    scores = evaluator.predict(prompts, outputs)
+    assert scores.shape == (6,) and np.all((scores >= 0) & (scores <= 1))
+    evaluator.save(tmp_path)
+    reloaded = FineTunedEvaluator.load(tmp_path)
+    assert reloaded.model.device.type == expected
+    assert np.allclose(reloaded.predict(prompts, outputs), scores, atol=1e-5)

@@ -19,6 +19,24 @@ FINETUNED_DIR = "finetuned"
 CONFIG_FILE = "evaluator.json"
 
 
+def best_device() -> str:
+    """The GPU where the training instance or endpoint has one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _autocast(device: Any) -> Any:
+    """Mixed precision on a GPU (bfloat16 where it has it, else float16); nothing on the CPU."""
+    import contextlib
+
+    import torch
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
 @dataclass
 class FineTunedEvaluator:
     model: Any  # transformers AutoModelForSequenceClassification
@@ -31,8 +49,8 @@ class FineTunedEvaluator:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = resolve_base_model(base_model)
-        return cls(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2),
-                   AutoTokenizer.from_pretrained(path), max_length, batch_size)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).to(best_device())
+        return cls(model, AutoTokenizer.from_pretrained(path), max_length, batch_size)
 
     def _batches(self, prompts: list[str], outputs: list[str]):
         for start in range(0, len(outputs), self.batch_size):
@@ -47,6 +65,9 @@ class FineTunedEvaluator:
         torch.manual_seed(seed)
         order = np.random.default_rng(seed)
         optimiser = torch.optim.AdamW(self.model.parameters(), lr=learning_rate)
+        # float16 needs its gradients scaled (bfloat16 and float32 do not)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.model.device.type == "cuda"
+                                      and not torch.cuda.is_bf16_supported())
         self.model.train()
         for _ in range(epochs):
             permutation = order.permutation(len(outputs))
@@ -55,11 +76,14 @@ class FineTunedEvaluator:
                 index = permutation[start:start + self.batch_size]
                 target = torch.tensor(labels[index], dtype=torch.long, device=self.model.device)
                 weight = torch.tensor(weights[index], dtype=torch.float32, device=self.model.device)
-                losses = torch.nn.functional.cross_entropy(self.model(**batch).logits, target, reduction="none")
+                with _autocast(self.model.device):
+                    logits = self.model(**batch).logits
+                losses = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
                 loss = (losses * weight).sum() / weight.sum()
                 optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
         self.model.eval()
         return self
 
@@ -67,9 +91,9 @@ class FineTunedEvaluator:
         import torch
 
         scores = []
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(self.model.device):
             for _, batch in self._batches(prompts, outputs):
-                scores.append(torch.softmax(self.model(**batch).logits, dim=-1)[:, 1].cpu().numpy())
+                scores.append(torch.softmax(self.model(**batch).logits.float(), dim=-1)[:, 1].cpu().numpy())
         return np.concatenate(scores) if scores else np.array([])
 
     def save(self, folder: str | Path) -> None:
@@ -85,8 +109,8 @@ class FineTunedEvaluator:
 
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
-        model = AutoModelForSequenceClassification.from_pretrained(folder / FINETUNED_DIR)
-        model.eval()
+        model = AutoModelForSequenceClassification.from_pretrained(folder / FINETUNED_DIR).to(best_device())
+        model.eval()  # the endpoint's model on its GPU where the instance has one
         return cls(model, AutoTokenizer.from_pretrained(folder / FINETUNED_DIR), config["max_length"],
                    config["batch_size"])
 
