@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup browser demo serve test lint openapi bench clean
+.PHONY: setup browser demo serve test check-template lint openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ serve: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
+# checkov on the template as CloudFormation receives it (the SAM transform, offline); skips and their
+# reasons in .checkov.yaml. checkov has its own virtual environment: its pins are not the project's.
+CHECKOV = .venv-checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
+	.venv-checkov/bin/python -m pip install --quiet 'checkov>=3.3,<3.4'
+
+check-template: $(STAMP) $(CHECKOV)
+	mkdir -p build
+	$(BIN)/python -m tests.deployed_template > build/template.json
+	$(CHECKOV) --config-file .checkov.yaml -f build/template.json
+
 openapi: $(STAMP)
 	$(BIN)/feedback-loop openapi > docs/openapi.json
 
@@ -40,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bundle.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .feedback-loop build *.egg-info
+	rm -rf $(VENV) .venv-checkov .pytest_cache .feedback-loop build *.egg-info

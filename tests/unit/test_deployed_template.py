@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 import pytest
-from samtranslator.parser.parser import Parser
-from samtranslator.translator.translator import Translator
-from samtranslator.yaml_helper import yaml_parse
 
-from ..conftest import ROOT
+from ..deployed_template import transformed
 
 ASYNC_FUNCTIONS = ("AnalysisFunction", "RetrainFunction", "RegisterFunction", "DeployFunction")
 FUNCTIONS = ("ApiFunction", *ASYNC_FUNCTIONS)
@@ -19,17 +15,7 @@ FUNCTIONS = ("ApiFunction", *ASYNC_FUNCTIONS)
 
 @pytest.fixture(scope="module")
 def deployed() -> dict[str, Any]:
-    """What `sam deploy` sends CloudFormation. The transform asks IAM for managed policy ARNs only
-    for policies named by their short name; the template names none, so nothing is looked up."""
-    source = yaml_parse((ROOT / "template.yaml").read_text())
-    for resource in source["Resources"].values():  # as `sam deploy` uploads them
-        for uri in ("CodeUri", "ContentUri"):
-            if uri in resource.get("Properties", {}):
-                resource["Properties"][uri] = f"s3://packaged/{resource['Properties'][uri].strip('/')}.zip"
-    translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name="eu-west-1"))
-    return translator.translate(source, parameter_values={"AWS::AccountId": "111122223333",
-                                                          "AWS::StackName": "feedback-loop"},
-                                get_managed_policy_map=lambda: {})
+    return transformed()
 
 
 def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
