@@ -39,7 +39,15 @@ $(CHECKOV):
 	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
 	.venv-checkov/bin/python -m pip install --quiet 'checkov>=3.3,<3.4'
 
-check-template: $(STAMP) $(CHECKOV)
+# the AWS SAM CLI's own validation (with cfn-lint), offline: no credentials, telemetry off
+SAM = .venv-sam/bin/sam
+$(SAM):
+	$(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/python -m pip install --quiet --upgrade pip
+	.venv-sam/bin/python -m pip install --quiet 'aws-sam-cli==1.170.0'
+
+check-template: $(STAMP) $(CHECKOV) $(SAM)
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint --template template.yaml
 	mkdir -p build
 	$(BIN)/python -m tests.deployed_template > build/template.json
 	$(CHECKOV) --config-file .checkov.yaml -f build/template.json
@@ -53,4 +61,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bundle.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov .pytest_cache .feedback-loop build *.egg-info
+	rm -rf $(VENV) .venv-checkov .venv-sam .pytest_cache .feedback-loop build *.egg-info
