@@ -46,8 +46,6 @@ COUNTS = "counts.json"
 WRITE_BATCH = 25
 SNAPSHOT_DIR = "snapshot"
 JOURNAL_DIR = "journal"
-
-
 SAVED = (SNAPSHOT_DIR, f"{SNAPSHOT_DIR}.previous", f"{SNAPSHOT_DIR}.partial", JOURNAL_DIR)
 
 
@@ -79,7 +77,7 @@ class Snapshots:
     def __init__(self, data_dir: Path, lock: FairLock):
         self.folder = Path(data_dir) / SNAPSHOT_DIR
         self.journal_folder = Path(data_dir) / JOURNAL_DIR
-        self.lock = lock  # the emulator's: held while the SageMaker state is copied
+        self.lock = lock  # the emulator's: held while a table or the SageMaker state is copied
 
     def save(self, tables: list[str], buckets: list[str], journal_from: int) -> dict[str, int]:
         partial = self.folder.with_name(self.folder.name + ".partial")
