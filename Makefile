@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup browser demo serve test check-template lint openapi bench clean
+.PHONY: setup browser demo serve test check-template images check-images lint openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,15 +39,37 @@ $(CHECKOV):
 	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
 	.venv-checkov/bin/python -m pip install --quiet 'checkov>=3.3,<3.4'
 
-# the AWS SAM CLI's own validation (with cfn-lint), offline: no credentials, telemetry off
+# the AWS SAM CLI, in its own virtual environment (its pins are not the project's)
 SAM = .venv-sam/bin/sam
 $(SAM):
 	$(PYTHON) -m venv .venv-sam
 	.venv-sam/bin/python -m pip install --quiet --upgrade pip
 	.venv-sam/bin/python -m pip install --quiet 'aws-sam-cli==1.170.0'
 
-check-template: $(STAMP) $(CHECKOV) $(SAM)
-	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint --template template.yaml
+# the SageMaker Python SDK, only to look up the evaluator's image URIs (scripts/evaluator_images.py)
+SAGEMAKER_PY = .venv-sagemaker/bin/python
+$(SAGEMAKER_PY):
+	$(PYTHON) -m venv .venv-sagemaker
+	.venv-sagemaker/bin/python -m pip install --quiet --upgrade pip
+	.venv-sagemaker/bin/python -m pip install --quiet 'sagemaker>=2.257,<3'
+
+images: $(SAGEMAKER_PY)
+	$(SAGEMAKER_PY) scripts/evaluator_images.py
+
+check-images: $(SAGEMAKER_PY)
+	$(SAGEMAKER_PY) scripts/evaluator_images.py --check
+
+# What CI checks before a deploy, offline (no credentials, telemetry off): sam validate --lint
+# (cfn-lint); sam build (make and pip only: Lambda's arm64 wheels, no python3.13 needed) and every
+# function's unzipped size against Lambda's 250 MB; no route that `sam deploy --guided` would ask
+# about; the evaluator's image map as the SageMaker SDK gives it; checkov on the template as
+# CloudFormation receives it (the SAM transform, offline).
+SAM_ENV = SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1
+check-template: $(STAMP) $(CHECKOV) $(SAM) check-images
+	$(SAM_ENV) $(SAM) validate --lint --template template.yaml
+	$(SAM_ENV) PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM) build --template template.yaml --build-dir build/sam
+	$(BIN)/python benchmarks/bundle.py --built build/sam
+	$(SAM_ENV) .venv-sam/bin/python tests/guided_auth.py template.yaml
 	mkdir -p build
 	$(BIN)/python -m tests.deployed_template > build/template.json
 	$(CHECKOV) --config-file .checkov.yaml -f build/template.json
@@ -61,4 +83,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bundle.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov .venv-sam .pytest_cache .feedback-loop build *.egg-info
+	rm -rf $(VENV) .venv-checkov .venv-sam .venv-sagemaker .pytest_cache .feedback-loop build *.egg-info

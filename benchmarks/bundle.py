@@ -1,11 +1,15 @@
 """Unzipped size of each function's deployment, built as `sam build` builds it (the layers' own
 Makefiles, Lambda's arm64 wheels for Python 3.13), against Lambda's 250 MB limit.
 
-    .venv/bin/python benchmarks/bundle.py
+    .venv/bin/python benchmarks/bundle.py                      # builds the layers itself
+    .venv/bin/python benchmarks/bundle.py --built .aws-sam/build  # measures what `sam build` wrote
+
+Exits 1 when a function does not fit (`make check-template` runs the second form after `sam build`).
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -41,21 +45,33 @@ def layer_sizes(workdir: Path) -> dict[str, float]:
     return sizes
 
 
-def bundle_sizes() -> dict[str, dict[str, float]]:
-    with tempfile.TemporaryDirectory() as workdir:
-        layers = layer_sizes(Path(workdir))
+def bundle_sizes(built: Path | None = None) -> dict[str, dict[str, float]]:
+    """Per function: its code and each of its layers in MB, and the total; from `sam build`'s output
+    folder when given (each resource in a folder named by its logical id)."""
+    if built is None:
+        with tempfile.TemporaryDirectory() as workdir:
+            layers = layer_sizes(Path(workdir))
     result = {}
     for function, (code, used) in functions().items():
-        parts = {"code": size_mb(ROOT / code), **{layer: layers[layer] for layer in used}}
+        if built is not None:
+            parts = {"code": size_mb(built / function), **{layer: size_mb(built / layer) for layer in used}}
+        else:
+            parts = {"code": size_mb(ROOT / code), **{layer: layers[layer] for layer in used}}
         result[function] = {**parts, "total": sum(parts.values())}
     return result
 
 
 def main() -> None:
-    for function, parts in bundle_sizes().items():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--built", type=Path, help="sam build's output folder (.aws-sam/build)")
+    args = parser.parse_args()
+    fits = True
+    for function, parts in bundle_sizes(args.built).items():
         detail = ", ".join(f"{name} {mb:.1f}" for name, mb in parts.items() if name != "total")
         verdict = "fits" if parts["total"] <= LIMIT_MB else "TOO LARGE"
+        fits &= parts["total"] <= LIMIT_MB
         print(f"{function}: {parts['total']:.1f} MB unzipped of {LIMIT_MB} ({verdict}): {detail}")
+    sys.exit(0 if fits else 1)
 
 
 if __name__ == "__main__":

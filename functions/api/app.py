@@ -20,7 +20,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.logic import changes, ingest, summary
-from feedback_loop.logic.keys import KeyAuthenticator, key_from_headers
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, StoredChange
@@ -67,7 +66,6 @@ app.enable_swagger(path="/v1/docs", **OPENAPI)
 
 table = FeedbackTable(settings.table_name)
 events = boto3.client("events")
-authenticator = KeyAuthenticator(table, settings.key_cache_seconds)
 limiter = RateLimiter(table, settings.rate_limit_per_minute)
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
@@ -91,11 +89,12 @@ def _proxy_response(response: Response, event: dict) -> dict:
 
 
 def _gatekeeper(event: dict) -> Response | None:
-    """Key and size checks, before the router reads the body: an unauthenticated caller learns
-    nothing about what it sent. Returns the refusal, or None with the project in the app context."""
+    """Rate and size checks, before the router reads the body. The key was checked by the API's
+    authorizer (functions/authorizer), which hands over its project and key_id. Returns the refusal,
+    or None with the project in the app context."""
     if event.get("resource") not in PUBLIC_PATHS and event.get("httpMethod") != "OPTIONS":
         try:
-            project, key_id = authenticator.authenticate(key_from_headers(event.get("headers")))
+            project, key_id = _authorized(event)
             logger.append_keys(project=project)
             limiter.check(key_id)
         except Unauthorized as error:
@@ -104,7 +103,7 @@ def _gatekeeper(event: dict) -> Response | None:
             return _error(HTTPStatus.TOO_MANY_REQUESTS, f"{error}: retry after {error.retry_after} s",
                           [FieldError(field="authorization", message=str(error))],
                           headers={"Retry-After": str(error.retry_after)})
-        except (StorageUnavailable, ClientError, BotoCoreError) as error:  # the key could not be looked up
+        except (StorageUnavailable, ClientError, BotoCoreError) as error:  # the count could not be kept
             return storage_unavailable(error)
         app.append_context(project=project)
     if len((event.get("body") or "").encode()) > settings.max_body_bytes:
@@ -120,6 +119,14 @@ def _gatekeeper(event: dict) -> Response | None:
     if problem is not None:
         return _error(HTTPStatus.BAD_REQUEST, f"body: {problem}", [FieldError(field="body", message=problem)])
     return None
+
+
+def _authorized(event: dict) -> tuple[str, str]:
+    """(project, key_id) as the authorizer passed them; a request that did not pass it is refused."""
+    context = (event.get("requestContext") or {}).get("authorizer") or {}
+    if not context.get("project") or not context.get("key_id"):
+        raise Unauthorized("the request did not pass the API's authorizer")
+    return context["project"], context["key_id"]
 
 
 def _count(outcomes: Counter[tuple[str, str]]) -> None:

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from feedback_loop.local.runtime import LambdaContext, load_module
+from feedback_loop.local.authorizer import authorize
+from feedback_loop.local.runtime import LambdaContext, load_handler, load_module
 from feedback_loop.local.template import Template
 from feedback_loop.logic.keys import create_key
 from feedback_loop.settings import api_settings
@@ -36,29 +37,70 @@ def api(stack, monkeypatch):
     api_settings.cache_clear()
 
 
-def sample(name: str, key: str) -> dict:
-    return json.loads((ROOT / "events" / name).read_text().replace("REPLACE_WITH_API_KEY", key))
+@pytest.fixture
+def authorizer(stack):
+    """A fresh container of the API's Lambda authorizer, which API Gateway runs before the function."""
+    spec = next(f for f in stack.template.functions() if f.logical_id == "AuthorizerFunction")
+    handler = load_handler(spec)
+    return lambda event: handler(event, LambdaContext("AuthorizerFunction"))
 
 
-def test_every_sample_event_is_handled(api, table, project, capfd) -> None:
+def sample(name: str, key: str, authorizer) -> dict:
+    """A sample event as API Gateway hands it over: with the authorizer's context for its key."""
+    event = json.loads((ROOT / "events" / name).read_text().replace("REPLACE_WITH_API_KEY", key))
+    if event["resource"] != "/v1/health":
+        decision = authorize(authorizer, event)
+        assert decision.outcome == "ALLOW", (name, decision)
+        event["requestContext"]["authorizer"] = decision.context
+    return event
+
+
+def test_every_sample_event_is_handled(api, authorizer, table, project, capfd) -> None:
     key = create_key(table, project).plaintext
     assert sorted(p.name for p in (ROOT / "events").glob("api_*.json")) == sorted(EXPECTED_STATUS)
     for name, status in EXPECTED_STATUS.items():
-        response = api.lambda_handler(sample(name, key), CONTEXT())
+        response = api.lambda_handler(sample(name, key, authorizer), CONTEXT())
         assert response["statusCode"] == status, (name, response["body"])
 
 
-def test_logs_are_structured_correlated_and_free_of_keys(api, table, project) -> None:
+def test_the_authorizer_refuses_bad_keys_with_the_reason(authorizer, table, project) -> None:
+    key = create_key(table, project).plaintext
+    event = json.loads((ROOT / "events" / "api_post_feedback.json").read_text())
+    for presented, reason in [(key[:-1] + ("A" if key[-1] != "A" else "B"), "unknown API key"),
+                              ("", "missing or malformed API key"), ("flk_nope", "missing or malformed API key")]:
+        event["headers"]["Authorization"] = f"Bearer {presented}"
+        decision = authorize(authorizer, event)
+        assert (decision.outcome, decision.context) == ("ACCESS_DENIED", {"reason": reason})
+    event["headers"]["Authorization"] = f"Bearer {key}"
+    allowed = authorize(authorizer, event)
+    assert allowed.outcome == "ALLOW"
+    assert allowed.context["project"] == project and allowed.context["key_id"] == key.split("_")[1]
+
+
+def test_the_authorizer_sample_event_gets_a_policy_for_its_method_only(authorizer, table, project) -> None:
+    issued = create_key(table, project)
+    request = json.loads((ROOT / "events" / "authorizer_request.json").read_text()
+                         .replace("REPLACE_WITH_API_KEY", issued.plaintext))
+    answer = authorizer(request)
+    assert answer["principalId"] == issued.key.key_id
+    assert answer["policyDocument"]["Statement"] == [
+        {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [request["methodArn"]]}]
+    assert answer["context"] == {"project": project, "key_id": issued.key.key_id}
+
+
+def test_logs_are_structured_correlated_and_free_of_keys(api, authorizer, table, project) -> None:
     # Powertools reuses the named logger across containers, so read its handler's stream directly.
     stream = io.StringIO()
     previous = api.logger.registered_handler.setStream(stream)
     level = api.logger.log_level
     api.logger.setLevel("INFO")  # the local stack runs functions at WARNING
     key = create_key(table, project).plaintext
-    event = sample("api_post_feedback.json", key)
+    event = sample("api_post_feedback.json", key, authorizer)
     api.lambda_handler(event, CONTEXT())
-    bad = sample("api_post_feedback.json", key[:-1] + ("A" if key[-1] != "A" else "B"))
-    assert api.lambda_handler(bad, CONTEXT())["statusCode"] == 401
+    unauthorized = sample("api_post_feedback.json", key, authorizer)
+    del unauthorized["requestContext"]["authorizer"]  # invoked other than through API Gateway's authorizer
+    refused = api.lambda_handler(unauthorized, CONTEXT())
+    assert refused["statusCode"] == 401 and "authorizer" in refused["body"]
     api.logger.registered_handler.setStream(previous)
     api.logger.setLevel(level)
     out = stream.getvalue()
@@ -71,9 +113,9 @@ def test_logs_are_structured_correlated_and_free_of_keys(api, table, project) ->
     assert handled[0]["route"] == "/v1/feedback"
 
 
-def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, table, project, capfd) -> None:
+def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, authorizer, table, project, capfd) -> None:
     key = create_key(table, project).plaintext
-    event = sample("api_post_feedback_batch.json", key)
+    event = sample("api_post_feedback_batch.json", key, authorizer)
     body = json.loads(event["body"])
     body["events"].append({"request_id": "req_123", "feedback_type": "explicit_rating", "value": 9})
     event["body"] = json.dumps(body)
@@ -96,6 +138,7 @@ def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, table, pr
 
 FORBIDDEN = {  # cold start and bundle size: what each function must never import
     "ApiFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
+    "AuthorizerFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
     "AnalysisFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},
     "RetrainFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},
     "RegisterFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},

@@ -123,6 +123,7 @@ def test_requests_without_a_valid_key_are_refused_before_the_body_is_read(
                                                "value": 9}, headers=headers)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.headers["Access-Control-Allow-Origin"] == "*"  # the template's gateway response: browsers read it
     assert response.json()["error"]["fields"][0]["field"] == "authorization"
     assert anonymous.get(f"/v1/requests/{request_id}/feedback", headers=headers).status_code == 401
     assert anonymous.get("/v1/health").status_code == 200

@@ -10,7 +10,8 @@ import pytest
 from ..deployed_template import transformed
 
 ASYNC_FUNCTIONS = ("AnalysisFunction", "RetrainFunction", "RegisterFunction", "DeployFunction")
-FUNCTIONS = ("ApiFunction", *ASYNC_FUNCTIONS)
+FUNCTIONS = ("ApiFunction", "AuthorizerFunction", *ASYNC_FUNCTIONS)
+PUBLIC = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,31 @@ def test_the_api_has_one_stage_with_access_logs_throttling_and_tracing(deployed)
     assert "ApiGatewayAccount" in deployed["Resources"]  # access logs need the region's CloudWatch role
 
 
+def test_every_route_but_the_public_ones_passes_the_key_authorizer(deployed) -> None:
+    [api] = of_type(deployed, "AWS::ApiGateway::RestApi").values()
+    body = api["Properties"]["Body"]
+    scheme = body["components"]["securitySchemes"]["ProjectKey"]["x-amazon-apigateway-authorizer"]
+    assert scheme["type"] == "request" and scheme["authorizerResultTtlInSeconds"] == 0
+    assert "AuthorizerFunction" in refs(scheme["authorizerUri"])
+    methods = [(path, verb, op) for path, ops in body["paths"].items() for verb, op in ops.items()]
+    assert len(methods) > 10
+    for path, verb, operation in methods:
+        expected = None if verb == "options" else [{"NONE": []}] if path in PUBLIC else [{"ProjectKey": []}]
+        assert operation.get("security") == expected, (path, verb)  # preflights carry no key
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    denied = responses["ACCESS_DENIED"]
+    assert denied["statusCode"] == "401"
+    assert "$context.authorizer.reason" in denied["responseTemplates"]["application/json"]
+    assert "gatewayresponse.header.WWW-Authenticate" in denied["responseParameters"]
+    assert responses["AUTHORIZER_FAILURE"]["statusCode"] == "503"
+    assert responses["AUTHORIZER_FAILURE"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX", "ACCESS_DENIED", "AUTHORIZER_FAILURE"):
+        assert "gatewayresponse.header.Access-Control-Allow-Origin" in responses[kind]["responseParameters"], kind
+    permissions = of_type(deployed, "AWS::Lambda::Permission").values()
+    assert any(refs(p["Properties"]["FunctionName"]) == {"AuthorizerFunction"}
+               and p["Properties"]["Principal"] == "apigateway.amazonaws.com" for p in permissions)
+
+
 def test_every_function_logs_to_a_group_with_retention(deployed) -> None:
     groups = of_type(deployed, "AWS::Logs::LogGroup")
     named = set().union(*(refs(g["Properties"]["LogGroupName"]) for g in groups.values()))
@@ -143,3 +169,6 @@ def test_roles_have_least_privilege(deployed) -> None:
     assert refs(deploy_env["MODEL_EXECUTION_ROLE_ARN"]) == {"EndpointRole"}
     endpoint_writes = [s for s in statements(roles["EndpointRole"]) if "s3:PutObject" in s["Action"]]
     assert endpoint_writes == []  # an endpoint only reads its model
+    authorizer = {a for s in statements(roles["AuthorizerFunctionRole"]) for a in s["Action"]
+                  if a.startswith("dynamodb:")}
+    assert authorizer == {"dynamodb:GetItem"}  # the authorizer reads keys, nothing else

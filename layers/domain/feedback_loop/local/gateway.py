@@ -2,7 +2,8 @@
 
 It answers the way API Gateway does where the function is not involved: 403 "Missing Authentication
 Token" for a route the template does not declare, 413 over the payload limit, 502 when the function
-raises.
+raises, and the Lambda authorizer's refusals (local/authorizer.py), each shaped by the template's
+GatewayResponses.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from feedback_loop.local.authorizer import API_ID, GatewayResponse, authorize, render
 from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.template import ACCOUNT_ID, Route
@@ -54,8 +56,9 @@ def _widget_file(name: str) -> Response:
 
 class LocalGateway:
     def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod",
-                 runtime: LocalEndpointRuntime | None = None):
+                 runtime: LocalEndpointRuntime | None = None, responses: dict[str, GatewayResponse] | None = None):
         self.functions = functions
+        self.responses = responses or {}
         self.stage = stage
         self.runtime = runtime
         routes = list(routes)
@@ -98,7 +101,7 @@ class LocalGateway:
                 "requestId": str(uuid.uuid4()),
                 "requestTimeEpoch": int(time.time() * 1000),
                 "accountId": ACCOUNT_ID,
-                "apiId": "local",
+                "apiId": API_ID,
                 "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
                 "domainName": request.host,
                 "identity": {"sourceIp": request.remote_addr, "userAgent": request.user_agent.string},
@@ -127,11 +130,17 @@ class LocalGateway:
         request = Request(environ)
         return self.handle(request)(environ, start_response)
 
+    def gateway_response(self, kind: str, context: dict | None = None) -> Response:
+        status, headers, body = render(kind, self.responses, {"authorizer": context or {}})
+        response = Response(body, status=status, content_type="application/json")
+        response.headers.update(headers)
+        return response
+
     def handle(self, request: Request) -> Response:
         try:
             route, path_parameters = self.url_map.bind_to_environ(request.environ).match()
         except (NotFound, MethodNotAllowed):
-            return _json_response(403, "Missing Authentication Token")
+            return self.gateway_response("MISSING_AUTHENTICATION_TOKEN")
         if route == "widget":
             return _widget_file(path_parameters["name"])
         if route == "invocations":
@@ -139,19 +148,24 @@ class LocalGateway:
                                                request.content_type or "", request.headers.get("Accept", ""))
             return Response(body, status=status, content_type="application/json")
         if (request.content_length or 0) > LAMBDA_PAYLOAD_LIMIT:
-            return _json_response(413, "Request Entity Too Large")
+            return self.gateway_response("REQUEST_TOO_LARGE")
         body = request.stream.read(LAMBDA_PAYLOAD_LIMIT + 1)
         if len(body) > LAMBDA_PAYLOAD_LIMIT:
-            return _json_response(413, "Request Entity Too Large")
+            return self.gateway_response("REQUEST_TOO_LARGE")
         event = self.proxy_event(request, route, path_parameters, body)
+        if route.authorizer is not None and request.method != "OPTIONS":  # preflights carry no key
+            decision = authorize(self.functions[route.authorizer].invoke, event)
+            if decision.outcome != "ALLOW":
+                return self.gateway_response(decision.outcome, decision.context)
+            event["requestContext"]["authorizer"] = decision.context
         try:
             result = self.functions[route.function].invoke(event)
         except Exception:
             log.exception("function %s failed on %s %s", route.function, request.method, request.path)
-            return _json_response(502, "Internal server error")
+            return self.gateway_response("BAD_GATEWAY")
         if not isinstance(result, dict) or "statusCode" not in result:
             log.error("function %s returned a malformed proxy response", route.function)
-            return _json_response(502, "Internal server error")
+            return self.gateway_response("BAD_GATEWAY")
         return self.http_response(result)
 
     # --- serving ---------------------------------------------------------------------------------

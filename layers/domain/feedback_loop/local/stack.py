@@ -22,6 +22,7 @@ from feedback_loop.dal.store import dynamodb_client, patient_dynamodb_client
 from feedback_loop.local.emulator import LocalEmulator
 from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.eventbus import LocalEventBus
+from feedback_loop.local.authorizer import gateway_responses
 from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.sagemaker import LocalSageMaker
@@ -193,7 +194,8 @@ class LocalStack:
         self.sagemaker = LocalSageMaker(emit=self.bus.dispatch)
         self.sagemaker.start()
         self.runtime = LocalEndpointRuntime()
-        self._gateway = LocalGateway(self.template.routes(), self.functions, runtime=self.runtime)
+        self._gateway = LocalGateway(self.template.routes(), self.functions, runtime=self.runtime,
+                                     responses=gateway_responses(self.template.api_properties()))
         self.api_url = self._gateway.start(self.host, self.api_port)
         os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = self.api_url
         self._write_state()

@@ -24,6 +24,7 @@ class Route:
     method: str
     path: str  # API Gateway form, e.g. /v1/requests/{request_id}/feedback
     function: str  # logical id
+    authorizer: str | None = None  # logical id of the Lambda authorizer's function; None for a public route
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,32 @@ class Template:
             if key == "Fn::Join":
                 separator, parts = arg
                 return separator.join(str(p) for p in self.resolve(parts))
-            if key == "Fn::If" or key.startswith("Fn::"):
+            if key == "Fn::If":
+                name, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(name) else when_false)
+            if key == "Fn::FindInMap":
+                mapping, first, second = self.resolve(arg)
+                return self.body["Mappings"][mapping][first][second]
+            if key.startswith("Fn::"):
                 raise KeyError(f"{key} is not emulated by the local stack")
         return {k: self.resolve(v) for k, v in value.items()}
+
+    def condition(self, name: str) -> bool:
+        return self._holds(self.body.get("Conditions", {})[name])
+
+    def _holds(self, expression: Any) -> bool:
+        (key, arg), = expression.items()
+        if key == "Condition":
+            return self.condition(arg)
+        if key == "Fn::Equals":
+            return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
+        if key == "Fn::Not":
+            return not self._holds(arg[0])
+        if key == "Fn::And":
+            return all(self._holds(a) for a in arg)
+        if key == "Fn::Or":
+            return any(self._holds(a) for a in arg)
+        raise KeyError(f"condition function {key} is not emulated by the local stack")
 
     def _sub_variable(self, name: str, extra: dict[str, Any]) -> str:
         if name in extra:
@@ -160,11 +184,28 @@ class Template:
             ))
         return specs
 
+    def api_properties(self) -> dict[str, Any]:
+        """The (single) Serverless::Api's properties, resolved; empty if the template has none."""
+        apis = list(self.of_type("AWS::Serverless::Api").values())
+        return self.resolve(apis[0]["Properties"]) if apis else {}
+
     def routes(self) -> list[Route]:
+        auth = self.api_properties().get("Auth") or {}
+        default = auth.get("DefaultAuthorizer")
         routes = []
         for spec in self.functions():
             for event in spec.events.values():
                 if event.get("Type") == "Api":
                     props = event["Properties"]
-                    routes.append(Route(props["Method"].upper(), props["Path"], spec.logical_id))
+                    name = (props.get("Auth") or {}).get("Authorizer", default)
+                    authorizer = None if name in (None, "NONE") else self._authorizer_function(auth, name)
+                    routes.append(Route(props["Method"].upper(), props["Path"], spec.logical_id, authorizer))
         return routes
+
+    def _authorizer_function(self, auth: dict[str, Any], name: str) -> str:
+        spec = (auth.get("Authorizers") or {}).get(name) or {}
+        if spec.get("FunctionPayloadType") != "REQUEST":
+            raise KeyError(f"authorizer {name}: only Lambda REQUEST authorizers are emulated")
+        arn = str(spec["FunctionArn"])  # resolved: ...:function:<physical name>
+        physical = arn.rpartition(":")[2]
+        return next(f.logical_id for f in self.functions() if self.physical_name(f.logical_id) == physical)

@@ -19,13 +19,14 @@ from typing import Any
 import feedback_loop
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.evaluator import images
 from feedback_loop.events import put_event
 from feedback_loop.retraining.policy import Decision, RetrainPolicy, decide
 
 # script-mode entry point: the package travels in the source bundle beside it
 TRAIN_SHIM = "import sys\n\nfrom feedback_loop.evaluator.train import main\n\nsys.exit(main())\n"
-# what the training image adds to its own torch and transformers
-TRAIN_REQUIREMENTS = "sentence-transformers>=3\nscikit-learn>=1.4\nscipy>=1.11\n"
+# what the training image adds to its own torch and transformers: pinned, nothing it carries is upgraded
+TRAIN_REQUIREMENTS = images.requirements("training")
 METRIC_DEFINITIONS = [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([0-9.]+);"}
                       for m in ("auroc", "accuracy", "ece", "brier")]
 RETRAIN_REQUESTED = "RetrainRequested"
@@ -106,7 +107,7 @@ def source_bundle(s3: Any, bucket: str) -> str:
     package = Path(feedback_loop.__file__).resolve().parent
     files = {"train.py": TRAIN_SHIM.encode(), "requirements.txt": TRAIN_REQUIREMENTS.encode()}
     for path in sorted(package.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".html"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".html", ".txt"):
             files[f"feedback_loop/{path.relative_to(package).as_posix()}"] = path.read_bytes()
     digest = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(files.items()))).hexdigest()[:16]
     key = f"code/evaluator/sourcedir-{digest}.tar.gz"
