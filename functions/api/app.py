@@ -1,17 +1,19 @@
 """The feedback API: API Gateway proxy events in, JSON out. Routes parse, call the domain, shape."""
 
 
+import functools
 import json
 import time
 from collections import Counter
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer, OpenAPI
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Path as PathParameter
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 import boto3
@@ -37,9 +39,10 @@ from feedback_loop.models.openapi_errors import with_error_responses
 from feedback_loop.models.strict_json import body_problem
 from feedback_loop.models.summary import RequestSummary
 from feedback_loop.settings import api_settings
+from feedback_loop.tracing import optional_tracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = optional_tracer()  # the X-Ray SDK only where detailed tracing is on: it costs ~0.2 s of cold start
 settings = api_settings()
 # browsers (the widget) call from other origins; preflights are answered without a key
 cors = CORSConfig(allow_origin=settings.cors_allow_origin, allow_headers=["Authorization", "x-api-key", "Content-Type"],
@@ -47,26 +50,45 @@ cors = CORSConfig(allow_origin=settings.cors_allow_origin, allow_headers=["Autho
 
 
 class FeedbackResolver(APIGatewayRestResolver):
-    """The Powertools resolver, whose OpenAPI document describes refusals as the API sends them."""
+    """The Powertools resolver, whose OpenAPI document describes refusals as the API sends them, and
+    which keeps the request it is resolving to itself."""
 
-    def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
+    def resolve(self, event: dict, context: Any) -> dict[str, Any]:
+        # Powertools keeps the current event on its BaseRouter class, shared by every resolver in the
+        # process. One Lambda container is one process, but the local stack runs several containers of
+        # this function as threads of one process: without this, a request could be resolved with
+        # another's body. The instance's own attributes shadow the class's.
+        self.current_event = self._to_proxy_event(event)
+        self.lambda_context = context
+        return super().resolve(event, context)
+
+    def get_openapi_schema(self, **kwargs: Any) -> "OpenAPI":  # noqa: F821  imported when first built
+        from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
+
         document = super().get_openapi_schema(**kwargs).model_dump(by_alias=True, exclude_none=True, mode="json")
         return OpenAPI.model_validate(with_error_responses(document))
 
 
 app = FeedbackResolver(enable_validation=True, cors=cors)
-OPENAPI: dict[str, Any] = {
-    "title": "feedback-loop API",
-    "version": feedback_loop.__version__,
-    "security_schemes": {"bearer": HTTPBearer(description="Authorization: Bearer <project API key>"),
-                         "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
-    "security": [{"bearer": []}, {"apiKey": []}],
-}
-app.enable_swagger(path="/v1/docs", **OPENAPI)
+
+
+def openapi_settings() -> dict[str, Any]:
+    """The document's title, version and security schemes (Powertools' OpenAPI models are imported
+    here, on the first request that needs them, not at cold start)."""
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+
+    return {
+        "title": "feedback-loop API",
+        "version": feedback_loop.__version__,
+        "security_schemes": {"bearer": HTTPBearer(description="Authorization: Bearer <project API key>"),
+                             "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }
+
 
 table = FeedbackTable(settings.table_name)
 events = boto3.client("events")
-limiter = RateLimiter(table, settings.rate_limit_per_minute)
+limiter = RateLimiter(table, settings.rate_limit_per_minute, batch=settings.rate_limit_batch or None)
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 RETRY_AFTER_SECONDS = "1"
@@ -147,8 +169,30 @@ def openapi():  # unannotated: the document does not describe itself
     return Response(status_code=200, content_type="application/json", body=openapi_json())
 
 
+@functools.cache
 def openapi_json() -> str:
-    return app.get_openapi_json_schema(**OPENAPI)
+    """The OpenAPI document, built on its first request and kept by the warm container."""
+    return app.get_openapi_json_schema(**openapi_settings())
+
+
+@app.get("/v1/docs", include_in_schema=False)
+def docs():  # Swagger UI over the same document, built on first request (Powertools' enable_swagger builds at import)
+    from aws_lambda_powertools.event_handler.openapi.swagger_ui import generate_swagger_html
+
+    if (app.current_event.query_string_parameters or {}).get("format") == "json":
+        return Response(status_code=200, content_type="application/json", body=openapi_json())
+    return Response(status_code=200, content_type="text/html",
+                    body=generate_swagger_html(openapi_json().replace("</", "<\\/"), *_swagger_assets(), "", None))
+
+
+@functools.cache
+def _swagger_assets() -> tuple[str, str]:
+    """Swagger UI's script and style sheet, as Powertools ships them (served inline: no CDN)."""
+    from aws_lambda_powertools.event_handler.openapi import swagger_ui
+
+    folder = Path(swagger_ui.__file__).parent
+    return ((folder / "swagger-ui-bundle.min.js").read_text(encoding="utf-8"),
+            (folder / "swagger-ui.min.css").read_text(encoding="utf-8"))
 
 
 @app.post("/v1/feedback", summary="Record one feedback event",
@@ -180,7 +224,7 @@ def post_feedback_batch(batch: Annotated[BatchRequest, Body()]) -> Response[Batc
 @app.get("/v1/requests/<request_id>/feedback", summary="Feedback summary of one LLM request")
 @tracer.capture_method
 def get_request_feedback(
-    request_id: Annotated[str, Path(min_length=1, max_length=256)],
+    request_id: Annotated[str, PathParameter(min_length=1, max_length=256)],
 ) -> RequestSummary:
     events = summary.request_events(table, app.context["project"], request_id)
     return summary.summarise(request_id, events)
@@ -201,7 +245,7 @@ def get_changes() -> ChangeList:
 
 
 @app.get("/v1/changes/<name>", summary="One registered change")
-def get_change(name: Annotated[str, Path(min_length=1, max_length=128)]) -> StoredChange:
+def get_change(name: Annotated[str, PathParameter(min_length=1, max_length=128)]) -> StoredChange:
     return changes.get_change(table, app.context["project"], name)
 
 

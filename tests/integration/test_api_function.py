@@ -137,7 +137,9 @@ def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, authorize
 
 
 FORBIDDEN = {  # cold start and bundle size: what each function must never import
-    "ApiFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
+    # the X-Ray SDK only with ApiDetailedTracing=true (feedback_loop/tracing.py): 0.2 s of cold start
+    "ApiFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers",
+                    "aws_xray_sdk"},
     "AuthorizerFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
     "AnalysisFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},
     "RetrainFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},
@@ -165,3 +167,36 @@ def test_functions_import_nothing_heavy(function: str) -> None:
     imported = set(json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"')))
     assert imported & FORBIDDEN[function] == set()
     assert set(FORBIDDEN) == {f.logical_id for f in Template(ROOT / "template.yaml").functions()}
+
+
+def test_the_api_function_builds_its_openapi_document_on_first_request_not_at_cold_start() -> None:
+    code = (
+        "import importlib.util, json, os, sys\n"
+        "os.environ.update(TABLE_NAME='t', AWS_DEFAULT_REGION='us-east-1')\n"
+        "spec = importlib.util.spec_from_file_location('app', 'functions/api/app.py')\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['app'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "models = 'aws_lambda_powertools.event_handler.openapi.models'\n"
+        "at_start = models in sys.modules\n"
+        "document = json.loads(module.openapi_json())\n"
+        "print(json.dumps([at_start, models in sys.modules, sorted(document['paths'])]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    at_start, after, paths = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (at_start, after) == (False, True)
+    assert "/v1/feedback" in paths and "/v1/docs" not in paths and "/v1/openapi.json" not in paths
+
+
+def test_containers_in_one_process_keep_their_own_request(stack, authorizer, table, project) -> None:
+    """Powertools keeps the current event on a class shared by every resolver in the process; the
+    local stack runs containers as threads of one process. Each container must keep its own request,
+    or a request can be resolved with another's body (seen as 422s and mixed answers under load)."""
+    spec = next(f for f in stack.template.functions() if f.logical_id == "ApiFunction")
+    first, second = load_module(spec), load_module(spec)
+    key = create_key(table, project).plaintext
+    single = sample("api_post_feedback.json", key, authorizer)
+    batch = sample("api_post_feedback_batch.json", key, authorizer)
+    assert first.lambda_handler(single, CONTEXT())["statusCode"] in (200, 201)
+    assert second.lambda_handler(batch, CONTEXT())["statusCode"] == 207
+    assert first.app.current_event.path == "/v1/feedback" and second.app.current_event.path == "/v1/feedback/batch"

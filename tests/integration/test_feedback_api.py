@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 
 from feedback_loop.dal import items as keys
 from feedback_loop.dal.store import FeedbackTable
@@ -325,3 +326,13 @@ def test_unicode_survives_the_round_trip(http: Api) -> None:
     assert summary["request_id"] == request_id
     assert summary["comments"][0]["text"] == comment
     assert json.dumps(summary)  # plain JSON
+
+
+def test_the_docs_page_and_the_document_are_served_without_a_key(stack) -> None:
+    document = requests.get(f"{stack.api_url}/v1/openapi.json", timeout=30)
+    assert document.status_code == 200 and document.json()["info"]["title"] == "feedback-loop API"
+    page = requests.get(f"{stack.api_url}/v1/docs", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "SwaggerUIBundle" in page.text and '"/v1/feedback"' in page.text  # the UI, inline, with the document
+    as_json = requests.get(f"{stack.api_url}/v1/docs", params={"format": "json"}, timeout=30)
+    assert as_json.json() == document.json()

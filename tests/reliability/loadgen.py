@@ -59,6 +59,7 @@ class LoadResult:
     concurrent_twins: int = 0
     resent_after_503: int = 0
     unanswered: set[str] = field(default_factory=set)  # event_ids whose last request got no answer
+    unexpected: list[str] = field(default_factory=list)  # bodies of answers the load did not expect
 
     def figures(self) -> dict[str, Any]:
         ordered = sorted(self.latencies)
@@ -99,7 +100,7 @@ def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int 
         began = time.perf_counter()
         try:
             answer = session().post(url, json=body, timeout=60)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):  # no (whole) answer
             if not server_may_die:
                 raise
             with lock:
@@ -110,6 +111,10 @@ def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int 
             result.http_requests += 1
             result.latencies.append(elapsed)
             result.statuses[answer.status_code] += 1
+        if answer.status_code not in (200, 201, 207, 429, 503) or (
+                answer.status_code == 207 and any(r["status"] not in (200, 201, 503) for r in answer.json()["results"])):
+            with lock:
+                result.unexpected.append(f"{answer.status_code} {url} {answer.text[:400]}")
         if single:
             return {chunk[0]["event_id"]: answer.status_code}
         if answer.status_code != 207:
@@ -130,7 +135,7 @@ def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int 
             left = [e for e in pending if statuses[e["event_id"]] not in (200, 201)]
             unexpected = [statuses[e["event_id"]] for e in left if statuses[e["event_id"]] not in (429, 503)]
             if unexpected:
-                raise AssertionError(f"unexpected statuses {Counter(unexpected)}")
+                raise AssertionError(f"unexpected statuses {Counter(unexpected)}: {result.unexpected[-3:]}")
             if not left:
                 return
             with lock:

@@ -38,6 +38,40 @@ def test_the_limit_holds_across_concurrent_containers(table, project) -> None:
     limiters[0].check(f"{project}-other", now=now)
 
 
+class CountingTable:
+    """The table, counting the rate limiter's writes."""
+
+    def __init__(self, table) -> None:
+        self.table, self.writes = table, 0
+
+    def add_to_counter(self, *args, **kwargs) -> int:
+        self.writes += 1
+        return self.table.add_to_counter(*args, **kwargs)
+
+
+@pytest.mark.parametrize("per_minute, batch, containers", [(1000, 10, 4), (600, 6, 8), (6000, 50, 3)])
+def test_batched_counts_write_once_per_batch_and_overshoot_at_most_containers_times_batch(
+        table, project, per_minute: int, batch: int, containers: int) -> None:
+    counting = CountingTable(table)
+    limiters = [RateLimiter(counting, per_minute=per_minute, batch=batch) for _ in range(containers)]
+    assert RateLimiter(counting, per_minute=per_minute).batch == batch  # the default: 1% of the limit, at most 50
+    key, now = f"{project}-batched-{per_minute}", 1_800_000_010.0
+
+    def hit(n: int) -> bool:
+        try:
+            limiters[n % containers].check(key, now=now)
+            return True
+        except RateLimited:
+            return False
+
+    with ThreadPoolExecutor(containers) as pool:
+        admitted = sum(pool.map(hit, range(2 * per_minute)))
+    assert per_minute <= admitted <= per_minute + containers * (batch - 1)
+    stored = int(table.get(f"RATE#{key}", "W#1800000000")["n"])
+    assert stored >= per_minute and counting.writes <= stored // batch + containers
+    assert counting.writes <= admitted / batch + containers  # about one write per batch, not per request
+
+
 def test_zero_turns_the_limit_off(table, project) -> None:
     limiter = RateLimiter(table, per_minute=0)
     for _ in range(100):

@@ -110,6 +110,19 @@ def test_every_route_but_the_public_ones_passes_the_key_authorizer(deployed) -> 
                and p["Properties"]["Principal"] == "apigateway.amazonaws.com" for p in permissions)
 
 
+def test_the_api_calls_a_published_alias_that_snapstart_can_snapshot(deployed) -> None:
+    function = deployed["Resources"]["ApiFunction"]["Properties"]
+    assert function["SnapStart"] == {"Fn::If": ["ApiSnapStartOn", {"ApplyOn": "PublishedVersions"},
+                                                {"ApplyOn": "None"}]}
+    assert deployed["Conditions"]["ApiSnapStartOn"] == {"Fn::Equals": [{"Ref": "ApiSnapStart"}, "true"]}
+    assert deployed["Parameters"]["ApiSnapStart"]["Default"] == "false"
+    [api] = of_type(deployed, "AWS::ApiGateway::RestApi").values()
+    targets = {(path, verb): refs(op["x-amazon-apigateway-integration"]["uri"])
+               for path, ops in api["Properties"]["Body"]["paths"].items() for verb, op in ops.items()
+               if "x-amazon-apigateway-integration" in op and op["x-amazon-apigateway-integration"]["type"] == "aws_proxy"}
+    assert len(targets) == 10 and all("ApiFunctionAliaslive" in t for t in targets.values()), targets
+
+
 def test_every_function_logs_to_a_group_with_retention(deployed) -> None:
     groups = of_type(deployed, "AWS::Logs::LogGroup")
     named = set().union(*(refs(g["Properties"]["LogGroupName"]) for g in groups.values()))

@@ -27,6 +27,8 @@ class ApiSettings(BaseSettings):
     event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
     # requests per API key and minute (0: no limit), counted across containers in the table
     rate_limit_per_minute: int = Field(default=0, ge=0, validation_alias="KEY_RATE_LIMIT_PER_MINUTE")
+    # admitted requests per counter write (0: 1% of the limit, between 1 and 50); logic/ratelimit.py
+    rate_limit_batch: int = Field(default=0, ge=0, validation_alias="KEY_RATE_LIMIT_BATCH")
     # the browser origin allowed to call the API (the widget), "*" for any: keys, not cookies, authenticate
     cors_allow_origin: str = Field(default="*", min_length=1, validation_alias="CORS_ALLOW_ORIGIN")
     # Powertools' own switch; its single_metric ignores it, so the function checks it too.

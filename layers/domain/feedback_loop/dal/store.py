@@ -139,23 +139,18 @@ class FeedbackTable:
             ExpressionAttributeValues=placeholders,
         )
 
-    def increment_below(self, pk: str, sk: str, limit: int, expires_at: int) -> bool:
-        """Adds one to the item's counter `n` if it is below `limit` (creating the item at 1); False
-        when the limit is reached. One conditional UpdateItem: atomic across concurrent callers."""
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=_to_dynamo({"pk": pk, "sk": sk}),
-                UpdateExpression="ADD n :one SET expires_at = if_not_exists(expires_at, :expires), entity = :entity",
-                ConditionExpression="attribute_not_exists(n) OR n < :limit",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)},
-                                           ":expires": {"N": str(expires_at)}, ":entity": {"S": "rate"}},
-            )
-            return True
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+    def add_to_counter(self, pk: str, sk: str, amount: int, expires_at: int) -> int:
+        """Adds `amount` to the item's counter `n` (creating the item) and returns the new total.
+        One UpdateItem: concurrent callers' additions all count."""
+        answer = self.client.update_item(
+            TableName=self.table_name,
+            Key=_to_dynamo({"pk": pk, "sk": sk}),
+            UpdateExpression="ADD n :amount SET expires_at = if_not_exists(expires_at, :expires), entity = :entity",
+            ExpressionAttributeValues={":amount": {"N": str(amount)}, ":expires": {"N": str(expires_at)},
+                                       ":entity": {"S": "rate"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["n"]["N"])
 
     # --- many items ---------------------------------------------------------------------------
 
