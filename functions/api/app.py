@@ -87,7 +87,14 @@ def openapi_settings() -> dict[str, Any]:
 
 
 table = FeedbackTable(settings.table_name)
-events = boto3.client("events")
+
+
+@functools.cache
+def events() -> Any:
+    """The EventBridge client, made on the first /v1/retrain (a client costs tens of ms at cold start)."""
+    return boto3.client("events")
+
+
 limiter = RateLimiter(table, settings.rate_limit_per_minute, batch=settings.rate_limit_batch or None)
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
@@ -252,7 +259,7 @@ def get_change(name: Annotated[str, PathParameter(min_length=1, max_length=128)]
 @app.post("/v1/retrain", summary="Ask for the project's evaluator to be retrained on its latest analysed window",
           responses={202: {"description": "Requested: the retrain function decides (label minimum applies)"}})
 def post_retrain() -> Response[dict]:
-    detail = request_retrain(events, settings.event_bus_name, app.context["project"], "api")
+    detail = request_retrain(events(), settings.event_bus_name, app.context["project"], "api")
     return Response(status_code=HTTPStatus.ACCEPTED.value, content_type="application/json",
                     body={**detail, "status": "requested"})
 
