@@ -13,17 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from feedback_loop.evaluator.model import resolve_base_model
+from feedback_loop.evaluator.model import best_device, resolve_base_model
 
 FINETUNED_DIR = "finetuned"
 CONFIG_FILE = "evaluator.json"
-
-
-def best_device() -> str:
-    """The GPU where the training instance or endpoint has one, else the CPU."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _autocast(device: Any) -> Any:

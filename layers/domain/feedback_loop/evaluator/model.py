@@ -57,7 +57,7 @@ class EvaluatorModel:
                   ) -> "EvaluatorModel":
         from sentence_transformers import SentenceTransformer
 
-        encoder = SentenceTransformer(resolve_base_model(base_model), device="cpu" if not _cuda() else "cuda")
+        encoder = SentenceTransformer(resolve_base_model(base_model), device=best_device())
         encoder.max_seq_length = max_length
         return cls(encoder=encoder, batch_size=batch_size)
 
@@ -123,7 +123,7 @@ class EvaluatorModel:
 
         folder = Path(folder)
         head = json.loads((folder / HEAD_FILE).read_text())
-        encoder = SentenceTransformer(str(folder / ENCODER_DIR), device="cpu" if not _cuda() else "cuda")
+        encoder = SentenceTransformer(str(folder / ENCODER_DIR), device=best_device())
         encoder.max_seq_length = head["max_length"]
         return cls(encoder, np.array(head["coef"]), head["intercept"], head["batch_size"], head.get("c"))
 
@@ -140,7 +140,8 @@ def copy_inference_code(model_dir: str | Path) -> None:
     (code / "requirements.txt").write_text(images.requirements("inference"))
 
 
-def _cuda() -> bool:
+def best_device() -> str:
+    """The GPU where the training instance or endpoint has one, else the CPU."""
     import torch
 
-    return bool(torch.cuda.is_available())
+    return "cuda" if torch.cuda.is_available() else "cpu"
