@@ -4,6 +4,7 @@ must be scalars, and a response type not configured falls back to DEFAULT_4XX/DE
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -30,16 +31,17 @@ def answer(*statements: tuple[str, str], context: dict | None = None) -> dict:
     ([], "ACCESS_DENIED"),
 ])
 def test_a_policy_allows_only_what_covers_the_method_arn(statements, outcome) -> None:
-    seen = []
-    decision = authorize(lambda request: seen.append(request) or answer(*statements), EVENT)
+    seen, event = [], copy.deepcopy(EVENT)
+    decision = authorize(lambda request: seen.append(request) or answer(*statements), event)
     assert decision.outcome == outcome
+    assert event["requestContext"].get("authorizer") == (decision.context if outcome == "ALLOW" else None)
     assert seen[0]["type"] == "REQUEST" and seen[0]["methodArn"] == ARN and seen[0]["headers"] == EVENT["headers"]
     if outcome == "ALLOW":
         assert decision.context["project"] == "demo" and decision.context["principalId"] == "p"
 
 
 def test_context_values_reach_the_function_as_text() -> None:
-    decision = authorize(lambda _: answer(("Allow", ARN), context={"n": 3, "ok": True}), EVENT)
+    decision = authorize(lambda _: answer(("Allow", ARN), context={"n": 3, "ok": True}), copy.deepcopy(EVENT))
     assert (decision.context["n"], decision.context["ok"]) == ("3", "true")
 
 
@@ -57,7 +59,7 @@ def raises(message: str):
     (lambda _: "Allow", "AUTHORIZER_CONFIGURATION_ERROR"),
 ])
 def test_failures_of_the_authorizer_map_to_api_gateways_response_types(invoke, outcome) -> None:
-    assert authorize(invoke, EVENT).outcome == outcome
+    assert authorize(invoke, copy.deepcopy(EVENT)).outcome == outcome
 
 
 def test_gateway_responses_override_status_headers_and_body_and_fall_back_to_the_defaults() -> None:

@@ -89,7 +89,8 @@ class Decision:
 
 
 def authorize(invoke: Callable[[dict], Any], event: dict) -> Decision:
-    """Runs a REQUEST authorizer on a proxy event (as built for the function) and reads its policy."""
+    """Runs a REQUEST authorizer on a proxy event (as built for the function) and reads its policy.
+    On ALLOW the event gets the context as `requestContext.authorizer`, as API Gateway hands it on."""
     context = event["requestContext"]
     arn = method_arn(context["stage"], event["httpMethod"], event["path"])
     request = {"type": "REQUEST", "methodArn": arn,
@@ -108,8 +109,10 @@ def authorize(invoke: Callable[[dict], Any], event: dict) -> Decision:
     effects = {s["Effect"] for s in statements if _covers(s, arn)}
     if "Deny" in effects or "Allow" not in effects:
         return Decision("ACCESS_DENIED", granted)
-    return Decision("ALLOW", {**granted, "principalId": principal,
-                              "integrationLatency": int((time.monotonic() - started) * 1000)})
+    allowed = Decision("ALLOW", {**granted, "principalId": principal,
+                                 "integrationLatency": int((time.monotonic() - started) * 1000)})
+    context["authorizer"] = allowed.context
+    return allowed
 
 
 def _policy(answer: Any) -> tuple[str, list[dict], dict[str, Any]] | None:

@@ -157,7 +157,6 @@ class LocalGateway:
             decision = authorize(self.functions[route.authorizer].invoke, event)
             if decision.outcome != "ALLOW":
                 return self.gateway_response(decision.outcome, decision.context)
-            event["requestContext"]["authorizer"] = decision.context
         try:
             result = self.functions[route.function].invoke(event)
         except Exception:
