@@ -111,15 +111,14 @@ def run_load(api_url: str, key: str, events: list[dict[str, Any]], clients: int 
             result.http_requests += 1
             result.latencies.append(elapsed)
             result.statuses[answer.status_code] += 1
-        if answer.status_code not in (200, 201, 207, 429, 503) or (
-                answer.status_code == 207 and any(r["status"] not in (200, 201, 503) for r in answer.json()["results"])):
+        if single or answer.status_code != 207:
+            statuses = {e["event_id"]: answer.status_code for e in chunk}
+        else:
+            statuses = {chunk[r["index"]]["event_id"]: r["status"] for r in answer.json()["results"]}
+        if set(statuses.values()) - {200, 201, 429, 503}:
             with lock:
                 result.unexpected.append(f"{answer.status_code} {url} {answer.text[:400]}")
-        if single:
-            return {chunk[0]["event_id"]: answer.status_code}
-        if answer.status_code != 207:
-            return {e["event_id"]: answer.status_code for e in chunk}
-        return {chunk[r["index"]]["event_id"]: r["status"] for r in answer.json()["results"]}
+        return statuses
 
     def deliver(chunk: list[dict[str, Any]]) -> None:
         """Sends until every event is acknowledged (201 or 200), resending only what was not."""

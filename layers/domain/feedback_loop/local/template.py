@@ -192,20 +192,23 @@ class Template:
     def routes(self) -> list[Route]:
         auth = self.api_properties().get("Auth") or {}
         default = auth.get("DefaultAuthorizer")
+        specs = self.functions()
+        by_physical_name = {self.physical_name(spec.logical_id): spec.logical_id for spec in specs}
         routes = []
-        for spec in self.functions():
+        for spec in specs:
             for event in spec.events.values():
                 if event.get("Type") == "Api":
                     props = event["Properties"]
                     name = (props.get("Auth") or {}).get("Authorizer", default)
-                    authorizer = None if name in (None, "NONE") else self._authorizer_function(auth, name)
+                    authorizer = (None if name in (None, "NONE")
+                                  else _authorizer_function(auth, name, by_physical_name))
                     routes.append(Route(props["Method"].upper(), props["Path"], spec.logical_id, authorizer))
         return routes
 
-    def _authorizer_function(self, auth: dict[str, Any], name: str) -> str:
-        spec = (auth.get("Authorizers") or {}).get(name) or {}
-        if spec.get("FunctionPayloadType") != "REQUEST":
-            raise KeyError(f"authorizer {name}: only Lambda REQUEST authorizers are emulated")
-        arn = str(spec["FunctionArn"])  # resolved: ...:function:<physical name>
-        physical = arn.rpartition(":")[2]
-        return next(f.logical_id for f in self.functions() if self.physical_name(f.logical_id) == physical)
+
+def _authorizer_function(auth: dict[str, Any], name: str, by_physical_name: dict[str, str]) -> str:
+    """The logical id of the function behind the Api's authorizer `name` (its ARN is resolved)."""
+    spec = (auth.get("Authorizers") or {}).get(name) or {}
+    if spec.get("FunctionPayloadType") != "REQUEST":
+        raise KeyError(f"authorizer {name}: only Lambda REQUEST authorizers are emulated")
+    return by_physical_name[str(spec["FunctionArn"]).rpartition(":")[2]]  # ...:function:<physical name>
