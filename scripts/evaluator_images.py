@@ -65,15 +65,16 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the map differs; change nothing")
     args = parser.parse_args()
     template = TEMPLATE.read_text()
-    updated = replace_block(template, render(image_map()))
+    images = image_map()
+    updated = replace_block(template, render(images))
     if args.check:
         if updated != template:
             print("template.yaml's EvaluatorImages map differs from the SageMaker SDK's look-up: run `make images`")
             return 1
-        print(f"EvaluatorImages map matches the SageMaker SDK ({len(regions())} regions)")
+        print(f"EvaluatorImages map matches the SageMaker SDK ({len(images)} regions)")
         return 0
     TEMPLATE.write_text(updated)
-    print(f"EvaluatorImages map written for {len(regions())} regions")
+    print(f"EvaluatorImages map written for {len(images)} regions")
     return 0
 
 

@@ -190,5 +190,6 @@ def clear_cached() -> None:
     """Forgets every function's settings, so the next read takes the environment as it is now. In
     Lambda each container is its own process and reads once; the local stack imports many
     containers into one process, each of which must read its own environment."""
-    for cached in (api_settings, authorizer_settings, analysis_settings, retrain_settings, register_settings, deploy_settings):
+    for cached in (api_settings, authorizer_settings, analysis_settings, retrain_settings, register_settings,
+                   deploy_settings):
         cached.cache_clear()

@@ -90,6 +90,7 @@ def _alarms(cloudwatch: Any, endpoint: str, topic: str = "") -> list[str]:
     """Alarms the blue/green update watches: server errors and latency of the new variant; they also
     notify `topic` (the stack's AlarmTopic), so an endpoint failing in service is seen."""
     specs = [("Invocation5XXErrors", 1, "Sum"), ("ModelLatency", 2_000_000, "Average")]  # latency in microseconds
+    actions = [topic] if topic else []
     names = []
     for metric, threshold, statistic in specs:
         name = f"{endpoint}-{metric}"
@@ -97,7 +98,7 @@ def _alarms(cloudwatch: Any, endpoint: str, topic: str = "") -> list[str]:
             AlarmName=name, Namespace="AWS/SageMaker", MetricName=metric, Statistic=statistic, Period=60,
             EvaluationPeriods=2, Threshold=threshold, ComparisonOperator="GreaterThanOrEqualToThreshold",
             Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}],
-            TreatMissingData="notBreaching", AlarmActions=[topic] if topic else [], OKActions=[topic] if topic else [])
+            TreatMissingData="notBreaching", AlarmActions=actions, OKActions=actions)
         names.append(name)
     return names
 
