@@ -3,6 +3,7 @@
 
 import functools
 import json
+import re
 import time
 from collections import Counter
 from http import HTTPStatus
@@ -24,7 +25,7 @@ from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.logic import changes, ingest, summary
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
-from feedback_loop.models.changes import Change, ChangeList, StoredChange
+from feedback_loop.models.changes import Change, ChangeList, ChangeName, StoredChange
 from feedback_loop.models.errors import (
     ChangeNotFound,
     DuplicateChange,
@@ -34,7 +35,14 @@ from feedback_loop.models.errors import (
     Unauthorized,
     field_errors,
 )
-from feedback_loop.models.feedback import BatchRequest, BatchResult, FeedbackEvent, FeedbackEventIn, FieldError
+from feedback_loop.models.feedback import (
+    BatchRequest,
+    BatchResult,
+    FeedbackEvent,
+    FeedbackEventIn,
+    FieldError,
+    RequestId,
+)
 from feedback_loop.models.openapi_errors import with_error_responses
 from feedback_loop.models.strict_json import body_problem
 from feedback_loop.models.summary import RequestSummary
@@ -61,6 +69,13 @@ class FeedbackResolver(APIGatewayRestResolver):
         self.current_event = self._to_proxy_event(event)
         self.lambda_context = context
         return super().resolve(event, context)
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = "^{}/*$") -> re.Pattern[str]:
+        # A path parameter is one whole path segment, whatever it holds (Powertools matches only word
+        # characters and some punctuation): each route's parameter model says what it takes, so a
+        # request_id that POST stored is always found by GET, and a refusal names the parameter.
+        return re.compile(base_regex.format(re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", rule)))
 
     def get_openapi_schema(self, **kwargs: Any) -> "OpenAPI":  # noqa: F821  imported when first built
         from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
@@ -228,11 +243,11 @@ def post_feedback_batch(batch: Annotated[BatchRequest, Body()]) -> Response[Batc
                     body=result)
 
 
-@app.get("/v1/requests/<request_id>/feedback", summary="Feedback summary of one LLM request")
+@app.get("/v1/requests/<request_id>/feedback", summary="Feedback summary of one LLM request",
+         responses={200: {"description": "The summary (all counts 0 when nothing was recorded)"},
+                    404: {"description": "No route: the path's request_id holds a character outside the pattern"}})
 @tracer.capture_method
-def get_request_feedback(
-    request_id: Annotated[str, PathParameter(min_length=1, max_length=256)],
-) -> RequestSummary:
+def get_request_feedback(request_id: Annotated[RequestId, PathParameter()]) -> RequestSummary:
     events = summary.request_events(table, app.context["project"], request_id)
     return summary.summarise(request_id, events)
 
@@ -251,8 +266,9 @@ def get_changes() -> ChangeList:
     return ChangeList(changes=changes.list_changes(table, app.context["project"]))
 
 
-@app.get("/v1/changes/<name>", summary="One registered change")
-def get_change(name: Annotated[str, PathParameter(min_length=1, max_length=128)]) -> StoredChange:
+@app.get("/v1/changes/<name>", summary="One registered change",
+         responses={200: {"description": "The change"}, 404: {"description": "No change of that name in this project"}})
+def get_change(name: Annotated[ChangeName, PathParameter()]) -> StoredChange:
     return changes.get_change(table, app.context["project"], name)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
+import jsonschema_rs
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from feedback_loop.models.changes import Change
+from ..conftest import ROOT
+
+from feedback_loop.models.changes import SEGMENT_TEXT, Change
 from feedback_loop.models.errors import validation_field_errors
 from feedback_loop.models.feedback import FeedbackEventIn, FeedbackType
 
@@ -43,6 +47,7 @@ def test_each_type_accepts_its_value(feedback_type: FeedbackType) -> None:
     ("explicit_thumbs_up", False), ("explicit_thumbs_up", 1), ("explicit_thumbs_up", "true"),
     ("explicit_thumbs_down", None), ("implicit_usage", 0), ("implicit_discard", "yes"),
     ("explicit_rating", 0), ("explicit_rating", 6), ("explicit_rating", 4.5), ("explicit_rating", "4"),
+    ("explicit_rating", 6.0),
     ("explicit_rating", True), ("explicit_text_comment", ""), ("explicit_text_comment", "   "),
     ("explicit_text_comment", "x" * 10_001), ("explicit_text_comment", 5), ("implicit_edit", 3),
 ])
@@ -114,8 +119,80 @@ def test_change_contract() -> None:
                                "variant_field": "arm", "control": "a", "treatment": "a"})
     with pytest.raises(ValidationError):
         Change.model_validate({"name": "bad name", "effective_at": "2026-05-15T10:00:00Z"})
-    text = Change.model_validate({"name": "c", "effective_at": "2026-05-15T10:00:00Z",
-                                  "segment": "metadata.query_type=code, model=m-2"})
+    as_text = {"name": "c", "effective_at": "2026-05-15T10:00:00Z", "segment": "metadata.query_type=code, model=m-2"}
+    text = Change.model_validate(as_text, context={SEGMENT_TEXT: True})  # as files may write it
     assert text.segment == {"metadata.query_type": "code", "model": "m-2"}
+    with pytest.raises(ValidationError, match="valid dictionary"):
+        Change.model_validate(as_text)  # the API takes objects, as its document says
     with pytest.raises(ValidationError, match="segment"):
-        Change.model_validate({"name": "c", "effective_at": "2026-05-15T10:00:00Z", "segment": "query_type"})
+        Change.model_validate({"name": "c", "effective_at": "2026-05-15T10:00:00Z", "segment": "query_type"},
+                              context={SEGMENT_TEXT: True})
+
+
+def test_timestamps_are_iso_text_and_ratings_whole_numbers() -> None:
+    base = {"request_id": "r", "feedback_type": "implicit_usage", "value": True}
+    for unix in (1_700_000_000, 1_700_000_000.5, "1700000000"):  # pydantic alone would read Unix times
+        assert "timestamp" in refused_at({**base, "timestamp": unix})
+    assert events.validate_python({**base, "timestamp": "2026-05-15"}).timestamp == datetime(
+        2026, 5, 15, tzinfo=timezone.utc)
+    assert "timestamp" in refused_at({**base, "timestamp": "1999-12-31T23:59:59Z"})
+    rating = events.validate_python({"request_id": "r", "feedback_type": "explicit_rating", "value": 3.0})
+    assert rating.value == 3 and type(rating.value) is int  # 3.0 is an integer to JSON Schema
+
+
+DOCUMENT = json.loads((ROOT / "docs" / "openapi.json").read_text())
+
+
+def published(name: str) -> "jsonschema_rs.Validator":
+    """The document's schema for one component, read by jsonschema-rs (a Rust validator whose regular
+    expressions follow ECMA-262, the dialect OpenAPI names), not by the Python code under test."""
+    return jsonschema_rs.validator_for({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                                        "$ref": f"#/components/schemas/{name}", "components": DOCUMENT["components"]})
+
+
+def accepted(body: dict) -> bool:
+    try:
+        events.validate_python(body)
+    except ValidationError:
+        return False
+    return True
+
+
+TRICKY_TEXT = ["req-1", "ünï-日本", "e\u0301", "²", "👍 ok", "a b", "#?\"`\\", "<>{}|^[]()", "a/b", "50%", "a\x00b",
+               "a\x7f", "tab\t", "\x85", "\u00a0", "\x1c", "\ufeff", "\u200b", "\u3000", " ", " a ", "x" * 256,
+               "x" * 257, "\u2028", ".", "..", "...", ".a."]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXT)
+def test_the_document_and_the_api_agree_on_text_fields(text: str) -> None:
+    """Whatever the API decides about a request_id, a label or a comment, a validator of another
+    regex dialect reading the published document decides the same."""
+    document = published("CommentEvent")
+    bodies = [{"request_id": text, "feedback_type": "explicit_text_comment", "value": "ok"},
+              {"request_id": "r", "feedback_type": "explicit_text_comment", "value": text},
+              {"request_id": "r", "feedback_type": "explicit_text_comment", "value": "ok", "user_cohort": text}]
+    for body in bodies:
+        assert accepted(body) == document.is_valid(body), body
+
+
+@pytest.mark.parametrize("value", [3, 3.0, 3.5, "3", True, 0, 5, 6.0, None])
+def test_the_document_and_the_api_agree_on_ratings(value: object) -> None:
+    body = {"request_id": "r", "feedback_type": "explicit_rating", "value": value}
+    assert accepted(body) == published("RatingEvent").is_valid(body)
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"segment": {"query_type": "code"}}, {"segment": {"bad key!": "v"}}, {"segment": {"k": ""}},
+    {"segment": "query_type=code"}, {"segment": {f"k{i}": "v" for i in range(17)}},
+    {"variant_field": "arm"}, {"variant_field": "arm", "control": "a"}, {"control": "a", "treatment": "b"},
+    {"variant_field": "arm", "control": "a", "treatment": "b"}, {"variant_field": None, "control": None},
+    {"variant_field": "arm", "control": "a", "treatment": None}, {"name": "has space"},
+])
+def test_the_document_and_the_api_agree_on_changes(extra: dict) -> None:
+    body = {"name": "c-1", "effective_at": "2026-05-15T10:00:00Z", **extra}
+    try:
+        Change.model_validate(body)
+        ok = True
+    except ValidationError:
+        ok = False
+    assert ok == published("Change").is_valid(body)

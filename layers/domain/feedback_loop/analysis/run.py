@@ -19,7 +19,7 @@ from feedback_loop.analysis.engine import Analysis, AnalysisSettings, analyse, r
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.html import render_html
-from feedback_loop.models.changes import Change
+from feedback_loop.models.changes import SEGMENT_TEXT, Change
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -31,10 +31,10 @@ _changes = TypeAdapter(list[Change])
 
 
 def load_changes(path: str | Path) -> list[Change]:
-    """A JSON or YAML list of changes (the change contract)."""
+    """A JSON or YAML list of changes (the change contract; segments may also be written as text)."""
     text = Path(path).read_text()
     data = yaml.safe_load(text) if str(path).endswith((".yaml", ".yml")) else json.loads(text)
-    return _changes.validate_python(data)
+    return _changes.validate_python(data, context={SEGMENT_TEXT: True})
 
 
 def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex, changes: list[Change],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
@@ -15,14 +16,18 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
     StrictStr,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import core_schema
 
 MAX_COMMENT_CHARS = 10_000
 MAX_EDIT_CHARS = 50_000
@@ -47,19 +52,42 @@ class FeedbackType(StrEnum):
         return self.value.startswith("explicit_")
 
 
-# A request_id is a path segment of GET /v1/requests/{request_id}/feedback, so it holds only what
-# the router matches in a segment (Powertools' class: word characters and URL-safe punctuation);
-# '%' is left out because gateways differ in whether they decode it.
-REQUEST_ID_PATTERN = r"^[\w\-._~()'!*:@,;=+&$<> \[\]{}|^]+$"
+# A request_id is a path segment of GET /v1/requests/{request_id}/feedback (percent-encoded where
+# needed), so it holds no '/', no '%' (gateways differ in whether they decode it twice), no control
+# characters, and is not only dots (clients resolve '.' and '..' segments away). Negated classes read
+# the same in every regex dialect (ECMA's \w, for one, does not).
+_SEGMENT_CHAR = r"[^/%\x00-\x1f\x7f]"
+REQUEST_ID_PATTERN = rf"^{_SEGMENT_CHAR}*[^/%\x00-\x1f\x7f.]{_SEGMENT_CHAR}*$"
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+# A character that is not white space (str.isspace; none lies above U+3000), spelled out because
+# the dialects' \s differ (Python's takes \x1c-\x1f, ECMA's takes U+FEFF).
+WHITE_SPACE = "".join(f"\\u{code:04x}" for code in range(0x3001) if chr(code).isspace())
+NON_BLANK_PATTERN = f"[^{WHITE_SPACE}]"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+@dataclass(frozen=True)
+class Matches:
+    """A rule written once as a regular expression: published as the field's JSON Schema `pattern`
+    (searched, as JSON Schema does) and checked with Python's re, with a message that says the rule
+    in words (pydantic's own `pattern` answers "String should match pattern '...'"). The patterns
+    are written to read the same in ECMA-262, the dialect of OpenAPI documents."""
 
+    pattern: str
+    message: str
 
-def _no_control_chars(text: str) -> str:
-    if _CONTROL.search(text):
-        raise ValueError("must not contain control characters")
-    return text
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        compiled = re.compile(self.pattern)
+
+        def check(text: str) -> str:
+            if not compiled.search(text):
+                raise ValueError(self.message)
+            return text
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {**handler(schema), "pattern": self.pattern}
 
 
 def _require_true(flag: bool) -> bool:
@@ -68,17 +96,19 @@ def _require_true(flag: bool) -> bool:
     return flag
 
 
-def _non_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be empty or only white space")
-    return text
-
-
 def _utc(moment: datetime) -> datetime:
     # A timestamp without an offset is read as UTC, the contract's default zone.
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
+
+
+def _iso_text(moment: Any) -> Any:
+    """Timestamps come as ISO 8601 text (pydantic would also read numbers, and digit strings, as Unix
+    times); datetimes made in Python pass."""
+    if isinstance(moment, str) and re.match(r"[0-9]{4}-", moment) or isinstance(moment, datetime):
+        return moment
+    raise ValueError("must be an ISO 8601 date-time, e.g. 2026-05-15T10:00:00Z")
 
 
 def _json_depth(value: Any) -> int:
@@ -100,16 +130,29 @@ def _bounded_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     return metadata
 
 
-RequestId = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=REQUEST_ID_PATTERN)]
+RequestId = Annotated[StrictStr, Field(min_length=1, max_length=256),
+                      Matches(REQUEST_ID_PATTERN, "must not contain '/', '%' or control characters, nor be only dots")]
 EventId = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
-Label = Annotated[StrictStr, Field(min_length=1, max_length=256), AfterValidator(_no_control_chars)]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=256),
+                  Matches(NO_CONTROL_PATTERN, "must not contain control characters")]
 TrueFlag = Annotated[
     StrictBool, AfterValidator(_require_true), WithJsonSchema({"type": "boolean", "const": True})
 ]
-Rating = Annotated[StrictInt, Field(ge=1, le=5)]
-CommentText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_COMMENT_CHARS), AfterValidator(_non_blank)]
+def _whole_number(value: Any) -> Any:
+    """3.0 is the integer 3 to JSON Schema, and to the API; text and booleans are not numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Rating = Annotated[StrictInt, Field(ge=1, le=5), BeforeValidator(_whole_number)]
+CommentText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_COMMENT_CHARS),
+                        Matches(NON_BLANK_PATTERN, "must not be empty or only white space")]
 EditedText = Annotated[StrictStr, Field(max_length=MAX_EDIT_CHARS)]
-Metadata = Annotated[dict[str, Any] | None, AfterValidator(_bounded_metadata)]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_bounded_metadata), Field(description=(
+    f"any JSON object of at most {MAX_METADATA_BYTES} bytes as compact UTF-8 JSON, nested at most "
+    f"{MAX_METADATA_DEPTH} levels deep (the object itself is level 1)"))]
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text)]
 
 
 class _EventFields(BaseModel):
@@ -120,7 +163,9 @@ class _EventFields(BaseModel):
     request_id: RequestId
     user_id: Label | None = None
     user_cohort: Label | None = None
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = Field(default=None, description=(
+        "when the user gave the feedback (receipt time if absent), read as UTC without an offset; "
+        f"from {EARLIEST:%Y-%m-%d} to at most {MAX_FUTURE_SKEW.seconds // 60} minutes after the API receives it"))
     event_id: EventId | None = None
     metadata: Metadata = None
 

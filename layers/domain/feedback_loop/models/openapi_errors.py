@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from feedback_loop.models.feedback import ErrorResponse
+from feedback_loop.models.strict_json import MAX_INTEGER_DIGITS
 
 REF = "#/components/schemas/{model}"
 COMMON = {
-    400: "The body is not valid JSON (or nests too deeply, or carries NaN, Infinity or over-long numbers)",
+    400: ("The body is not valid JSON (or nests too deeply, or carries NaN, Infinity, a number beyond a double "
+          f"or an integer of more than {MAX_INTEGER_DIGITS} digits)"),
     401: "Missing, malformed, unknown or revoked API key",
     413: "The body is larger than the limit",
     415: "The body is not sent as application/json",

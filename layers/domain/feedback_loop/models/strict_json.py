@@ -12,7 +12,9 @@ import binascii
 import json
 import math
 
-MAX_INTEGER_DIGITS = 38  # DynamoDB numbers carry 38 significant digits
+# Python's own ceiling for reading an integer (sys.get_int_max_str_digits): JSON sets none, and the
+# store keeps metadata as JSON text, so any integer short of it is taken as written.
+MAX_INTEGER_DIGITS = 4300
 
 
 def _constant(name: str) -> float:
