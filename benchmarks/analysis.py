@@ -5,11 +5,20 @@
 For each size it simulates two weeks of traffic (gzip JSON Lines eval logs in dt= partitions, a
 feedback export, two registered changes), then runs each variant in its own process and prints
 wall time and peak memory (max RSS):
-  ours       feedback_loop's streaming analysis (the full report, HTML and datasets included)
+  ours       feedback_loop's analysis with the pass over the records in Python, record by record
+             (the full report, HTML and datasets included)
+  columnar   the same with the pass in DuckDB (analysis/columnar.py): the same outputs
   article    the reference article's way: every eval record loaded, then a feedback look-up per
              record (against a dict indexed by request_id, so not a straw man), same outputs
   pandas     a straightforward pandas implementation of the same figures
   parse      the floor: decompress and parse every line of the same files, nothing else
+  duckdb     candidate columnar core (issue 12): DuckDB SQL scans the same files, joins the
+             feedback aggregated per request, and computes the all-record aggregates (cohort
+             counts and rates, segment counts, impact-window sums); only the labelled requests'
+             columns come back to numpy for the rank statistics
+  polars     the same work as duckdb with polars' lazy frames (measured for the choice only:
+             polars is 181 MB installed, which does not fit the analysis function beside the
+             rest of its layer; `pip install polars` to run it)
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +42,7 @@ from scipy import stats as sps
 
 from feedback_loop.simulate import Scenario, iter_simulation
 
-VARIANTS = ("parse", "ours", "article", "pandas")
+VARIANTS = ("parse", "ours", "columnar", "article", "pandas", "duckdb", "polars")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -83,7 +93,11 @@ def run_parse(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     return {"records": count, "events": events}
 
 
-def run_ours(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+def run_columnar(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+    return run_ours(folder, info, engine="duckdb")
+
+
+def run_ours(folder: Path, info: dict[str, Any], engine: str = "python") -> dict[str, Any]:
     from datetime import datetime
 
     from feedback_loop.analysis.evallogs import EvalLogSource
@@ -94,7 +108,7 @@ def run_ours(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     feedback.add_export_file(folder / "feedback.jsonl")
     since, until = datetime.fromisoformat(info["since"]), datetime.fromisoformat(info["until"])
     analysis = run_analysis("bench", EvalLogSource(str(folder / "logs")), feedback,
-                            load_changes(folder / "changes.json"), since, until)
+                            load_changes(folder / "changes.json"), since, until, engine=engine)
     size = sum(len(content) for content in outputs(analysis).values())
     report = analysis.report
     return {"records": report["counts"]["eval_records"], "spearman": report["correlation"]["overall"]["spearman"]["r"],
@@ -169,6 +183,129 @@ def run_pandas(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     sps.pearsonr(joined["human"], joined["overall"]), sps.kendalltau(joined["human"], joined["overall"])
     return {"records": len(logs), "spearman": float(spearman), "labelled": len(joined),
             "cohorts": len(rates), "segments": len(disagreement)}
+
+
+DUCKDB_FEEDBACK = """
+CREATE TEMP TABLE per_request AS
+WITH events AS (
+    SELECT request_id, feedback_type, value, coalesce(user_id, '') AS user_id, "timestamp", event_id
+    FROM read_json(?, format = 'newline_delimited', columns = {request_id: 'VARCHAR', feedback_type: 'VARCHAR',
+                   value: 'JSON', user_id: 'VARCHAR', "timestamp": 'VARCHAR', event_id: 'VARCHAR'})),
+votes AS (
+    SELECT request_id, user_id,
+           arg_max(CASE feedback_type WHEN 'explicit_thumbs_up' THEN 1.0 WHEN 'explicit_thumbs_down' THEN 0.0
+                   ELSE (value::DOUBLE - 1) / 4 END, ("timestamp", event_id)) AS score
+    FROM events WHERE feedback_type IN ('explicit_thumbs_up', 'explicit_thumbs_down', 'explicit_rating')
+    GROUP BY ALL),
+human AS (SELECT request_id, avg(score) AS human, count(*) AS n_users FROM votes GROUP BY request_id)
+SELECT request_id, bool_or(feedback_type LIKE 'explicit_%') AS explicit, count(*) AS events,
+       any_value(human.human) AS human, any_value(human.n_users) AS n_users
+FROM events LEFT JOIN human USING (request_id) GROUP BY request_id
+"""
+DUCKDB_RECORDS = """
+CREATE TEMP TABLE records AS
+SELECT request_id, epoch(try_cast("timestamp" AS TIMESTAMPTZ)) AS moment,
+       try_cast(json_extract(eval_scores, '$.overall') AS DOUBLE) AS overall,
+       coalesce(json_extract_string(metadata, '$.user_cohort'), 'unknown') AS cohort,
+       coalesce(json_extract_string(metadata, '$.query_type'), 'unknown') AS query_type,
+       coalesce(json_extract_string(metadata, '$.prompt_version'), 'unknown') AS prompt_version,
+       coalesce(json_extract_string(metadata, '$.model'), 'unknown') AS model,
+       p.explicit, p.human, p.n_users,
+       CASE WHEN p.human IS NOT NULL THEN prompt END AS prompt,  -- texts kept for the datasets only
+       CASE WHEN p.human IS NOT NULL THEN output END AS output
+FROM read_json(?, format = 'newline_delimited', ignore_errors = true,
+               columns = {request_id: 'VARCHAR', "timestamp": 'VARCHAR', eval_scores: 'JSON', metadata: 'JSON',
+                          prompt: 'VARCHAR', output: 'VARCHAR'}) LEFT JOIN per_request p USING (request_id)
+"""
+
+
+def run_duckdb(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+    import duckdb
+    from datetime import datetime
+
+    since, until = (datetime.fromisoformat(info[k]).timestamp() for k in ("since", "until"))
+    connection = duckdb.connect()
+    connection.execute("SET preserve_insertion_order = false")
+    connection.execute(DUCKDB_FEEDBACK, [str(folder / "feedback.jsonl")])
+    connection.execute(DUCKDB_RECORDS, [sorted(str(p) for p in (folder / "logs").rglob("*.jsonl.gz"))])
+    valid = "request_id IS NOT NULL AND moment IS NOT NULL AND overall BETWEEN 0 AND 1"
+    window = f"{valid} AND moment >= {since} AND moment < {until}"
+    cohorts = connection.execute(f"""
+        SELECT cohort, count(*) AS requests, count(*) FILTER (explicit) AS with_feedback
+        FROM records WHERE {window} GROUP BY cohort""").fetchall()
+    segments = connection.execute(f"""
+        SELECT query_type, count(*), count(*) FILTER ((overall > 0.7) <> (human >= 0.75))
+        FROM records WHERE {window} AND (human >= 0.75 OR human <= 0.25) GROUP BY ALL""").fetchall()
+    changes = json.loads((folder / "changes.json").read_text())
+    impact = []
+    for change in changes:
+        effective = datetime.fromisoformat(change["effective_at"]).timestamp()
+        span = 7 * 86400
+        segment = " AND ".join(f"{k} = '{v}'" for k, v in (change["segment"] or {}).items()) or "true"
+        impact.append(connection.execute(f"""
+            SELECT moment >= {effective} AS after, count(*), sum(overall), sum(overall * overall), list(human)
+            FROM records WHERE {valid} AND {segment} AND moment >= {effective - span} AND moment < {effective + span}
+            GROUP BY ALL""").fetchall())
+    labelled = connection.execute(f"""
+        SELECT request_id, moment, overall, human, n_users, cohort, query_type, prompt_version, model, prompt, output
+        FROM records WHERE {window} AND human IS NOT NULL
+        ORDER BY request_id""").fetchnumpy()
+    human, automated = labelled["human"], labelled["overall"]
+    spearman = sps.spearmanr(human, automated).statistic
+    sps.pearsonr(human, automated), sps.kendalltau(human, automated)
+    return {"records": sum(c[1] for c in cohorts), "spearman": float(spearman), "labelled": len(human),
+            "cohorts": len(cohorts), "segments": len(segments), "changes": len(impact)}
+
+
+def run_polars(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+    import polars as pl
+    from datetime import datetime
+
+    since, until = (datetime.fromisoformat(info[k]) for k in ("since", "until"))
+    events = pl.scan_ndjson(folder / "feedback.jsonl", infer_schema_length=None).with_columns(
+        pl.col("user_id").fill_null(""))
+    score = (pl.when(pl.col("feedback_type") == "explicit_thumbs_up").then(1.0)
+             .when(pl.col("feedback_type") == "explicit_thumbs_down").then(0.0)
+             .otherwise((pl.col("value").cast(pl.Float64, strict=False) - 1) / 4))
+    votes = (events.filter(pl.col("feedback_type").is_in(["explicit_thumbs_up", "explicit_thumbs_down",
+                                                          "explicit_rating"]))
+             .sort("timestamp", "event_id").group_by("request_id", "user_id").agg(score.last().alias("score")))
+    human = votes.group_by("request_id").agg(pl.col("score").mean().alias("human"), pl.len().alias("n_users"))
+    per_request = (events.group_by("request_id").agg(pl.col("feedback_type").str.starts_with("explicit_").any()
+                                                     .alias("explicit"))
+                   .join(human, on="request_id", how="left"))
+    files = sorted(str(p) for p in (folder / "logs").rglob("*.jsonl.gz"))
+    records = (pl.scan_ndjson(files).select(
+        "request_id", "prompt", "output",
+        pl.col("timestamp").str.to_datetime(time_zone="UTC", strict=False).alias("moment"),
+        pl.col("eval_scores").struct.field("overall").alias("overall"),
+        *(pl.col("metadata").struct.field(f).fill_null("unknown").alias("cohort" if f == "user_cohort" else f)
+          for f in ("user_cohort", "query_type", "prompt_version", "model")))
+        .filter(pl.col("request_id").is_not_null() & pl.col("moment").is_not_null()
+                & pl.col("overall").is_between(0, 1))
+        .join(per_request, on="request_id", how="left")
+        .with_columns(pl.when(pl.col("human").is_not_null()).then(pl.col("prompt")).alias("prompt"),
+                      pl.when(pl.col("human").is_not_null()).then(pl.col("output")).alias("output"))
+        .collect())
+    window = records.filter(pl.col("moment").is_between(since, until, closed="left"))
+    cohorts = window.group_by("cohort").agg(pl.len(), pl.col("explicit").fill_null(False).sum())
+    segments = (window.filter((pl.col("human") >= 0.75) | (pl.col("human") <= 0.25)).group_by("query_type")
+                .agg(pl.len(), ((pl.col("overall") > 0.7) != (pl.col("human") >= 0.75)).sum()))
+    impact = []
+    for change in json.loads((folder / "changes.json").read_text()):
+        effective = datetime.fromisoformat(change["effective_at"])
+        span = timedelta(days=7)
+        chosen = records.filter(pl.col("moment").is_between(effective - span, effective + span, closed="left"),
+                                *(pl.col(k) == v for k, v in (change["segment"] or {}).items()))
+        impact.append(chosen.group_by(pl.col("moment") >= effective).agg(
+            pl.len(), pl.col("overall").sum(), (pl.col("overall") ** 2).sum().alias("overall_sq"),
+            pl.col("human").drop_nulls()))
+    labelled = window.filter(pl.col("human").is_not_null()).sort("request_id")
+    human_scores, automated = labelled["human"].to_numpy(), labelled["overall"].to_numpy()
+    spearman = sps.spearmanr(human_scores, automated).statistic
+    sps.pearsonr(human_scores, automated), sps.kendalltau(human_scores, automated)
+    return {"records": int(cohorts["len"].sum()), "spearman": float(spearman), "labelled": len(labelled),
+            "cohorts": len(cohorts), "segments": len(segments), "changes": len(impact)}
 
 
 def child(variant: str, folder: Path) -> None:

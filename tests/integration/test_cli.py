@@ -72,3 +72,32 @@ def test_openapi_command_prints_the_committed_document(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "openapi")
     assert result.returncode == 0
     assert json.loads(result.stdout) == json.loads((ROOT / "docs/openapi.json").read_text())
+
+
+def test_analyze_on_files_with_either_engine(tmp_path: Path) -> None:
+    """`feedback-loop analyze` on an export and a folder of eval logs, as a user runs it: the same
+    report.json from both engines (to 1e-9), and the four files written."""
+    from feedback_loop.simulate import Scenario, simulate
+
+    from ..analysis_data import write_eval_logs, write_feedback
+    from ..unit.test_engine_parity import assert_same
+
+    scenario = Scenario(requests=3_000, seed=5)
+    records, events = simulate(scenario)
+    logs = write_eval_logs(records, tmp_path / "logs")
+    feedback = write_feedback(events, tmp_path / "feedback.jsonl")
+    changes = tmp_path / "changes.json"
+    changes.write_text(json.dumps([c.model_dump(mode="json") for c in scenario.changes()]))
+    reports = []
+    for engine in ("python", "duckdb"):
+        done = run_cli(tmp_path, "analyze", "--eval-logs", str(logs), "--feedback", str(feedback), "--changes",
+                       str(changes), "--since", scenario.start.isoformat(), "--until", scenario.end.isoformat(),
+                       "--out", str(tmp_path / engine), "--engine", engine, "--quiet")
+        assert done.returncode == 0, done.stderr
+        assert {p.name for p in (tmp_path / engine).iterdir()} == {"report.json", "report.html",
+                                                                   "disagreements.jsonl", "labelled.jsonl"}
+        report = json.loads((tmp_path / engine / "report.json").read_text())
+        report.pop("generated_at")
+        reports.append(report)
+    assert reports[0]["counts"]["eval_records"] > 1000
+    assert_same(reports[0], reports[1])

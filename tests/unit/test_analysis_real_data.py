@@ -21,7 +21,9 @@ from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis
 
-from ..analysis_data import write_eval_logs, write_feedback
+from ..analysis_data import engine, write_eval_logs, write_feedback  # noqa: F401  (engine: a fixture)
+
+pytestmark = pytest.mark.usefixtures("engine")
 from ..conftest import SHARED
 from .test_scoring import three_ratings
 

@@ -16,13 +16,13 @@ from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis, write_local
 from feedback_loop.simulate import Scenario, population_satisfaction, simulate
 
-from ..analysis_data import read_jsonl, write_eval_logs, write_feedback
+from ..analysis_data import engine, read_jsonl, write_eval_logs, write_feedback  # noqa: F401  (engine: a fixture)
 
 SCENARIO = Scenario(requests=20_000, seed=11)
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, engine: str):
     root = tmp_path_factory.mktemp("scenario")
     records, events = simulate(SCENARIO)
     logs = write_eval_logs(records, root / "eval-logs")

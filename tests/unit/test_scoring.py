@@ -7,7 +7,7 @@ import statistics
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedback_loop import scoring
@@ -129,3 +129,14 @@ def test_unieval_topical_chat_human_scores_from_three_annotators() -> None:
         # good iff the mean rating is at least 4, bad iff at most 2 (integer totals: no rounding)
         total = sum(ratings)
         assert summary.human.label == ("good" if total >= 12 else "bad" if total <= 6 else "neutral")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120), st.text(max_size=120))
+def test_edit_similarity_is_difflibs_ratio(output: str, edited: str) -> None:
+    """The compiled SequenceMatcher (cydifflib, in the analysis layer) gives difflib's own ratio."""
+    from difflib import SequenceMatcher
+
+    expected = SequenceMatcher(None, output, edited, autojunk=False).ratio() if output or edited else 1.0
+    assert scoring.SequenceMatcher.__module__.startswith("cydifflib")
+    assert scoring.edit_similarity(output, edited) == expected

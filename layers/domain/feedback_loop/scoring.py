@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from difflib import SequenceMatcher
+try:  # difflib compiled (the analysis layer ships it): the same ratios, about 13x faster
+    from cydifflib import SequenceMatcher
+except ImportError:  # the API function's layer: difflib itself
+    from difflib import SequenceMatcher
 from typing import Any, Protocol
 
 from feedback_loop.models.feedback import FeedbackType

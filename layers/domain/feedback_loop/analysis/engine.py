@@ -170,26 +170,29 @@ def read_range(since: datetime, until: datetime, changes: list[Change], settings
     return min([since, *starts]), measured
 
 
-def analyse(project: str, records: Iterable[EvalRecord], feedback: FeedbackIndex, changes: list[Change],
-            since: datetime, until: datetime, settings: AnalysisSettings | None = None,
-            skipped: Counter[str] | None = None, generated_at: datetime | None = None) -> Analysis:
-    settings = settings or AnalysisSettings()
-    skipped = skipped if skipped is not None else Counter()
-    window = (since.timestamp(), until.timestamp())
-    span = settings.impact_window.total_seconds()
-    sides = [_ChangeSides(c, window, span) for c in changes]
-    fields = settings.segment_fields
+@dataclass
+class Pass:
+    """What one pass over the eval records collects, whichever engine made it: the counts over all
+    records, and the rows of the requests with a human score in the window."""
 
-    in_window = read = 0
-    requests_with_feedback = 0
-    cohort_requests: Counter[str] = Counter()
-    cohort_feedback: Counter[str] = Counter()
-    cohort_contradictory: Counter[str] = Counter()
-    matched: set[str] = set()
-    rows: list[tuple[Any, ...]] = []  # requests with a human score in the window
+    read: int = 0
+    in_window: int = 0
+    requests_with_feedback: int = 0
+    cohort_requests: Counter[str] = field(default_factory=Counter)
+    cohort_feedback: Counter[str] = field(default_factory=Counter)
+    cohort_contradictory: Counter[str] = field(default_factory=Counter)
+    matched: set[str] = field(default_factory=set)  # requests with feedback that an eval record matched
+    # (record, human score, users, cohort, segment values, implicit score), in the order read
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
 
+
+def scan(records: Iterable[EvalRecord], feedback: FeedbackIndex, sides: list[_ChangeSides],
+         window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str]) -> Pass:
+    """The pass in Python, record by record."""
+    result = Pass()
+    matched = result.matched
     for record in records:
-        read += 1
+        result.read += 1
         request_feedback = feedback.requests.get(record.request_id)
         if request_feedback is not None:
             if record.request_id in matched:
@@ -202,23 +205,55 @@ def analyse(project: str, records: Iterable[EvalRecord], feedback: FeedbackIndex
                 side.add(record, request_feedback)
         if not window[0] <= record.at < window[1]:
             continue
-        in_window += 1
+        result.in_window += 1
         cohort = cohort_of(record.raw, request_feedback)
-        cohort_requests[cohort] += 1
+        result.cohort_requests[cohort] += 1
         if request_feedback is None:
             continue
-        requests_with_feedback += 1
+        result.requests_with_feedback += 1
         if request_feedback.explicit:
-            cohort_feedback[cohort] += 1
+            result.cohort_feedback[cohort] += 1
         if request_feedback.contradictory:
-            cohort_contradictory[cohort] += 1
+            result.cohort_contradictory[cohort] += 1
         human = request_feedback.human()
         if human.value is None:
             continue
         segments = tuple(cohort if f == "user_cohort" else (field_value(record.raw, f) or UNKNOWN) for f in fields)
         output = record.raw.get("output")
         implicit = request_feedback.implicit(output if isinstance(output, str) else None)
-        rows.append((record, human.value, human.n_users, cohort, segments, implicit.value))
+        result.rows.append((record, human.value, human.n_users, cohort, segments, implicit.value))
+    return result
+
+
+def change_sides(changes: list[Change], since: datetime, until: datetime, settings: AnalysisSettings
+                 ) -> list[_ChangeSides]:
+    window = (since.timestamp(), until.timestamp())
+    return [_ChangeSides(c, window, settings.impact_window.total_seconds()) for c in changes]
+
+
+def analyse(project: str, records: Iterable[EvalRecord], feedback: FeedbackIndex, changes: list[Change],
+            since: datetime, until: datetime, settings: AnalysisSettings | None = None,
+            skipped: Counter[str] | None = None, generated_at: datetime | None = None) -> Analysis:
+    """The analysis with the pass in Python (records from any iterable)."""
+    settings = settings or AnalysisSettings()
+    skipped = skipped if skipped is not None else Counter()
+    sides = change_sides(changes, since, until, settings)
+    collected = scan(records, feedback, sides, (since.timestamp(), until.timestamp()), settings.segment_fields,
+                     skipped)
+    return report(project, collected, feedback, sides, since, until, settings, skipped, generated_at)
+
+
+def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[_ChangeSides], since: datetime,
+           until: datetime, settings: AnalysisSettings, skipped: Counter[str],
+           generated_at: datetime | None = None) -> Analysis:
+    """The report and the datasets from one pass's collection."""
+    window = (since.timestamp(), until.timestamp())
+    span = settings.impact_window.total_seconds()
+    fields = settings.segment_fields
+    matched, rows, read, in_window = collected.matched, collected.rows, collected.read, collected.in_window
+    requests_with_feedback = collected.requests_with_feedback
+    cohort_requests, cohort_feedback = collected.cohort_requests, collected.cohort_feedback
+    cohort_contradictory = collected.cohort_contradictory
 
     orphans = [r for r in feedback.requests if r not in matched]
     report: dict[str, Any] = {

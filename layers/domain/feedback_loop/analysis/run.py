@@ -15,7 +15,7 @@ import orjson
 import yaml
 from pydantic import TypeAdapter
 
-from feedback_loop.analysis.engine import Analysis, AnalysisSettings, analyse, read_range
+from feedback_loop.analysis.engine import Analysis, AnalysisSettings, change_sides, read_range, report, scan
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.html import render_html
@@ -26,6 +26,8 @@ REPORT_HTML = "report.html"
 DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
 PROGRESS_EVERY = 250_000
+ENGINES = ("python", "duckdb")
+ENGINE = "python"  # the pass over the eval records: record by record in Python, or columnar in DuckDB
 
 _changes = TypeAdapter(list[Change])
 
@@ -39,8 +41,11 @@ def load_changes(path: str | Path) -> list[Change]:
 
 def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex, changes: list[Change],
                  since: datetime, until: datetime, settings: AnalysisSettings | None = None,
-                 progress: Callable[[str], None] | None = None) -> Analysis:
+                 progress: Callable[[str], None] | None = None, engine: str | None = None) -> Analysis:
     settings = settings or AnalysisSettings()
+    engine = engine or ENGINE
+    if engine not in ENGINES:
+        raise ValueError(f"unknown analysis engine {engine!r}: one of {', '.join(ENGINES)}")
     start, measured = read_range(since, until, changes, settings)
     skipped: Counter[str] = Counter()
     began = time.monotonic()
@@ -49,8 +54,17 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
         if progress:
             progress(f"[{number}/{total}] {name} ({time.monotonic() - began:.1f} s)")
 
-    records = eval_logs.records(start, until, skipped, on_file)
-    return analyse(project, _counted(records, progress, began), feedback, measured, since, until, settings, skipped)
+    sides = change_sides(measured, since, until, settings)
+    window = (since.timestamp(), until.timestamp())
+    if engine == "duckdb":
+        from feedback_loop.analysis.columnar import scan_files
+
+        collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
+                               settings.segment_fields, skipped, on_file)
+    else:
+        records = _counted(eval_logs.records(start, until, skipped, on_file), progress, began)
+        collected = scan(records, feedback, sides, window, settings.segment_fields, skipped)
+    return report(project, collected, feedback, sides, since, until, settings, skipped)
 
 
 def _counted(records: Iterable[Any], progress: Callable[[str], None] | None, began: float,

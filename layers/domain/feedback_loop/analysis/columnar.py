@@ -1,0 +1,397 @@
+"""The pass over the eval records in DuckDB: the files are scanned, checked and joined to the
+feedback per request in SQL, and every count over all records (cohorts, impact sides) is a GROUP BY;
+only the requests with a human score come back to Python, as rows for the statistics.
+
+It collects exactly what `engine.scan` collects record by record (the same reasons for skipping a
+record, the same field and cohort rules, the same first-record-wins rule for a request read twice),
+so the report does not depend on the engine. Where DuckDB's JSON reader is more lenient than JSON
+(NaN, Infinity, trailing commas), the lines that may hold such a token are checked again with
+orjson; a file that DuckDB cannot read at all (a bad line, a broken gzip) is read line by line in
+Python, as before, and handed to DuckDB as the lines that parsed. One difference is left: a number
+beyond a double (1e400, which no JSON encoder writes) is read as infinity here (an overall score so
+written is out of range) where the line-by-line reader skips the line as invalid JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+
+from feedback_loop.analysis.engine import UNKNOWN, Pass, _ChangeSides, _Side
+from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource, EvalRecord, _json_lines
+from feedback_loop.analysis.feedback import FeedbackIndex
+
+# Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
+# lines (and any others that match, inside strings) are checked again with orjson. (DuckDB also reads
+# a number beyond a double, as infinity: an overall score so written is out of range, not invalid.)
+TRAILING_COMMA = r",\s*[\]}]"
+NUMBER = ("BIGINT", "UBIGINT", "DOUBLE")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _pointer(*keys: str) -> str:
+    """A JSON Pointer to a key (RFC 6901: '~' and '/' escaped), as a SQL literal."""
+    return _literal("".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys))
+
+
+def _as_text(json_value: str) -> str:
+    """A JSON scalar as Python's str() writes it (True, 3, 0.5, 1e+16); NULL for null and containers."""
+    kind = f"json_type({json_value})"
+    return (f"CASE {kind} WHEN 'VARCHAR' THEN {json_value} ->> '$' "
+            f"WHEN 'BOOLEAN' THEN CASE WHEN {json_value}::BOOLEAN THEN 'True' ELSE 'False' END "
+            f"WHEN 'BIGINT' THEN {json_value}::BIGINT::VARCHAR WHEN 'UBIGINT' THEN {json_value}::UBIGINT::VARCHAR "
+            f"WHEN 'DOUBLE' THEN {json_value}::DOUBLE::VARCHAR END")
+
+
+def _fields(settings_fields: tuple[str, ...], sides: list[_ChangeSides]) -> list[str]:
+    """Every eval-log field the pass reads: segment fields, change segments and A/B arms."""
+    names = [f for f in settings_fields if f != "user_cohort"]
+    for change_sides in sides:
+        names += [key for key, _ in change_sides.segment]
+        if change_sides.change.variant_field:
+            names.append(change_sides.change.variant_field)
+    return list(dict.fromkeys(names))
+
+
+TOP = ("request_id", "timestamp", "eval_scores", "metadata", "prompt", "output")
+
+
+def _select(source: str, columns: dict[str, str]) -> str:
+    """The typed columns of every record of `source` (a relation with a JSON column j and each record's
+    position in the order read). Each line is parsed once for all the top-level values it needs."""
+    tops = list(dict.fromkeys([*TOP, *(n for n in columns if not n.startswith("metadata."))]))
+    element = {name: f"e{i}" for i, name in enumerate(tops)}
+    metadata = "m"
+
+    def field_value(name: str) -> str:
+        """engine.field_value: `metadata.x`, else a top-level scalar, else metadata's field."""
+        if name.startswith("metadata."):
+            return _as_text(f"json_extract({metadata}, {_pointer(name.removeprefix('metadata.'))})")
+        top = element[name]
+        return (f"CASE WHEN coalesce(json_type({top}) NOT IN ('OBJECT', 'ARRAY'), false) THEN {_as_text(top)} "
+                f"ELSE {_as_text(f'json_extract({metadata}, {_pointer(name)})')} END")
+
+    paths = "[" + ", ".join(_pointer(name) for name in tops) + "]"
+    fields = "".join(f"{field_value(name)} AS {column}, " for name, column in columns.items())
+    overall = "o"
+    values = ", ".join(f"v[{i + 1}] AS e{i}" for i in range(len(tops)))
+    return f"""
+SELECT
+    position,
+    CASE WHEN json_type({element['request_id']}) = 'VARCHAR' THEN {element['request_id']} ->> '$' END AS request_id,
+    CASE WHEN json_type({element['timestamp']}) = 'VARCHAR'
+         THEN epoch(try_cast({element['timestamp']} ->> '$' AS TIMESTAMPTZ)) END AS moment,
+    CASE WHEN json_type({overall}) IN {NUMBER} THEN {overall}::DOUBLE END AS overall,
+    CASE WHEN {element['request_id']} IS NULL THEN json_type(j) = 'OBJECT' ELSE true END AS is_object,
+    {field_value('metadata.user_cohort')} AS cohort_field,
+    {fields}
+    suspect,
+    -- texts only where they are needed: lines to check again, and the labelled requests' datasets
+    CASE WHEN suspect THEN j::VARCHAR END AS text,
+    CASE WHEN labelled THEN {element['prompt']} END AS prompt,
+    CASE WHEN labelled THEN {element['output']} END AS output
+FROM (SELECT *, CASE WHEN json_type(e{tops.index('metadata')}) = 'OBJECT' THEN e{tops.index('metadata')} END AS m,
+             json_extract(e{tops.index('eval_scores')}, '/overall') AS o,
+             (e0 ->> '$') IN (SELECT request_id FROM feedback WHERE has_human) AS labelled,
+             (contains(j::VARCHAR, 'NaN') OR contains(j::VARCHAR, 'Infinity')
+              OR regexp_matches(j::VARCHAR, {_literal(TRAILING_COMMA)})) AS suspect
+      FROM (SELECT position, j, {values} FROM (SELECT position, j, json_extract(j, {paths}) AS v FROM {source})))"""
+
+
+def default_memory_limit() -> str | None:
+    """In Lambda, half the function's memory (the rest is Python's: the feedback and the rows);
+    elsewhere DuckDB's own default (80% of the machine's)."""
+    size = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    return f"{int(size) // 2}MB" if size and size.isdigit() else None
+
+
+class Scanner:
+    """One DuckDB connection for one pass."""
+
+    def __init__(self, feedback: FeedbackIndex, columns: dict[str, str], threads: int | None = None,
+                 memory_limit: str | None = None):
+        config: dict[str, Any] = {"preserve_insertion_order": True,  # a staged file's rowid: the order read
+                                  # where DuckDB spills past its limit (Lambda: only /tmp is writable)
+                                  "temp_directory": os.path.join(tempfile.gettempdir(), "feedback-loop-duckdb")}
+        if threads:
+            config["threads"] = threads
+        memory_limit = memory_limit or default_memory_limit()
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self.connection = duckdb.connect(config=config)
+        self.connection.execute("SET TimeZone = 'UTC'")
+        self.columns = columns
+        self.feedback = feedback
+        self.read = 0  # records staged so far: the next one's position
+        self._load_feedback()
+        field_columns = "".join(f", {column} VARCHAR" for column in columns.values())
+        self.connection.execute(f"""
+            CREATE TEMP TABLE records (position BIGINT, request_id VARCHAR, moment DOUBLE, overall DOUBLE,
+                                       is_object BOOLEAN, cohort_field VARCHAR{field_columns}, suspect BOOLEAN,
+                                       text VARCHAR, prompt JSON, output JSON)""")
+
+    def _load_feedback(self) -> None:
+        requests = self.feedback.requests
+        ids = np.array(list(requests), dtype=object)
+        humans = [entry.human() for entry in requests.values()]
+        frame = {  # noqa: F841  read by DuckDB's replacement scan below
+            "request_id": ids,
+            "events": np.array([entry.events for entry in requests.values()], np.int64),
+            "explicit": np.array([entry.explicit > 0 for entry in requests.values()], bool),
+            "contradictory": np.array([entry.contradictory for entry in requests.values()], bool),
+            "has_human": np.array([h.value is not None for h in humans], bool),
+            "fb_cohort": np.array([entry.user_cohort for entry in requests.values()], dtype=object),
+        }
+        self.connection.execute("""CREATE TEMP TABLE feedback (request_id VARCHAR, events BIGINT, explicit BOOLEAN,
+                                   contradictory BOOLEAN, has_human BOOLEAN, fb_cohort VARCHAR)""")
+        if len(ids):
+            self.connection.execute("INSERT INTO feedback SELECT * FROM frame")
+
+    def _add(self, rows: str) -> None:
+        """A file's records, staged as they are read (a plain scan keeps their order in rowid), then
+        typed into `records` with their positions (the join with the feedback does not keep order)."""
+        self.connection.execute(f"CREATE OR REPLACE TEMP TABLE stage AS {rows}")
+        try:
+            staged = f"(SELECT j, {self.read} + rowid AS position FROM stage)"
+            self.connection.execute(f"INSERT INTO records {_select(staged, self.columns)}")
+            self.read += self.connection.execute("SELECT count(*) FROM stage").fetchone()[0]
+        finally:
+            self.connection.execute("DROP TABLE stage")
+
+    def add_json_files(self, names: list[str]) -> None:
+        listed = "[" + ", ".join(_literal(name) for name in names) + "]"
+        self._add(f"SELECT json AS j FROM read_json_objects({listed}, format = 'newline_delimited', "
+                  "hive_partitioning = false)")
+
+    def add_parquet_file(self, name: str) -> None:
+        self._add(f"SELECT to_json(p) AS j FROM read_parquet({_literal(name)}, hive_partitioning = false) AS p")
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Records that Python parsed (from a file DuckDB could not read), in their order."""
+        with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as handle:
+            handle.write(b"".join(line.rstrip(b"\r\n") + b"\n" for line in lines))
+        try:
+            if lines:
+                self.add_json_files([handle.name])
+        finally:
+            os.unlink(handle.name)
+
+
+def _python_lines(source: EvalLogSource, name: str, skipped: Counter[str]) -> list[bytes]:
+    """A file's valid JSON lines, read as the Python reader reads them (reasons counted)."""
+    if name.endswith(PARQUET_SUFFIXES):
+        return [orjson.dumps(row, default=str) for row in source.rows(name, skipped)]
+    with source._lines(name) as lines:
+        return [orjson.dumps(value) for value in _json_lines(lines, skipped)]
+
+
+@contextmanager
+def _local(source: EvalLogSource, name: str) -> Iterator[str]:
+    """The file on local disk (an S3 object is downloaded to a temporary file, then deleted)."""
+    if not source.is_s3:
+        yield name
+        return
+    bucket, _, key = name.removeprefix("s3://").partition("/")
+    suffix = "".join(re.findall(r"(\.[A-Za-z0-9]+)", key)[-2:])
+    with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+        source.s3_client.download_fileobj(bucket, key, local)
+        local.flush()
+        yield local.name
+
+
+def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Counter[str],
+          progress: Callable[[int, int, str], None] | None, run_size: int = 4) -> None:
+    """Every file into the records table, in order: local JSON Lines files in runs read in parallel,
+    the others one by one; a run with a file that DuckDB refuses is read file by file, and such a
+    file by Python."""
+    runs: list[list[str]] = []
+    for name in files:
+        alone = source.is_s3 or name.endswith(PARQUET_SUFFIXES)
+        if not alone and runs and len(runs[-1]) < run_size and not runs[-1][0].endswith(PARQUET_SUFFIXES):
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    done = 0
+    for run in runs:
+        if len(run) > 1:
+            try:  # a statement is atomic: if a file of the run is not clean, nothing of it was added
+                scanner.add_json_files(run)
+                done += len(run)
+                if progress:
+                    progress(done, len(files), run[-1])
+                continue
+            except duckdb.Error:
+                pass
+        for name in run:
+            done += 1
+            if progress:
+                progress(done, len(files), name)
+            _load_file(scanner, source, name, skipped)
+
+
+def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Counter[str]) -> None:
+    try:
+        with _local(source, name) as path:
+            if name.endswith(PARQUET_SUFFIXES):
+                scanner.add_parquet_file(path)
+            else:
+                scanner.add_json_files([path])
+        return
+    except duckdb.Error:  # nothing of the file was added (a statement is atomic): Python reads it,
+        pass              # counting what it skips
+    scanner.add_lines(_python_lines(source, name, skipped))
+
+
+def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[_ChangeSides], read_since: float,
+               until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
+               progress: Callable[[int, int, str], None] | None = None, files: list[str] | None = None,
+               threads: int | None = None, memory_limit: str | None = None) -> Pass:
+    """engine.scan's collection, computed in DuckDB from the files of `source`."""
+    from datetime import datetime, timezone
+
+    names = _fields(fields, sides)
+    columns = {name: f"f{i}" for i, name in enumerate(names)}
+    scanner = Scanner(feedback, columns, threads, memory_limit)
+    connection = scanner.connection
+    if files is None:
+        files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
+                             datetime.fromtimestamp(until, timezone.utc))
+    _load(scanner, source, files, skipped, progress)
+    _recheck_lenient(connection, skipped)
+
+    # each record's problem, in the reader's order of checks; then the first record of a request
+    # with feedback wins, as in the record-by-record pass
+    connection.execute(f"""
+        CREATE TEMP TABLE checked AS
+        SELECT *,
+               CASE WHEN NOT is_object THEN 'not_an_object'
+                    WHEN request_id IS NULL OR request_id = '' THEN 'missing_request_id'
+                    WHEN moment IS NULL THEN 'bad_timestamp'
+                    WHEN overall IS NULL THEN 'missing_overall_score'
+                    WHEN isnan(overall) OR overall < 0 OR overall > 1 THEN 'overall_score_out_of_range'
+                    WHEN moment < {read_since!r} OR moment >= {until!r} THEN 'outside_window'
+               END AS problem
+        FROM records""")
+    for reason, count in connection.execute(
+            "SELECT problem, count(*) FROM checked WHERE problem IS NOT NULL GROUP BY problem").fetchall():
+        skipped[reason] += count
+    connection.execute("""
+        CREATE TEMP TABLE kept AS
+        SELECT c.*, f.request_id IS NOT NULL AS has_feedback, f.explicit, f.contradictory, f.has_human, f.fb_cohort,
+               row_number() OVER (PARTITION BY c.request_id ORDER BY c.position) AS occurrence
+        FROM checked c LEFT JOIN feedback f USING (request_id) WHERE c.problem IS NULL""")
+    duplicates = connection.execute("SELECT count(*) FROM kept WHERE has_feedback AND occurrence > 1").fetchone()[0]
+    if duplicates:
+        skipped["duplicate_request_id"] += duplicates
+    connection.execute("DELETE FROM kept WHERE has_feedback AND occurrence > 1")
+
+    result = Pass()
+    result.read = connection.execute("SELECT count(*) FROM kept").fetchone()[0] + duplicates
+    result.matched = {r for (r,) in connection.execute("SELECT request_id FROM kept WHERE has_feedback").fetchall()}
+    cohort = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {_literal(UNKNOWN)})"
+    in_window = f"moment >= {window[0]!r} AND moment < {window[1]!r}"
+    for name, requests, with_feedback, explicit, contradictory in connection.execute(f"""
+            SELECT {cohort} AS cohort, count(*), count(*) FILTER (has_feedback), count(*) FILTER (explicit),
+                   count(*) FILTER (contradictory)
+            FROM kept WHERE {in_window} GROUP BY cohort ORDER BY cohort""").fetchall():
+        result.in_window += requests
+        result.requests_with_feedback += with_feedback
+        result.cohort_requests[name] = requests
+        if explicit:
+            result.cohort_feedback[name] = explicit
+        if contradictory:
+            result.cohort_contradictory[name] = contradictory
+
+    _fill_sides(connection, feedback, sides, columns)
+    _rows(connection, feedback, result, cohort, in_window, fields, columns)
+    connection.close()
+    return result
+
+
+def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str]) -> None:
+    """Lines DuckDB took that may not be JSON are parsed again with orjson; those that fail are
+    invalid_json, as the line-by-line reader counts them."""
+    suspects = connection.execute("SELECT position, text FROM records WHERE suspect").fetchall()
+    invalid = []
+    for position, text in suspects:
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError:
+            invalid.append(position)
+    if invalid:
+        skipped["invalid_json"] += len(invalid)
+        connection.execute(f"DELETE FROM records WHERE position IN ({', '.join(map(str, invalid))})")
+
+
+def _side_sql(change_sides: _ChangeSides, columns: dict[str, str]) -> str:
+    """'c', 't' or NULL per record: _ChangeSides.side_for in SQL."""
+    change = change_sides.change
+    conditions = [f"moment >= {change_sides.low!r}", f"moment < {change_sides.high!r}"]
+    conditions += [f"{columns[key]} IS NOT DISTINCT FROM {_literal(expected)}"
+                   for key, expected in change_sides.segment]
+    if change.variant_field:
+        arm = columns[change.variant_field]
+        side = (f"CASE WHEN {arm} = {_literal(change.control)} THEN 'c' "
+                f"WHEN {arm} = {_literal(change.treatment)} THEN 't' END")
+    else:
+        side = f"CASE WHEN moment < {change_sides.effective!r} THEN 'c' ELSE 't' END"
+    return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
+
+
+def _fill_sides(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, sides: list[_ChangeSides],
+                columns: dict[str, str]) -> None:
+    for change_sides in sides:
+        rows = connection.execute(f"""
+            SELECT side, count(*), count(*) FILTER (explicit), sum(overall), sum(overall * overall),
+                   min(moment), max(moment), list(request_id ORDER BY position) FILTER (has_feedback)
+            FROM (SELECT *, {_side_sql(change_sides, columns)} AS side FROM kept)
+            WHERE side IS NOT NULL GROUP BY side""").fetchall()
+        for side_name, requests, with_feedback, total, squares, first, last, with_feedback_ids in rows:
+            side: _Side = change_sides.control if side_name == "c" else change_sides.treatment
+            side.requests = side.overall_n = requests
+            side.with_feedback = with_feedback
+            side.overall_sum, side.overall_sq = float(total), float(squares)
+            side.first, side.last = first, last
+            for request_id in with_feedback_ids or []:  # the requests with feedback: few, in order
+                entry = feedback.requests[request_id]
+                side.thumbs_up += entry.thumbs_up
+                side.thumbs += entry.thumbs_up + entry.thumbs_down
+                score = entry.human().value
+                if score is not None:
+                    side.human.append(score)
+
+
+def _rows(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, result: Pass, cohort: str,
+          in_window: str, fields: tuple[str, ...], columns: dict[str, str]) -> None:
+    segment_columns = [("cohort" if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {_literal(UNKNOWN)})")
+                       for f in fields]
+    selected = ", ".join(segment_columns) if segment_columns else "NULL"
+    cursor = connection.execute(f"""
+        SELECT request_id, moment, overall, cohort, prompt, output, {selected}
+        FROM (SELECT *, {cohort} AS cohort FROM kept WHERE {in_window} AND has_human) ORDER BY position""")
+    while batch := cursor.fetchmany(10_000):
+        for request_id, moment, overall, cohort_name, prompt, output, *segments in batch:
+            raw: dict[str, Any] = {}
+            if prompt is not None:
+                raw["prompt"] = orjson.loads(prompt)
+            if output is not None:
+                raw["output"] = orjson.loads(output)
+            entry = feedback.requests[request_id]
+            human = entry.human()
+            text = raw.get("output")
+            implicit = entry.implicit(text if isinstance(text, str) else None)
+            record = EvalRecord(request_id, moment, overall, raw)
+            result.rows.append((record, human.value, human.n_users, cohort_name,
+                                tuple(segments[:len(fields)]), implicit.value))

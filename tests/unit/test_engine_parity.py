@@ -1,0 +1,219 @@
+"""The two engines of the pass over the eval records (record by record in Python; columnar in
+DuckDB) give the same report: every figure of report.json equal to 1e-9, the datasets equal and in
+the same order, on the planted scenario, the real published data and every kind of odd input."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feedback_loop.analysis.columnar import scan_files
+from feedback_loop.analysis.engine import AnalysisSettings, change_sides, scan
+from feedback_loop.analysis.evallogs import EvalLogSource
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.run import run_analysis
+from feedback_loop.models.changes import Change
+from feedback_loop.simulate import Scenario, simulate
+
+from ..analysis_data import write_eval_logs, write_feedback
+from ..conftest import SHARED
+from .test_scoring import three_ratings
+
+SINCE = datetime(2026, 5, 11, tzinfo=timezone.utc)
+UNTIL = SINCE + timedelta(days=7)
+
+
+def assert_same(python: Any, duckdb: Any, path: str = "report") -> None:
+    """Equal, floats to 1e-9 (relative past 1); tuples and lists element by element."""
+    if isinstance(python, dict):
+        assert isinstance(duckdb, dict) and python.keys() == duckdb.keys(), path
+        for key in python:
+            assert_same(python[key], duckdb[key], f"{path}.{key}")
+    elif isinstance(python, (list, tuple)):
+        assert isinstance(duckdb, (list, tuple)) and len(python) == len(duckdb), path
+        for i, (a, b) in enumerate(zip(python, duckdb)):
+            assert_same(a, b, f"{path}[{i}]")
+    elif isinstance(python, float) and isinstance(duckdb, float):
+        assert (math.isnan(python) and math.isnan(duckdb)) or python == pytest.approx(duckdb, rel=1e-9, abs=1e-9), path
+    else:
+        assert python == duckdb, path
+
+
+def both(logs: Path, events: list[dict] | None, changes: list[Change], since: datetime = SINCE,
+         until: datetime = UNTIL, analysis_settings: AnalysisSettings | None = None,
+         feedback_lines: list[bytes] | None = None) -> None:
+    results = []
+    for engine in ("python", "duckdb"):
+        feedback = FeedbackIndex()
+        if feedback_lines is not None:
+            feedback.add_export_lines(feedback_lines)
+        else:
+            feedback.add_export_file(write_feedback(events or [], logs.parent / "feedback.jsonl"))
+        analysis = run_analysis("p", EvalLogSource(str(logs)), feedback, changes, since, until, analysis_settings,
+                                engine=engine)
+        analysis.report.pop("generated_at")
+        results.append((analysis.report, analysis.labelled, analysis.disagreements))
+    assert_same(results[0], results[1])
+
+
+def test_the_planted_scenario(tmp_path: Path) -> None:
+    scenario = Scenario(requests=20_000, seed=11)
+    records, events = simulate(scenario)
+    both(write_eval_logs(records, tmp_path / "logs"), events, scenario.changes(), scenario.start, scenario.end)
+
+
+def stamp(n: int, total: int) -> str:
+    return (SINCE + timedelta(seconds=(n + 0.5) * 7 * 86400 / total)).isoformat()
+
+
+@pytest.mark.parametrize("name", ["topical_chat_result.json", "qags_xsum_result.json", "qags_cnndm_result.json"])
+def test_the_published_unieval_ratings(tmp_path: Path, name: str) -> None:
+    items = json.loads((SHARED / "external" / "unieval" / name).read_text())
+    key = "overall" if "overall" in items[0]["scores"] else "consistency"
+    records, events = [], []
+    for n, item in enumerate(items):
+        records.append({"request_id": f"r-{n}", "timestamp": stamp(n, len(items)), "prompt": item["source"],
+                        "output": item["system_output"],
+                        "eval_scores": {"overall": min(1.0, item["predict_scores"][key])},
+                        "metadata": {"system": item.get("system_id"), "user_cohort": "annotators"}})
+        human = item["scores"][key]
+        votes = ([("explicit_rating", r) for r in three_ratings(human)] if key == "overall"
+                 else [("explicit_thumbs_up" if human == 1 else "explicit_thumbs_down", True)])
+        events += [{"request_id": f"r-{n}", "feedback_type": kind, "value": value, "user_id": f"a{k}",
+                    "timestamp": stamp(n, len(items)), "event_id": f"{n}-{k}"} for k, (kind, value) in enumerate(votes)]
+    both(write_eval_logs(records, tmp_path / "logs"), events, [],
+         analysis_settings=AnalysisSettings(segment_fields=("user_cohort", "system"), min_segment_n=10))
+
+
+def test_the_published_pairwise_judgements(tmp_path: Path) -> None:
+    """PandaLM's test set: each response a request, the LLM judge's pick its score, each annotator's
+    pick a thumbs up or down (a tie a 3 of 5), the app that motivated the instruction a segment."""
+    folder = SHARED / "external" / "pandalm"
+    items = json.loads((folder / "testset-v1.json").read_text())
+    judge = json.loads((folder / "gpt-3.5-turbo-testset-v1.json").read_text())
+    judged = {j["idx"]: str(j["gpt_result"]) for j in judge}
+    records, events = [], []
+    for n, item in enumerate(items):
+        for side in (1, 2):
+            request_id = f"{item['idx']}-{side}"
+            pick = judged.get(item["idx"], "")
+            score = 1.0 if pick == str(side) else 0.5 if pick == "Tie" else 0.0
+            records.append({"request_id": request_id, "timestamp": stamp(n, len(items)), "prompt": item["instruction"],
+                            "output": item[f"response{side}"], "eval_scores": {"overall": score},
+                            "metadata": {"app": item["motivation_app"], "pair": item["cmp_key"]}})
+            for k in (1, 2, 3):
+                choice = item[f"annotator{k}"]
+                kind, value = (("explicit_rating", 3) if choice == 0 else
+                               ("explicit_thumbs_up" if choice == side else "explicit_thumbs_down", True))
+                events.append({"request_id": request_id, "feedback_type": kind, "value": value, "user_id": f"a{k}",
+                               "timestamp": stamp(n, len(items)), "event_id": f"{request_id}-{k}"})
+    both(write_eval_logs(records, tmp_path / "logs"), events, [],
+         analysis_settings=AnalysisSettings(segment_fields=("user_cohort", "app", "pair")))
+
+
+def test_odd_input_of_every_kind(tmp_path: Path) -> None:
+    """Malformed lines, lenient JSON, broken files, duplicates, fields of every JSON type, cohorts
+    from each source, both change designs, and JSON Lines, gzip and Parquet side by side."""
+    def record(request_id: Any, day: int = 12, overall: Any = 0.8, **fields: Any) -> dict:
+        metadata = fields.pop("metadata", {"user_cohort": "pro", "query_type": "qa", "arm": "a"})
+        return {"request_id": request_id, "timestamp": f"2026-05-{day:02d}T10:{len(str(request_id)):02d}:00Z",
+                "prompt": "p", "output": f"output of {request_id}", "eval_scores": {"overall": overall},
+                "metadata": metadata, **fields}
+
+    day = tmp_path / "logs" / "dt=2026-05-12"
+    day.mkdir(parents=True)
+    odd = [record("a"), record("a", overall=0.1), record("b", query_type=7), record("c", query_type=None),
+           record("d", query_type={"x": 1}), record("e", metadata={"query_type": True, "user_cohort": 3}),
+           record("f", metadata=[1]), record("g", metadata={"user_cohort": ""}), record("h", overall=1),
+           record("i", overall=0), record("j", overall=True), record("k", overall="0.5"), record("", overall=0.5),
+           record(5), record("l", metadata={"query_type": 0.1, "arm": "b"}), record("m", metadata={"arm": "b"}),
+           record("n", day=4), record("o", day=19), {**record("p"), "timestamp": "2026-05-12"},
+           {**record("q"), "timestamp": "2026-05-12T12:00:00+02:00"}, {**record("r"), "timestamp": 1778580000},
+           {**record("s"), "eval_scores": [0.5]}, record("t", overall=1e-300),
+           record("x", metadata={"query_type": False, "user_cohort": False, "arm": 1e16}), record("y", note=-0.0)]
+    lines = [json.dumps(r) for r in odd] + [
+        "{not json", "[1, 2]", '"text"', "null", '{"request_id": "u", "timestamp": "2026-05-12T10:00:00Z", '
+        '"eval_scores": {"overall": NaN}}', '{"request_id": "v", "timestamp": "2026-05-12T10:00:00Z", '
+        '"eval_scores": {"overall": 0.5},}', json.dumps({**record("w"), "note": "a, ] NaN inside a string"}), "", "  "]
+    (day / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (day / "b.jsonl").write_text("".join(json.dumps(record(f"clean{i}", metadata={"user_cohort": "free"})) + "\n"
+                                         for i in range(5)))
+    write_eval_logs([record(f"pq{i}", metadata={"user_cohort": "pro", "query_type": "qa", "arm": "b"})
+                     for i in range(4)], tmp_path / "logs", "parquet")
+    import gzip
+
+    payload = gzip.compress("".join(json.dumps(record(f"gz{i}")) + "\n" for i in range(300)).encode())
+    (tmp_path / "logs" / "dt=2026-05-13").mkdir()
+    (tmp_path / "logs" / "dt=2026-05-13" / "cut.jsonl.gz").write_bytes(payload[: len(payload) // 2])
+    (tmp_path / "logs" / "dt=2026-05-13" / "not.jsonl.gz").write_bytes(b"not gzip")
+    vote = {"feedback_type": "explicit_thumbs_down", "value": True, "timestamp": "2026-05-12T11:00:00Z"}
+    voted = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "l", "m", "n", "p", "q", "w", "x", "y", "pq1", "gz3",
+             "clean0", "ghost"]
+    events = [{**vote, "request_id": r, "user_id": "u1"} for r in voted]
+    events += [{"request_id": "g", "feedback_type": "explicit_rating", "value": 5, "user_id": "u2",
+                "timestamp": "2026-05-12T12:00:00Z", "user_cohort": "enterprise"},
+               {"request_id": "h", "feedback_type": "implicit_edit", "value": "output of X", "user_id": "u3",
+                "timestamp": "2026-05-12T12:00:00Z"}]
+    changes = [Change(name="ba", effective_at=datetime(2026, 5, 12, 10, 3, tzinfo=timezone.utc),
+                      segment={"query_type": "qa"}),
+               Change(name="ab", effective_at=datetime(2026, 5, 1, tzinfo=timezone.utc), variant_field="arm",
+                      control="a", treatment="b")]
+    both(tmp_path / "logs", events, changes,
+         analysis_settings=AnalysisSettings(segment_fields=("user_cohort", "query_type", "metadata.arm", "note"),
+                                            min_segment_n=2))
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.text(max_size=4),
+                    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["pro", "free", "a", "b"]))
+RECORDS = st.lists(st.fixed_dictionaries({
+    "request_id": st.one_of(st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6"]), SCALARS),
+    "timestamp": st.one_of(st.sampled_from(["2026-05-12T10:00:00Z", "2026-05-04T23:00:00+00:00", "2026-05-17",
+                                            "2026-05-18T00:00:00Z", "bad"]), SCALARS),
+    "eval_scores": st.one_of(st.fixed_dictionaries({"overall": st.one_of(st.floats(-0.5, 1.5), SCALARS)}), SCALARS),
+    "metadata": st.one_of(st.dictionaries(st.sampled_from(["user_cohort", "query_type", "arm"]), SCALARS), SCALARS),
+    "output": st.one_of(st.text(max_size=8), SCALARS),
+}, optional={"query_type": SCALARS, "arm": st.one_of(SCALARS, st.lists(SCALARS, max_size=2))}), max_size=25)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(records=RECORDS, voted=st.sets(st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6", "ghost"])))
+def test_random_records_are_collected_alike(tmp_path: Path, records: list[dict], voted: set[str]) -> None:
+    folder = Path(tempfile.mkdtemp(dir=tmp_path)) / "dt=2026-05-12"  # one folder per example
+    folder.mkdir()
+    (folder / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    feedback = FeedbackIndex()
+    feedback.add_export_lines([json.dumps({"request_id": r, "feedback_type": kind, "value": value, "user_id": "u",
+                                           "timestamp": "2026-05-12T11:00:00Z"}).encode()
+                               for r in sorted(voted) for kind, value in [("explicit_rating", 1 + len(r) % 5),
+                                                                          ("implicit_edit", "edited")]])
+    fields = ("user_cohort", "query_type", "metadata.arm", "arm")
+    changes = [Change(name="ab", effective_at=datetime(2026, 5, 1, tzinfo=timezone.utc), variant_field="arm",
+                      control="a", treatment="b", segment={"query_type": "pro"}),
+               Change(name="ba", effective_at=datetime(2026, 5, 12, tzinfo=timezone.utc))]
+    read_since = SINCE - timedelta(days=8)
+    collected = []
+    for engine in ("python", "duckdb"):
+        sides, skipped = change_sides(changes, SINCE, UNTIL, AnalysisSettings()), Counter()
+        source = EvalLogSource(str(folder.parent))
+        window = (SINCE.timestamp(), UNTIL.timestamp())
+        if engine == "python":
+            result = scan(source.records(read_since, UNTIL, skipped), feedback, sides, window, fields, skipped)
+        else:
+            result = scan_files(source, feedback, sides, read_since.timestamp(), UNTIL.timestamp(), window, fields,
+                                skipped)
+        rows = [(r[0].request_id, r[0].at, r[0].overall, r[0].raw, *r[1:]) for r in result.rows]
+        side_values = [(s.control.__dict__, s.treatment.__dict__) for s in sides]
+        collected.append((result.read, result.in_window, result.requests_with_feedback, dict(result.cohort_requests),
+                          dict(result.cohort_feedback), dict(result.cohort_contradictory), sorted(result.matched),
+                          rows, side_values, dict(skipped)))
+    assert_same(collected[0], collected[1], "pass")
