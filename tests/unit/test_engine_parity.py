@@ -184,7 +184,7 @@ RECORDS = st.lists(st.fixed_dictionaries({
 }, optional={"query_type": SCALARS, "arm": st.one_of(SCALARS, st.lists(SCALARS, max_size=2))}), max_size=25)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(records=RECORDS, voted=st.sets(st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6", "ghost"])))
 def test_random_records_are_collected_alike(tmp_path: Path, records: list[dict], voted: set[str]) -> None:
@@ -211,7 +211,9 @@ def test_random_records_are_collected_alike(tmp_path: Path, records: list[dict],
         else:
             result = scan_files(source, feedback, sides, read_since.timestamp(), UNTIL.timestamp(), window, fields,
                                 skipped)
-        rows = [(r[0].request_id, r[0].at, r[0].overall, r[0].raw, *r[1:]) for r in result.rows]
+        # of the record, the report reads its request_id, time, score, prompt and output
+        rows = [(r[0].request_id, r[0].at, r[0].overall, r[0].raw.get("prompt"), r[0].raw.get("output"), *r[1:])
+                for r in result.rows]
         side_values = [(s.control.__dict__, s.treatment.__dict__) for s in sides]
         collected.append((result.read, result.in_window, result.requests_with_feedback, dict(result.cohort_requests),
                           dict(result.cohort_feedback), dict(result.cohort_contradictory), sorted(result.matched),
