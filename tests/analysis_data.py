@@ -5,14 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-from feedback_loop.analysis import run
-from feedback_loop.analysis.run import ENGINES
 
 
 def write_eval_logs(records: list[dict[str, Any]], root: Path, fmt: str = "jsonl.gz") -> Path:
@@ -46,10 +40,3 @@ def write_feedback(events: list[dict[str, Any]], path: Path) -> Path:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-
-@pytest.fixture(scope="module", params=ENGINES, autouse=False)
-def engine(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each analysis test once per engine of the pass over the eval records (module by module)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run, "ENGINE", request.param)
-        yield request.param

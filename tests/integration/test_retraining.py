@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import boto3
 import pytest
 
-from feedback_loop.analysis.engine import split_of
+from feedback_loop.analysis.model import split_of
 from feedback_loop.retraining.launch import claim_key, job_name
 
 pytestmark = pytest.mark.integration

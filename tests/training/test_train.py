@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from feedback_loop.analysis.engine import split_of
+from feedback_loop.analysis.model import split_of
 
 from ..conftest import ROOT, SHARED
 

@@ -15,7 +15,7 @@ from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import load_changes, run_analysis, write_local
 
-from ..analysis_data import engine, write_eval_logs, write_feedback  # noqa: F401  (engine: a fixture)
+from ..analysis_data import write_eval_logs, write_feedback
 
 pytestmark = pytest.mark.usefixtures("engine")
 

@@ -16,12 +16,12 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import roc_auc_score
 
-from feedback_loop.analysis.engine import AnalysisSettings
+from feedback_loop.analysis.model import AnalysisSettings
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis
 
-from ..analysis_data import engine, write_eval_logs, write_feedback  # noqa: F401  (engine: a fixture)
+from ..analysis_data import write_eval_logs, write_feedback
 
 pytestmark = pytest.mark.usefixtures("engine")
 from ..conftest import SHARED

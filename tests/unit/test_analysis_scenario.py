@@ -16,7 +16,7 @@ from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis, write_local
 from feedback_loop.simulate import Scenario, population_satisfaction, simulate
 
-from ..analysis_data import engine, read_jsonl, write_eval_logs, write_feedback  # noqa: F401  (engine: a fixture)
+from ..analysis_data import read_jsonl, write_eval_logs, write_feedback
 
 SCENARIO = Scenario(requests=20_000, seed=11)
 

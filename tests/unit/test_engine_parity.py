@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedback_loop.analysis.columnar import scan_files
-from feedback_loop.analysis.engine import AnalysisSettings, change_sides, scan
+from feedback_loop.analysis.engine import scan
+from feedback_loop.analysis.model import AnalysisSettings, change_sides
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis

@@ -140,7 +140,7 @@ def _moment(text: str) -> datetime:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import boto3
 
-    from feedback_loop.analysis.engine import AnalysisSettings
+    from feedback_loop.analysis.model import AnalysisSettings
     from feedback_loop.analysis.evallogs import EvalLogSource
     from feedback_loop.analysis.feedback import FeedbackIndex
     from feedback_loop.analysis.run import load_changes, print_progress, run_analysis, write_local, write_s3

@@ -10,7 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from feedback_loop.analysis.engine import AnalysisSettings
+    from feedback_loop.analysis.model import AnalysisSettings
     from feedback_loop.registry.deploy import DeploySetup
     from feedback_loop.registry.gate import GatePolicy
     from feedback_loop.retraining.launch import TrainingSetup
@@ -78,7 +78,7 @@ class AnalysisFunctionSettings(BaseSettings):
         return timedelta(days=self.window_days)
 
     def analysis(self) -> "AnalysisSettings":
-        from feedback_loop.analysis.engine import AnalysisSettings
+        from feedback_loop.analysis.model import AnalysisSettings
 
         extra = [f.strip() for f in self.segment_fields_csv.split(",") if f.strip()]
         return AnalysisSettings(

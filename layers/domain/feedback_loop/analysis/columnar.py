@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import orjson
 
-from feedback_loop.analysis.engine import UNKNOWN, Pass, _ChangeSides, _Side
+from feedback_loop.analysis.model import UNKNOWN, ChangeSides, Pass, Side
 from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource, EvalRecord, _json_lines
 from feedback_loop.analysis.feedback import FeedbackIndex
 
@@ -55,7 +55,7 @@ def _as_text(json_value: str) -> str:
             f"WHEN 'DOUBLE' THEN {json_value}::DOUBLE::VARCHAR END")
 
 
-def _fields(settings_fields: tuple[str, ...], sides: list[_ChangeSides]) -> list[str]:
+def _fields(settings_fields: tuple[str, ...], sides: list[ChangeSides]) -> list[str]:
     """Every eval-log field the pass reads: segment fields, change segments and A/B arms."""
     names = [f for f in settings_fields if f != "user_cohort"]
     for change_sides in sides:
@@ -254,7 +254,7 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
     scanner.add_lines(_python_lines(source, name, skipped))
 
 
-def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[_ChangeSides], read_since: float,
+def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides], read_since: float,
                until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
                progress: Callable[[int, int, str], None] | None = None, files: list[str] | None = None,
                threads: int | None = None, memory_limit: str | None = None) -> Pass:
@@ -335,8 +335,8 @@ def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str
         connection.execute(f"DELETE FROM records WHERE position IN ({', '.join(map(str, invalid))})")
 
 
-def _side_sql(change_sides: _ChangeSides, columns: dict[str, str]) -> str:
-    """'c', 't' or NULL per record: _ChangeSides.side_for in SQL."""
+def _side_sql(change_sides: ChangeSides, columns: dict[str, str]) -> str:
+    """'c', 't' or NULL per record: ChangeSides.side_for in SQL."""
     change = change_sides.change
     conditions = [f"moment >= {change_sides.low!r}", f"moment < {change_sides.high!r}"]
     conditions += [f"{columns[key]} IS NOT DISTINCT FROM {_literal(expected)}"
@@ -350,7 +350,7 @@ def _side_sql(change_sides: _ChangeSides, columns: dict[str, str]) -> str:
     return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
 
 
-def _fill_sides(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, sides: list[_ChangeSides],
+def _fill_sides(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, sides: list[ChangeSides],
                 columns: dict[str, str]) -> None:
     for change_sides in sides:
         rows = connection.execute(f"""
@@ -359,7 +359,7 @@ def _fill_sides(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, 
             FROM (SELECT *, {_side_sql(change_sides, columns)} AS side FROM kept)
             WHERE side IS NOT NULL GROUP BY side""").fetchall()
         for side_name, requests, with_feedback, total, squares, first, last, with_feedback_ids in rows:
-            side: _Side = change_sides.control if side_name == "c" else change_sides.treatment
+            side: Side = change_sides.control if side_name == "c" else change_sides.treatment
             side.requests = side.overall_n = requests
             side.with_feedback = with_feedback
             side.overall_sum, side.overall_sq = float(total), float(squares)

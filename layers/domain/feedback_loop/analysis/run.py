@@ -15,7 +15,9 @@ import orjson
 import yaml
 from pydantic import TypeAdapter
 
-from feedback_loop.analysis.engine import Analysis, AnalysisSettings, change_sides, read_range, report, scan
+from feedback_loop.analysis.engine import scan
+from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_sides, read_range
+from feedback_loop.analysis.report import report
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.html import render_html

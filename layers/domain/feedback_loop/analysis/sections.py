@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from feedback_loop.analysis import stats
 
-if TYPE_CHECKING:
-    from feedback_loop.analysis.engine import AnalysisSettings, _ChangeSides
+from feedback_loop.analysis.model import AnalysisSettings, ChangeSides
 
 def correlation_block(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, Any]:
     return {"n": len(x), "pearson": asdict(stats.pearson(x, y, confidence)),
@@ -128,7 +127,7 @@ def weighting(overall: np.ndarray, human: np.ndarray, weights: np.ndarray, setti
 METRICS = ("evaluator_overall", "human_score", "thumbs_up_share", "feedback_rate")
 
 
-def impact(sides: list[_ChangeSides], settings: AnalysisSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     entries: list[dict[str, Any]] = []
     for change_sides in sides:
         change, c, t = change_sides.change, change_sides.control, change_sides.treatment

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from feedback_loop.analysis.engine import AnalysisSettings
+from feedback_loop.analysis.model import AnalysisSettings
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import LABELLED, REPORT_JSON, run_analysis, write_s3

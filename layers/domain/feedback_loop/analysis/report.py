@@ -1,0 +1,87 @@
+"""The report and the datasets, from what one pass over the eval records collected."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from feedback_loop import scoring
+from feedback_loop.analysis import sections
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.model import SCHEMA_VERSION, Analysis, AnalysisSettings, ChangeSides, Pass, iso, split_of
+
+
+def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[ChangeSides], since: datetime,
+           until: datetime, settings: AnalysisSettings, skipped: Counter[str],
+           generated_at: datetime | None = None) -> Analysis:
+    """The report and the datasets from one pass's collection."""
+    window = (since.timestamp(), until.timestamp())
+    span = settings.impact_window.total_seconds()
+    fields = settings.segment_fields
+    matched, rows, read, in_window = collected.matched, collected.rows, collected.read, collected.in_window
+    requests_with_feedback = collected.requests_with_feedback
+    cohort_requests, cohort_feedback = collected.cohort_requests, collected.cohort_feedback
+    cohort_contradictory = collected.cohort_contradictory
+
+    orphans = [r for r in feedback.requests if r not in matched]
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "project": project,
+        "generated_at": iso((generated_at or datetime.now(timezone.utc)).timestamp()),
+        "window": {"since": iso(window[0]), "until": iso(window[1])},
+        "settings": {"threshold": settings.threshold, "segment_fields": list(fields),
+                     "min_segment_n": settings.min_segment_n, "target_feedback_rate": settings.target_feedback_rate,
+                     "trim_multiple": settings.trim_multiple, "impact_window_days": span / 86400,
+                     "alpha": settings.alpha, "confidence": settings.confidence},
+        "counts": {
+            "eval_records": in_window,
+            "eval_records_read": read,
+            "feedback_events": feedback.events,
+            "requests_with_feedback": requests_with_feedback,
+            "requests_with_human_score": len(rows),
+            "orphan_feedback_requests": len(orphans),
+            "orphan_feedback_events": sum(feedback.requests[r].events for r in orphans),
+            "skipped_lines": sum(v for k, v in skipped.items() if k != "outside_window")
+            + sum(feedback.skipped.values()),
+            "skipped_by_reason": dict(sorted((skipped + feedback.skipped).items())),
+        },
+    }
+    overall = np.array([r[0].overall for r in rows], float)
+    human = np.array([r[1] for r in rows], float)
+    cohorts = [r[3] for r in rows]
+    segments = [r[4] for r in rows]
+    good = human >= scoring.GOOD_AT
+    binary = good | (human <= scoring.BAD_AT)
+    verdict_good = overall > settings.threshold
+
+    report["correlation"] = sections.correlations(overall, human, segments, fields, settings)
+    report["agreement"] = sections.agreement(overall[binary], good[binary], verdict_good[binary], settings)
+    report["miscalibration"] = sections.miscalibration(verdict_good, good, binary, segments, fields, settings)
+    weights_by_cohort, cohort_report = sections.cohorts(cohort_requests, cohort_feedback, cohort_contradictory, cohorts,
+                                                human, settings)
+    report["cohorts"] = cohort_report
+    weights = np.array([weights_by_cohort.get(c, 0.0) for c in cohorts], float)
+    report["weighting"] = sections.weighting(overall, human, weights, settings)
+    report["impact"], report["regressions"] = sections.impact(sides, settings)
+
+    disagreements, labelled = [], []
+    for i, (record, score, n_users, cohort, segment_values, implicit) in enumerate(rows):
+        label = scoring.human_label(score)
+        entry = {
+            "request_id": record.request_id, "timestamp": iso(record.at), "prompt": record.raw.get("prompt"),
+            "output": record.raw.get("output"), "overall": record.overall,
+            "verdict": "good" if verdict_good[i] else "bad", "human_score": score, "human_label": label,
+            "n_users": n_users, "implicit_score": implicit, "cohort": cohort,
+            "segments": dict(zip(fields, segment_values)),
+        }
+        if binary[i] and bool(verdict_good[i]) != bool(good[i]):
+            disagreements.append({**entry, "direction": "evaluator_too_high" if verdict_good[i] else "evaluator_too_low"})
+        labelled.append({**entry, "weight": float(weights[i]), "split": split_of(record.request_id,
+                                                                                 settings.validation_share)})
+    report["datasets"] = {"disagreements": len(disagreements), "labelled": len(labelled),
+                          "labelled_binary": int(binary.sum()),
+                          "validation": sum(e["split"] == "validation" for e in labelled)}
+    return Analysis(report, disagreements, labelled)
