@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
@@ -122,9 +124,11 @@ class Scanner:
 
     def __init__(self, feedback: FeedbackIndex, columns: dict[str, str], threads: int | None = None,
                  memory_limit: str | None = None):
+        # where DuckDB spills past its limit: a folder of its own under the temporary folder (in
+        # Lambda only /tmp is writable), removed by close()
+        self.spill = tempfile.mkdtemp(prefix="feedback-loop-duckdb-")
         config: dict[str, Any] = {"preserve_insertion_order": True,  # a staged file's rowid: the order read
-                                  # where DuckDB spills past its limit (Lambda: only /tmp is writable)
-                                  "temp_directory": os.path.join(tempfile.gettempdir(), "feedback-loop-duckdb")}
+                                  "temp_directory": self.spill}
         if threads:
             config["threads"] = threads
         memory_limit = memory_limit or default_memory_limit()
@@ -142,16 +146,20 @@ class Scanner:
                                        is_object BOOLEAN, cohort_field VARCHAR{field_columns}, suspect BOOLEAN,
                                        text VARCHAR, prompt JSON, output JSON)""")
 
+    def close(self) -> None:
+        self.connection.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
+
     def _load_feedback(self) -> None:
         requests = self.feedback.requests
         ids = np.array(list(requests), dtype=object)
-        humans = [entry.human() for entry in requests.values()]
         frame = {  # noqa: F841  read by DuckDB's replacement scan below
             "request_id": ids,
             "events": np.array([entry.events for entry in requests.values()], np.int64),
             "explicit": np.array([entry.explicit > 0 for entry in requests.values()], bool),
             "contradictory": np.array([entry.contradictory for entry in requests.values()], bool),
-            "has_human": np.array([h.value is not None for h in humans], bool),
+            # a request has a human score as soon as it has one vote (RequestFeedback.human)
+            "has_human": np.array([entry.votes is not None for entry in requests.values()], bool),
             "fb_cohort": np.array([entry.user_cohort for entry in requests.values()], dtype=object),
         }
         self.connection.execute("""CREATE TEMP TABLE feedback (request_id VARCHAR, events BIGINT, explicit BOOLEAN,
@@ -259,11 +267,20 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
                progress: Callable[[int, int, str], None] | None = None, files: list[str] | None = None,
                threads: int | None = None, memory_limit: str | None = None) -> Pass:
     """engine.scan's collection, computed in DuckDB from the files of `source`."""
-    from datetime import datetime, timezone
-
     names = _fields(fields, sides)
     columns = {name: f"f{i}" for i, name in enumerate(names)}
     scanner = Scanner(feedback, columns, threads, memory_limit)
+    try:
+        return _collect(scanner, source, feedback, sides, read_since, until, window, fields, skipped, progress,
+                        files)
+    finally:
+        scanner.close()
+
+
+def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides],
+             read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
+             skipped: Counter[str], progress: Callable[[int, int, str], None] | None, files: list[str] | None
+             ) -> Pass:
     connection = scanner.connection
     if files is None:
         files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
@@ -314,9 +331,8 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
         if contradictory:
             result.cohort_contradictory[name] = contradictory
 
-    _fill_sides(connection, feedback, sides, columns)
-    _rows(connection, feedback, result, cohort, in_window, fields, columns)
-    connection.close()
+    _fill_sides(connection, feedback, sides, scanner.columns)
+    _rows(connection, feedback, result, cohort, in_window, fields, scanner.columns)
     return result
 
 
