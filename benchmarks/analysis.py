@@ -8,6 +8,8 @@ wall time and peak memory (max RSS):
   ours       feedback_loop's analysis with the pass over the records in Python, record by record
              (the full report, HTML and datasets included)
   columnar   the same with the pass in DuckDB (analysis/columnar.py): the same outputs
+  ...-parquet  ours and columnar on the same records written as Parquet (one file per day,
+             written once by DuckDB from the JSON Lines files)
   article    the reference article's way: every eval record loaded, then a feedback look-up per
              record (against a dict indexed by request_id, so not a straw man), same outputs
   pandas     a straightforward pandas implementation of the same figures
@@ -42,7 +44,7 @@ from scipy import stats as sps
 
 from feedback_loop.simulate import Scenario, iter_simulation
 
-VARIANTS = ("parse", "ours", "columnar", "article", "pandas", "duckdb", "polars")
+VARIANTS = ("parse", "ours", "columnar", "ours-parquet", "columnar-parquet", "article", "pandas", "duckdb", "polars")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -97,7 +99,30 @@ def run_columnar(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     return run_ours(folder, info, engine="duckdb")
 
 
-def run_ours(folder: Path, info: dict[str, Any], engine: str = "python") -> dict[str, Any]:
+def parquet_logs(folder: Path) -> Path:
+    """The same eval records as Parquet, one file per day (made once)."""
+    import duckdb
+
+    target = folder / "logs-parquet"
+    if not (target / "done").exists():
+        for path in sorted((folder / "logs").rglob("*.jsonl.gz")):
+            day = target / path.parent.name
+            day.mkdir(parents=True, exist_ok=True)
+            duckdb.execute(f"COPY (SELECT * FROM read_json('{path}', format = 'newline_delimited')) "
+                           f"TO '{day / 'part-0.parquet'}' (FORMAT parquet)")
+        (target / "done").touch()
+    return target
+
+
+def run_ours_parquet(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+    return run_ours(folder, info, logs=parquet_logs(folder))
+
+
+def run_columnar_parquet(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
+    return run_ours(folder, info, engine="duckdb", logs=parquet_logs(folder))
+
+
+def run_ours(folder: Path, info: dict[str, Any], engine: str = "python", logs: Path | None = None) -> dict[str, Any]:
     from datetime import datetime
 
     from feedback_loop.analysis.evallogs import EvalLogSource
@@ -107,7 +132,7 @@ def run_ours(folder: Path, info: dict[str, Any], engine: str = "python") -> dict
     feedback = FeedbackIndex()
     feedback.add_export_file(folder / "feedback.jsonl")
     since, until = datetime.fromisoformat(info["since"]), datetime.fromisoformat(info["until"])
-    analysis = run_analysis("bench", EvalLogSource(str(folder / "logs")), feedback,
+    analysis = run_analysis("bench", EvalLogSource(str(logs or folder / "logs")), feedback,
                             load_changes(folder / "changes.json"), since, until, engine=engine)
     size = sum(len(content) for content in outputs(analysis).values())
     report = analysis.report
@@ -311,7 +336,7 @@ def run_polars(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
 def child(variant: str, folder: Path) -> None:
     info = json.loads((folder / "done.json").read_text())
     began = time.perf_counter()
-    result = globals()[f"run_{variant}"](folder, info)
+    result = globals()[f"run_{variant.replace('-', '_')}"](folder, info)
     result["seconds"] = time.perf_counter() - began
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
@@ -335,19 +360,21 @@ def main() -> None:
               f"({info['requests_with_explicit_feedback'] / size:.1%}), {info['feedback_events']:,} feedback events "
               f"(data ready in {time.perf_counter() - began:.0f} s)")
         results = {}
+        if any(v.endswith("-parquet") for v in args.variants):
+            parquet_logs(folder)  # written before any variant is timed
         for variant in args.variants:
             done = subprocess.run([sys.executable, __file__, "--child", variant, str(folder)],
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"  {variant:<8} failed: {done.stderr.strip().splitlines()[-1:]}")
+                print(f"  {variant:<16} failed: {done.stderr.strip().splitlines()[-1:]}")
                 continue
             results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
         floor = results.get("parse", {}).get("seconds")
-        print(f"  {'variant':<8} {'seconds':>8} {'x floor':>8} {'peak MB':>8}  spearman / labelled")
+        print(f"  {'variant':<16} {'seconds':>8} {'x floor':>8} {'peak MB':>8}  spearman / labelled")
         for variant, r in results.items():
             ratio = f"{r['seconds'] / floor:8.2f}" if floor else "     n/a"
             extra = f"{r['spearman']:.4f} / {r['labelled']:,}" if "spearman" in r else ""
-            print(f"  {variant:<8} {r['seconds']:8.1f} {ratio} {r['peak_mb']:8.0f}  {extra}")
+            print(f"  {variant:<16} {r['seconds']:8.1f} {ratio} {r['peak_mb']:8.0f}  {extra}")
 
 
 if __name__ == "__main__":
