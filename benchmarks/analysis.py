@@ -348,7 +348,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/feedback-loop-bench"))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--parquet", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parquet:
+        parquet_logs(args.parquet)
+        return
     if args.child:
         child(args.child[0], Path(args.child[1]))
         return
@@ -360,8 +364,9 @@ def main() -> None:
               f"({info['requests_with_explicit_feedback'] / size:.1%}), {info['feedback_events']:,} feedback events "
               f"(data ready in {time.perf_counter() - began:.0f} s)")
         results = {}
-        if any(v.endswith("-parquet") for v in args.variants):
-            parquet_logs(folder)  # written before any variant is timed
+        if any(v.endswith("-parquet") for v in args.variants):  # written before any variant is timed, in a
+            # process of its own: a child inherits its parent's peak memory (ru_maxrss survives fork and exec)
+            subprocess.run([sys.executable, __file__, "--parquet", str(folder)], check=True)
         for variant in args.variants:
             done = subprocess.run([sys.executable, __file__, "--child", variant, str(folder)],
                                   capture_output=True, text=True)
