@@ -291,7 +291,7 @@ def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, s
     # each record's problem, in the reader's order of checks; then the first record of a request
     # with feedback wins, as in the record-by-record pass
     connection.execute(f"""
-        CREATE TEMP TABLE checked AS
+        CREATE TEMP VIEW checked AS  -- a view: the records are not copied again
         SELECT *,
                CASE WHEN NOT is_object THEN 'not_an_object'
                     WHEN request_id IS NULL OR request_id = '' THEN 'missing_request_id'
