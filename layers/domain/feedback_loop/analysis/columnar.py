@@ -15,12 +15,10 @@ written is out of range) where the line-by-line reader skips the line as invalid
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,7 +27,7 @@ import numpy as np
 import orjson
 
 from feedback_loop.analysis.model import UNKNOWN, ChangeSides, Pass, Side
-from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource, EvalRecord, _json_lines
+from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource, EvalRecord
 from feedback_loop.analysis.feedback import FeedbackIndex
 
 # Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
@@ -155,14 +153,13 @@ class Scanner:
         ids = np.array(list(requests), dtype=object)
         frame = {  # noqa: F841  read by DuckDB's replacement scan below
             "request_id": ids,
-            "events": np.array([entry.events for entry in requests.values()], np.int64),
             "explicit": np.array([entry.explicit > 0 for entry in requests.values()], bool),
             "contradictory": np.array([entry.contradictory for entry in requests.values()], bool),
             # a request has a human score as soon as it has one vote (RequestFeedback.human)
             "has_human": np.array([entry.votes is not None for entry in requests.values()], bool),
             "fb_cohort": np.array([entry.user_cohort for entry in requests.values()], dtype=object),
         }
-        self.connection.execute("""CREATE TEMP TABLE feedback (request_id VARCHAR, events BIGINT, explicit BOOLEAN,
+        self.connection.execute("""CREATE TEMP TABLE feedback (request_id VARCHAR, explicit BOOLEAN,
                                    contradictory BOOLEAN, has_human BOOLEAN, fb_cohort VARCHAR)""")
         if len(ids):
             self.connection.execute("INSERT INTO feedback SELECT * FROM frame")
@@ -198,25 +195,8 @@ class Scanner:
 
 
 def _python_lines(source: EvalLogSource, name: str, skipped: Counter[str]) -> list[bytes]:
-    """A file's valid JSON lines, read as the Python reader reads them (reasons counted)."""
-    if name.endswith(PARQUET_SUFFIXES):
-        return [orjson.dumps(row, default=str) for row in source.rows(name, skipped)]
-    with source._lines(name) as lines:
-        return [orjson.dumps(value) for value in _json_lines(lines, skipped)]
-
-
-@contextmanager
-def _local(source: EvalLogSource, name: str) -> Iterator[str]:
-    """The file on local disk (an S3 object is downloaded to a temporary file, then deleted)."""
-    if not source.is_s3:
-        yield name
-        return
-    bucket, _, key = name.removeprefix("s3://").partition("/")
-    suffix = "".join(re.findall(r"(\.[A-Za-z0-9]+)", key)[-2:])
-    with tempfile.NamedTemporaryFile(suffix=suffix) as local:
-        source.s3_client.download_fileobj(bucket, key, local)
-        local.flush()
-        yield local.name
+    """A file's valid records as JSON lines, read as the Python reader reads them (reasons counted)."""
+    return [orjson.dumps(row, default=str) for row in source.rows(name, skipped)]
 
 
 def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Counter[str],
@@ -251,7 +231,7 @@ def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Co
 
 def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Counter[str]) -> None:
     try:
-        with _local(source, name) as path:
+        with source.local_copy(name) as path:
             if name.endswith(PARQUET_SUFFIXES):
                 scanner.add_parquet_file(path)
             else:
@@ -264,27 +244,24 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
 
 def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides], read_since: float,
                until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
-               progress: Callable[[int, int, str], None] | None = None, files: list[str] | None = None,
-               threads: int | None = None, memory_limit: str | None = None) -> Pass:
+               progress: Callable[[int, int, str], None] | None = None, threads: int | None = None,
+               memory_limit: str | None = None) -> Pass:
     """engine.scan's collection, computed in DuckDB from the files of `source`."""
     names = _fields(fields, sides)
     columns = {name: f"f{i}" for i, name in enumerate(names)}
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
-        return _collect(scanner, source, feedback, sides, read_since, until, window, fields, skipped, progress,
-                        files)
+        return _collect(scanner, source, feedback, sides, read_since, until, window, fields, skipped, progress)
     finally:
         scanner.close()
 
 
 def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides],
              read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-             skipped: Counter[str], progress: Callable[[int, int, str], None] | None, files: list[str] | None
-             ) -> Pass:
+             skipped: Counter[str], progress: Callable[[int, int, str], None] | None) -> Pass:
     connection = scanner.connection
-    if files is None:
-        files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
-                             datetime.fromtimestamp(until, timezone.utc))
+    files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
+                         datetime.fromtimestamp(until, timezone.utc))
     _load(scanner, source, files, skipped, progress)
     _recheck_lenient(connection, skipped)
 

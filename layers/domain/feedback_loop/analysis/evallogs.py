@@ -141,18 +141,26 @@ class EvalLogSource:
                       for item in page.get("Contents", []))
 
     def rows(self, name: str, skipped: Counter[str]) -> Iterator[Any]:
+        """A file's records as parsed values, the bad ones counted in `skipped` and left out."""
         if name.endswith(PARQUET_SUFFIXES):
-            if not self.is_s3:
-                yield from _parquet_rows(name, skipped)
-                return
-            with tempfile.NamedTemporaryFile(suffix=".parquet") as local:  # Parquet needs random access
-                bucket, _, key = name.removeprefix("s3://").partition("/")
-                self.s3_client.download_fileobj(bucket, key, local)
-                local.flush()
-                yield from _parquet_rows(local.name, skipped)
+            with self.local_copy(name) as path:  # Parquet needs random access
+                yield from _parquet_rows(path, skipped)
             return
         with self._lines(name) as lines:
             yield from _json_lines(lines, skipped)
+
+    @contextlib.contextmanager
+    def local_copy(self, name: str) -> Iterator[str]:
+        """The file on local disk: itself, or an S3 object downloaded to a temporary file (deleted after)."""
+        if not self.is_s3:
+            yield name
+            return
+        bucket, _, key = name.removeprefix("s3://").partition("/")
+        suffix = "".join(re.findall(r"\.[A-Za-z0-9]+", key.rpartition("/")[2])[-2:])  # .jsonl.gz, .parquet
+        with tempfile.NamedTemporaryFile(suffix=suffix) as local:
+            self.s3_client.download_fileobj(bucket, key, local)
+            local.flush()
+            yield local.name
 
     def _lines(self, name: str) -> Any:
         """A context manager over the file's lines, decompressed as it streams."""
