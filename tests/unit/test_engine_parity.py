@@ -217,6 +217,6 @@ def test_random_records_are_collected_alike(tmp_path: Path, records: list[dict],
                 for r in result.rows]
         side_values = [(s.control.__dict__, s.treatment.__dict__) for s in sides]
         collected.append((result.read, result.in_window, result.requests_with_feedback, dict(result.cohort_requests),
-                          dict(result.cohort_feedback), dict(result.cohort_contradictory), sorted(result.matched),
+                          dict(result.cohort_feedback), dict(result.cohort_contradictory), result.orphan_requests, result.orphan_events,
                           rows, side_values, dict(skipped)))
     assert_same(collected[0], collected[1], "pass")

@@ -23,12 +23,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
-import numpy as np
 import orjson
 
 from feedback_loop.analysis.model import UNKNOWN, ChangeSides, Pass, Side
 from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource, EvalRecord
-from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
 
 # Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
 # lines (and any others that match, inside strings) are checked again with orjson. (DuckDB also reads
@@ -149,20 +148,7 @@ class Scanner:
         shutil.rmtree(self.spill, ignore_errors=True)
 
     def _load_feedback(self) -> None:
-        requests = self.feedback.requests
-        ids = np.array(list(requests), dtype=object)
-        frame = {  # noqa: F841  read by DuckDB's replacement scan below
-            "request_id": ids,
-            "explicit": np.array([entry.explicit > 0 for entry in requests.values()], bool),
-            "contradictory": np.array([entry.contradictory for entry in requests.values()], bool),
-            # a request has a human score as soon as it has one vote (RequestFeedback.human)
-            "has_human": np.array([entry.votes is not None for entry in requests.values()], bool),
-            "fb_cohort": np.array([entry.user_cohort for entry in requests.values()], dtype=object),
-        }
-        self.connection.execute("""CREATE TEMP TABLE feedback (request_id VARCHAR, explicit BOOLEAN,
-                                   contradictory BOOLEAN, has_human BOOLEAN, fb_cohort VARCHAR)""")
-        if len(ids):
-            self.connection.execute("INSERT INTO feedback SELECT * FROM frame")
+        self.feedback.load(self.connection)
 
     def _add(self, rows: str) -> None:
         """A file's records, staged as they are read (a plain scan keeps their order in rowid), then
@@ -251,12 +237,12 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
     columns = {name: f"f{i}" for i, name in enumerate(names)}
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
-        return _collect(scanner, source, feedback, sides, read_since, until, window, fields, skipped, progress)
+        return _collect(scanner, source, sides, read_since, until, window, fields, skipped, progress)
     finally:
         scanner.close()
 
 
-def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides],
+def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
              read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
              skipped: Counter[str], progress: Callable[[int, int, str], None] | None) -> Pass:
     connection = scanner.connection
@@ -283,7 +269,8 @@ def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, s
         skipped[reason] += count
     connection.execute("""
         CREATE TEMP TABLE kept AS
-        SELECT c.*, f.request_id IS NOT NULL AS has_feedback, f.explicit, f.contradictory, f.has_human, f.fb_cohort,
+        SELECT c.*, f.request_id IS NOT NULL AS has_feedback, f.explicit > 0 AS explicit, f.contradictory,
+               f.has_human, f.fb_cohort, f.human, f.n_users, f.thumbs_up, f.thumbs_down,
                row_number() OVER (PARTITION BY c.request_id ORDER BY c.position) AS occurrence
         FROM checked c LEFT JOIN feedback f USING (request_id) WHERE c.problem IS NULL""")
     duplicates = connection.execute("SELECT count(*) FROM kept WHERE has_feedback AND occurrence > 1").fetchone()[0]
@@ -293,7 +280,10 @@ def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, s
 
     result = Pass()
     result.read = connection.execute("SELECT count(*) FROM kept").fetchone()[0] + duplicates
-    result.matched = {r for (r,) in connection.execute("SELECT request_id FROM kept WHERE has_feedback").fetchall()}
+    result.orphan_requests, orphan_events = connection.execute("""
+        SELECT count(*), sum(events) FROM feedback
+        WHERE request_id NOT IN (SELECT request_id FROM kept WHERE has_feedback)""").fetchone()
+    result.orphan_events = int(orphan_events or 0)
     cohort = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {_literal(UNKNOWN)})"
     in_window = f"moment >= {window[0]!r} AND moment < {window[1]!r}"
     for name, requests, with_feedback, explicit, contradictory in connection.execute(f"""
@@ -308,8 +298,8 @@ def _collect(scanner: Scanner, source: EvalLogSource, feedback: FeedbackIndex, s
         if contradictory:
             result.cohort_contradictory[name] = contradictory
 
-    _fill_sides(connection, feedback, sides, scanner.columns)
-    _rows(connection, feedback, result, cohort, in_window, fields, scanner.columns)
+    _fill_sides(connection, sides, scanner.columns)
+    _rows(connection, result, cohort, in_window, fields, scanner.columns)
     return result
 
 
@@ -343,48 +333,42 @@ def _side_sql(change_sides: ChangeSides, columns: dict[str, str]) -> str:
     return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
 
 
-def _fill_sides(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, sides: list[ChangeSides],
-                columns: dict[str, str]) -> None:
+def _fill_sides(connection: duckdb.DuckDBPyConnection, sides: list[ChangeSides], columns: dict[str, str]) -> None:
     for change_sides in sides:
         rows = connection.execute(f"""
             SELECT side, count(*), count(*) FILTER (explicit), sum(overall), sum(overall * overall),
-                   min(moment), max(moment), list(request_id ORDER BY position) FILTER (has_feedback)
+                   min(moment), max(moment), coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_up + thumbs_down), 0),
+                   list(human ORDER BY position) FILTER (has_human)
             FROM (SELECT *, {_side_sql(change_sides, columns)} AS side FROM kept)
             WHERE side IS NOT NULL GROUP BY side""").fetchall()
-        for side_name, requests, with_feedback, total, squares, first, last, with_feedback_ids in rows:
+        for side_name, requests, with_feedback, total, squares, first, last, thumbs_up, thumbs, human in rows:
             side: Side = change_sides.control if side_name == "c" else change_sides.treatment
             side.requests = side.overall_n = requests
             side.with_feedback = with_feedback
             side.overall_sum, side.overall_sq = float(total), float(squares)
             side.first, side.last = first, last
-            for request_id in with_feedback_ids or []:  # the requests with feedback: few, in order
-                entry = feedback.requests[request_id]
-                side.thumbs_up += entry.thumbs_up
-                side.thumbs += entry.thumbs_up + entry.thumbs_down
-                score = entry.human().value
-                if score is not None:
-                    side.human.append(score)
+            side.thumbs_up, side.thumbs = int(thumbs_up), int(thumbs)
+            side.human = list(human or [])
 
 
-def _rows(connection: duckdb.DuckDBPyConnection, feedback: FeedbackIndex, result: Pass, cohort: str,
-          in_window: str, fields: tuple[str, ...], columns: dict[str, str]) -> None:
+def _rows(connection: duckdb.DuckDBPyConnection, result: Pass, cohort: str, in_window: str,
+          fields: tuple[str, ...], columns: dict[str, str]) -> None:
     segment_columns = [("cohort" if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {_literal(UNKNOWN)})")
                        for f in fields]
     selected = ", ".join(segment_columns) if segment_columns else "NULL"
     cursor = connection.execute(f"""
-        SELECT request_id, moment, overall, cohort, prompt, output, {selected}
-        FROM (SELECT *, {cohort} AS cohort FROM kept WHERE {in_window} AND has_human) ORDER BY position""")
+        SELECT request_id, moment, overall, prompt, output, human, n_users, cohort, signals, {selected}
+        FROM (SELECT *, {cohort} AS cohort FROM kept WHERE {in_window} AND has_human)
+             LEFT JOIN feedback_signals USING (request_id)
+        ORDER BY position""")
     while batch := cursor.fetchmany(10_000):
-        for request_id, moment, overall, cohort_name, prompt, output, *segments in batch:
+        for request_id, moment, overall, prompt, output, human, n_users, cohort_name, signals, *segments in batch:
             raw: dict[str, Any] = {}
             if prompt is not None:
                 raw["prompt"] = orjson.loads(prompt)
             if output is not None:
                 raw["output"] = orjson.loads(output)
-            entry = feedback.requests[request_id]
-            human = entry.human()
             text = raw.get("output")
-            implicit = entry.implicit(text if isinstance(text, str) else None)
+            implicit = implicit_score(signals, text if isinstance(text, str) else None)
             record = EvalRecord(request_id, moment, overall, raw)
-            result.rows.append((record, human.value, human.n_users, cohort_name,
-                                tuple(segments[:len(fields)]), implicit.value))
+            result.rows.append((record, human, n_users, cohort_name, tuple(segments[:len(fields)]), implicit.value))

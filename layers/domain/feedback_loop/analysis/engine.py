@@ -29,7 +29,7 @@ def scan(records: Iterable[EvalRecord], feedback: FeedbackIndex, sides: list[Cha
          window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str]) -> Pass:
     """The pass in Python, record by record."""
     result = Pass()
-    matched = result.matched
+    matched: set[str] = set()
     for record in records:
         result.read += 1
         request_feedback = feedback.requests.get(record.request_id)
@@ -61,6 +61,9 @@ def scan(records: Iterable[EvalRecord], feedback: FeedbackIndex, sides: list[Cha
         output = record.raw.get("output")
         implicit = request_feedback.implicit(output if isinstance(output, str) else None)
         result.rows.append((record, human.value, human.n_users, cohort, segments, implicit.value))
+    orphans = [r for r in feedback.requests if r not in matched]
+    result.orphan_requests = len(orphans)
+    result.orphan_events = sum(feedback.requests[r].events for r in orphans)
     return result
 
 

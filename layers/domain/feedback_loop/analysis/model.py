@@ -178,7 +178,8 @@ class Pass:
     cohort_requests: Counter[str] = field(default_factory=Counter)
     cohort_feedback: Counter[str] = field(default_factory=Counter)
     cohort_contradictory: Counter[str] = field(default_factory=Counter)
-    matched: set[str] = field(default_factory=set)  # requests with feedback that an eval record matched
+    orphan_requests: int = 0  # requests with feedback that no eval record read matched
+    orphan_events: int = 0  # and their feedback events
     # (record, human score, users, cohort, segment values, implicit score), in the order read
     rows: list[tuple[Any, ...]] = field(default_factory=list)
 

@@ -21,12 +21,11 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     window = (since.timestamp(), until.timestamp())
     span = settings.impact_window.total_seconds()
     fields = settings.segment_fields
-    matched, rows, read, in_window = collected.matched, collected.rows, collected.read, collected.in_window
+    rows, read, in_window = collected.rows, collected.read, collected.in_window
     requests_with_feedback = collected.requests_with_feedback
     cohort_requests, cohort_feedback = collected.cohort_requests, collected.cohort_feedback
     cohort_contradictory = collected.cohort_contradictory
 
-    orphans = [r for r in feedback.requests if r not in matched]
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "project": project,
@@ -42,8 +41,8 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
             "feedback_events": feedback.events,
             "requests_with_feedback": requests_with_feedback,
             "requests_with_human_score": len(rows),
-            "orphan_feedback_requests": len(orphans),
-            "orphan_feedback_events": sum(feedback.requests[r].events for r in orphans),
+            "orphan_feedback_requests": collected.orphan_requests,
+            "orphan_feedback_events": collected.orphan_events,
             "skipped_lines": sum(v for k, v in skipped.items() if k != "outside_window")
             + sum(feedback.skipped.values()),
             "skipped_by_reason": dict(sorted((skipped + feedback.skipped).items())),
