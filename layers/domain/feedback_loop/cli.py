@@ -279,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
     analyze.add_argument("--engine", choices=("python", "duckdb"), default=None,
-                         help="the pass over the eval records: record by record in Python (the default) or "
-                              "columnar in DuckDB (the same report)")
+                         help="the pass over the eval records and the feedback: columnar in DuckDB (the "
+                              "default) or record by record in Python (the same report)")
     analyze.add_argument("--quiet", action="store_true", help="no progress on stderr")
     analyze.set_defaults(run=cmd_analyze)
 

@@ -333,10 +333,17 @@ def _side_sql(change_sides: ChangeSides, columns: dict[str, str]) -> str:
     return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
 
 
+# A sum of doubles in parallel depends on the order the threads meet the values: summed as fixed-point
+# decimals (28 places, each value converted alone), the same records give the same figure every run,
+# whatever the order of the files or the threads.
+EXACT = "DECIMAL(38, 28)"
+
+
 def _fill_sides(connection: duckdb.DuckDBPyConnection, sides: list[ChangeSides], columns: dict[str, str]) -> None:
     for change_sides in sides:
         rows = connection.execute(f"""
-            SELECT side, count(*), count(*) FILTER (explicit), sum(overall), sum(overall * overall),
+            SELECT side, count(*), count(*) FILTER (explicit), sum(overall::{EXACT})::DOUBLE,
+                   sum((overall * overall)::{EXACT})::DOUBLE,
                    min(moment), max(moment), coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_up + thumbs_down), 0),
                    list(human ORDER BY position) FILTER (has_human)
             FROM (SELECT *, {_side_sql(change_sides, columns)} AS side FROM kept)

@@ -29,7 +29,7 @@ DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
 PROGRESS_EVERY = 250_000
 ENGINES = ("python", "duckdb")
-ENGINE = "python"  # the pass over the eval records: record by record in Python, or columnar in DuckDB
+ENGINE = "duckdb"  # the pass over the eval records: columnar in DuckDB, or record by record in Python
 
 _changes = TypeAdapter(list[Change])
 
