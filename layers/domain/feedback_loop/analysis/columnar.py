@@ -34,6 +34,7 @@ from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
 # a number beyond a double, as infinity: an overall score so written is out of range, not invalid.)
 TRAILING_COMMA = r",\s*[\]}]"
 NUMBER = ("BIGINT", "UBIGINT", "DOUBLE")
+LABELLED_BITS_MAX = 1 << 25  # the bitmap of labelled requests: at most 4 MB
 
 
 def _literal(text: str) -> str:
@@ -45,13 +46,13 @@ def _pointer(*keys: str) -> str:
     return _literal("".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys))
 
 
-def _as_text(json_value: str) -> str:
-    """A JSON scalar as Python's str() writes it (True, 3, 0.5, 1e+16); NULL for null and containers."""
-    kind = f"json_type({json_value})"
-    return (f"CASE {kind} WHEN 'VARCHAR' THEN {json_value} ->> '$' "
-            f"WHEN 'BOOLEAN' THEN CASE WHEN {json_value}::BOOLEAN THEN 'True' ELSE 'False' END "
-            f"WHEN 'BIGINT' THEN {json_value}::BIGINT::VARCHAR WHEN 'UBIGINT' THEN {json_value}::UBIGINT::VARCHAR "
-            f"WHEN 'DOUBLE' THEN {json_value}::DOUBLE::VARCHAR END")
+def _as_text(kind: str, text: str) -> str:
+    """A JSON scalar as Python's str() writes it (True, 3, 0.5, 1e+16), from its JSON type and its
+    text as json_extract_string gives it; NULL for null and containers."""
+    return (f"CASE {kind} WHEN 'VARCHAR' THEN {text} "
+            f"WHEN 'BOOLEAN' THEN CASE WHEN {text} = 'true' THEN 'True' ELSE 'False' END "
+            f"WHEN 'BIGINT' THEN {text}::BIGINT::VARCHAR WHEN 'UBIGINT' THEN {text}::UBIGINT::VARCHAR "
+            f"WHEN 'DOUBLE' THEN {text}::DOUBLE::VARCHAR END")
 
 
 def _fields(settings_fields: tuple[str, ...], sides: list[ChangeSides]) -> list[str]:
@@ -64,49 +65,51 @@ def _fields(settings_fields: tuple[str, ...], sides: list[ChangeSides]) -> list[
     return list(dict.fromkeys(names))
 
 
-TOP = ("request_id", "timestamp", "eval_scores", "metadata", "prompt", "output")
-
-
 def _select(source: str, columns: dict[str, str]) -> str:
-    """The typed columns of every record of `source` (a relation with a JSON column j and each record's
-    position in the order read). Each line is parsed once for all the top-level values it needs."""
-    tops = list(dict.fromkeys([*TOP, *(n for n in columns if not n.startswith("metadata."))]))
-    element = {name: f"e{i}" for i, name in enumerate(tops)}
-    metadata = "m"
+    """The typed columns of every record of `source` (a relation with a JSON column j), in the order
+    read; $1 is the bitmap of labelled requests (Scanner.labelled_bits). Each line is parsed twice:
+    once for the JSON types of every value the pass reads, once for their texts (the prompt and
+    output again only for labelled requests)."""
+    pointers: dict[str, int] = {}
+
+    def slot(*keys: str) -> tuple[str, str]:
+        """The JSON type and the text of the value at keys."""
+        index = pointers.setdefault(_pointer(*keys), len(pointers) + 1)
+        return f"y[{index}]", f"s[{index}]"
+
+    root, request_id, timestamp = slot(), slot("request_id"), slot("timestamp")
+    overall, metadata = slot("eval_scores", "overall"), slot("metadata")
+    in_metadata = f"{metadata[0]} = 'OBJECT'"  # a metadata that is not an object has no fields
 
     def field_value(name: str) -> str:
-        """engine.field_value: `metadata.x`, else a top-level scalar, else metadata's field."""
+        """model.field_value: `metadata.x`, else a top-level scalar, else metadata's field."""
         if name.startswith("metadata."):
-            return _as_text(f"json_extract({metadata}, {_pointer(name.removeprefix('metadata.'))})")
-        top = element[name]
-        return (f"CASE WHEN coalesce(json_type({top}) NOT IN ('OBJECT', 'ARRAY'), false) THEN {_as_text(top)} "
-                f"ELSE {_as_text(f'json_extract({metadata}, {_pointer(name)})')} END")
+            return f"CASE WHEN {in_metadata} THEN {_as_text(*slot('metadata', name.removeprefix('metadata.')))} END"
+        top = slot(name)
+        return (f"CASE WHEN coalesce({top[0]} NOT IN ('OBJECT', 'ARRAY'), false) THEN {_as_text(*top)} "
+                f"WHEN {in_metadata} THEN {_as_text(*slot('metadata', name))} END")
 
-    paths = "[" + ", ".join(_pointer(name) for name in tops) + "]"
+    cohort = field_value("metadata.user_cohort")
     fields = "".join(f"{field_value(name)} AS {column}, " for name, column in columns.items())
-    overall = "o"
-    values = ", ".join(f"v[{i + 1}] AS e{i}" for i in range(len(tops)))
+    paths = "[" + ", ".join(pointers) + "]"
     return f"""
 SELECT
-    position,
-    CASE WHEN json_type({element['request_id']}) = 'VARCHAR' THEN {element['request_id']} ->> '$' END AS request_id,
-    CASE WHEN json_type({element['timestamp']}) = 'VARCHAR'
-         THEN epoch(try_cast({element['timestamp']} ->> '$' AS TIMESTAMPTZ)) END AS moment,
-    CASE WHEN json_type({overall}) IN {NUMBER} THEN {overall}::DOUBLE END AS overall,
-    CASE WHEN {element['request_id']} IS NULL THEN json_type(j) = 'OBJECT' ELSE true END AS is_object,
-    {field_value('metadata.user_cohort')} AS cohort_field,
+    CASE WHEN {request_id[0]} = 'VARCHAR' THEN {request_id[1]} END AS request_id,
+    CASE WHEN {timestamp[0]} = 'VARCHAR' THEN epoch(try_cast({timestamp[1]} AS TIMESTAMPTZ)) END AS moment,
+    CASE WHEN {overall[0]} IN {NUMBER} THEN {overall[1]}::DOUBLE END AS overall,
+    {root[0]} = 'OBJECT' AS is_object,
+    {cohort} AS cohort_field,
     {fields}
     suspect,
     -- texts only where they are needed: lines to check again, and the labelled requests' datasets
     CASE WHEN suspect THEN j::VARCHAR END AS text,
-    CASE WHEN labelled THEN {element['prompt']} END AS prompt,
-    CASE WHEN labelled THEN {element['output']} END AS output
-FROM (SELECT *, CASE WHEN json_type(e{tops.index('metadata')}) = 'OBJECT' THEN e{tops.index('metadata')} END AS m,
-             json_extract(e{tops.index('eval_scores')}, '/overall') AS o,
-             (e0 ->> '$') IN (SELECT request_id FROM feedback WHERE has_human) AS labelled,
+    CASE WHEN labelled THEN json_extract(j, '/prompt') END AS prompt,
+    CASE WHEN labelled THEN json_extract(j, '/output') END AS output
+FROM (SELECT *, get_bit($1::BIT, (hash({request_id[1]}) % {LABELLED_BITS_MAX}::UBIGINT % length($1::BIT))::INTEGER) = 1
+                AS labelled,
              (contains(j::VARCHAR, 'NaN') OR contains(j::VARCHAR, 'Infinity')
               OR regexp_matches(j::VARCHAR, {_literal(TRAILING_COMMA)})) AS suspect
-      FROM (SELECT position, j, {values} FROM (SELECT position, j, json_extract(j, {paths}) AS v FROM {source})))"""
+      FROM (SELECT j, json_type(j, {paths}) AS y, json_extract_string(j, {paths}) AS s FROM {source}))"""
 
 
 def default_memory_limit() -> str | None:
@@ -124,7 +127,7 @@ class Scanner:
         # where DuckDB spills past its limit: a folder of its own under the temporary folder (in
         # Lambda only /tmp is writable), removed by close()
         self.spill = tempfile.mkdtemp(prefix="feedback-loop-duckdb-")
-        config: dict[str, Any] = {"preserve_insertion_order": True,  # a staged file's rowid: the order read
+        config: dict[str, Any] = {"preserve_insertion_order": True,  # a record's rowid: the order read
                                   "temp_directory": self.spill}
         if threads:
             config["threads"] = threads
@@ -135,11 +138,11 @@ class Scanner:
         self.connection.execute("SET TimeZone = 'UTC'")
         self.columns = columns
         self.feedback = feedback
-        self.read = 0  # records staged so far: the next one's position
         self._load_feedback()
+        self.labelled_bits = self._labelled_bits()
         field_columns = "".join(f", {column} VARCHAR" for column in columns.values())
         self.connection.execute(f"""
-            CREATE TEMP TABLE records (position BIGINT, request_id VARCHAR, moment DOUBLE, overall DOUBLE,
+            CREATE TEMP TABLE records (request_id VARCHAR, moment DOUBLE, overall DOUBLE,
                                        is_object BOOLEAN, cohort_field VARCHAR{field_columns}, suspect BOOLEAN,
                                        text VARCHAR, prompt JSON, output JSON)""")
 
@@ -150,16 +153,21 @@ class Scanner:
     def _load_feedback(self) -> None:
         self.feedback.load(self.connection)
 
+    def _labelled_bits(self) -> str:
+        """A bitmap of the requests with a human score, by hash, as a string of 0s and 1s: the records
+        whose bit is set keep their prompt and output (all labelled ones, and a few others). A
+        constant, where a join with the feedback would not keep the records' order."""
+        labelled = self.connection.execute("SELECT count(*) FROM feedback WHERE has_human").fetchone()[0]
+        size = min(LABELLED_BITS_MAX, 1 << max(10, (64 * labelled).bit_length()))  # about 1 in 64 set
+        bits = self.connection.execute(f"""
+            SELECT bitstring_agg(hash(request_id) % {LABELLED_BITS_MAX}::UBIGINT % {size}, 0, {size - 1})::VARCHAR
+            FROM feedback WHERE has_human""").fetchone()[0]
+        return bits or "0" * size
+
     def _add(self, rows: str) -> None:
-        """A file's records, staged as they are read (a plain scan keeps their order in rowid), then
-        typed into `records` with their positions (the join with the feedback does not keep order)."""
-        self.connection.execute(f"CREATE OR REPLACE TEMP TABLE stage AS {rows}")
-        try:
-            staged = f"(SELECT j, {self.read} + rowid AS position FROM stage)"
-            self.connection.execute(f"INSERT INTO records {_select(staged, self.columns)}")
-            self.read += self.connection.execute("SELECT count(*) FROM stage").fetchone()[0]
-        finally:
-            self.connection.execute("DROP TABLE stage")
+        """Records typed into `records` in the order read: with insertion order preserved and no join
+        in the statement, a record's rowid is its position (files in the order given, lines in order)."""
+        self.connection.execute(f"INSERT INTO records {_select(f'({rows})', self.columns)}", [self.labelled_bits])
 
     def add_json_files(self, names: list[str]) -> None:
         listed = "[" + ", ".join(_literal(name) for name in names) + "]"
@@ -255,7 +263,7 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
     # with feedback wins, as in the record-by-record pass
     connection.execute(f"""
         CREATE TEMP VIEW checked AS  -- a view: the records are not copied again
-        SELECT *,
+        SELECT rowid AS position, *,
                CASE WHEN NOT is_object THEN 'not_an_object'
                     WHEN request_id IS NULL OR request_id = '' THEN 'missing_request_id'
                     WHEN moment IS NULL THEN 'bad_timestamp'
@@ -306,7 +314,7 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
 def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str]) -> None:
     """Lines DuckDB took that may not be JSON are parsed again with orjson; those that fail are
     invalid_json, as the line-by-line reader counts them."""
-    suspects = connection.execute("SELECT position, text FROM records WHERE suspect").fetchall()
+    suspects = connection.execute("SELECT rowid, text FROM records WHERE suspect").fetchall()
     invalid = []
     for position, text in suspects:
         try:
@@ -315,7 +323,7 @@ def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str
             invalid.append(position)
     if invalid:
         skipped["invalid_json"] += len(invalid)
-        connection.execute(f"DELETE FROM records WHERE position IN ({', '.join(map(str, invalid))})")
+        connection.execute(f"DELETE FROM records WHERE rowid IN ({', '.join(map(str, invalid))})")
 
 
 def _side_sql(change_sides: ChangeSides, columns: dict[str, str]) -> str:
