@@ -104,9 +104,14 @@ class RequestFeedback:
         return self.positive and self.negative
 
 
+_TYPES = {feedback_type.value: feedback_type for feedback_type in FeedbackType}
+
+
 def implicit_score(signals: list[tuple[str, str | None]] | None, output: str | None) -> Score:
     """RequestFeedback.implicit from each user's latest implicit signal as (type, edited text)."""
-    scores = [s for s in (scoring.implicit_value(FeedbackType(kind), text, output) for kind, text in signals or [])
+    if not signals:
+        return Score(None, 0)
+    scores = [s for s in (scoring.implicit_value(_TYPES[kind], text, output) for kind, text in signals)
               if s is not None]
     return Score(sum(scores) / len(scores), len(scores)) if scores else Score(None, 0)
 
