@@ -5,9 +5,10 @@
 For each size it simulates two weeks of traffic (gzip JSON Lines eval logs in dt= partitions, a
 feedback export, two registered changes), then runs each variant in its own process and prints
 wall time and peak memory (max RSS):
-  ours       feedback_loop's analysis with the pass over the records in Python, record by record
-             (the full report, HTML and datasets included)
-  columnar   the same with the pass in DuckDB (analysis/columnar.py): the same outputs
+  columnar   feedback_loop's analysis as it runs by default: the feedback and the pass over the
+             records in DuckDB (analysis/feedback.py, analysis/columnar.py), the full report,
+             HTML and datasets included
+  ours       the same with the record-by-record engine (--engine python): the same outputs
   ...-parquet  ours and columnar on the same records written as Parquet (one file per day,
              written once by DuckDB from the JSON Lines files)
   article    the reference article's way: every eval record loaded, then a feedback look-up per
