@@ -5,12 +5,11 @@
 For each size it simulates two weeks of traffic (gzip JSON Lines eval logs in dt= partitions, a
 feedback export, two registered changes), then runs each variant in its own process and prints
 wall time and peak memory (max RSS):
-  columnar   feedback_loop's analysis as it runs by default: the feedback and the pass over the
-             records in DuckDB (analysis/feedback.py, analysis/columnar.py), the full report,
-             HTML and datasets included
-  ours       the same with the record-by-record engine (--engine python): the same outputs
-  ...-parquet  ours and columnar on the same records written as Parquet (one file per day,
-             written once by DuckDB from the JSON Lines files)
+  ours       feedback_loop's analysis: the feedback and the pass over the records in DuckDB
+             (analysis/feedback.py, analysis/columnar.py), the full report, HTML and datasets
+             included
+  ours-parquet  the same on the same records written as Parquet (one file per day, written
+             once by DuckDB from the JSON Lines files)
   article    the reference article's way: every eval record loaded, then a feedback look-up per
              record (against a dict indexed by request_id, so not a straw man), same outputs
   pandas     a straightforward pandas implementation of the same figures
@@ -45,7 +44,7 @@ from scipy import stats as sps
 
 from feedback_loop.simulate import Scenario, iter_simulation
 
-VARIANTS = ("parse", "ours", "columnar", "ours-parquet", "columnar-parquet", "article", "pandas", "duckdb", "polars")
+VARIANTS = ("parse", "ours", "ours-parquet", "article", "pandas", "duckdb", "polars")
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -96,10 +95,6 @@ def run_parse(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     return {"records": count, "events": events}
 
 
-def run_columnar(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    return run_ours(folder, info, engine="duckdb")
-
-
 def parquet_logs(folder: Path) -> Path:
     """The same eval records as Parquet, one file per day (made once)."""
     import duckdb
@@ -119,11 +114,7 @@ def run_ours_parquet(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     return run_ours(folder, info, logs=parquet_logs(folder))
 
 
-def run_columnar_parquet(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    return run_ours(folder, info, engine="duckdb", logs=parquet_logs(folder))
-
-
-def run_ours(folder: Path, info: dict[str, Any], engine: str = "python", logs: Path | None = None) -> dict[str, Any]:
+def run_ours(folder: Path, info: dict[str, Any], logs: Path | None = None) -> dict[str, Any]:
     from datetime import datetime
 
     from feedback_loop.analysis.evallogs import EvalLogSource
@@ -134,7 +125,7 @@ def run_ours(folder: Path, info: dict[str, Any], engine: str = "python", logs: P
     feedback.add_export_file(folder / "feedback.jsonl")
     since, until = datetime.fromisoformat(info["since"]), datetime.fromisoformat(info["until"])
     analysis = run_analysis("bench", EvalLogSource(str(logs or folder / "logs")), feedback,
-                            load_changes(folder / "changes.json"), since, until, engine=engine)
+                            load_changes(folder / "changes.json"), since, until)
     size = sum(len(content) for content in outputs(analysis).values())
     report = analysis.report
     return {"records": report["counts"]["eval_records"], "spearman": report["correlation"]["overall"]["spearman"]["r"],

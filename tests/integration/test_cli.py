@@ -74,13 +74,15 @@ def test_openapi_command_prints_the_committed_document(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == json.loads((ROOT / "docs/openapi.json").read_text())
 
 
-def test_analyze_on_files_with_either_engine(tmp_path: Path) -> None:
-    """`feedback-loop analyze` on an export and a folder of eval logs, as a user runs it: the same
-    report.json from both engines (to 1e-9), and the four files written."""
+def test_analyze_on_files(tmp_path: Path) -> None:
+    """`feedback-loop analyze` on an export and a folder of eval logs, as a user runs it: the four
+    files written, and report.json that of the analysis run in process on the same files."""
+    from feedback_loop.analysis.evallogs import EvalLogSource
+    from feedback_loop.analysis.feedback import FeedbackIndex
+    from feedback_loop.analysis.run import run_analysis
     from feedback_loop.simulate import Scenario, simulate
 
     from ..analysis_data import write_eval_logs, write_feedback
-    from ..unit.test_engine_parity import assert_same
 
     scenario = Scenario(requests=3_000, seed=5)
     records, events = simulate(scenario)
@@ -88,16 +90,17 @@ def test_analyze_on_files_with_either_engine(tmp_path: Path) -> None:
     feedback = write_feedback(events, tmp_path / "feedback.jsonl")
     changes = tmp_path / "changes.json"
     changes.write_text(json.dumps([c.model_dump(mode="json") for c in scenario.changes()]))
-    reports = []
-    for engine in ("python", "duckdb"):
-        done = run_cli(tmp_path, "analyze", "--eval-logs", str(logs), "--feedback", str(feedback), "--changes",
-                       str(changes), "--since", scenario.start.isoformat(), "--until", scenario.end.isoformat(),
-                       "--out", str(tmp_path / engine), "--engine", engine, "--quiet")
-        assert done.returncode == 0, done.stderr
-        assert {p.name for p in (tmp_path / engine).iterdir()} == {"report.json", "report.html",
-                                                                   "disagreements.jsonl", "labelled.jsonl"}
-        report = json.loads((tmp_path / engine / "report.json").read_text())
-        report.pop("generated_at")
-        reports.append(report)
-    assert reports[0]["counts"]["eval_records"] > 1000
-    assert_same(reports[0], reports[1])
+    done = run_cli(tmp_path, "analyze", "--eval-logs", str(logs), "--feedback", str(feedback), "--changes",
+                   str(changes), "--since", scenario.start.isoformat(), "--until", scenario.end.isoformat(),
+                   "--out", str(tmp_path / "out"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "report.html", "disagreements.jsonl",
+                                                              "labelled.jsonl"}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    index = FeedbackIndex()
+    index.add_export_file(feedback)
+    in_process = run_analysis("default", EvalLogSource(str(logs)), index, scenario.changes(), scenario.start,
+                              scenario.end).report
+    assert report["counts"]["eval_records"] > 1000
+    for key in ("counts", "correlation", "agreement", "miscalibration", "cohorts", "weighting", "impact"):
+        assert report[key] == json.loads(json.dumps(in_process[key])), key

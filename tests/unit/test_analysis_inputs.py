@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from feedback_loop.analysis.engine import analyse
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import load_changes, run_analysis, write_local
 
 from ..analysis_data import write_eval_logs, write_feedback
 
-pytestmark = pytest.mark.usefixtures("engine")
 
 SINCE = datetime(2026, 5, 11, tzinfo=timezone.utc)
 UNTIL = datetime(2026, 5, 18, tzinfo=timezone.utc)
@@ -152,9 +149,8 @@ def test_partitions_outside_the_window_are_not_opened(tmp_path: Path) -> None:
     (far / "x.jsonl").write_text("{broken\n")
     source = EvalLogSource(str(logs))
     assert [Path(f).parent.name for f in source.files(SINCE, UNTIL)] == ["dt=2026-05-12"]
-    skipped: Counter[str] = Counter()
-    assert [r.request_id for r in source.records(SINCE, UNTIL, skipped)] == ["in"]
-    assert skipped == Counter()
+    counts = run_analysis("t", source, FeedbackIndex(), [], SINCE, UNTIL).report["counts"]
+    assert counts["eval_records"] == 1 and counts["skipped_by_reason"] == {}
 
 
 def test_records_are_windowed_by_eval_timestamp(tmp_path: Path) -> None:
@@ -197,19 +193,9 @@ def test_a_segment_below_the_minimum_is_insufficient_not_computed(tmp_path: Path
     assert report["miscalibration"]["by_segment"]["query_type"]["rare"]["insufficient"]
 
 
-def test_engine_takes_any_iterable_of_records() -> None:
-    report = analyse("t", [], FeedbackIndex(), [], SINCE, UNTIL).report
-    assert report["schema_version"] == 1
-
-
 def test_long_reads_report_progress(tmp_path: Path) -> None:
-    from feedback_loop.analysis.run import _counted
-
     messages: list[str] = []
-    assert list(_counted(range(7), messages.append, 0.0, every=3)) == list(range(7))
-    assert [m.split(" eval")[0] for m in messages] == ["3", "6"]
     records = [record(f"r{i}") for i in range(5)]
-    messages.clear()
     run_analysis("t", EvalLogSource(str(write_eval_logs(records, tmp_path / "logs"))), FeedbackIndex(), [], SINCE,
                  UNTIL, progress=messages.append)
     assert messages and messages[0].startswith("[1/1]")

@@ -23,7 +23,6 @@ from feedback_loop.analysis.run import run_analysis
 
 from ..analysis_data import write_eval_logs, write_feedback
 
-pytestmark = pytest.mark.usefixtures("engine")
 from ..conftest import SHARED
 from .test_scoring import three_ratings
 

@@ -22,7 +22,7 @@ SCENARIO = Scenario(requests=20_000, seed=11)
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory, engine: str):
+def result(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenario")
     records, events = simulate(SCENARIO)
     logs = write_eval_logs(records, root / "eval-logs")

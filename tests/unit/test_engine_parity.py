@@ -3,27 +3,22 @@ figure of report.json equal to 1e-9, the datasets equal and in the same order, o
 scenario, the real published data, every kind of odd input and 60 random record sets.
 
 The record-by-record engine's results are fixtures (tests/fixtures/engine/), written by it before
-it was removed (commit "tests: the record-by-record engine's results frozen as fixtures"); with
-FREEZE_ENGINE_FIXTURES=1 that commit's tests wrote them."""
+it was removed: commit 25177e4 ("tests: the record-by-record engine's results frozen as
+fixtures"), whose tests wrote them with FREEZE_ENGINE_FIXTURES=1."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from feedback_loop.analysis.columnar import scan_files
-from feedback_loop.analysis.engine import scan
 from feedback_loop.analysis.model import AnalysisSettings, change_sides
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
@@ -38,7 +33,6 @@ from .test_scoring import three_ratings
 SINCE = datetime(2026, 5, 11, tzinfo=timezone.utc)
 UNTIL = SINCE + timedelta(days=7)
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "engine"
-FREEZE = os.environ.get("FREEZE_ENGINE_FIXTURES") == "1"
 
 
 def plain(value: Any) -> Any:
@@ -46,13 +40,9 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def fixture(name: str, compute: Any) -> Any:
-    """The record-by-record engine's result for a case (computed and written when freezing)."""
-    path = FIXTURES / f"{name}.json.gz"
-    if FREEZE:
-        FIXTURES.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(gzip.compress(json.dumps(plain(compute()), sort_keys=False).encode(), mtime=0))
-    return json.loads(gzip.decompress(path.read_bytes()))
+def fixture(name: str) -> Any:
+    """The record-by-record engine's result for a case."""
+    return json.loads(gzip.decompress((FIXTURES / f"{name}.json.gz").read_bytes()))
 
 
 def assert_same(python: Any, duckdb: Any, path: str = "report") -> None:
@@ -74,18 +64,14 @@ def assert_same(python: Any, duckdb: Any, path: str = "report") -> None:
 def both(name: str, logs: Path, events: list[dict] | None, changes: list[Change], since: datetime = SINCE,
          until: datetime = UNTIL, analysis_settings: AnalysisSettings | None = None,
          feedback_lines: list[bytes] | None = None) -> None:
-    def analysed(engine: str) -> tuple[Any, ...]:
-        feedback = FeedbackIndex()
-        if feedback_lines is not None:
-            feedback.add_export_lines(feedback_lines)
-        else:
-            feedback.add_export_file(write_feedback(events or [], logs.parent / "feedback.jsonl"))
-        analysis = run_analysis("p", EvalLogSource(str(logs)), feedback, changes, since, until, analysis_settings,
-                                engine=engine)
-        analysis.report.pop("generated_at")
-        return analysis.report, analysis.labelled, analysis.disagreements
-
-    assert_same(fixture(name, lambda: analysed("python")), plain(analysed("duckdb")))
+    feedback = FeedbackIndex()
+    if feedback_lines is not None:
+        feedback.add_export_lines(feedback_lines)
+    else:
+        feedback.add_export_file(write_feedback(events or [], logs.parent / "feedback.jsonl"))
+    analysis = run_analysis("p", EvalLogSource(str(logs)), feedback, changes, since, until, analysis_settings)
+    analysis.report.pop("generated_at")
+    assert_same(fixture(name), plain((analysis.report, analysis.labelled, analysis.disagreements)))
 
 
 def test_the_planted_scenario(tmp_path: Path) -> None:
@@ -173,8 +159,6 @@ def test_odd_input_of_every_kind(tmp_path: Path) -> None:
                                          for i in range(5)))
     write_eval_logs([record(f"pq{i}", metadata={"user_cohort": "pro", "query_type": "qa", "arm": "b"})
                      for i in range(4)], tmp_path / "logs", "parquet")
-    import gzip
-
     payload = gzip.compress("".join(json.dumps(record(f"gz{i}")) + "\n" for i in range(300)).encode())
     (tmp_path / "logs" / "dt=2026-05-13").mkdir()
     (tmp_path / "logs" / "dt=2026-05-13" / "cut.jsonl.gz").write_bytes(payload[: len(payload) // 2])
@@ -196,25 +180,13 @@ def test_odd_input_of_every_kind(tmp_path: Path) -> None:
                                             min_segment_n=2))
 
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.text(max_size=4),
-                    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["pro", "free", "a", "b"]))
-RECORDS = st.lists(st.fixed_dictionaries({
-    "request_id": st.one_of(st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6"]), SCALARS),
-    "timestamp": st.one_of(st.sampled_from(["2026-05-12T10:00:00Z", "2026-05-04T23:00:00+00:00", "2026-05-17",
-                                            "2026-05-18T00:00:00Z", "bad"]), SCALARS),
-    "eval_scores": st.one_of(st.fixed_dictionaries({"overall": st.one_of(st.floats(-0.5, 1.5), SCALARS)}), SCALARS),
-    "metadata": st.one_of(st.dictionaries(st.sampled_from(["user_cohort", "query_type", "arm"]), SCALARS), SCALARS),
-    "output": st.one_of(st.text(max_size=8), SCALARS),
-}, optional={"query_type": SCALARS, "arm": st.one_of(SCALARS, st.lists(SCALARS, max_size=2))}), max_size=25)
-
-
 FIELDS = ("user_cohort", "query_type", "metadata.arm", "arm")
 CHANGES = [Change(name="ab", effective_at=datetime(2026, 5, 1, tzinfo=timezone.utc), variant_field="arm",
                   control="a", treatment="b", segment={"query_type": "pro"}),
            Change(name="ba", effective_at=datetime(2026, 5, 12, tzinfo=timezone.utc))]
 
 
-def collect(folder: Path, records: list[dict], voted: list[str], engine: str) -> tuple[Any, ...]:
+def collect(folder: Path, records: list[dict], voted: list[str]) -> tuple[Any, ...]:
     """One pass over `records` (one file) with votes on `voted`: everything the pass collects."""
     folder.mkdir(parents=True)
     (folder / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -227,11 +199,7 @@ def collect(folder: Path, records: list[dict], voted: list[str], engine: str) ->
     sides, skipped = change_sides(CHANGES, SINCE, UNTIL, AnalysisSettings()), Counter()
     source = EvalLogSource(str(folder.parent))
     window = (SINCE.timestamp(), UNTIL.timestamp())
-    if engine == "python":
-        result = scan(source.records(read_since, UNTIL, skipped), feedback, sides, window, FIELDS, skipped)
-    else:
-        result = scan_files(source, feedback, sides, read_since.timestamp(), UNTIL.timestamp(), window, FIELDS,
-                            skipped)
+    result = scan_files(source, feedback, sides, read_since.timestamp(), UNTIL.timestamp(), window, FIELDS, skipped)
     # of the record, the report reads its request_id, time, score, prompt and output
     rows = [(r[0].request_id, r[0].at, r[0].overall, r[0].raw.get("prompt"), r[0].raw.get("output"), *r[1:])
             for r in result.rows]
@@ -241,31 +209,17 @@ def collect(folder: Path, records: list[dict], voted: list[str], engine: str) ->
             result.orphan_events, rows, side_values, dict(skipped))
 
 
-if FREEZE:
-    _random_cases: list[dict] = []
-
-    @settings(max_examples=60, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    @given(records=RECORDS, voted=st.sets(st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6", "ghost"])))
-    def test_freeze_random_records(tmp_path: Path, records: list[dict], voted: set[str]) -> None:
-        folder = Path(tempfile.mkdtemp(dir=tmp_path)) / "dt=2026-05-12"
-        records = json.loads(json.dumps(records))  # as the fixture gives them back
-        _random_cases.append({"records": records, "voted": sorted(voted),
-                              "collected": plain(collect(folder, records, sorted(voted), "python"))})
-        FIXTURES.mkdir(parents=True, exist_ok=True)
-        (FIXTURES / "random.json.gz").write_bytes(gzip.compress(json.dumps(_random_cases).encode(), mtime=0))
-
-
-RANDOM_CASES = (json.loads(gzip.decompress((FIXTURES / "random.json.gz").read_bytes()))
-                if (FIXTURES / "random.json.gz").exists() and not FREEZE else [])
+RANDOM_CASES = fixture("random")
 
 
 @pytest.mark.parametrize("case", RANDOM_CASES, ids=[f"random-{i}" for i in range(len(RANDOM_CASES))])
 def test_random_records_are_collected_alike(tmp_path: Path, case: dict) -> None:
-    """60 record sets that hypothesis drew (derandomized), with what the record-by-record pass collected."""
-    got = plain(collect(tmp_path / "dt=2026-05-12", case["records"], case["voted"], "duckdb"))
+    """60 record sets drawn by hypothesis (derandomized: records of up to 25 lines whose request_id,
+    timestamp, eval_scores, metadata, output, query_type and arm are each a valid value or any JSON
+    scalar), with what the record-by-record pass collected from each."""
+    got = plain(collect(tmp_path / "dt=2026-05-12", case["records"], case["voted"]))
     assert_same(case["collected"], got, "pass")
 
 
 def test_the_random_cases_are_there() -> None:
-    assert FREEZE or len(RANDOM_CASES) == 60
+    assert len(RANDOM_CASES) == 60

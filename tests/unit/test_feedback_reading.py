@@ -1,6 +1,7 @@
 """Feedback read for the analysis: the SQL check of plainly valid lines and the reduction per request
-in DuckDB give exactly what the contract's pydantic model and the fold event by event give, line by
-line and request by request, on every kind of odd line and on random events."""
+in DuckDB give exactly what the contract's pydantic model and a fold event by event (written here,
+from the definitions in scoring.py) give, line by line and request by request, on every kind of odd
+line and on random events."""
 
 from __future__ import annotations
 
@@ -15,19 +16,41 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from feedback_loop import scoring
 from feedback_loop.analysis import feedback as reading
 from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
+from feedback_loop.models.feedback import FeedbackType
+from feedback_loop.scoring import LatestPerUser
 
 OUTPUT = "the model's answer, as it was shown"
 UNTIL = datetime(2026, 5, 20, tzinfo=timezone.utc)
 
 
 def in_python(index: FeedbackIndex) -> tuple[dict[str, tuple], int, dict[str, int]]:
+    """Each line through the contract's model, then folded per request event by event."""
+    folded: dict[str, dict[str, Any]] = {}
+    for request_id, kind, value, user, at, event_id, cohort in index.checked_events():
+        entry = folded.setdefault(request_id, {"events": 0, "explicit": 0, "up": 0, "down": 0, "votes": LatestPerUser(),
+                                               "signals": LatestPerUser(), "all_votes": [], "cohort": None})
+        entry["events"] += 1
+        entry["explicit"] += kind.is_explicit
+        entry["up"] += kind is FeedbackType.THUMBS_UP
+        entry["down"] += kind is FeedbackType.THUMBS_DOWN
+        entry["cohort"] = entry["cohort"] or cohort or None
+        vote = scoring.vote_score(kind, value)
+        if vote is not None:
+            entry["votes"].add(user, at, event_id, vote)
+            entry["all_votes"].append(vote)
+        elif kind in scoring.IMPLICIT_TYPES:
+            entry["signals"].add(user, at, event_id, (kind, value))
     requests = {}
-    for request_id, entry in index.requests.items():
-        human = entry.human()
-        requests[request_id] = (entry.events, entry.explicit, entry.thumbs_up, entry.thumbs_down, entry.contradictory,
-                                human.value, human.n_users, entry.user_cohort, entry.implicit(OUTPUT).value)
+    for request_id, entry in folded.items():
+        human = entry["votes"].mean()
+        votes = entry["all_votes"]
+        contradictory = any(v >= scoring.GOOD_AT for v in votes) and any(v <= scoring.BAD_AT for v in votes)
+        implicit = entry["signals"].mean(lambda item: scoring.implicit_value(item[0], item[1], OUTPUT))
+        requests[request_id] = (entry["events"], entry["explicit"], entry["up"], entry["down"], contradictory,
+                                human.value, human.n_users, entry["cohort"], implicit.value)
     return requests, index.events, dict(index.skipped)
 
 

@@ -173,7 +173,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             changes = list_changes(table, args.project)
     s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
     analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
-                            since, until, settings, progress, engine=args.engine)
+                            since, until, settings, progress)
     if args.out.startswith("s3://"):
         bucket, _, prefix = args.out.removeprefix("s3://").partition("/")
         written = write_s3(analysis, s3, bucket, prefix)
@@ -278,9 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--target-rate", type=float, default=0.05, help="feedback rate a cohort should reach")
     analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
-    analyze.add_argument("--engine", choices=("python", "duckdb"), default=None,
-                         help="the pass over the eval records and the feedback: columnar in DuckDB (the "
-                              "default) or record by record in Python (the same report)")
     analyze.add_argument("--quiet", action="store_true", help="no progress on stderr")
     analyze.set_defaults(run=cmd_analyze)
 

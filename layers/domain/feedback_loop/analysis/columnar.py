@@ -2,9 +2,12 @@
 feedback per request in SQL, and every count over all records (cohorts, impact sides) is a GROUP BY;
 only the requests with a human score come back to Python, as rows for the statistics.
 
-It collects exactly what `engine.scan` collects record by record (the same reasons for skipping a
-record, the same field and cohort rules, the same first-record-wins rule for a request read twice),
-so the report does not depend on the engine. Where DuckDB's JSON reader is more lenient than JSON
+It collects what the record-by-record pass that it replaced collected (test_engine_parity.py
+compares it with that pass's results, kept as fixtures): the same reasons for skipping a record, the
+same field and cohort rules, the same first-record-wins rule for a request read twice. A field is
+`metadata.x`, else a top-level scalar, else metadata's field of that name, written as Python's str()
+writes it; the cohort is the eval log's metadata.user_cohort, else the feedback's first, else
+"unknown". Where DuckDB's JSON reader is more lenient than JSON
 (NaN, Infinity, trailing commas), the lines that may hold such a token are checked again with
 orjson; a file that DuckDB cannot read at all (a bad line, a broken gzip) is read line by line in
 Python, as before, and handed to DuckDB as the lines that parsed. One difference is left: a number
@@ -240,7 +243,8 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
                until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
                progress: Callable[[int, int, str], None] | None = None, threads: int | None = None,
                memory_limit: str | None = None) -> Pass:
-    """engine.scan's collection, computed in DuckDB from the files of `source`."""
+    """The pass over the files of `source` from read_since to until: the counts over all records,
+    the impact sides filled in, and the rows of the requests with a human score in `window`."""
     names = _fields(fields, sides)
     columns = {name: f"f{i}" for i, name in enumerate(names)}
     scanner = Scanner(feedback, columns, threads, memory_limit)
@@ -260,7 +264,7 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
     _recheck_lenient(connection, skipped)
 
     # each record's problem, in the reader's order of checks; then the first record of a request
-    # with feedback wins, as in the record-by-record pass
+    # with feedback wins
     connection.execute(f"""
         CREATE TEMP VIEW checked AS  -- a view: the records are not copied again
         SELECT rowid AS position, *,

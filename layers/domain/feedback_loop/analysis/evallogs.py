@@ -1,20 +1,20 @@
-"""Eval logs (ARCHITECTURE.md, "Eval log record"), read as a stream from a folder or from S3.
+"""Eval logs (ARCHITECTURE.md, "Eval log record") in a folder or in S3: the files of a window, and
+a file's lines read in Python where DuckDB refuses the file (analysis/columnar.py checks them).
 
 Files are JSON Lines, gzip or not, or Parquet, under `dt=YYYY-MM-DD/` partitions; partitions
-outside the window are not opened. Every record that cannot be used is counted by reason and
-skipped; a file that breaks off (a truncated gzip) keeps the lines read before the break.
+outside the window are not opened. A file that breaks off (a truncated gzip) keeps the lines read
+before the break.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import math
 import re
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -34,45 +34,6 @@ class EvalRecord:
     at: float  # epoch seconds, UTC
     overall: float
     raw: dict[str, Any]  # the whole record: prompt, output, metadata and unknown fields
-
-
-def to_epoch(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def parse_record(raw: Any, skipped: Counter[str]) -> EvalRecord | None:
-    """The record, or None with the reason counted in `skipped`."""
-    if not isinstance(raw, dict):
-        skipped["not_an_object"] += 1
-        return None
-    request_id = raw.get("request_id")
-    if not isinstance(request_id, str) or not request_id:
-        skipped["missing_request_id"] += 1
-        return None
-    at = to_epoch(raw.get("timestamp"))
-    if at is None:
-        skipped["bad_timestamp"] += 1
-        return None
-    scores = raw.get("eval_scores")
-    overall = scores.get("overall") if isinstance(scores, dict) else None
-    if isinstance(overall, bool) or not isinstance(overall, (int, float)):
-        skipped["missing_overall_score"] += 1
-        return None
-    if not (0.0 <= overall <= 1.0) or math.isnan(overall):
-        skipped["overall_score_out_of_range"] += 1
-        return None
-    return EvalRecord(request_id, at, float(overall), raw)
 
 
 def _json_lines(stream: Iterable[bytes], skipped: Counter[str]) -> Iterator[Any]:
@@ -171,24 +132,6 @@ class EvalLogSource:
         if name.endswith(".gz"):
             return gzip.GzipFile(fileobj=body)
         return contextlib.closing(_LineStream(body))
-
-    def records(self, since: datetime, until: datetime, skipped: Counter[str],
-                progress: Callable[[int, int, str], None] | None = None) -> Iterator[EvalRecord]:
-        """Valid records with since <= timestamp < until. Nothing is kept per record, so memory
-        does not grow with the logs (repeated request_ids are the caller's to notice)."""
-        low, high = since.timestamp(), until.timestamp()
-        files = self.files(since, until)
-        for number, name in enumerate(files, 1):
-            if progress:
-                progress(number, len(files), name)
-            for raw in self.rows(name, skipped):
-                record = parse_record(raw, skipped)
-                if record is None:
-                    continue
-                if not low <= record.at < high:
-                    skipped["outside_window"] += 1
-                    continue
-                yield record
 
 
 class _LineStream:

@@ -8,8 +8,7 @@ pydantic model, as the API's own requests do, and is kept or counted as skipped 
 the table were checked by the API when they were stored: they are taken as they are.
 
 The reduction per request (events, explicit votes, thumbs, the latest vote of each user, the human
-score, the first cohort) is a GROUP BY over the checked events; `RequestFeedback` folds the same
-event by event for the record-by-record pass.
+score, the first cohort) is a GROUP BY over the checked events.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from feedback_loop.models.feedback import (
     FeedbackEventIn,
     FeedbackType,
 )
-from feedback_loop.scoring import IMPLICIT_TYPES, LatestPerUser, Score
+from feedback_loop.scoring import Score
 
 _contract = TypeAdapter(FeedbackEventIn)
 _CONTRACT_FIELDS = {"request_id", "feedback_type", "value", "user_id", "user_cohort", "timestamp", "event_id",
@@ -50,65 +49,12 @@ CHUNK_LINES = 2 * 122_880
 Event = tuple[str, FeedbackType, Any, "str | None", float, str, "str | None"]
 
 
-@dataclass(slots=True)
-class RequestFeedback:
-    """One request's feedback, folded event by event."""
-
-    votes: LatestPerUser | None = None  # made on the first vote: most requests only have implicit signals
-    signals: LatestPerUser | None = None
-    explicit: int = 0
-    thumbs_up: int = 0
-    thumbs_down: int = 0
-    comments: int = 0
-    positive: bool = False
-    negative: bool = False
-    user_cohort: str | None = None
-    events: int = 0
-
-    def add(self, feedback_type: FeedbackType, value: Any, user_id: str | None, at: Any, event_id: str,
-            user_cohort: str | None) -> None:
-        self.events += 1
-        if self.user_cohort is None and user_cohort:
-            self.user_cohort = user_cohort
-        if feedback_type.is_explicit:
-            self.explicit += 1
-        if feedback_type is FeedbackType.THUMBS_UP:
-            self.thumbs_up += 1
-        elif feedback_type is FeedbackType.THUMBS_DOWN:
-            self.thumbs_down += 1
-        elif feedback_type is FeedbackType.COMMENT:
-            self.comments += 1
-        vote = scoring.vote_score(feedback_type, value)
-        if vote is not None:
-            if self.votes is None:
-                self.votes = LatestPerUser()
-            self.votes.add(user_id, at, event_id, vote)
-            self.positive |= vote >= scoring.GOOD_AT
-            self.negative |= vote <= scoring.BAD_AT
-        elif feedback_type in IMPLICIT_TYPES:
-            if self.signals is None:
-                self.signals = LatestPerUser()
-            self.signals.add(user_id, at, event_id, (feedback_type, value))
-
-    def human(self) -> Score:
-        return self.votes.mean() if self.votes is not None else Score(None, 0)
-
-    def implicit(self, output: str | None) -> Score:
-        if self.signals is None:
-            return Score(None, 0)
-        return self.signals.mean(lambda item: scoring.implicit_value(item[0], item[1], output))
-
-    @property
-    def contradictory(self) -> bool:
-        """Both a positive (thumbs up, rating 4-5) and a negative (thumbs down, rating 1-2) vote."""
-        return self.positive and self.negative
-
-
 _TYPES = {feedback_type.value: feedback_type for feedback_type in FeedbackType}
 
 
 def implicit_score(signals: list[tuple[str, str | None]] | None, output: str | None) -> Score:
-    """RequestFeedback.implicit from each user's latest implicit signal as (type, edited text)."""
+    """The implicit score of a request (scoring.implicit_score) from each user's latest implicit
+    signal as (type, edited text)."""
     if not signals:
         return Score(None, 0)
     scores = [s for s in (scoring.implicit_value(_TYPES[kind], text, output) for kind, text in signals)
@@ -227,7 +173,6 @@ class FeedbackIndex:
     sources: list[tuple[str, Any, datetime | None]] = field(default_factory=list)
     events: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
-    _requests: dict[str, RequestFeedback] | None = None
 
     def add_export_lines(self, lines: Iterable[bytes], until: datetime | None = None) -> None:
         """JSON Lines of feedback events (the export contract: `timestamp` always present); events
@@ -253,7 +198,8 @@ class FeedbackIndex:
                 yield chunk
 
     def checked_events(self) -> Iterator[Event]:
-        """Every event, checked line by line by the contract's model (the record-by-record reading)."""
+        """Every event, checked line by line by the contract's model alone (what `load` gives, event
+        by event: the reference that tests compare it with)."""
         self.events, self.skipped = 0, Counter()
         for kind, source, until in self.sources:
             if kind == "items":
@@ -301,19 +247,6 @@ class FeedbackIndex:
         except ValidationError:
             self.skipped["feedback_invalid_event"] += 1
             return None
-
-    # --- the reduction in Python, event by event (the record-by-record pass) ----------------------
-    @property
-    def requests(self) -> dict[str, RequestFeedback]:
-        if self._requests is None:
-            requests: dict[str, RequestFeedback] = {}
-            for request_id, *rest in self.checked_events():
-                entry = requests.get(request_id)
-                if entry is None:
-                    entry = requests[request_id] = RequestFeedback()
-                entry.add(*rest)
-            self._requests = requests
-        return self._requests
 
     # --- the reduction in DuckDB ------------------------------------------------------------------
     def load(self, connection: Any, now: datetime | None = None) -> None:

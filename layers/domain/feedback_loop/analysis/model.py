@@ -1,9 +1,9 @@
-"""What the analysis's parts share: its settings, the per-record rules (fields, cohorts, the
-train/validation split), what a pass over the eval records collects (Pass, and the sides of each
-registered change), and the result (Analysis).
+"""What the analysis's parts share: its settings, the train/validation split, what the pass over
+the eval records collects (Pass, and the sides of each registered change), and the result
+(Analysis).
 
-The data flows one way: sources (evallogs, feedback) -> a pass (engine: record by record; columnar:
-DuckDB) -> Pass -> report (sections, statistics) -> files (run).
+The data flows one way: sources (evallogs, feedback) -> the pass in DuckDB (columnar) -> Pass ->
+report (sections, statistics) -> files (run).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from feedback_loop.analysis.evallogs import EvalRecord
-from feedback_loop.analysis.feedback import RequestFeedback
 from feedback_loop.models.changes import Change
 
 SCHEMA_VERSION = 1
@@ -35,28 +33,6 @@ class AnalysisSettings:
     confidence: float = 0.95
     validation_share: float = 0.2
     calibration_bins: int = 10
-
-
-def field_value(raw: dict[str, Any], name: str) -> str | None:
-    """An eval-log field by name: `metadata.x` or a top-level field, else metadata's."""
-    metadata = raw.get("metadata")
-    metadata = metadata if isinstance(metadata, dict) else {}
-    if name.startswith("metadata."):
-        value = metadata.get(name.removeprefix("metadata."))
-    elif name in raw and not isinstance(raw[name], (dict, list)):
-        value = raw[name]
-    else:
-        value = metadata.get(name)
-    return None if value is None or isinstance(value, (dict, list)) else str(value)
-
-
-def cohort_of(raw: dict[str, Any], feedback: RequestFeedback | None) -> str:
-    """The eval log's metadata.user_cohort, else the feedback's user_cohort, else unknown."""
-    metadata = raw.get("metadata")
-    cohort = metadata.get("user_cohort") if type(metadata) is dict else None
-    if type(cohort) is str and cohort:  # the common case, checked first: this runs once per record
-        return cohort
-    return field_value(raw, "metadata.user_cohort") or (feedback.user_cohort if feedback else None) or UNKNOWN
 
 
 def split_of(request_id: str, validation_share: float) -> str:
@@ -87,21 +63,6 @@ class Side:
     first: float | None = None
     last: float | None = None
 
-    def add(self, record: EvalRecord, feedback: RequestFeedback | None) -> None:
-        self.requests += 1
-        self.overall_n += 1
-        self.overall_sum += record.overall
-        self.overall_sq += record.overall * record.overall
-        self.first = record.at if self.first is None else min(self.first, record.at)
-        self.last = record.at if self.last is None else max(self.last, record.at)
-        if feedback is not None:
-            self.with_feedback += feedback.explicit > 0
-            self.thumbs_up += feedback.thumbs_up
-            self.thumbs += feedback.thumbs_up + feedback.thumbs_down
-            score = feedback.human().value
-            if score is not None:
-                self.human.append(score)
-
     def overall_stats(self) -> tuple[int, float, float]:
         n = self.overall_n
         if n == 0:
@@ -131,19 +92,6 @@ class ChangeSides:
                                else (effective - self.span, effective + self.span))
         self.segment = list((self.change.segment or {}).items())
 
-    def side_for(self, record: EvalRecord) -> Side | None:
-        at = record.at
-        if not self.low <= at < self.high:  # the cheap test first: most records are outside
-            return None
-        for key, expected in self.segment:
-            if field_value(record.raw, key) != expected:
-                return None
-        change = self.change
-        if change.variant_field:
-            arm = field_value(record.raw, change.variant_field)
-            return self.control if arm == change.control else self.treatment if arm == change.treatment else None
-        return self.control if at < self.effective else self.treatment
-
 
 @dataclass
 class Analysis:
@@ -169,7 +117,7 @@ def read_range(since: datetime, until: datetime, changes: list[Change], settings
 
 @dataclass
 class Pass:
-    """What one pass over the eval records collects, whichever engine made it: the counts over all
+    """What the pass over the eval records collects (analysis/columnar.py): the counts over all
     records, and the rows of the requests with a human score in the window."""
 
     read: int = 0

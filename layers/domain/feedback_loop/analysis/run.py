@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import orjson
 import yaml
 from pydantic import TypeAdapter
 
-from feedback_loop.analysis.engine import scan
+from feedback_loop.analysis.columnar import scan_files
 from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_sides, read_range
 from feedback_loop.analysis.report import report
 from feedback_loop.analysis.evallogs import EvalLogSource
@@ -27,9 +27,6 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
-PROGRESS_EVERY = 250_000
-ENGINES = ("python", "duckdb")
-ENGINE = "duckdb"  # the pass over the eval records: columnar in DuckDB, or record by record in Python
 
 _changes = TypeAdapter(list[Change])
 
@@ -43,11 +40,8 @@ def load_changes(path: str | Path) -> list[Change]:
 
 def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex, changes: list[Change],
                  since: datetime, until: datetime, settings: AnalysisSettings | None = None,
-                 progress: Callable[[str], None] | None = None, engine: str | None = None) -> Analysis:
+                 progress: Callable[[str], None] | None = None) -> Analysis:
     settings = settings or AnalysisSettings()
-    engine = engine or ENGINE
-    if engine not in ENGINES:
-        raise ValueError(f"unknown analysis engine {engine!r}: one of {', '.join(ENGINES)}")
     start, measured = read_range(since, until, changes, settings)
     skipped: Counter[str] = Counter()
     began = time.monotonic()
@@ -58,24 +52,9 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
 
     sides = change_sides(measured, since, until, settings)
     window = (since.timestamp(), until.timestamp())
-    if engine == "duckdb":
-        from feedback_loop.analysis.columnar import scan_files
-
-        collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
-                               settings.segment_fields, skipped, on_file)
-    else:
-        records = _counted(eval_logs.records(start, until, skipped, on_file), progress, began)
-        collected = scan(records, feedback, sides, window, settings.segment_fields, skipped)
+    collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
+                           settings.segment_fields, skipped, on_file)
     return report(project, collected, feedback, sides, since, until, settings, skipped)
-
-
-def _counted(records: Iterable[Any], progress: Callable[[str], None] | None, began: float,
-             every: int = PROGRESS_EVERY) -> Iterator[Any]:
-    """Passes records through, reporting every `every` of them: one large file is a long read too."""
-    for number, record in enumerate(records, 1):
-        if progress and number % every == 0:
-            progress(f"{number:,} eval records read ({time.monotonic() - began:.1f} s)")
-        yield record
 
 
 def outputs(analysis: Analysis) -> dict[str, bytes]:
