@@ -132,13 +132,29 @@ def test_an_empty_week_still_produces_a_report(tmp_path: Path) -> None:
 
 
 def test_parquet_and_json_lines_give_the_same_report(tmp_path: Path) -> None:
-    records = [record(f"r{i}", day=12 + i % 3, overall=(i % 10) / 10, user_cohort=["a", "b"][i % 2],
-                      query_type="qa") for i in range(120)]
+    """The same records as JSON Lines and as Parquet: the same report and datasets, with fields at the
+    top level and in metadata, a prompt and output of several types, a column some records lack, and
+    a change by segment and one by arm."""
+    from feedback_loop.models.changes import Change
+
+    records = [{**record(f"r{i}", day=12 + i % 3, overall=(i % 10) / 10, user_cohort=["a", "b"][i % 2],
+                         query_type="qa" if i % 4 else None, arm=["x", "y"][i % 3 % 2]),
+                "output": {"text": f"answer {i}", "tokens": i} if i % 3 == 2 else f"answer {i}",  # a type per file
+                "prompt": f"question {i}" if i % 7 else None, **({"model": f"m{i % 3}"} if i % 6 else {})}
+               for i in range(120)]
     events = [vote(f"r{i}", "explicit_rating", 1 + i % 5, f"u{i}") for i in range(0, 120, 2)]
-    from_json = analyse_files(tmp_path, records, events, "jsonl").report
-    from_parquet = analyse_files(tmp_path, records, events, "parquet").report
-    for key in ("counts", "correlation", "agreement", "miscalibration", "cohorts", "weighting"):
-        assert from_parquet[key] == from_json[key], key
+    events += [vote(f"r{i}", "implicit_edit", f"answer {i}!", f"e{i}") for i in range(0, 120, 4)]
+    changes = [Change(name="seg", effective_at=datetime(2026, 5, 13, tzinfo=timezone.utc), segment={"model": "m1"}),
+               Change(name="ab", effective_at=datetime(2026, 5, 1, tzinfo=timezone.utc), variant_field="arm",
+                      control="x", treatment="y")]
+    results = []
+    for fmt in ("jsonl", "parquet"):
+        analysis = analyse_files(tmp_path, records, events, fmt, changes)
+        analysis.report.pop("generated_at")
+        results.append(json.loads(json.dumps((analysis.report, analysis.labelled, analysis.disagreements))))
+    assert results[0][0]["counts"]["requests_with_human_score"] == 60
+    assert {e["segments"]["model"] for e in results[0][1]} == {"m1", "m2", "unknown"}
+    assert results[1] == results[0]
 
 
 def test_partitions_outside_the_window_are_not_opened(tmp_path: Path) -> None:

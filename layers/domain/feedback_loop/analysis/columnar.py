@@ -44,6 +44,13 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+TOP = ("request_id", "timestamp", "eval_scores", "metadata")  # the top-level fields every record is read for
+
+
 def _pointer(*keys: str) -> str:
     """A JSON Pointer to a key (RFC 6901: '~' and '/' escaped), as a SQL literal."""
     return _literal("".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys))
@@ -68,11 +75,12 @@ def _fields(settings_fields: tuple[str, ...], sides: list[ChangeSides]) -> list[
     return list(dict.fromkeys(names))
 
 
-def _select(source: str, columns: dict[str, str]) -> str:
+def _select(source: str, columns: dict[str, str], prompt: str = "json_extract(j, '/prompt')",
+            output: str = "json_extract(j, '/output')") -> str:
     """The typed columns of every record of `source` (a relation with a JSON column j), in the order
     read; $1 is the bitmap of labelled requests (Scanner.labelled_bits). Each line is parsed twice:
-    once for the JSON types of every value the pass reads, once for their texts (the prompt and
-    output again only for labelled requests)."""
+    once for the JSON types of every value the pass reads, once for their texts; `prompt` and
+    `output` (JSON) are computed only for labelled requests."""
     pointers: dict[str, int] = {}
 
     def slot(*keys: str) -> tuple[str, str]:
@@ -106,13 +114,13 @@ SELECT
     suspect,
     -- texts only where they are needed: lines to check again, and the labelled requests' datasets
     CASE WHEN suspect THEN j::VARCHAR END AS text,
-    CASE WHEN labelled THEN json_extract(j, '/prompt') END AS prompt,
-    CASE WHEN labelled THEN json_extract(j, '/output') END AS output
+    CASE WHEN labelled THEN {prompt} END AS prompt,
+    CASE WHEN labelled THEN {output} END AS output
 FROM (SELECT *, get_bit($1::BIT, (hash({request_id[1]}) % {LABELLED_BITS_MAX}::UBIGINT % length($1::BIT))::INTEGER) = 1
                 AS labelled,
              (contains(j::VARCHAR, 'NaN') OR contains(j::VARCHAR, 'Infinity')
               OR regexp_matches(j::VARCHAR, {_literal(TRAILING_COMMA)})) AS suspect
-      FROM (SELECT j, json_type(j, {paths}) AS y, json_extract_string(j, {paths}) AS s FROM {source}))"""
+      FROM (SELECT *, json_type(j, {paths}) AS y, json_extract_string(j, {paths}) AS s FROM {source}))"""
 
 
 def default_memory_limit() -> str | None:
@@ -167,10 +175,11 @@ class Scanner:
             FROM feedback WHERE has_human""").fetchone()[0]
         return bits or "0" * size
 
-    def _add(self, rows: str) -> None:
+    def _add(self, rows: str, **texts: str) -> None:
         """Records typed into `records` in the order read: with insertion order preserved and no join
         in the statement, a record's rowid is its position (files in the order given, lines in order)."""
-        self.connection.execute(f"INSERT INTO records {_select(f'({rows})', self.columns)}", [self.labelled_bits])
+        self.connection.execute(f"INSERT INTO records {_select(f'({rows})', self.columns, **texts)}",
+                                [self.labelled_bits])
 
     def add_json_files(self, names: list[str]) -> None:
         listed = "[" + ", ".join(_literal(name) for name in names) + "]"
@@ -178,7 +187,18 @@ class Scanner:
                   "hive_partitioning = false)")
 
     def add_parquet_file(self, name: str) -> None:
-        self._add(f"SELECT to_json(p) AS j FROM read_parquet({_literal(name)}, hive_partitioning = false) AS p")
+        """A Parquet file's rows, each as the JSON object of the columns the pass reads (a row's prompt
+        and output, most of its bytes, are turned into JSON only for labelled requests)."""
+        scan = f"read_parquet({_literal(name)}, hive_partitioning = false)"
+        present = [row[0] for row in self.connection.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        read = [n for n in dict.fromkeys([*TOP, *(c for c in self.columns if not c.startswith("metadata."))])
+                if n in present]
+        packed = ("to_json(struct_pack(" + ", ".join(f"{_identifier(n)} := p.{_identifier(n)}" for n in read) + "))"
+                  if read else "'{}'::JSON")
+        texts = {key: f"to_json(p_{key})" for key in ("prompt", "output")}
+        self._add(f"SELECT {packed} AS j, " + ", ".join(
+            f"{f'p.{_identifier(key)}' if key in present else 'NULL'} AS p_{key}" for key in texts)
+            + f" FROM {scan} AS p", **texts)
 
     def add_lines(self, lines: list[bytes]) -> None:
         """Records that Python parsed (from a file DuckDB could not read), in their order."""
