@@ -1,5 +1,5 @@
-"""The columnar pass keeps the order read when DuckDB reads in parallel: with several files in one
-statement and more rows than one row group per file, the labelled rows come back in file and line
+"""The columnar pass keeps the order read when DuckDB reads in parallel: with several files (JSON
+Lines, or Parquet of one schema) in one statement and more rows than one row group per file, the labelled rows come back in file and line
 order, and of a request read twice the first record wins."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import json
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import pytest
 
 from feedback_loop.analysis.columnar import scan_files
 from feedback_loop.analysis.evallogs import EvalLogSource
@@ -20,7 +22,8 @@ UNTIL = SINCE + timedelta(days=7)
 PER_DAY = 130_000  # more than one of DuckDB's row groups (122,880 rows) per file
 
 
-def test_labelled_rows_come_back_in_the_order_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_labelled_rows_come_back_in_the_order_read(tmp_path: Path, fmt: str) -> None:
     records, labelled = [], []
     for day in range(3):
         for i in range(PER_DAY):
@@ -33,7 +36,7 @@ def test_labelled_rows_come_back_in_the_order_read(tmp_path: Path) -> None:
                             "eval_scores": {"overall": (i % 100) / 100}})
             if i % 97 == 3:
                 labelled.append(request_id)
-    logs = write_eval_logs(records, tmp_path / "logs", fmt="jsonl")
+    logs = write_eval_logs(records, tmp_path / "logs", fmt=fmt)
     feedback = FeedbackIndex()
     feedback.add_export_lines([json.dumps({"request_id": r, "feedback_type": "explicit_rating", "value": 1 + n % 5,
                                            "timestamp": (UNTIL - timedelta(hours=1)).isoformat()}).encode()

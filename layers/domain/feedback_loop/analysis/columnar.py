@@ -186,10 +186,20 @@ class Scanner:
         self._add(f"SELECT json AS j FROM read_json_objects({listed}, format = 'newline_delimited', "
                   "hive_partitioning = false)")
 
-    def add_parquet_file(self, name: str) -> None:
-        """A Parquet file's rows, each as the JSON object of the columns the pass reads (a row's prompt
-        and output, most of its bytes, are turned into JSON only for labelled requests)."""
-        scan = f"read_parquet({_literal(name)}, hive_partitioning = false)"
+    def parquet_schema(self, name: str) -> tuple[tuple[str, str], ...] | None:
+        """A local Parquet file's columns and their types (None if DuckDB cannot read it)."""
+        try:
+            return tuple((row[0], row[1]) for row in self.connection.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_literal(name)}, hive_partitioning = false)").fetchall())
+        except duckdb.Error:
+            return None
+
+    def add_parquet_files(self, names: list[str]) -> None:
+        """Parquet files' rows (the files of one schema), each as the JSON object of the columns the
+        pass reads (a row's prompt and output, most of its bytes, are turned into JSON only for
+        labelled requests)."""
+        listed = "[" + ", ".join(_literal(name) for name in names) + "]"
+        scan = f"read_parquet({listed}, hive_partitioning = false)"
         present = [row[0] for row in self.connection.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
         read = [n for n in dict.fromkeys([*TOP, *(c for c in self.columns if not c.startswith("metadata."))])
                 if n in present]
@@ -218,21 +228,25 @@ def _python_lines(source: EvalLogSource, name: str, skipped: Counter[str]) -> li
 
 def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Counter[str],
           progress: Callable[[int, int, str], None] | None, run_size: int = 4) -> None:
-    """Every file into the records table, in order: local JSON Lines files in runs read in parallel,
-    the others one by one; a run with a file that DuckDB refuses is read file by file, and such a
-    file by Python."""
-    runs: list[list[str]] = []
+    """Every file into the records table, in order: local files in runs read in parallel (JSON Lines
+    files; Parquet files of the same schema), the others one by one; a run with a file that DuckDB
+    refuses is read file by file, and such a file by Python."""
+    runs: list[tuple[Any, list[str]]] = []  # (what a run's files share, the files)
     for name in files:
-        alone = source.is_s3 or name.endswith(PARQUET_SUFFIXES)
-        if not alone and runs and len(runs[-1]) < run_size and not runs[-1][0].endswith(PARQUET_SUFFIXES):
-            runs[-1].append(name)
+        kind: Any = None if source.is_s3 else scanner.parquet_schema(name) if name.endswith(PARQUET_SUFFIXES) \
+            else "json"
+        if kind is not None and runs and runs[-1][0] == kind and len(runs[-1][1]) < run_size:
+            runs[-1][1].append(name)
         else:
-            runs.append([name])
+            runs.append((kind, [name]))
     done = 0
-    for run in runs:
+    for kind, run in runs:
         if len(run) > 1:
             try:  # a statement is atomic: if a file of the run is not clean, nothing of it was added
-                scanner.add_json_files(run)
+                if kind == "json":
+                    scanner.add_json_files(run)
+                else:
+                    scanner.add_parquet_files(run)
                 done += len(run)
                 if progress:
                     progress(done, len(files), run[-1])
@@ -250,7 +264,7 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
     try:
         with source.local_copy(name) as path:
             if name.endswith(PARQUET_SUFFIXES):
-                scanner.add_parquet_file(path)
+                scanner.add_parquet_files([path])
             else:
                 scanner.add_json_files([path])
         return
