@@ -32,6 +32,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -119,14 +120,15 @@ def run_ours(folder: Path, info: dict[str, Any], logs: Path | None = None) -> di
 
     from feedback_loop.analysis.evallogs import EvalLogSource
     from feedback_loop.analysis.feedback import FeedbackIndex
-    from feedback_loop.analysis.run import load_changes, outputs, run_analysis
+    from feedback_loop.analysis.run import load_changes, run_analysis, write_local
 
     feedback = FeedbackIndex()
     feedback.add_export_file(folder / "feedback.jsonl")
     since, until = datetime.fromisoformat(info["since"]), datetime.fromisoformat(info["until"])
     analysis = run_analysis("bench", EvalLogSource(str(logs or folder / "logs")), feedback,
                             load_changes(folder / "changes.json"), since, until)
-    size = sum(len(content) for content in outputs(analysis).values())
+    with tempfile.TemporaryDirectory() as out:  # the four files written, as the product writes them
+        size = sum(path.stat().st_size for path in write_local(analysis, out).values())
     report = analysis.report
     return {"records": report["counts"]["eval_records"], "spearman": report["correlation"]["overall"]["spearman"]["r"],
             "labelled": report["counts"]["requests_with_human_score"], "output_bytes": size}

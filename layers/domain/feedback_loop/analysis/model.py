@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from feedback_loop import scoring
 from feedback_loop.models.changes import Change
 
 SCHEMA_VERSION = 1
@@ -94,10 +96,57 @@ class ChangeSides:
 
 
 @dataclass
+class Datasets:
+    """The labelled and disagreement datasets of an analysis, made entry by entry as they are read
+    (the files are written as streams: no list of every entry is held)."""
+
+    rows: list[tuple[Any, ...]]  # Pass.rows
+    fields: tuple[str, ...]
+    verdict_good: Any  # per row, numpy booleans: the evaluator's verdict, the human label, and
+    good: Any          # whether the human label is binary (good or bad)
+    binary: Any
+    weights: Any  # per row, the cohort weight
+    splits: list[str]
+
+    def _entry(self, i: int) -> dict[str, Any]:
+        record, score, n_users, cohort, segment_values, implicit = self.rows[i]
+        return {
+            "request_id": record.request_id, "timestamp": iso(record.at), "prompt": record.raw.get("prompt"),
+            "output": record.raw.get("output"), "overall": record.overall,
+            "verdict": "good" if self.verdict_good[i] else "bad", "human_score": score,
+            "human_label": scoring.human_label(score), "n_users": n_users, "implicit_score": implicit,
+            "cohort": cohort, "segments": dict(zip(self.fields, segment_values)),
+        }
+
+    def disagreeing(self) -> list[int]:
+        """The rows where a binary human label and the evaluator's verdict disagree."""
+        return [i for i in range(len(self.rows)) if self.binary[i] and bool(self.verdict_good[i]) != bool(self.good[i])]
+
+    def labelled(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self.rows)):
+            yield {**self._entry(i), "weight": float(self.weights[i]), "split": self.splits[i]}
+
+    def disagreements(self) -> Iterator[dict[str, Any]]:
+        for i in self.disagreeing():
+            yield {**self._entry(i), "direction": "evaluator_too_high" if self.verdict_good[i] else "evaluator_too_low"}
+
+    def scatter(self) -> list[tuple[float, float]]:
+        """(evaluator's overall score, human score) of every labelled request, for the report's plot."""
+        return [(row[0].overall, row[1]) for row in self.rows]
+
+
+@dataclass
 class Analysis:
     report: dict[str, Any]
-    disagreements: list[dict[str, Any]]
-    labelled: list[dict[str, Any]]
+    datasets: Datasets
+
+    @property
+    def labelled(self) -> list[dict[str, Any]]:
+        return list(self.datasets.labelled())
+
+    @property
+    def disagreements(self) -> list[dict[str, Any]]:
+        return list(self.datasets.disagreements())
 
 
 def read_range(since: datetime, until: datetime, changes: list[Change], settings: AnalysisSettings

@@ -11,7 +11,16 @@ import numpy as np
 from feedback_loop import scoring
 from feedback_loop.analysis import sections
 from feedback_loop.analysis.feedback import FeedbackIndex
-from feedback_loop.analysis.model import SCHEMA_VERSION, Analysis, AnalysisSettings, ChangeSides, Pass, iso, split_of
+from feedback_loop.analysis.model import (
+    SCHEMA_VERSION,
+    Analysis,
+    AnalysisSettings,
+    ChangeSides,
+    Datasets,
+    Pass,
+    iso,
+    split_of,
+)
 
 
 def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[ChangeSides], since: datetime,
@@ -66,21 +75,8 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     report["weighting"] = sections.weighting(overall, human, weights, settings)
     report["impact"], report["regressions"] = sections.impact(sides, settings)
 
-    disagreements, labelled = [], []
-    for i, (record, score, n_users, cohort, segment_values, implicit) in enumerate(rows):
-        label = scoring.human_label(score)
-        entry = {
-            "request_id": record.request_id, "timestamp": iso(record.at), "prompt": record.raw.get("prompt"),
-            "output": record.raw.get("output"), "overall": record.overall,
-            "verdict": "good" if verdict_good[i] else "bad", "human_score": score, "human_label": label,
-            "n_users": n_users, "implicit_score": implicit, "cohort": cohort,
-            "segments": dict(zip(fields, segment_values)),
-        }
-        if binary[i] and bool(verdict_good[i]) != bool(good[i]):
-            disagreements.append({**entry, "direction": "evaluator_too_high" if verdict_good[i] else "evaluator_too_low"})
-        labelled.append({**entry, "weight": float(weights[i]), "split": split_of(record.request_id,
-                                                                                 settings.validation_share)})
-    report["datasets"] = {"disagreements": len(disagreements), "labelled": len(labelled),
-                          "labelled_binary": int(binary.sum()),
-                          "validation": sum(e["split"] == "validation" for e in labelled)}
-    return Analysis(report, disagreements, labelled)
+    splits = [split_of(row[0].request_id, settings.validation_share) for row in rows]
+    datasets = Datasets(rows, fields, verdict_good, good, binary, weights, splits)
+    report["datasets"] = {"disagreements": len(datasets.disagreeing()), "labelled": len(rows),
+                          "labelled_binary": int(binary.sum()), "validation": splits.count("validation")}
+    return Analysis(report, datasets)

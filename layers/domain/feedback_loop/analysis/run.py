@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
+SPOOL_IN_MEMORY = 8 << 20  # a file bigger than this goes through /tmp on its way to S3
 
 _changes = TypeAdapter(list[Change])
 
@@ -57,13 +59,23 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
     return report(project, collected, feedback, sides, since, until, settings, skipped)
 
 
-def outputs(analysis: Analysis) -> dict[str, bytes]:
-    """The files of one analysis, by name."""
+CONTENT_TYPES = {REPORT_JSON: "application/json", REPORT_HTML: "text/html; charset=utf-8",
+                 DISAGREEMENTS: "application/x-ndjson", LABELLED: "application/x-ndjson"}
+
+
+def _json_lines(entries: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    for entry in entries:
+        yield orjson.dumps(entry) + b"\n"
+
+
+def outputs(analysis: Analysis) -> dict[str, Iterable[bytes]]:
+    """The files of one analysis, by name, each as the chunks to write (the datasets made entry by
+    entry as they are written)."""
     return {
-        REPORT_JSON: json.dumps(analysis.report, indent=2, default=str).encode(),
-        REPORT_HTML: render_html(analysis.report, [(e["overall"], e["human_score"]) for e in analysis.labelled]).encode(),
-        DISAGREEMENTS: b"".join(orjson.dumps(e) + b"\n" for e in analysis.disagreements),
-        LABELLED: b"".join(orjson.dumps(e) + b"\n" for e in analysis.labelled),
+        REPORT_JSON: [json.dumps(analysis.report, indent=2, default=str).encode()],
+        REPORT_HTML: [render_html(analysis.report, analysis.datasets.scatter()).encode()],
+        DISAGREEMENTS: _json_lines(analysis.datasets.disagreements()),
+        LABELLED: _json_lines(analysis.datasets.labelled()),
     }
 
 
@@ -71,19 +83,22 @@ def write_local(analysis: Analysis, folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, content in outputs(analysis).items():
-        (folder / name).write_bytes(content)
+    for name, chunks in outputs(analysis).items():
+        with open(folder / name, "wb") as out:
+            out.writelines(chunks)
         written[name] = folder / name
     return written
 
 
 def write_s3(analysis: Analysis, s3: Any, bucket: str, prefix: str) -> dict[str, str]:
+    """Each file spooled to a temporary file (in memory while small), then one PUT."""
     written = {}
-    types = {REPORT_JSON: "application/json", REPORT_HTML: "text/html; charset=utf-8"}
-    for name, content in outputs(analysis).items():
+    for name, chunks in outputs(analysis).items():
         key = f"{prefix.rstrip('/')}/{name}"
-        s3.put_object(Bucket=bucket, Key=key, Body=content,
-                      ContentType=types.get(name, "application/x-ndjson"))
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            spool.writelines(chunks)
+            spool.seek(0)
+            s3.put_object(Bucket=bucket, Key=key, Body=spool, ContentType=CONTENT_TYPES[name])
         written[name] = f"s3://{bucket}/{key}"
     return written
 
