@@ -273,13 +273,12 @@ class FeedbackIndex:
 
     def _load_chunk(self, connection: Any, lines: list[bytes], position: int, number: int, until: datetime | None,
                     now: datetime) -> None:
-        texts, undecodable = [], []
-        for i, line in enumerate(lines):
+        texts: list[str | None] = []
+        for line in lines:
             try:
                 texts.append(line.decode())
             except UnicodeDecodeError:  # not text: the contract's path says why
                 texts.append(None)
-                undecodable.append(i)
         chunk = {"position": np.arange(position, position + len(lines), dtype=np.int64),  # noqa: F841
                  "number": np.arange(number, number + len(lines), dtype=np.int64),     # (read by DuckDB below)
                  "line": np.array(texts, dtype=object)}
