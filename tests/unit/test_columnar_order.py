@@ -44,11 +44,10 @@ def test_labelled_rows_come_back_in_the_order_read(tmp_path: Path, fmt: str) -> 
     skipped: Counter[str] = Counter()
     collected = scan_files(EvalLogSource(str(logs)), feedback, [], SINCE.timestamp(), UNTIL.timestamp(),
                            (SINCE.timestamp(), UNTIL.timestamp()), (), skipped)
-    read = [row[0].request_id for row in collected.rows]
+    read = collected.rows.request_id
     voted = {*labelled, "twice"}
     expected = list(dict.fromkeys(r["request_id"] for r in records if r["request_id"] in voted))
     assert len(expected) > 4000 and read == expected
-    [twice] = [row[0] for row in collected.rows if row[0].request_id == "twice"]
-    assert twice.raw["output"] == "day 0 line 5"
+    assert json.loads(collected.rows.output[read.index("twice")]) == "day 0 line 5"
     assert skipped["duplicate_request_id"] == 3
     assert collected.read == 3 * PER_DAY

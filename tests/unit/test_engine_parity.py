@@ -201,8 +201,10 @@ def collect(folder: Path, records: list[dict], voted: list[str]) -> tuple[Any, .
     window = (SINCE.timestamp(), UNTIL.timestamp())
     result = scan_files(source, feedback, sides, read_since.timestamp(), UNTIL.timestamp(), window, FIELDS, skipped)
     # of the record, the report reads its request_id, time, score, prompt and output
-    rows = [(r[0].request_id, r[0].at, r[0].overall, r[0].raw.get("prompt"), r[0].raw.get("output"), *r[1:])
-            for r in result.rows]
+    got = result.rows
+    rows = [(got.request_id[i], got.at[i], got.overall[i], got.prompt[i] and json.loads(got.prompt[i]),
+             got.output[i] and json.loads(got.output[i]), got.human[i], got.n_users[i], got.cohort[i],
+             got.segments[i], got.implicit[i]) for i in range(len(got))]
     side_values = [(s.control.__dict__, s.treatment.__dict__) for s in sides]
     return (result.read, result.in_window, result.requests_with_feedback, dict(result.cohort_requests),
             dict(result.cohort_feedback), dict(result.cohort_contradictory), result.orphan_requests,

@@ -29,7 +29,7 @@ import duckdb
 import orjson
 
 from feedback_loop.analysis.model import UNKNOWN, ChangeSides, Pass, Side
-from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource, EvalRecord
+from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
 
 # Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
@@ -414,14 +414,19 @@ def _rows(connection: duckdb.DuckDBPyConnection, result: Pass, cohort: str, in_w
         FROM (SELECT *, {cohort} AS cohort FROM kept WHERE {in_window} AND has_human)
              LEFT JOIN feedback_signals USING (request_id)
         ORDER BY position""")
+    rows = result.rows
+    same = {}  # one str object per distinct cohort and segment value, not one per row
     while batch := cursor.fetchmany(10_000):
         for request_id, moment, overall, prompt, output, human, n_users, cohort_name, signals, *segments in batch:
-            raw: dict[str, Any] = {}
-            if prompt is not None:
-                raw["prompt"] = orjson.loads(prompt)
-            if output is not None:
-                raw["output"] = orjson.loads(output)
-            text = raw.get("output")
-            implicit = implicit_score(signals, text if isinstance(text, str) else None)
-            record = EvalRecord(request_id, moment, overall, raw)
-            result.rows.append((record, human, n_users, cohort_name, tuple(segments[:len(fields)]), implicit.value))
+            edited = signals and any(kind == "implicit_edit" for kind, _ in signals)
+            text = orjson.loads(output) if edited and output is not None else None
+            rows.request_id.append(request_id)
+            rows.at.append(moment)
+            rows.overall.append(overall)
+            rows.human.append(human)
+            rows.n_users.append(n_users)
+            rows.cohort.append(same.setdefault(cohort_name, cohort_name))
+            rows.segments.append(tuple(same.setdefault(v, v) for v in segments[:len(fields)]))
+            rows.implicit.append(implicit_score(signals, text if isinstance(text, str) else None).value)
+            rows.prompt.append(prompt)
+            rows.output.append(output)

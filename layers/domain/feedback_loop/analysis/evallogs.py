@@ -28,14 +28,6 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 PARQUET_BATCH_ROWS = 16_384
 
 
-@dataclass(slots=True)
-class EvalRecord:
-    request_id: str
-    at: float  # epoch seconds, UTC
-    overall: float
-    raw: dict[str, Any]  # the whole record: prompt, output, metadata and unknown fields
-
-
 def _json_lines(stream: Iterable[bytes], skipped: Counter[str]) -> Iterator[Any]:
     try:
         for line in stream:

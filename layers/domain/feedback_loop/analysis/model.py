@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 from feedback_loop import scoring
 from feedback_loop.models.changes import Change
 
@@ -96,11 +98,31 @@ class ChangeSides:
 
 
 @dataclass
+class Rows:
+    """The requests with a human score in the window, in the order read, as columns (one list or
+    array per field, so that a million rows are not a million objects)."""
+
+    request_id: list[str] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)  # the eval record's time, epoch seconds
+    overall: list[float] = field(default_factory=list)
+    human: list[float] = field(default_factory=list)
+    n_users: list[int] = field(default_factory=list)
+    cohort: list[str] = field(default_factory=list)
+    segments: list[tuple[str, ...]] = field(default_factory=list)  # per row, the segment fields' values
+    implicit: list[float | None] = field(default_factory=list)
+    prompt: list[str | None] = field(default_factory=list)  # the record's prompt and output as JSON text
+    output: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+
+@dataclass
 class Datasets:
     """The labelled and disagreement datasets of an analysis, made entry by entry as they are read
     (the files are written as streams: no list of every entry is held)."""
 
-    rows: list[tuple[Any, ...]]  # Pass.rows
+    rows: Rows
     fields: tuple[str, ...]
     verdict_good: Any  # per row, numpy booleans: the evaluator's verdict, the human label, and
     good: Any          # whether the human label is binary (good or bad)
@@ -109,13 +131,14 @@ class Datasets:
     splits: list[str]
 
     def _entry(self, i: int) -> dict[str, Any]:
-        record, score, n_users, cohort, segment_values, implicit = self.rows[i]
+        rows = self.rows
+        score = rows.human[i]
         return {
-            "request_id": record.request_id, "timestamp": iso(record.at), "prompt": record.raw.get("prompt"),
-            "output": record.raw.get("output"), "overall": record.overall,
+            "request_id": rows.request_id[i], "timestamp": iso(rows.at[i]), "prompt": _json(rows.prompt[i]),
+            "output": _json(rows.output[i]), "overall": rows.overall[i],
             "verdict": "good" if self.verdict_good[i] else "bad", "human_score": score,
-            "human_label": scoring.human_label(score), "n_users": n_users, "implicit_score": implicit,
-            "cohort": cohort, "segments": dict(zip(self.fields, segment_values)),
+            "human_label": scoring.human_label(score), "n_users": rows.n_users[i], "implicit_score": rows.implicit[i],
+            "cohort": rows.cohort[i], "segments": dict(zip(self.fields, rows.segments[i])),
         }
 
     def disagreeing(self) -> list[int]:
@@ -132,7 +155,11 @@ class Datasets:
 
     def scatter(self) -> list[tuple[float, float]]:
         """(evaluator's overall score, human score) of every labelled request, for the report's plot."""
-        return [(row[0].overall, row[1]) for row in self.rows]
+        return list(zip(self.rows.overall, self.rows.human))
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
 
 
 @dataclass
@@ -177,8 +204,7 @@ class Pass:
     cohort_contradictory: Counter[str] = field(default_factory=Counter)
     orphan_requests: int = 0  # requests with feedback that no eval record read matched
     orphan_events: int = 0  # and their feedback events
-    # (record, human score, users, cohort, segment values, implicit score), in the order read
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: Rows = field(default_factory=Rows)
 
 
 def change_sides(changes: list[Change], since: datetime, until: datetime, settings: AnalysisSettings

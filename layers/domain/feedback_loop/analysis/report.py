@@ -57,10 +57,9 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
             "skipped_by_reason": dict(sorted((skipped + feedback.skipped).items())),
         },
     }
-    overall = np.array([r[0].overall for r in rows], float)
-    human = np.array([r[1] for r in rows], float)
-    cohorts = [r[3] for r in rows]
-    segments = [r[4] for r in rows]
+    overall = np.array(rows.overall, float)
+    human = np.array(rows.human, float)
+    cohorts, segments = rows.cohort, rows.segments
     good = human >= scoring.GOOD_AT
     binary = good | (human <= scoring.BAD_AT)
     verdict_good = overall > settings.threshold
@@ -75,7 +74,7 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     report["weighting"] = sections.weighting(overall, human, weights, settings)
     report["impact"], report["regressions"] = sections.impact(sides, settings)
 
-    splits = [split_of(row[0].request_id, settings.validation_share) for row in rows]
+    splits = [split_of(request_id, settings.validation_share) for request_id in rows.request_id]
     datasets = Datasets(rows, fields, verdict_good, good, binary, weights, splits)
     report["datasets"] = {"disagreements": len(datasets.disagreeing()), "labelled": len(rows),
                           "labelled_binary": int(binary.sum()), "validation": splits.count("validation")}
