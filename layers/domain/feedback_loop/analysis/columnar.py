@@ -313,22 +313,28 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
     for reason, count in connection.execute(
             "SELECT problem, count(*) FROM checked WHERE problem IS NOT NULL GROUP BY problem").fetchall():
         skipped[reason] += count
+    # the requests with feedback that a record matched, with the position of their first record: the
+    # records are joined to it (a view, not a copy of them), later records of such a request skipped
     connection.execute("""
-        CREATE TEMP TABLE kept AS
+        CREATE TEMP TABLE matched AS
+        SELECT f.*, firsts.first, firsts.records
+        FROM feedback f JOIN (SELECT request_id, min(position) AS first, count(*) AS records FROM checked
+                              WHERE problem IS NULL AND request_id IN (SELECT request_id FROM feedback)
+                              GROUP BY request_id) firsts USING (request_id)""")
+    connection.execute("""
+        CREATE TEMP VIEW kept AS
         SELECT c.*, f.request_id IS NOT NULL AS has_feedback, f.explicit > 0 AS explicit, f.contradictory,
-               f.has_human, f.fb_cohort, f.human, f.n_users, f.thumbs_up, f.thumbs_down,
-               row_number() OVER (PARTITION BY c.request_id ORDER BY c.position) AS occurrence
-        FROM checked c LEFT JOIN feedback f USING (request_id) WHERE c.problem IS NULL""")
-    duplicates = connection.execute("SELECT count(*) FROM kept WHERE has_feedback AND occurrence > 1").fetchone()[0]
+               f.has_human, f.fb_cohort, f.human, f.n_users, f.thumbs_up, f.thumbs_down
+        FROM checked c LEFT JOIN matched f USING (request_id)
+        WHERE c.problem IS NULL AND (f.first IS NULL OR c.position = f.first)""")
+    duplicates = connection.execute("SELECT coalesce(sum(records - 1), 0) FROM matched").fetchone()[0]
     if duplicates:
-        skipped["duplicate_request_id"] += duplicates
-    connection.execute("DELETE FROM kept WHERE has_feedback AND occurrence > 1")
+        skipped["duplicate_request_id"] += int(duplicates)
 
     result = Pass()
-    result.read = connection.execute("SELECT count(*) FROM kept").fetchone()[0] + duplicates
-    result.orphan_requests, orphan_events = connection.execute("""
-        SELECT count(*), sum(events) FROM feedback
-        WHERE request_id NOT IN (SELECT request_id FROM kept WHERE has_feedback)""").fetchone()
+    result.read = connection.execute("SELECT count(*) FROM checked WHERE problem IS NULL").fetchone()[0]
+    orphans = "SELECT count(*), sum(events) FROM feedback WHERE request_id NOT IN (SELECT request_id FROM matched)"
+    result.orphan_requests, orphan_events = connection.execute(orphans).fetchone()
     result.orphan_events = int(orphan_events or 0)
     cohort = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {_literal(UNKNOWN)})"
     in_window = f"moment >= {window[0]!r} AND moment < {window[1]!r}"
