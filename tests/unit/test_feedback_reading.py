@@ -49,8 +49,10 @@ def in_python(index: FeedbackIndex) -> tuple[dict[str, tuple], int, dict[str, in
         votes = entry["all_votes"]
         contradictory = any(v >= scoring.GOOD_AT for v in votes) and any(v <= scoring.BAD_AT for v in votes)
         implicit = entry["signals"].mean(lambda item: scoring.implicit_value(item[0], item[1], OUTPUT))
+        # the implicit score is read for the requests with a human score only (the labelled rows)
         requests[request_id] = (entry["events"], entry["explicit"], entry["up"], entry["down"], contradictory,
-                                human.value, human.n_users, entry["cohort"], implicit.value)
+                                human.value, human.n_users, entry["cohort"],
+                                implicit.value if human.value is not None else None)
     return requests, index.events, dict(index.skipped)
 
 
@@ -127,6 +129,7 @@ ODD_LINES: list[tuple[str, bytes]] = [
     ("edit too long", line(event("r6", "implicit_edit", "y" * 50_001))),
     ("usage", line(event("r6", "implicit_usage", True, user_id="u3", timestamp="2026-05-12T10:00:00Z"))),
     ("discard", line(event("r6", "implicit_discard", True, user_id="u5"))),
+    ("a vote on r6, so that its implicit signals are read", line(event("r6", value=4, user_id="v6"))),
     ("unknown type", line(event("r7", "explicit_stars", 4))),
     ("type not text", line(event("r7", 4, 4))),
     ("request_id with a slash", line(event("a/b"))),
@@ -227,6 +230,9 @@ def test_every_odd_line_is_read_as_the_contract_reads_it() -> None:
     assert requests["r21"][5] == 0.25  # the first read of two equal (time, event_id)
     assert requests["r4"][:5] == (2, 2, 1, 1, True)  # thumbs up then down by u2: contradictory, counted both
     assert requests["r10"][7] == "free"
+    # r6: u3's latest signal is the edit (after the usage), u4's an empty edit, u5 discarded
+    assert requests["r6"][8] == pytest.approx((scoring.edit_similarity(OUTPUT, "the model's answer, edited")
+                                               + scoring.edit_similarity(OUTPUT, "") + 0.0) / 3)
     assert skipped["feedback_after_run"] == 1 and skipped["feedback_missing_timestamp"] == 2
     assert skipped["feedback_invalid_json"] >= 6 and skipped["feedback_not_an_object"] == 3
     assert events + sum(skipped.values()) == len(ODD_LINES) - 2  # the two blank lines are not counted

@@ -127,7 +127,7 @@ def _check_sql(chunk: str, now: datetime) -> str:
     values = ", ".join(f"v[{i + 1}] AS j_{key}" for i, key in enumerate(_KEYS))
     typed = ", ".join(f"json_type(j_{key}) AS y_{key}, j_{key} ->> '$' AS s_{key}" for key in _KEYS)
     return f"""
-SELECT position, number, line, blank,
+SELECT position, number, blank,
        CASE WHEN plain THEN s_request_id END AS request_id,
        CASE WHEN plain THEN s_feedback_type END AS kind,
        CASE WHEN plain THEN j_value END AS value,
@@ -339,16 +339,17 @@ def _insert_events(connection: Any, events: list[tuple[Any, ...]]) -> None:
 
 
 # Each (request, user)'s latest event of a kind is the one of the greatest (time, event_id), the
-# first read of equals (scoring.LatestPerUser); a request's human score is the mean of its users'
-# latest votes; its cohort the first non-empty one read.
+# first read of equals (scoring.LatestPerUser): arg_max over (event_at, event_id, -position), a
+# GROUP BY rather than a window, which would sort every event with all its columns. A request's human
+# score is the mean of its users' latest votes; its cohort the first non-empty one read.
+LATEST = "(event_at, event_id, -position)"
 REDUCE = f"""
 CREATE TEMP TABLE feedback AS
 WITH votes AS (
     SELECT request_id, avg(vote) AS human, count(*) AS n_users
-    FROM (SELECT *, row_number() OVER (PARTITION BY request_id, user_id ORDER BY event_at DESC, event_id DESC, position)
-                    AS rank
-          FROM feedback_events WHERE vote IS NOT NULL)
-    WHERE rank = 1 GROUP BY request_id)
+    FROM (SELECT request_id, arg_max(vote, {LATEST}) AS vote
+          FROM feedback_events WHERE vote IS NOT NULL GROUP BY request_id, user_id)
+    GROUP BY request_id)
 SELECT request_id, count(*) AS events, count(*) FILTER (starts_with(kind, 'explicit_')) AS explicit,
        count(*) FILTER (kind = 'explicit_thumbs_up') AS thumbs_up,
        count(*) FILTER (kind = 'explicit_thumbs_down') AS thumbs_down,
@@ -358,11 +359,12 @@ SELECT request_id, count(*) AS events, count(*) FILTER (starts_with(kind, 'expli
 FROM feedback_events LEFT JOIN votes USING (request_id)
 GROUP BY request_id, votes.human, votes.n_users;
 CREATE TEMP TABLE feedback_signals AS  -- users in the order of their first signal, as LatestPerUser keeps them
-SELECT request_id, list((kind, edited) ORDER BY first_position) AS signals
-FROM (SELECT *, row_number() OVER (PARTITION BY request_id, user_id
-                                   ORDER BY event_at DESC, event_id DESC, position) AS rank,
-             min(position) OVER (PARTITION BY request_id, user_id) AS first_position
-      FROM feedback_events WHERE kind IN ('implicit_usage', 'implicit_edit', 'implicit_discard'))
-WHERE rank = 1
+SELECT request_id, list(signal ORDER BY first_position) AS signals  -- of requests with a human score only
+FROM (SELECT request_id, arg_max((kind, edited), {LATEST}) AS signal, min(position) AS first_position
+      FROM feedback_events
+      WHERE kind IN ('implicit_usage', 'implicit_edit', 'implicit_discard')
+            AND request_id IN (SELECT request_id FROM feedback WHERE has_human)
+      GROUP BY request_id, user_id)
 GROUP BY request_id;
+DROP TABLE feedback_events;
 """
