@@ -31,6 +31,7 @@ import orjson
 from feedback_loop.analysis.model import UNKNOWN, ChangeSides, Pass, Side
 from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
+from feedback_loop.analysis.sql import identifier, literal
 
 # Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
 # lines (and any others that match, inside strings) are checked again with orjson. (DuckDB also reads
@@ -40,20 +41,12 @@ NUMBER = ("BIGINT", "UBIGINT", "DOUBLE")
 LABELLED_BITS_MAX = 1 << 25  # the bitmap of labelled requests: at most 4 MB
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 TOP = ("request_id", "timestamp", "eval_scores", "metadata")  # the top-level fields every record is read for
 
 
 def _pointer(*keys: str) -> str:
     """A JSON Pointer to a key (RFC 6901: '~' and '/' escaped), as a SQL literal."""
-    return _literal("".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys))
+    return literal("".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys))
 
 
 def _as_text(kind: str, text: str) -> str:
@@ -93,7 +86,7 @@ def _select(source: str, columns: dict[str, str], prompt: str = "json_extract(j,
     in_metadata = f"{metadata[0]} = 'OBJECT'"  # a metadata that is not an object has no fields
 
     def field_value(name: str) -> str:
-        """model.field_value: `metadata.x`, else a top-level scalar, else metadata's field."""
+        """`metadata.x`, else a top-level scalar, else metadata's field of that name."""
         if name.startswith("metadata."):
             return f"CASE WHEN {in_metadata} THEN {_as_text(*slot('metadata', name.removeprefix('metadata.')))} END"
         top = slot(name)
@@ -119,7 +112,7 @@ SELECT
 FROM (SELECT *, get_bit($1::BIT, (hash({request_id[1]}) % {LABELLED_BITS_MAX}::UBIGINT % length($1::BIT))::INTEGER) = 1
                 AS labelled,
              (contains(j::VARCHAR, 'NaN') OR contains(j::VARCHAR, 'Infinity')
-              OR regexp_matches(j::VARCHAR, {_literal(TRAILING_COMMA)})) AS suspect
+              OR regexp_matches(j::VARCHAR, {literal(TRAILING_COMMA)})) AS suspect
       FROM (SELECT *, json_type(j, {paths}) AS y, json_extract_string(j, {paths}) AS s FROM {source}))"""
 
 
@@ -182,7 +175,7 @@ class Scanner:
                                 [self.labelled_bits])
 
     def add_json_files(self, names: list[str]) -> None:
-        listed = "[" + ", ".join(_literal(name) for name in names) + "]"
+        listed = "[" + ", ".join(literal(name) for name in names) + "]"
         self._add(f"SELECT json AS j FROM read_json_objects({listed}, format = 'newline_delimited', "
                   "hive_partitioning = false)")
 
@@ -190,24 +183,24 @@ class Scanner:
         """A local Parquet file's columns and their types (None if DuckDB cannot read it)."""
         try:
             return tuple((row[0], row[1]) for row in self.connection.execute(
-                f"DESCRIBE SELECT * FROM read_parquet({_literal(name)}, hive_partitioning = false)").fetchall())
+                f"DESCRIBE SELECT * FROM read_parquet({literal(name)}, hive_partitioning = false)").fetchall())
         except duckdb.Error:
             return None
 
-    def add_parquet_files(self, names: list[str]) -> None:
-        """Parquet files' rows (the files of one schema), each as the JSON object of the columns the
-        pass reads (a row's prompt and output, most of its bytes, are turned into JSON only for
-        labelled requests)."""
-        listed = "[" + ", ".join(_literal(name) for name in names) + "]"
+    def add_parquet_files(self, names: list[str], schema: tuple[tuple[str, str], ...] | None = None) -> None:
+        """Parquet files' rows (the files of one schema, read from the first file if not given), each
+        as the JSON object of the columns the pass reads (a row's prompt and output, most of its
+        bytes, are turned into JSON only for labelled requests)."""
+        listed = "[" + ", ".join(literal(name) for name in names) + "]"
         scan = f"read_parquet({listed}, hive_partitioning = false)"
-        present = [row[0] for row in self.connection.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        present = [column for column, _ in schema or self.parquet_schema(names[0]) or ()]
         read = [n for n in dict.fromkeys([*TOP, *(c for c in self.columns if not c.startswith("metadata."))])
                 if n in present]
-        packed = ("to_json(struct_pack(" + ", ".join(f"{_identifier(n)} := p.{_identifier(n)}" for n in read) + "))"
+        packed = ("to_json(struct_pack(" + ", ".join(f"{identifier(n)} := p.{identifier(n)}" for n in read) + "))"
                   if read else "'{}'::JSON")
         texts = {key: f"to_json(p_{key})" for key in ("prompt", "output")}
         self._add(f"SELECT {packed} AS j, " + ", ".join(
-            f"{f'p.{_identifier(key)}' if key in present else 'NULL'} AS p_{key}" for key in texts)
+            f"{f'p.{identifier(key)}' if key in present else 'NULL'} AS p_{key}" for key in texts)
             + f" FROM {scan} AS p", **texts)
 
     def add_lines(self, lines: list[bytes]) -> None:
@@ -246,7 +239,7 @@ def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Co
                 if kind == "json":
                     scanner.add_json_files(run)
                 else:
-                    scanner.add_parquet_files(run)
+                    scanner.add_parquet_files(run, kind)
                 done += len(run)
                 if progress:
                     progress(done, len(files), run[-1])
@@ -336,7 +329,7 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
     orphans = "SELECT count(*), sum(events) FROM feedback WHERE request_id NOT IN (SELECT request_id FROM matched)"
     result.orphan_requests, orphan_events = connection.execute(orphans).fetchone()
     result.orphan_events = int(orphan_events or 0)
-    cohort = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {_literal(UNKNOWN)})"
+    cohort = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {literal(UNKNOWN)})"
     in_window = f"moment >= {window[0]!r} AND moment < {window[1]!r}"
     for name, requests, with_feedback, explicit, contradictory in connection.execute(f"""
             SELECT {cohort} AS cohort, count(*), count(*) FILTER (has_feedback), count(*) FILTER (explicit),
@@ -371,15 +364,16 @@ def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str
 
 
 def _side_sql(change_sides: ChangeSides, columns: dict[str, str]) -> str:
-    """'c', 't' or NULL per record: ChangeSides.side_for in SQL."""
+    """'c' (control), 't' (treatment) or NULL per record: in the change's time range and segment,
+    the arm of an A/B change, else before or after a before/after change's effective time."""
     change = change_sides.change
     conditions = [f"moment >= {change_sides.low!r}", f"moment < {change_sides.high!r}"]
-    conditions += [f"{columns[key]} IS NOT DISTINCT FROM {_literal(expected)}"
+    conditions += [f"{columns[key]} IS NOT DISTINCT FROM {literal(expected)}"
                    for key, expected in change_sides.segment]
     if change.variant_field:
         arm = columns[change.variant_field]
-        side = (f"CASE WHEN {arm} = {_literal(change.control)} THEN 'c' "
-                f"WHEN {arm} = {_literal(change.treatment)} THEN 't' END")
+        side = (f"CASE WHEN {arm} = {literal(change.control)} THEN 'c' "
+                f"WHEN {arm} = {literal(change.treatment)} THEN 't' END")
     else:
         side = f"CASE WHEN moment < {change_sides.effective!r} THEN 'c' ELSE 't' END"
     return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
@@ -412,7 +406,7 @@ def _fill_sides(connection: duckdb.DuckDBPyConnection, sides: list[ChangeSides],
 
 def _rows(connection: duckdb.DuckDBPyConnection, result: Pass, cohort: str, in_window: str,
           fields: tuple[str, ...], columns: dict[str, str]) -> None:
-    segment_columns = [("cohort" if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {_literal(UNKNOWN)})")
+    segment_columns = [("cohort" if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {literal(UNKNOWN)})")
                        for f in fields]
     selected = ", ".join(segment_columns) if segment_columns else "NULL"
     cursor = connection.execute(f"""

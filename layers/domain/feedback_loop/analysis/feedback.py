@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,15 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from feedback_loop import scoring
-from feedback_loop.dal.items import parse_timestamp
+from feedback_loop.analysis.sql import literal
+from feedback_loop.dal.items import item_value, parse_timestamp
 from feedback_loop.models.feedback import (
     EARLIEST,
     MAX_COMMENT_CHARS,
     MAX_EDIT_CHARS,
     MAX_FUTURE_SKEW,
     REQUEST_ID_PATTERN,
+    WHITE_SPACE_CHARACTERS,
     FeedbackEventIn,
     FeedbackType,
 )
@@ -63,16 +65,11 @@ def implicit_score(signals: list[tuple[str, str | None]] | None, output: str | N
 
 
 # --- the SQL check of plainly valid lines -------------------------------------------------------
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _re2_class(characters: str, negated: bool = True) -> str:
     return "[" + ("^" if negated else "") + "".join(f"\\x{{{ord(c):x}}}" for c in characters) + "]"
 
 
 _CONTROL = "".join(map(chr, [*range(0x20), 0x7F]))
-_WHITE_SPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
 # REQUEST_ID_PATTERN in RE2's syntax (DuckDB's regular expressions), with the same classes
 _SEGMENT = _re2_class(_CONTROL + "/%")
 _REQUEST_ID_RE2 = f"{_SEGMENT}*{_re2_class(_CONTROL + '/%.')}{_SEGMENT}*"
@@ -97,32 +94,32 @@ def _label(key: str) -> str:
     """A Label: absent, or text of 1-256 characters without control characters (a line without a
     backslash has none: JSON writes them escaped)."""
     return (f"({_absent(key)} OR (y_{key} = 'VARCHAR' AND length(s_{key}) BETWEEN 1 AND 256 "
-            f"AND (NOT escaped OR NOT regexp_matches(s_{key}, {_sql_text(_re2_class(_CONTROL, negated=False))}))))")
+            f"AND (NOT escaped OR NOT regexp_matches(s_{key}, {literal(_re2_class(_CONTROL, negated=False))}))))")
 
 
 def _check_sql(chunk: str, now: datetime) -> str:
     """Each line of `chunk` (position, number, line): blank, or plain with its typed fields. A value
     of the contract's fields is j_<key> as JSON, y_<key> its JSON type, s_<key> its text."""
-    trues = ", ".join(_sql_text(t.value) for t in _TRUE_TYPES)
-    types = ", ".join(_sql_text(t.value) for t in FeedbackType)
+    trues = ", ".join(literal(t.value) for t in _TRUE_TYPES)
+    types = ", ".join(literal(t.value) for t in FeedbackType)
     value_ok = f"""CASE
         WHEN s_feedback_type IN ({trues}) THEN CASE WHEN y_value = 'BOOLEAN' THEN j_value::BOOLEAN ELSE false END
         WHEN s_feedback_type = 'explicit_rating' THEN CASE WHEN y_value IN ('BIGINT', 'UBIGINT')
                                                         THEN j_value::HUGEINT BETWEEN 1 AND 5 ELSE false END
         WHEN s_feedback_type = 'explicit_text_comment' THEN y_value = 'VARCHAR'
              AND length(s_value) BETWEEN 1 AND {MAX_COMMENT_CHARS}
-             AND regexp_matches(s_value, {_sql_text(_re2_class(_WHITE_SPACE))})
+             AND regexp_matches(s_value, {literal(_re2_class(WHITE_SPACE_CHARACTERS))})
         WHEN s_feedback_type = 'implicit_edit' THEN y_value = 'VARCHAR' AND length(s_value) <= {MAX_EDIT_CHARS}
         ELSE false END"""
     latest = (now + MAX_FUTURE_SKEW).astimezone(timezone.utc).isoformat()
     timestamp_ok = (f"({_absent('timestamp')} OR (y_timestamp = 'VARCHAR' "
-                    f"AND regexp_full_match(s_timestamp, {_sql_text(_TIMESTAMP)}) "
-                    f"AND try_cast(s_timestamp AS TIMESTAMPTZ) BETWEEN {_sql_text(EARLIEST.isoformat())} "
-                    f"AND {_sql_text(latest)}))")
+                    f"AND regexp_full_match(s_timestamp, {literal(_TIMESTAMP)}) "
+                    f"AND try_cast(s_timestamp AS TIMESTAMPTZ) BETWEEN {literal(EARLIEST.isoformat())} "
+                    f"AND {literal(latest)}))")
     event_id_ok = (f"({_absent('event_id')} OR (y_event_id = 'VARCHAR' "
                    f"AND regexp_full_match(s_event_id, '[A-Za-z0-9._:\\-]{{1,128}}')))")
-    paths = "[" + ", ".join(_sql_text("/" + key) for key in _KEYS) + "]"
-    keys = ", ".join(_sql_text(key) for key in _KEYS)
+    paths = "[" + ", ".join(literal("/" + key) for key in _KEYS) + "]"
+    keys = ", ".join(literal(key) for key in _KEYS)
     present = " + ".join(f"(j_{key} IS NOT NULL)::INTEGER" for key in _KEYS)
     values = ", ".join(f"v[{i + 1}] AS j_{key}" for i, key in enumerate(_KEYS))
     typed = ", ".join(f"json_type(j_{key}) AS y_{key}, j_{key} ->> '$' AS s_{key}" for key in _KEYS)
@@ -137,11 +134,11 @@ SELECT position, number, blank,
        CASE WHEN plain THEN s_event_id END AS event_id,
        plain
 FROM (
-    SELECT *, coalesce(NOT blank AND object AND NOT regexp_matches(line, {_sql_text(_LENIENT)})
+    SELECT *, coalesce(NOT blank AND object AND NOT regexp_matches(line, {literal(_LENIENT)})
         -- no key of the contract twice (pydantic takes the last, DuckDB the first)
         AND len(list_filter(json_keys(CASE WHEN object THEN line END), lambda key: key IN ({keys}))) = {present}
         AND y_request_id = 'VARCHAR' AND length(s_request_id) BETWEEN 1 AND 256
-        AND CASE WHEN escaped THEN regexp_full_match(s_request_id, {_sql_text(_REQUEST_ID_RE2)})
+        AND CASE WHEN escaped THEN regexp_full_match(s_request_id, {literal(_REQUEST_ID_RE2)})
                  ELSE NOT contains(s_request_id, '/') AND NOT contains(s_request_id, '%')
                       AND ltrim(s_request_id, '.') <> '' END
         AND y_feedback_type = 'VARCHAR' AND s_feedback_type IN ({types})
@@ -186,7 +183,7 @@ class FeedbackIndex:
         """Items of the feedback table (from FeedbackTable.feedback_in_window), stored by the API."""
         self.sources.append(("items", [_item_event(item) for item in items], None))
 
-    # --- the reading shared by both reductions ---------------------------------------------------
+    # --- reading the sources -----------------------------------------------------------------------
     @staticmethod
     def _chunks(source: Any, kind: str) -> Iterator[list[bytes]]:
         """A source's lines in chunks of CHUNK_LINES, as iterating over the file gives them."""
@@ -284,7 +281,7 @@ class FeedbackIndex:
                  "line": np.array(texts, dtype=object)}
         connection.execute(f"CREATE OR REPLACE TEMP TABLE feedback_chunk AS {_check_sql('chunk', now)}")
         try:
-            after = (f"moment > {_sql_text(until.astimezone(timezone.utc).isoformat())}::TIMESTAMPTZ"
+            after = (f"moment > {literal(until.astimezone(timezone.utc).isoformat())}::TIMESTAMPTZ"
                      if until is not None else "false")
             for reason, count in connection.execute(f"""
                     SELECT CASE WHEN moment IS NULL THEN 'feedback_missing_timestamp' ELSE 'feedback_after_run' END,
@@ -310,10 +307,8 @@ class FeedbackIndex:
 
 
 def _item_event(item: dict[str, Any]) -> Event:
-    value = item["value"]
-    if not isinstance(value, (bool, str)):
-        value = int(value)  # DynamoDB numbers come back as Decimal
-    return (item["request_id"], FeedbackType(item["feedback_type"]), value, item.get("user_id"),
+    """A stored event (dal.items.feedback_from_item's fields, without a model per item)."""
+    return (item["request_id"], FeedbackType(item["feedback_type"]), item_value(item), item.get("user_id"),
             parse_timestamp(item["timestamp"]).timestamp(), item["event_id"], item.get("user_cohort"))
 
 

@@ -99,8 +99,8 @@ class ChangeSides:
 
 @dataclass
 class Rows:
-    """The requests with a human score in the window, in the order read, as columns (one list or
-    array per field, so that a million rows are not a million objects)."""
+    """The requests with a human score in the window, in the order read, as columns: one list per
+    field, not a tuple, a record and a parsed dict per row."""
 
     request_id: list[str] = field(default_factory=list)
     at: list[float] = field(default_factory=list)  # the eval record's time, epoch seconds
@@ -124,9 +124,8 @@ class Datasets:
 
     rows: Rows
     fields: tuple[str, ...]
-    verdict_good: Any  # per row, numpy booleans: the evaluator's verdict, the human label, and
-    good: Any          # whether the human label is binary (good or bad)
-    binary: Any
+    verdict_good: Any  # per row, numpy booleans: the evaluator's verdict is good
+    disagreeing: list[int]  # the rows where a binary human label and the evaluator's verdict disagree
     weights: Any  # per row, the cohort weight
     splits: list[str]
 
@@ -141,16 +140,12 @@ class Datasets:
             "cohort": rows.cohort[i], "segments": dict(zip(self.fields, rows.segments[i])),
         }
 
-    def disagreeing(self) -> list[int]:
-        """The rows where a binary human label and the evaluator's verdict disagree."""
-        return [i for i in range(len(self.rows)) if self.binary[i] and bool(self.verdict_good[i]) != bool(self.good[i])]
-
     def labelled(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self.rows)):
             yield {**self._entry(i), "weight": float(self.weights[i]), "split": self.splits[i]}
 
     def disagreements(self) -> Iterator[dict[str, Any]]:
-        for i in self.disagreeing():
+        for i in self.disagreeing:
             yield {**self._entry(i), "direction": "evaluator_too_high" if self.verdict_good[i] else "evaluator_too_low"}
 
     def scatter(self) -> list[tuple[float, float]]:

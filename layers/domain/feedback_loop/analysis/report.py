@@ -75,7 +75,8 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     report["impact"], report["regressions"] = sections.impact(sides, settings)
 
     splits = [split_of(request_id, settings.validation_share) for request_id in rows.request_id]
-    datasets = Datasets(rows, fields, verdict_good, good, binary, weights, splits)
-    report["datasets"] = {"disagreements": len(datasets.disagreeing()), "labelled": len(rows),
+    disagreeing = np.flatnonzero(binary & (verdict_good != good)).tolist()
+    datasets = Datasets(rows, fields, verdict_good, disagreeing, weights, splits)
+    report["datasets"] = {"disagreements": len(disagreeing), "labelled": len(rows),
                           "labelled_binary": int(binary.sum()), "validation": splits.count("validation")}
     return Analysis(report, datasets)

@@ -89,15 +89,18 @@ def feedback_item(
     return item
 
 
-def feedback_from_item(item: dict[str, Any]) -> FeedbackEvent:
+def item_value(item: dict[str, Any]) -> bool | int | str:
+    """A stored event's value as the API took it: DynamoDB numbers come back as Decimal."""
     value = item["value"]
-    if not isinstance(value, (bool, str)):
-        value = int(value)  # DynamoDB numbers come back as Decimal
+    return value if isinstance(value, (bool, str)) else int(value)
+
+
+def feedback_from_item(item: dict[str, Any]) -> FeedbackEvent:
     return FeedbackEvent(
         event_id=item["event_id"],
         request_id=item["request_id"],
         feedback_type=item["feedback_type"],
-        value=value,
+        value=item_value(item),
         user_id=item.get("user_id"),
         user_cohort=item.get("user_cohort"),
         timestamp=parse_timestamp(item["timestamp"]),

@@ -61,7 +61,8 @@ REQUEST_ID_PATTERN = rf"^{_SEGMENT_CHAR}*[^/%\x00-\x1f\x7f.]{_SEGMENT_CHAR}*$"
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 # A character that is not white space (str.isspace; none lies above U+3000), spelled out because
 # the dialects' \s differ (Python's takes \x1c-\x1f, ECMA's takes U+FEFF).
-WHITE_SPACE = "".join(f"\\u{code:04x}" for code in range(0x3001) if chr(code).isspace())
+WHITE_SPACE_CHARACTERS = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
+WHITE_SPACE = "".join(f"\\u{ord(character):04x}" for character in WHITE_SPACE_CHARACTERS)
 NON_BLANK_PATTERN = f"[^{WHITE_SPACE}]"
 
 
