@@ -76,7 +76,8 @@ def test_openapi_command_prints_the_committed_document(tmp_path: Path) -> None:
 
 def test_analyze_on_files(tmp_path: Path) -> None:
     """`feedback-loop analyze` on an export and a folder of eval logs, as a user runs it: the four
-    files written, and report.json that of the analysis run in process on the same files."""
+    files written, and report.json that of the analysis run in process on the same files (with
+    DuckDB's default memory limit there, 256MB here)."""
     from feedback_loop.analysis.evallogs import EvalLogSource
     from feedback_loop.analysis.feedback import FeedbackIndex
     from feedback_loop.analysis.run import run_analysis
@@ -92,7 +93,7 @@ def test_analyze_on_files(tmp_path: Path) -> None:
     changes.write_text(json.dumps([c.model_dump(mode="json") for c in scenario.changes()]))
     done = run_cli(tmp_path, "analyze", "--eval-logs", str(logs), "--feedback", str(feedback), "--changes",
                    str(changes), "--since", scenario.start.isoformat(), "--until", scenario.end.isoformat(),
-                   "--out", str(tmp_path / "out"), "--quiet")
+                   "--out", str(tmp_path / "out"), "--quiet", "--memory-limit", "256MB")
     assert done.returncode == 0, done.stderr
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "report.html", "disagreements.jsonl",
                                                               "labelled.jsonl"}
@@ -104,3 +105,10 @@ def test_analyze_on_files(tmp_path: Path) -> None:
     assert report["counts"]["eval_records"] > 1000
     for key in ("counts", "correlation", "agreement", "miscalibration", "cohorts", "weighting", "impact"):
         assert report[key] == json.loads(json.dumps(in_process[key])), key
+
+
+def test_analyze_refuses_a_memory_limit_that_is_not_a_size(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "analyze", "--eval-logs", str(tmp_path), "--feedback", str(tmp_path),
+                     "--out", str(tmp_path / "out"), "--memory-limit", "lots")
+    assert result.returncode == 2
+    assert "--memory-limit" in result.stderr and "512MB" in result.stderr and "Traceback" not in result.stderr

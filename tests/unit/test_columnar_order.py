@@ -1,6 +1,7 @@
 """The columnar pass keeps the order read when DuckDB reads in parallel: with several files (JSON
-Lines, or Parquet of one schema) in one statement and more rows than one row group per file, the labelled rows come back in file and line
-order, and of a request read twice the first record wins."""
+Lines, or Parquet of one schema) in one statement and more rows than one row group per file, the
+labelled rows come back in file and line order, and of a request read twice the first record wins.
+A pass past DuckDB's memory limit stops and says so."""
 
 from __future__ import annotations
 
@@ -51,3 +52,22 @@ def test_labelled_rows_come_back_in_the_order_read(tmp_path: Path, fmt: str) -> 
     assert json.loads(collected.rows.output[read.index("twice")]) == "day 0 line 5"
     assert skipped["duplicate_request_id"] == 3
     assert collected.read == 3 * PER_DAY
+
+
+def test_a_pass_past_its_memory_limit_stops_and_says_so(tmp_path: Path) -> None:
+    """DuckDB running out of its memory limit is not a bad file: the pass stops with an error that
+    names the limit and what to raise, and no file is read again line by line as if it were damaged."""
+    records = [{"request_id": f"r{i}", "timestamp": (SINCE + timedelta(minutes=i)).isoformat(),
+                "eval_scores": {"overall": 0.5}} for i in range(50)]
+    logs = write_eval_logs(records, tmp_path / "logs")
+    feedback = FeedbackIndex()
+    feedback.add_export_lines([json.dumps({"request_id": "r1", "feedback_type": "explicit_thumbs_up", "value": True,
+                                           "timestamp": SINCE.isoformat()}).encode()])
+    skipped: Counter[str] = Counter()
+    with pytest.raises(MemoryError, match="memory limit of 16MB.*--memory-limit.*AnalysisMemorySize"):
+        scan_files(EvalLogSource(str(logs)), feedback, [], SINCE.timestamp(), UNTIL.timestamp(),
+                   (SINCE.timestamp(), UNTIL.timestamp()), (), skipped, memory_limit="16MB")
+    assert not skipped
+    collected = scan_files(EvalLogSource(str(logs)), FeedbackIndex(), [], SINCE.timestamp(), UNTIL.timestamp(),
+                           (SINCE.timestamp(), UNTIL.timestamp()), (), skipped, memory_limit="128MB")
+    assert collected.read == 50 and not skipped

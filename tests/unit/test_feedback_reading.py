@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from feedback_loop import scoring
 from feedback_loop.analysis import feedback as reading
-from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
+from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score, signals
 from feedback_loop.models.feedback import FeedbackType
 from feedback_loop.scoring import LatestPerUser
 
@@ -62,14 +62,14 @@ def in_duckdb(index: FeedbackIndex) -> tuple[dict[str, tuple], int, dict[str, in
         index.load(connection)
         rows = connection.execute("""
             SELECT request_id, events, explicit, thumbs_up, thumbs_down, contradictory, human, n_users, fb_cohort,
-                   signals, has_human = (human IS NOT NULL)
+                   signal_kinds, signal_texts, has_human = (human IS NOT NULL)
             FROM feedback LEFT JOIN feedback_signals USING (request_id)""").fetchall()
     finally:
         connection.close()
     requests = {}
-    for request_id, *figures, signals, consistent in rows:
+    for request_id, *figures, kinds, texts, consistent in rows:
         assert consistent
-        requests[request_id] = (*figures, implicit_score(signals, OUTPUT).value)
+        requests[request_id] = (*figures, implicit_score(signals(kinds, texts), OUTPUT).value)
     return requests, index.events, dict(index.skipped)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -137,6 +138,13 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _memory_size(text: str) -> str:
+    """A size as DuckDB reads it (512MB, 2GB, 1.5GiB)."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)", text.strip(), re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"not a size such as 512MB or 2GB: {text!r}")
+    return text.strip()
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import boto3
 
@@ -173,7 +181,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             changes = list_changes(table, args.project)
     s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
     analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
-                            since, until, settings, progress)
+                            since, until, settings, progress, memory_limit=args.memory_limit)
     if args.out.startswith("s3://"):
         bucket, _, prefix = args.out.removeprefix("s3://").partition("/")
         written = write_s3(analysis, s3, bucket, prefix)
@@ -278,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--target-rate", type=float, default=0.05, help="feedback rate a cohort should reach")
     analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
+    analyze.add_argument("--memory-limit", type=_memory_size,
+                         help="what DuckDB may hold before it spills to the temporary folder, such as 2GB "
+                         "(default: 512MB; in Lambda half the function's memory)")
     analyze.add_argument("--quiet", action="store_true", help="no progress on stderr")
     analyze.set_defaults(run=cmd_analyze)
 

@@ -1,5 +1,6 @@
-"""The pass over the eval records in DuckDB: the files are scanned, checked and joined to the
-feedback per request in SQL, and every count over all records (cohorts, impact sides) is a GROUP BY;
+"""The pass over the eval records in DuckDB, the embedded engine: the files are scanned into the
+`records` relation, typed; the checks, the join to the feedback per request and every count over
+all records (cohorts, impact sides) are the queries of analysis/queries.py, run here as written;
 only the requests with a human score come back to Python, as rows for the statistics.
 
 It collects what the record-by-record pass that it replaced collected (test_engine_parity.py
@@ -17,6 +18,7 @@ written is out of range) where the line-by-line reader skips the line as invalid
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -28,9 +30,10 @@ from typing import Any
 import duckdb
 import orjson
 
-from feedback_loop.analysis.model import UNKNOWN, ChangeSides, Pass, Side
+from feedback_loop.analysis.model import ChangeSides, Pass, Side
 from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource
-from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score
+from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score, signals
+from feedback_loop.analysis import queries
 from feedback_loop.analysis.sql import identifier, literal
 
 # Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
@@ -116,11 +119,16 @@ FROM (SELECT *, get_bit($1::BIT, (hash({request_id[1]}) % {LABELLED_BITS_MAX}::U
       FROM (SELECT *, json_type(j, {paths}) AS y, json_extract_string(j, {paths}) AS s FROM {source}))"""
 
 
-def default_memory_limit() -> str | None:
-    """In Lambda, half the function's memory (the rest is Python's: the feedback and the rows);
-    elsewhere DuckDB's own default (80% of the machine's)."""
+# Outside Lambda, what DuckDB may hold before it spills to its temporary folder (its own default,
+# 80% of the machine, let 10M records take 5.3 GB; with this, 1.2 GB, and the 1M time is unchanged)
+DEFAULT_MEMORY_LIMIT = "512MB"
+
+
+def default_memory_limit() -> str:
+    """In Lambda, half the function's memory (the rest is Python's: the feedback chunks, the rows);
+    elsewhere DEFAULT_MEMORY_LIMIT."""
     size = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    return f"{int(size) // 2}MB" if size and size.isdigit() else None
+    return f"{int(size) // 2}MB" if size and size.isdigit() else DEFAULT_MEMORY_LIMIT
 
 
 class Scanner:
@@ -135,33 +143,49 @@ class Scanner:
                                   "temp_directory": self.spill}
         if threads:
             config["threads"] = threads
-        memory_limit = memory_limit or default_memory_limit()
-        if memory_limit:
-            config["memory_limit"] = memory_limit
+        config["memory_limit"] = memory_limit or default_memory_limit()
         self.connection = duckdb.connect(config=config)
         self.connection.execute("SET TimeZone = 'UTC'")
         self.columns = columns
         self.feedback = feedback
-        self._load_feedback()
+        self.labelled_bits = ""
+        self.relations: dict[str, queries.Relation] = {}  # what queries.relations may create
+        self.created: set[str] = set()
+
+    def prepare(self, keep_events: bool = False) -> None:
+        """The feedback read and reduced (its events kept if asked), the bitmap of labelled requests
+        made, the records table made."""
+        self.feedback.load(self.connection, keep_events=keep_events)
+        self.created.update(relation.name for relation in queries.FEEDBACK_RELATIONS)
         self.labelled_bits = self._labelled_bits()
-        field_columns = "".join(f", {column} VARCHAR" for column in columns.values())
+        field_columns = "".join(f", {column} VARCHAR" for column in self.columns.values())
         self.connection.execute(f"""
-            CREATE TEMP TABLE records (request_id VARCHAR, moment DOUBLE, overall DOUBLE,
-                                       is_object BOOLEAN, cohort_field VARCHAR{field_columns}, suspect BOOLEAN,
-                                       text VARCHAR, prompt JSON, output JSON)""")
+            CREATE TEMP TABLE records_read (request_id VARCHAR, moment DOUBLE, overall DOUBLE,
+                                            is_object BOOLEAN, cohort_field VARCHAR{field_columns}, suspect BOOLEAN,
+                                            text VARCHAR, prompt JSON, output JSON)""")
+        # the base relation of the queries: a record's position is its rowid (the order read)
+        self.connection.execute("CREATE TEMP VIEW records AS SELECT rowid AS position, * FROM records_read")
+
+    def run(self, query: queries.Query) -> list[tuple[Any, ...]]:
+        """A result of analysis/queries.py, the relations it reads created first (once each)."""
+        return self.cursor(query).fetchall()
+
+    def cursor(self, query: queries.Query) -> duckdb.DuckDBPyConnection:
+        for relation in queries.relations(query, self.relations):
+            if relation.name not in self.created:
+                queries.create(self.connection, relation)
+                self.created.add(relation.name)
+        return self.connection.execute(query.sql)
 
     def close(self) -> None:
         self.connection.close()
         shutil.rmtree(self.spill, ignore_errors=True)
 
-    def _load_feedback(self) -> None:
-        self.feedback.load(self.connection)
-
     def _labelled_bits(self) -> str:
         """A bitmap of the requests with a human score, by hash, as a string of 0s and 1s: the records
         whose bit is set keep their prompt and output (all labelled ones, and a few others). A
         constant, where a join with the feedback would not keep the records' order."""
-        labelled = self.connection.execute("SELECT count(*) FROM feedback WHERE has_human").fetchone()[0]
+        labelled = self.connection.execute(queries.LABELLED_COUNT.sql).fetchone()[0]
         size = min(LABELLED_BITS_MAX, 1 << max(10, (64 * labelled).bit_length()))  # about 1 in 64 set
         bits = self.connection.execute(f"""
             SELECT bitstring_agg(hash(request_id) % {LABELLED_BITS_MAX}::UBIGINT % {size}, 0, {size - 1})::VARCHAR
@@ -169,9 +193,9 @@ class Scanner:
         return bits or "0" * size
 
     def _add(self, rows: str, **texts: str) -> None:
-        """Records typed into `records` in the order read: with insertion order preserved and no join
+        """Records typed into `records_read` in the order read: with insertion order preserved and no join
         in the statement, a record's rowid is its position (files in the order given, lines in order)."""
-        self.connection.execute(f"INSERT INTO records {_select(f'({rows})', self.columns, **texts)}",
+        self.connection.execute(f"INSERT INTO records_read {_select(f'({rows})', self.columns, **texts)}",
                                 [self.labelled_bits])
 
     def add_json_files(self, names: list[str]) -> None:
@@ -244,6 +268,8 @@ def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Co
                 if progress:
                     progress(done, len(files), run[-1])
                 continue
+            except duckdb.OutOfMemoryException:
+                raise
             except duckdb.Error:
                 pass
         for name in run:
@@ -261,6 +287,8 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
             else:
                 scanner.add_json_files([path])
         return
+    except duckdb.OutOfMemoryException:  # not the file's fault: the pass stops (scan_files says why)
+        raise
     except duckdb.Error:  # nothing of the file was added (a statement is atomic): Python reads it,
         pass              # counting what it skips
     scanner.add_lines(_python_lines(source, name, skipped))
@@ -274,67 +302,45 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
     the impact sides filled in, and the rows of the requests with a human score in `window`."""
     names = _fields(fields, sides)
     columns = {name: f"f{i}" for i, name in enumerate(names)}
+    memory_limit = memory_limit or default_memory_limit()
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
+        scanner.prepare()
         return _collect(scanner, source, sides, read_since, until, window, fields, skipped, progress)
+    except duckdb.OutOfMemoryException as error:
+        raise MemoryError(f"the analysis needs more than DuckDB's memory limit of {memory_limit} (and its "
+                          f"temporary folder {tempfile.gettempdir()}): raise --memory-limit, or AnalysisMemorySize "
+                          f"in AWS ({str(error).splitlines()[0]})") from error
     finally:
         scanner.close()
+
+
+def load_records(scanner: Scanner, source: EvalLogSource, read_since: float, until: float, skipped: Counter[str],
+                 progress: Callable[[int, int, str], None] | None = None) -> None:
+    """The files of `source` from read_since to until into the records (skips counted), and the
+    pass's relations (analysis/queries.py) ready to be created as its results need them."""
+    files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
+                         datetime.fromtimestamp(until, timezone.utc))
+    _load(scanner, source, files, skipped, progress)
+    _recheck_lenient(scanner.connection, skipped)
+    scanner.relations.update(queries.pass_relations(read_since, until))
 
 
 def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
              read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
              skipped: Counter[str], progress: Callable[[int, int, str], None] | None) -> Pass:
-    connection = scanner.connection
-    files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
-                         datetime.fromtimestamp(until, timezone.utc))
-    _load(scanner, source, files, skipped, progress)
-    _recheck_lenient(connection, skipped)
-
-    # each record's problem, in the reader's order of checks; then the first record of a request
-    # with feedback wins
-    connection.execute(f"""
-        CREATE TEMP VIEW checked AS  -- a view: the records are not copied again
-        SELECT rowid AS position, *,
-               CASE WHEN NOT is_object THEN 'not_an_object'
-                    WHEN request_id IS NULL OR request_id = '' THEN 'missing_request_id'
-                    WHEN moment IS NULL THEN 'bad_timestamp'
-                    WHEN overall IS NULL THEN 'missing_overall_score'
-                    WHEN isnan(overall) OR overall < 0 OR overall > 1 THEN 'overall_score_out_of_range'
-                    WHEN moment < {read_since!r} OR moment >= {until!r} THEN 'outside_window'
-               END AS problem
-        FROM records""")
-    for reason, count in connection.execute(
-            "SELECT problem, count(*) FROM checked WHERE problem IS NOT NULL GROUP BY problem").fetchall():
+    load_records(scanner, source, read_since, until, skipped, progress)
+    results = queries.pass_queries(window, fields, scanner.columns, sides)
+    for reason, count in scanner.run(results["problems"]):
         skipped[reason] += count
-    # the requests with feedback that a record matched, with the position of their first record: the
-    # records are joined to it (a view, not a copy of them), later records of such a request skipped
-    connection.execute("""
-        CREATE TEMP TABLE matched AS
-        SELECT f.*, firsts.first, firsts.records
-        FROM feedback f JOIN (SELECT request_id, min(position) AS first, count(*) AS records FROM checked
-                              WHERE problem IS NULL AND request_id IN (SELECT request_id FROM feedback)
-                              GROUP BY request_id) firsts USING (request_id)""")
-    connection.execute("""
-        CREATE TEMP VIEW kept AS
-        SELECT c.*, f.request_id IS NOT NULL AS has_feedback, f.explicit > 0 AS explicit, f.contradictory,
-               f.has_human, f.fb_cohort, f.human, f.n_users, f.thumbs_up, f.thumbs_down
-        FROM checked c LEFT JOIN matched f USING (request_id)
-        WHERE c.problem IS NULL AND (f.first IS NULL OR c.position = f.first)""")
-    duplicates = connection.execute("SELECT coalesce(sum(records - 1), 0) FROM matched").fetchone()[0]
+    duplicates = scanner.run(results["duplicates"])[0][0]
     if duplicates:
         skipped["duplicate_request_id"] += int(duplicates)
-
     result = Pass()
-    result.read = connection.execute("SELECT count(*) FROM checked WHERE problem IS NULL").fetchone()[0]
-    orphans = "SELECT count(*), sum(events) FROM feedback WHERE request_id NOT IN (SELECT request_id FROM matched)"
-    result.orphan_requests, orphan_events = connection.execute(orphans).fetchone()
-    result.orphan_events = int(orphan_events or 0)
-    cohort = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {literal(UNKNOWN)})"
-    in_window = f"moment >= {window[0]!r} AND moment < {window[1]!r}"
-    for name, requests, with_feedback, explicit, contradictory in connection.execute(f"""
-            SELECT {cohort} AS cohort, count(*), count(*) FILTER (has_feedback), count(*) FILTER (explicit),
-                   count(*) FILTER (contradictory)
-            FROM kept WHERE {in_window} GROUP BY cohort ORDER BY cohort""").fetchall():
+    result.read = scanner.run(results["read"])[0][0]
+    result.orphan_requests, orphan_events = scanner.run(results["orphans"])[0]
+    result.orphan_events = int(orphan_events)
+    for name, requests, with_feedback, explicit, contradictory in scanner.run(results["cohorts"]):
         result.in_window += requests
         result.requests_with_feedback += with_feedback
         result.cohort_requests[name] = requests
@@ -342,16 +348,16 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
             result.cohort_feedback[name] = explicit
         if contradictory:
             result.cohort_contradictory[name] = contradictory
-
-    _fill_sides(connection, sides, scanner.columns)
-    _rows(connection, result, cohort, in_window, fields, scanner.columns)
+    for i, change_sides in enumerate(sides):
+        _fill_sides(change_sides, scanner.run(results[f"side {i}"]))
+    _rows(scanner.cursor(results["rows"]), result, fields)
     return result
 
 
 def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str]) -> None:
     """Lines DuckDB took that may not be JSON are parsed again with orjson; those that fail are
     invalid_json, as the line-by-line reader counts them."""
-    suspects = connection.execute("SELECT rowid, text FROM records WHERE suspect").fetchall()
+    suspects = connection.execute("SELECT rowid, text FROM records_read WHERE suspect").fetchall()
     invalid = []
     for position, text in suspects:
         try:
@@ -360,65 +366,28 @@ def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str
             invalid.append(position)
     if invalid:
         skipped["invalid_json"] += len(invalid)
-        connection.execute(f"DELETE FROM records WHERE rowid IN ({', '.join(map(str, invalid))})")
+        connection.execute(f"DELETE FROM records_read WHERE rowid IN ({', '.join(map(str, invalid))})")
 
 
-def _side_sql(change_sides: ChangeSides, columns: dict[str, str]) -> str:
-    """'c' (control), 't' (treatment) or NULL per record: in the change's time range and segment,
-    the arm of an A/B change, else before or after a before/after change's effective time."""
-    change = change_sides.change
-    conditions = [f"moment >= {change_sides.low!r}", f"moment < {change_sides.high!r}"]
-    conditions += [f"{columns[key]} IS NOT DISTINCT FROM {literal(expected)}"
-                   for key, expected in change_sides.segment]
-    if change.variant_field:
-        arm = columns[change.variant_field]
-        side = (f"CASE WHEN {arm} = {literal(change.control)} THEN 'c' "
-                f"WHEN {arm} = {literal(change.treatment)} THEN 't' END")
-    else:
-        side = f"CASE WHEN moment < {change_sides.effective!r} THEN 'c' ELSE 't' END"
-    return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
+def _fill_sides(change_sides: ChangeSides, rows: list[tuple[Any, ...]]) -> None:
+    for side_name, requests, with_feedback, total, squares, first, last, thumbs_up, thumbs, human in rows:
+        side: Side = change_sides.control if side_name == "c" else change_sides.treatment
+        side.requests = side.overall_n = requests
+        side.with_feedback = with_feedback
+        side.overall_sum, side.overall_sq = float(total), float(squares)
+        side.first, side.last = first, last
+        side.thumbs_up, side.thumbs = int(thumbs_up), int(thumbs)
+        side.human = list(human or [])
 
 
-# A sum of doubles in parallel depends on the order the threads meet the values: summed as fixed-point
-# decimals (28 places, each value converted alone), the same records give the same figure every run,
-# whatever the order of the files or the threads.
-EXACT = "DECIMAL(38, 28)"
-
-
-def _fill_sides(connection: duckdb.DuckDBPyConnection, sides: list[ChangeSides], columns: dict[str, str]) -> None:
-    for change_sides in sides:
-        rows = connection.execute(f"""
-            SELECT side, count(*), count(*) FILTER (explicit), sum(overall::{EXACT})::DOUBLE,
-                   sum((overall * overall)::{EXACT})::DOUBLE,
-                   min(moment), max(moment), coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_up + thumbs_down), 0),
-                   list(human ORDER BY position) FILTER (has_human)
-            FROM (SELECT *, {_side_sql(change_sides, columns)} AS side FROM kept)
-            WHERE side IS NOT NULL GROUP BY side""").fetchall()
-        for side_name, requests, with_feedback, total, squares, first, last, thumbs_up, thumbs, human in rows:
-            side: Side = change_sides.control if side_name == "c" else change_sides.treatment
-            side.requests = side.overall_n = requests
-            side.with_feedback = with_feedback
-            side.overall_sum, side.overall_sq = float(total), float(squares)
-            side.first, side.last = first, last
-            side.thumbs_up, side.thumbs = int(thumbs_up), int(thumbs)
-            side.human = list(human or [])
-
-
-def _rows(connection: duckdb.DuckDBPyConnection, result: Pass, cohort: str, in_window: str,
-          fields: tuple[str, ...], columns: dict[str, str]) -> None:
-    segment_columns = [("cohort" if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {literal(UNKNOWN)})")
-                       for f in fields]
-    selected = ", ".join(segment_columns) if segment_columns else "NULL"
-    cursor = connection.execute(f"""
-        SELECT request_id, moment, overall, prompt, output, human, n_users, cohort, signals, {selected}
-        FROM (SELECT *, {cohort} AS cohort FROM kept WHERE {in_window} AND has_human)
-             LEFT JOIN feedback_signals USING (request_id)
-        ORDER BY position""")
+def _rows(cursor: duckdb.DuckDBPyConnection, result: Pass, fields: tuple[str, ...]) -> None:
+    """The labelled rows (queries.rows) into result.rows, with their implicit scores."""
     rows = result.rows
-    same = {}  # one str object per distinct cohort and segment value, not one per row
+    same: dict[Any, Any] = {}  # one object per distinct cohort and segment tuple, not one per row
     while batch := cursor.fetchmany(10_000):
-        for request_id, moment, overall, prompt, output, human, n_users, cohort_name, signals, *segments in batch:
-            edited = signals and any(kind == "implicit_edit" for kind, _ in signals)
+        for request_id, moment, overall, prompt, output, human, n_users, cohort_name, kinds, texts, *segments in batch:
+            latest = signals(kinds, texts)
+            edited = latest and "implicit_edit" in kinds
             text = orjson.loads(output) if edited and output is not None else None
             rows.request_id.append(request_id)
             rows.at.append(moment)
@@ -426,7 +395,9 @@ def _rows(connection: duckdb.DuckDBPyConnection, result: Pass, cohort: str, in_w
             rows.human.append(human)
             rows.n_users.append(n_users)
             rows.cohort.append(same.setdefault(cohort_name, cohort_name))
-            rows.segments.append(tuple(same.setdefault(v, v) for v in segments[:len(fields)]))
-            rows.implicit.append(implicit_score(signals, text if isinstance(text, str) else None).value)
+            values = tuple(segments[:len(fields)])
+            rows.segments.append(same.setdefault(values, values))
+            implicit = implicit_score(latest, text if isinstance(text, str) else None).value
+            rows.implicit.append(math.nan if implicit is None else implicit)
             rows.prompt.append(prompt)
             rows.output.append(output)

@@ -7,8 +7,9 @@ JSON reader would refuse) are checked and typed in SQL; every other line goes th
 pydantic model, as the API's own requests do, and is kept or counted as skipped by reason. Items of
 the table were checked by the API when they were stored: they are taken as they are.
 
-The reduction per request (events, explicit votes, thumbs, the latest vote of each user, the human
-score, the first cohort) is a GROUP BY over the checked events.
+The checked events are the `feedback_events` relation; their reduction per request (events,
+explicit votes, thumbs, the latest vote of each user, the human score, the first cohort) is the
+feedback relations of analysis/queries.py.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from feedback_loop import scoring
+from feedback_loop.analysis import queries
 from feedback_loop.analysis.sql import literal
 from feedback_loop.dal.items import item_value, parse_timestamp
 from feedback_loop.models.feedback import (
@@ -54,6 +56,11 @@ Event = tuple[str, FeedbackType, Any, "str | None", float, str, "str | None"]
 _TYPES = {feedback_type.value: feedback_type for feedback_type in FeedbackType}
 
 
+def signals(kinds: list[str] | None, texts: list[str | None] | None) -> list[tuple[str, str | None]] | None:
+    """Each user's latest implicit signal as (type, edited text), from feedback_signals' two lists."""
+    return list(zip(kinds, texts or [None] * len(kinds))) if kinds else None
+
+
 def implicit_score(signals: list[tuple[str, str | None]] | None, output: str | None) -> Score:
     """The implicit score of a request (scoring.implicit_score) from each user's latest implicit
     signal as (type, edited text)."""
@@ -65,6 +72,11 @@ def implicit_score(signals: list[tuple[str, str | None]] | None, output: str | N
 
 
 # --- the SQL check of plainly valid lines -------------------------------------------------------
+# what a blank line may hold: bytes.strip()'s white space (str.strip() would take more, such as
+# U+001C, which a line of bytes holds as a character that no JSON reader takes)
+BLANK = " \t\n\r\x0b\x0c"
+
+
 def _re2_class(characters: str, negated: bool = True) -> str:
     return "[" + ("^" if negated else "") + "".join(f"\\x{{{ord(c):x}}}" for c in characters) + "]"
 
@@ -147,7 +159,7 @@ FROM (
     FROM (SELECT *, {typed}
           FROM (SELECT *, {values}
                 FROM (SELECT *, CASE WHEN object THEN json_extract(line, {paths}) END AS v
-                      FROM (SELECT *, coalesce(regexp_full_match(line, '[ \\t\\n\\r\\x0b\\x0c]*'), false) AS blank,
+                      FROM (SELECT *, coalesce(regexp_full_match(line, {literal('[' + BLANK + ']*')}), false) AS blank,
                                    coalesce(json_valid(line) AND starts_with(ltrim(line, ' \t\n\r'), '{{'), false)
                                    AS object, contains(line, '\\') AS escaped
                             FROM {chunk})))))"""
@@ -185,13 +197,16 @@ class FeedbackIndex:
 
     # --- reading the sources -----------------------------------------------------------------------
     @staticmethod
-    def _chunks(source: Any, kind: str) -> Iterator[list[bytes]]:
-        """A source's lines in chunks of CHUNK_LINES, as iterating over the file gives them."""
+    def _chunks(source: Any, kind: str) -> Iterator[list[str | bytes]]:
+        """A source's lines in chunks of CHUNK_LINES, as iterating over the file in binary gives them,
+        each decoded as it is read (one object per line held, not its bytes and its text); a line
+        that is not UTF-8 stays bytes."""
         if kind == "lines":
-            yield from (source[start:start + CHUNK_LINES] for start in range(0, len(source), CHUNK_LINES))
+            for start in range(0, len(source), CHUNK_LINES):
+                yield [_decoded(line) for line in source[start:start + CHUNK_LINES]]
             return
         with open(source, "rb") as lines:
-            while chunk := list(islice(lines, CHUNK_LINES)):
+            while chunk := [_decoded(line) for line in islice(lines, CHUNK_LINES)]:
                 yield chunk
 
     def checked_events(self) -> Iterator[Event]:
@@ -204,14 +219,14 @@ class FeedbackIndex:
                 yield from source
                 continue
             for number, line in enumerate(line for chunk in self._chunks(source, kind) for line in chunk):
-                if not line.strip():
+                if _blank(line):
                     continue
                 event = self._event(line, number, until)
                 if event is not None:
                     self.events += 1
                     yield event
 
-    def _event(self, line: bytes, number: int, until: datetime | None) -> Event | None:
+    def _event(self, line: str | bytes, number: int, until: datetime | None) -> Event | None:
         """One line checked by the contract's model: the event, or None with the reason counted."""
         try:  # the common case, a line of exactly the contract, parsed and checked natively
             event = _contract.validate_json(line)
@@ -228,7 +243,7 @@ class FeedbackIndex:
         return (event.request_id, event.feedback_type, event.value, event.user_id, event.timestamp.timestamp(),
                 event.event_id or f"line-{number}", event.user_cohort)
 
-    def _lenient(self, line: bytes) -> Any | None:
+    def _lenient(self, line: str | bytes) -> Any | None:
         """A line that failed the strict check: kept if only fields outside the contract (such as
         received_at in a table export) were in the way, else counted by reason."""
         try:
@@ -246,7 +261,7 @@ class FeedbackIndex:
             return None
 
     # --- the reduction in DuckDB ------------------------------------------------------------------
-    def load(self, connection: Any, now: datetime | None = None) -> None:
+    def load(self, connection: Any, now: datetime | None = None, keep_events: bool = False) -> None:
         """The checked events into `feedback_events`, reduced per request into `feedback` (request_id,
         events, explicit, thumbs_up, thumbs_down, contradictory, has_human, human, n_users, fb_cohort)
         and `feedback_signals` (each user's latest implicit signal: request_id, kind, edited)."""
@@ -265,20 +280,18 @@ class FeedbackIndex:
                 self._load_chunk(connection, lines, position + number, number, until, now)
                 number += len(lines)
             position += number
-        self.events = connection.execute("SELECT count(*) FROM feedback_events").fetchone()[0]
-        connection.execute(REDUCE)
+        self.events = connection.execute(queries.EVENTS_COUNT.sql).fetchone()[0]
+        for relation in queries.FEEDBACK_RELATIONS:  # reduced per request, then the events dropped
+            queries.create(connection, relation)
+        if not keep_events:
+            connection.execute("DROP VIEW feedback_votes; DROP TABLE feedback_events")
 
-    def _load_chunk(self, connection: Any, lines: list[bytes], position: int, number: int, until: datetime | None,
-                    now: datetime) -> None:
-        texts: list[str | None] = []
-        for line in lines:
-            try:
-                texts.append(line.decode())
-            except UnicodeDecodeError:  # not text: the contract's path says why
-                texts.append(None)
+    def _load_chunk(self, connection: Any, lines: list[str | bytes], position: int, number: int,
+                    until: datetime | None, now: datetime) -> None:
         chunk = {"position": np.arange(position, position + len(lines), dtype=np.int64),  # noqa: F841
                  "number": np.arange(number, number + len(lines), dtype=np.int64),     # (read by DuckDB below)
-                 "line": np.array(texts, dtype=object)}
+                 # a line that is not text (bytes) is not plain: the contract's path says why
+                 "line": np.array([line if isinstance(line, str) else None for line in lines], dtype=object)}
         connection.execute(f"CREATE OR REPLACE TEMP TABLE feedback_chunk AS {_check_sql('chunk', now)}")
         try:
             after = (f"moment > {literal(until.astimezone(timezone.utc).isoformat())}::TIMESTAMPTZ"
@@ -306,6 +319,18 @@ class FeedbackIndex:
         _insert_events(connection, checked)
 
 
+def _blank(line: str | bytes) -> bool:
+    return not (line.strip(BLANK.encode()) if isinstance(line, bytes) else line.strip(BLANK))
+
+
+def _decoded(line: bytes) -> str | bytes:
+    """A line as text, or as it is if it is not UTF-8."""
+    try:
+        return line.decode()
+    except UnicodeDecodeError:
+        return line
+
+
 def _item_event(item: dict[str, Any]) -> Event:
     """A stored event (dal.items.feedback_from_item's fields, without a model per item)."""
     return (item["request_id"], FeedbackType(item["feedback_type"]), item_value(item), item.get("user_id"),
@@ -331,35 +356,3 @@ def _insert_events(connection: Any, events: list[tuple[Any, ...]]) -> None:
     }
     connection.execute("INSERT INTO feedback_events SELECT position, request_id, kind, CASE WHEN isnan(vote) "
                        "THEN NULL ELSE vote END, edited, user_id, event_at, event_id, user_cohort FROM frame")
-
-
-# Each (request, user)'s latest event of a kind is the one of the greatest (time, event_id), the
-# first read of equals (scoring.LatestPerUser): arg_max over (event_at, event_id, -position), a
-# GROUP BY rather than a window, which would sort every event with all its columns. A request's human
-# score is the mean of its users' latest votes; its cohort the first non-empty one read.
-LATEST = "(event_at, event_id, -position)"
-REDUCE = f"""
-CREATE TEMP TABLE feedback AS
-WITH votes AS (
-    SELECT request_id, avg(vote) AS human, count(*) AS n_users
-    FROM (SELECT request_id, arg_max(vote, {LATEST}) AS vote
-          FROM feedback_events WHERE vote IS NOT NULL GROUP BY request_id, user_id)
-    GROUP BY request_id)
-SELECT request_id, count(*) AS events, count(*) FILTER (starts_with(kind, 'explicit_')) AS explicit,
-       count(*) FILTER (kind = 'explicit_thumbs_up') AS thumbs_up,
-       count(*) FILTER (kind = 'explicit_thumbs_down') AS thumbs_down,
-       coalesce(bool_or(vote >= {scoring.GOOD_AT}) AND bool_or(vote <= {scoring.BAD_AT}), false) AS contradictory,
-       votes.human IS NOT NULL AS has_human, votes.human, coalesce(votes.n_users, 0) AS n_users,
-       arg_min(user_cohort, position) FILTER (user_cohort <> '') AS fb_cohort
-FROM feedback_events LEFT JOIN votes USING (request_id)
-GROUP BY request_id, votes.human, votes.n_users;
-CREATE TEMP TABLE feedback_signals AS  -- users in the order of their first signal, as LatestPerUser keeps them
-SELECT request_id, list(signal ORDER BY first_position) AS signals  -- of requests with a human score only
-FROM (SELECT request_id, arg_max((kind, edited), {LATEST}) AS signal, min(position) AS first_position
-      FROM feedback_events
-      WHERE kind IN ('implicit_usage', 'implicit_edit', 'implicit_discard')
-            AND request_id IN (SELECT request_id FROM feedback WHERE has_human)
-      GROUP BY request_id, user_id)
-GROUP BY request_id;
-DROP TABLE feedback_events;
-"""

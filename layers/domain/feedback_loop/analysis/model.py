@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import tempfile
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -97,21 +100,62 @@ class ChangeSides:
         self.segment = list((self.change.segment or {}).items())
 
 
+class Texts:
+    """A column of texts (or None) kept in a temporary file, not in memory: the labelled requests'
+    prompts and outputs, most of the rows' bytes, are appended once as the pass reads them and read
+    back one by one when the datasets are written."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._starts = array("q")  # each text's offset in the file, -1 for None
+        self._lengths = array("q")
+        self._size = 0
+        self._flushed = True
+
+    def append(self, text: str | None) -> None:
+        if text is None:
+            self._starts.append(-1)
+            self._lengths.append(0)
+            return
+        data = text.encode()
+        self._file.write(data)
+        self._starts.append(self._size)
+        self._lengths.append(len(data))
+        self._size += len(data)
+        self._flushed = False
+
+    def __getitem__(self, index: int) -> str | None:
+        start = self._starts[index]
+        if start < 0:
+            return None
+        if not self._flushed:
+            self._file.flush()
+            self._flushed = True
+        return os.pread(self._file.fileno(), self._lengths[index], start).decode()
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class Rows:
-    """The requests with a human score in the window, in the order read, as columns: one list per
-    field, not a tuple, a record and a parsed dict per row."""
+    """The requests with a human score in the window, in the order read, as columns: numbers in
+    arrays (8 bytes a value), cohorts and segment tuples as one shared object per distinct value, the
+    prompts and outputs in a file (Texts); not a tuple, a record and a parsed dict per row."""
 
     request_id: list[str] = field(default_factory=list)
-    at: list[float] = field(default_factory=list)  # the eval record's time, epoch seconds
-    overall: list[float] = field(default_factory=list)
-    human: list[float] = field(default_factory=list)
-    n_users: list[int] = field(default_factory=list)
+    at: array = field(default_factory=lambda: array("d"))  # the eval record's time, epoch seconds
+    overall: array = field(default_factory=lambda: array("d"))
+    human: array = field(default_factory=lambda: array("d"))
+    n_users: array = field(default_factory=lambda: array("q"))
     cohort: list[str] = field(default_factory=list)
     segments: list[tuple[str, ...]] = field(default_factory=list)  # per row, the segment fields' values
-    implicit: list[float | None] = field(default_factory=list)
-    prompt: list[str | None] = field(default_factory=list)  # the record's prompt and output as JSON text
-    output: list[str | None] = field(default_factory=list)
+    implicit: array = field(default_factory=lambda: array("d"))  # NaN: no implicit score
+    prompt: Texts = field(default_factory=Texts)  # the record's prompt and output as JSON text
+    output: Texts = field(default_factory=Texts)
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -136,7 +180,8 @@ class Datasets:
             "request_id": rows.request_id[i], "timestamp": iso(rows.at[i]), "prompt": _json(rows.prompt[i]),
             "output": _json(rows.output[i]), "overall": rows.overall[i],
             "verdict": "good" if self.verdict_good[i] else "bad", "human_score": score,
-            "human_label": scoring.human_label(score), "n_users": rows.n_users[i], "implicit_score": rows.implicit[i],
+            "human_label": scoring.human_label(score), "n_users": rows.n_users[i],
+            "implicit_score": _number(rows.implicit[i]),
             "cohort": rows.cohort[i], "segments": dict(zip(self.fields, rows.segments[i])),
         }
 
@@ -151,6 +196,10 @@ class Datasets:
     def scatter(self) -> list[tuple[float, float]]:
         """(evaluator's overall score, human score) of every labelled request, for the report's plot."""
         return list(zip(self.rows.overall, self.rows.human))
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def _json(text: str | None) -> Any:

@@ -42,7 +42,9 @@ def load_changes(path: str | Path) -> list[Change]:
 
 def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex, changes: list[Change],
                  since: datetime, until: datetime, settings: AnalysisSettings | None = None,
-                 progress: Callable[[str], None] | None = None) -> Analysis:
+                 progress: Callable[[str], None] | None = None, memory_limit: str | None = None) -> Analysis:
+    """The analysis of one window; `memory_limit` (DuckDB's, such as '2GB') overrides
+    columnar.default_memory_limit."""
     settings = settings or AnalysisSettings()
     start, measured = read_range(since, until, changes, settings)
     skipped: Counter[str] = Counter()
@@ -55,7 +57,7 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
     sides = change_sides(measured, since, until, settings)
     window = (since.timestamp(), until.timestamp())
     collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
-                           settings.segment_fields, skipped, on_file)
+                           settings.segment_fields, skipped, on_file, memory_limit=memory_limit)
     return report(project, collected, feedback, sides, since, until, settings, skipped)
 
 

@@ -1,0 +1,253 @@
+"""Every query of the analysis over its two base relations, in one place.
+
+Each engine fills the base relations in its own way (the embedded engine: analysis/feedback.py and
+analysis/columnar.py read the files into DuckDB):
+
+- `records`: one row per eval record read, in the order read: `position` (its place in that order),
+  `request_id`, `moment` (its timestamp, epoch seconds), `overall`, `is_object`, `cohort_field`,
+  one VARCHAR column per field the pass reads (`f0`, `f1`, ...: Columns), `prompt` and `output`
+  (JSON text, for labelled requests);
+- `feedback_events`: one row per checked feedback event: `position` (the order read), `request_id`,
+  `kind`, `vote` (the human score of a thumb or a rating, else NULL), `edited` (an edit's text),
+  `user_id`, `event_at` (epoch seconds), `event_id`, `user_cohort`.
+
+From them, named relations (Relation: `feedback`, `checked`, `kept`, ...) and the results that the
+report needs (Query: the counts, the impact sides, the labelled rows). They are written once, in
+DuckDB's dialect: the embedded engine creates each relation once (a table or a view) and runs each
+result as written; `render(query, "trino")` turns a result into one statement for Amazon Athena
+(Trino), its relations inlined as WITH clauses, with sqlglot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from feedback_loop import scoring
+from feedback_loop.analysis.model import UNKNOWN, ChangeSides
+from feedback_loop.analysis.sql import literal
+
+Columns = dict[str, str]  # an eval-log field (`query_type`, `metadata.x`) -> its column in `records`
+
+
+@dataclass(frozen=True)
+class Relation:
+    name: str
+    sql: str
+    reads: tuple[str, ...]  # the relations it reads (besides the base relations)
+    table: bool = True  # the embedded engine keeps it as a table (read more than once), else a view
+
+
+@dataclass(frozen=True)
+class Query:
+    sql: str
+    reads: tuple[str, ...]
+
+
+# --- the feedback, per request --------------------------------------------------------------------
+# Each (request, user)'s latest event of a kind is the one of the greatest (time, event_id), the first
+# read of equals (scoring.LatestPerUser): arg_max over that key, a GROUP BY rather than a window,
+# which would sort every event with all its columns. A request's human score is the mean of its
+# users' latest votes; its cohort the first non-empty one read.
+LATEST = "row(event_at, event_id, -position)"
+EXPLICIT = ", ".join(literal(kind) for kind in ("explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating",
+                                               "explicit_text_comment"))
+IMPLICIT = ", ".join(literal(kind) for kind in ("implicit_usage", "implicit_edit", "implicit_discard"))
+
+FEEDBACK_VOTES = Relation("feedback_votes", f"""
+SELECT request_id, avg(vote) AS human, count(*) AS n_users
+FROM (SELECT request_id, arg_max(vote, {LATEST}) AS vote
+      FROM feedback_events WHERE vote IS NOT NULL GROUP BY request_id, user_id) AS latest
+GROUP BY request_id""", (), table=False)
+
+FEEDBACK = Relation("feedback", f"""
+SELECT e.request_id, count(*) AS events, count(*) FILTER (WHERE e.kind IN ({EXPLICIT})) AS explicit,
+       count(*) FILTER (WHERE e.kind = 'explicit_thumbs_up') AS thumbs_up,
+       count(*) FILTER (WHERE e.kind = 'explicit_thumbs_down') AS thumbs_down,
+       coalesce(bool_or(e.vote >= {scoring.GOOD_AT}) AND bool_or(e.vote <= {scoring.BAD_AT}), false) AS contradictory,
+       v.human IS NOT NULL AS has_human, v.human, coalesce(v.n_users, 0) AS n_users,
+       arg_min(e.user_cohort, e.position) FILTER (WHERE e.user_cohort <> '') AS fb_cohort
+FROM feedback_events AS e LEFT JOIN feedback_votes AS v ON v.request_id = e.request_id
+GROUP BY e.request_id, v.human, v.n_users""", ("feedback_votes",))
+
+# each user's latest implicit signal, its kind and its edited text as two lists (not a list of
+# rows, which engines return in different shapes), users in the order of their first signal, as
+# LatestPerUser keeps them; for requests with a human score only (the rows' implicit scores). The
+# key is unique (position is), so both arg_max pick the same event.
+FEEDBACK_SIGNALS = Relation("feedback_signals", f"""
+SELECT request_id, array_agg(kind ORDER BY first_position) AS signal_kinds,
+       array_agg(edited ORDER BY first_position) AS signal_texts
+FROM (SELECT request_id, arg_max(kind, {LATEST}) AS kind, arg_max(edited, {LATEST}) AS edited,
+             min(position) AS first_position
+      FROM feedback_events
+      WHERE kind IN ({IMPLICIT}) AND request_id IN (SELECT request_id FROM feedback WHERE has_human)
+      GROUP BY request_id, user_id) AS latest
+GROUP BY request_id""", ("feedback",))
+
+FEEDBACK_RELATIONS = (FEEDBACK_VOTES, FEEDBACK, FEEDBACK_SIGNALS)
+
+LABELLED_COUNT = Query("SELECT count(*) FROM feedback WHERE has_human", ("feedback",))
+EVENTS_COUNT = Query("SELECT count(*) FROM feedback_events", ())
+
+
+# --- the records, checked and joined to the feedback ----------------------------------------------
+def checked(read_since: float, until: float) -> Relation:
+    """Each record with its problem, in the reader's order of checks (NULL: kept)."""
+    return Relation("checked", f"""
+SELECT *,
+       CASE WHEN NOT is_object THEN 'not_an_object'
+            WHEN request_id IS NULL OR request_id = '' THEN 'missing_request_id'
+            WHEN moment IS NULL THEN 'bad_timestamp'
+            WHEN overall IS NULL THEN 'missing_overall_score'
+            WHEN isnan(overall) OR overall < 0 OR overall > 1 THEN 'overall_score_out_of_range'
+            WHEN moment < {read_since!r} OR moment >= {until!r} THEN 'outside_window'
+       END AS problem
+FROM records""", (), table=False)
+
+
+# the requests with feedback that a record matched, with the position of their first record and how
+# many records they have; later records of such a request are skipped (the first record wins)
+MATCHED = Relation("matched", """
+SELECT f.*, firsts.first, firsts.records
+FROM feedback AS f
+     JOIN (SELECT request_id, min(position) AS first, count(*) AS records FROM checked
+           WHERE problem IS NULL AND request_id IN (SELECT request_id FROM feedback)
+           GROUP BY request_id) AS firsts ON firsts.request_id = f.request_id""", ("checked", "feedback"))
+
+# every record kept, with its request's feedback (a view: the records are not copied)
+KEPT = Relation("kept", """
+SELECT c.*, f.request_id IS NOT NULL AS has_feedback, coalesce(f.explicit > 0, false) AS explicit,
+       f.contradictory, f.has_human, f.fb_cohort, f.human, f.n_users, f.thumbs_up, f.thumbs_down
+FROM checked AS c LEFT JOIN matched AS f ON f.request_id = c.request_id
+WHERE c.problem IS NULL AND (f.first IS NULL OR c.position = f.first)""", ("checked", "matched"), table=False)
+
+PROBLEMS = Query("SELECT problem, count(*) FROM checked WHERE problem IS NOT NULL GROUP BY problem ORDER BY problem",
+                 ("checked",))
+DUPLICATES = Query("SELECT coalesce(sum(records - 1), 0) FROM matched", ("matched",))
+READ = Query("SELECT count(*) FROM checked WHERE problem IS NULL", ("checked",))
+ORPHANS = Query("SELECT count(*), coalesce(sum(events), 0) FROM feedback "
+                "WHERE request_id NOT IN (SELECT request_id FROM matched)", ("feedback", "matched"))
+
+# the cohort of a kept record: the eval log's, else the feedback's first, else unknown
+COHORT = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {literal(UNKNOWN)})"
+
+
+def in_window(window: tuple[float, float]) -> str:
+    return f"moment >= {window[0]!r} AND moment < {window[1]!r}"
+
+
+def cohorts(window: tuple[float, float]) -> Query:
+    """Per cohort, in the window: requests, with feedback, with explicit feedback, contradictory."""
+    return Query(f"""
+SELECT {COHORT} AS cohort, count(*), count(*) FILTER (WHERE has_feedback), count(*) FILTER (WHERE explicit),
+       count(*) FILTER (WHERE contradictory)
+FROM kept WHERE {in_window(window)} GROUP BY 1 ORDER BY 1""", ("kept",))
+
+
+def _side(change_sides: ChangeSides, columns: Columns) -> str:
+    """'c' (control), 't' (treatment) or NULL per record: in the change's time range and segment,
+    the arm of an A/B change, else before or after a before/after change's effective time."""
+    change = change_sides.change
+    conditions = [f"moment >= {change_sides.low!r}", f"moment < {change_sides.high!r}"]
+    conditions += [f"{columns[key]} IS NOT DISTINCT FROM {literal(expected)}" for key, expected in change_sides.segment]
+    if change.variant_field:
+        arm = columns[change.variant_field]
+        side = (f"CASE WHEN {arm} = {literal(change.control)} THEN 'c' "
+                f"WHEN {arm} = {literal(change.treatment)} THEN 't' END")
+    else:
+        side = f"CASE WHEN moment < {change_sides.effective!r} THEN 'c' ELSE 't' END"
+    return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
+
+
+# A sum of doubles in parallel depends on the order the threads meet the values: summed as fixed-point
+# decimals (28 places, each value converted alone), the same records give the same figure every run,
+# whatever the order of the files, the threads or the engine.
+EXACT = "DECIMAL(38, 28)"
+
+
+def side(change_sides: ChangeSides, columns: Columns) -> Query:
+    """Per side of a change: requests, with explicit feedback, the sum and the sum of squares of
+    overall, the first and last moment, thumbs up and thumbs, the human scores in the order read."""
+    return Query(f"""
+SELECT side, count(*), count(*) FILTER (WHERE explicit), CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE),
+       CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE), min(moment), max(moment),
+       coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_up + thumbs_down), 0),
+       array_agg(human ORDER BY position) FILTER (WHERE has_human)
+FROM (SELECT *, {_side(change_sides, columns)} AS side FROM kept) AS sided
+WHERE side IS NOT NULL GROUP BY side ORDER BY side""", ("kept",))
+
+
+def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns) -> Query:
+    """The requests with a human score in the window, in the order read: the kept record of such a
+    request is its first (matched.first), so the labelled requests are joined to their records by
+    position, not every record to every request with feedback. Then the segment fields' values."""
+    segments = [COHORT if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {literal(UNKNOWN)})"
+                for f in fields]
+    return Query(f"""
+SELECT l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort, s.signal_kinds,
+       s.signal_texts
+       {''.join(f', l.segment_{i}' for i in range(len(fields)))}
+FROM (SELECT c.*, m.human, m.n_users, m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
+             , {COHORT} AS cohort
+      FROM (SELECT first, human, n_users, fb_cohort FROM matched WHERE has_human) AS m
+           JOIN checked AS c ON c.position = m.first
+      WHERE {in_window(window)}) AS l
+     LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id
+ORDER BY l.position""", ("matched", "checked", "feedback_signals"))
+
+
+def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
+    """The relations of a pass over the records read from read_since to until, by name."""
+    return {r.name: r for r in (*FEEDBACK_RELATIONS, checked(read_since, until), MATCHED, KEPT)}
+
+
+def pass_queries(window: tuple[float, float], fields: tuple[str, ...], columns: Columns,
+                 sides: list[ChangeSides]) -> dict[str, Query]:
+    """Every result that a pass reads, by name (`side <i>`: the i-th change's sides)."""
+    return {"problems": PROBLEMS, "duplicates": DUPLICATES, "read": READ, "orphans": ORPHANS,
+            "cohorts": cohorts(window), **{f"side {i}": side(s, columns) for i, s in enumerate(sides)},
+            "rows": rows(window, fields, columns)}
+
+
+def create(connection: Any, relation: Relation) -> None:
+    """A relation kept by the embedded engine: a temporary table, or a view."""
+    kind = "TABLE" if relation.table else "VIEW"
+    connection.execute(f"CREATE TEMP {kind} {relation.name} AS {relation.sql}")
+
+
+# --- rendering --------------------------------------------------------------------------------------
+def relations(query: Query, known: dict[str, Relation]) -> list[Relation]:
+    """The relations a query reads, each after those it reads."""
+    ordered: list[Relation] = []
+
+    def visit(name: str) -> None:
+        relation = known[name]
+        for needed in relation.reads:
+            visit(needed)
+        if relation not in ordered:
+            ordered.append(relation)
+
+    for name in query.reads:
+        visit(name)
+    return ordered
+
+
+def inlined(query: Query, known: dict[str, Relation]) -> str:
+    """The query as one statement, its relations as WITH clauses (DuckDB's dialect)."""
+    needed = relations(query, known)
+    if not needed:
+        return query.sql.strip()
+    return ("WITH " + ",\n".join(f"{r.name} AS ({r.sql.strip()})" for r in needed) + "\n" + query.sql.strip())
+
+
+@cache
+def _sqlglot():  # type: ignore[no-untyped-def]
+    import sqlglot  # only where a query is rendered for another engine
+
+    return sqlglot
+
+
+def render(sql: str, dialect: str) -> str:
+    """A statement of DuckDB's dialect in another one (`trino` for Athena), by sqlglot."""
+    return _sqlglot().transpile(sql, read="duckdb", write=dialect, unsupported_level=_sqlglot().ErrorLevel.RAISE)[0]
