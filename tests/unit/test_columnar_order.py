@@ -45,7 +45,7 @@ def test_labelled_rows_come_back_in_the_order_read(tmp_path: Path, fmt: str) -> 
     skipped: Counter[str] = Counter()
     collected = scan_files(EvalLogSource(str(logs)), feedback, [], SINCE.timestamp(), UNTIL.timestamp(),
                            (SINCE.timestamp(), UNTIL.timestamp()), (), skipped)
-    read = collected.rows.request_id
+    read = list(collected.rows.request_id)
     voted = {*labelled, "twice"}
     expected = list(dict.fromkeys(r["request_id"] for r in records if r["request_id"] in voted))
     assert len(expected) > 4000 and read == expected

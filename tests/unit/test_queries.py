@@ -76,8 +76,9 @@ def _trino(scanner: Scanner, query: queries.Query) -> str:
     return queries.render(queries.inlined(query, scanner.relations), "trino")
 
 
-def _comparable(rows: list[tuple[Any, ...]]) -> str:
-    return json.dumps(rows, default=str)
+def _comparable(rows: list[tuple[Any, ...]]) -> list[str]:
+    """A result as a list of rows in a fixed order (the labelled rows come in no order)."""
+    return sorted(json.dumps(row, default=str) for row in rows)
 
 
 def test_every_query_renders_as_trino_and_calls_only_trino_functions(loaded: Any) -> None:

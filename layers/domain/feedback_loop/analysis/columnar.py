@@ -22,12 +22,14 @@ import math
 import os
 import shutil
 import tempfile
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 
 from feedback_loop.analysis.model import ChangeSides, Pass, Side
@@ -381,11 +383,16 @@ def _fill_sides(change_sides: ChangeSides, rows: list[tuple[Any, ...]]) -> None:
 
 
 def _rows(cursor: duckdb.DuckDBPyConnection, result: Pass, fields: tuple[str, ...]) -> None:
-    """The labelled rows (queries.rows) into result.rows, with their implicit scores."""
+    """The labelled rows (queries.rows) into result.rows, with their implicit scores, then in the
+    order read (by position: the query leaves them in no order, which DuckDB would otherwise sort
+    with their prompts and outputs)."""
     rows = result.rows
+    positions = array("q")
     same: dict[Any, Any] = {}  # one object per distinct cohort and segment tuple, not one per row
     while batch := cursor.fetchmany(10_000):
-        for request_id, moment, overall, prompt, output, human, n_users, cohort_name, kinds, texts, *segments in batch:
+        for position, request_id, moment, overall, prompt, output, human, n_users, cohort_name, kinds, texts, \
+                *segments in batch:
+            positions.append(position)
             latest = signals(kinds, texts)
             edited = latest and "implicit_edit" in kinds
             text = orjson.loads(output) if edited and output is not None else None
@@ -401,3 +408,6 @@ def _rows(cursor: duckdb.DuckDBPyConnection, result: Pass, fields: tuple[str, ..
             rows.implicit.append(math.nan if implicit is None else implicit)
             rows.prompt.append(prompt)
             rows.output.append(output)
+    order = np.argsort(np.frombuffer(positions, dtype=np.int64), kind="stable")
+    if np.any(order != np.arange(len(order))):
+        rows.reorder(order.tolist())

@@ -14,7 +14,7 @@ import os
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -102,8 +102,11 @@ class ChangeSides:
 
 class Texts:
     """A column of texts (or None) kept in a temporary file, not in memory: the labelled requests'
-    prompts and outputs, most of the rows' bytes, are appended once as the pass reads them and read
-    back one by one when the datasets are written."""
+    ids, prompts and outputs, most of the rows' bytes (about 100 MB a million rows for the ids
+    alone as Python strings), are appended once as the pass reads them and read back when the
+    splits are drawn and the datasets written: by index, or in order (in blocks)."""
+
+    BLOCK = 1 << 20  # bytes read at a time in order
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile()
@@ -117,7 +120,9 @@ class Texts:
             self._starts.append(-1)
             self._lengths.append(0)
             return
-        data = text.encode()
+        self._append_bytes(text.encode())
+
+    def _append_bytes(self, data: bytes) -> None:
         self._file.write(data)
         self._starts.append(self._size)
         self._lengths.append(len(data))
@@ -128,13 +133,46 @@ class Texts:
         start = self._starts[index]
         if start < 0:
             return None
-        if not self._flushed:
-            self._file.flush()
-            self._flushed = True
+        self._flush()
         return os.pread(self._file.fileno(), self._lengths[index], start).decode()
+
+    def select(self, indices: Iterable[int]) -> Iterator[str | None]:
+        """The texts at `indices`, which go up: read in blocks, as the file holds them in order."""
+        self._flush()
+        block, block_start = b"", 0
+        for index in indices:
+            start, length = self._starts[index], self._lengths[index]
+            if start < 0:
+                yield None
+                continue
+            if start < block_start or start + length > block_start + len(block):
+                block, block_start = os.pread(self._file.fileno(), max(self.BLOCK, length), start), start
+            yield block[start - block_start:start - block_start + length].decode()
+
+    def __iter__(self) -> Iterator[str | None]:
+        return self.select(range(len(self)))
 
     def __len__(self) -> int:
         return len(self._starts)
+
+    def reorder(self, order: Iterable[int]) -> None:
+        """The texts in the order of the indices `order`, written again in that order (so that
+        reading them in order stays a read of the file from start to end)."""
+        self._flush()
+        old, starts, lengths = self._file, self._starts, self._lengths
+        self._file, self._starts, self._lengths, self._size = tempfile.TemporaryFile(), array("q"), array("q"), 0
+        for index in order:
+            if starts[index] < 0:
+                self._starts.append(-1)
+                self._lengths.append(0)
+            else:
+                self._append_bytes(os.pread(old.fileno(), lengths[index], starts[index]))
+        old.close()
+
+    def _flush(self) -> None:
+        if not self._flushed:
+            self._file.flush()
+            self._flushed = True
 
     def close(self) -> None:
         self._file.close()
@@ -144,9 +182,9 @@ class Texts:
 class Rows:
     """The requests with a human score in the window, in the order read, as columns: numbers in
     arrays (8 bytes a value), cohorts and segment tuples as one shared object per distinct value, the
-    prompts and outputs in a file (Texts); not a tuple, a record and a parsed dict per row."""
+    ids, prompts and outputs in files (Texts); not a tuple, a record and a parsed dict per row."""
 
-    request_id: list[str] = field(default_factory=list)
+    request_id: Texts = field(default_factory=Texts)
     at: array = field(default_factory=lambda: array("d"))  # the eval record's time, epoch seconds
     overall: array = field(default_factory=lambda: array("d"))
     human: array = field(default_factory=lambda: array("d"))
@@ -159,6 +197,16 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.request_id)
+
+    def reorder(self, order: Any) -> None:
+        """Every column in the order of the indices `order`."""
+        for name in ("at", "overall", "human", "n_users", "implicit"):
+            column = getattr(self, name)
+            setattr(self, name, array(column.typecode, (column[i] for i in order)))
+        self.cohort = [self.cohort[i] for i in order]
+        self.segments = [self.segments[i] for i in order]
+        for texts in (self.request_id, self.prompt, self.output):
+            texts.reorder(order)
 
 
 @dataclass
@@ -173,25 +221,28 @@ class Datasets:
     weights: Any  # per row, the cohort weight
     splits: list[str]
 
-    def _entry(self, i: int) -> dict[str, Any]:
+    def _entries(self, indices: range | list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The entries of the rows at `indices` (which go up), their texts read in order."""
         rows = self.rows
-        score = rows.human[i]
-        return {
-            "request_id": rows.request_id[i], "timestamp": iso(rows.at[i]), "prompt": _json(rows.prompt[i]),
-            "output": _json(rows.output[i]), "overall": rows.overall[i],
-            "verdict": "good" if self.verdict_good[i] else "bad", "human_score": score,
-            "human_label": scoring.human_label(score), "n_users": rows.n_users[i],
-            "implicit_score": _number(rows.implicit[i]),
-            "cohort": rows.cohort[i], "segments": dict(zip(self.fields, rows.segments[i])),
-        }
+        texts = zip(rows.request_id.select(indices), rows.prompt.select(indices), rows.output.select(indices))
+        for i, (request_id, prompt, output) in zip(indices, texts):
+            score = rows.human[i]
+            yield i, {
+                "request_id": request_id, "timestamp": iso(rows.at[i]), "prompt": _json(prompt),
+                "output": _json(output), "overall": rows.overall[i],
+                "verdict": "good" if self.verdict_good[i] else "bad", "human_score": score,
+                "human_label": scoring.human_label(score), "n_users": rows.n_users[i],
+                "implicit_score": _number(rows.implicit[i]),
+                "cohort": rows.cohort[i], "segments": dict(zip(self.fields, rows.segments[i])),
+            }
 
     def labelled(self) -> Iterator[dict[str, Any]]:
-        for i in range(len(self.rows)):
-            yield {**self._entry(i), "weight": float(self.weights[i]), "split": self.splits[i]}
+        for i, entry in self._entries(range(len(self.rows))):
+            yield {**entry, "weight": float(self.weights[i]), "split": self.splits[i]}
 
     def disagreements(self) -> Iterator[dict[str, Any]]:
-        for i in self.disagreeing:
-            yield {**self._entry(i), "direction": "evaluator_too_high" if self.verdict_good[i] else "evaluator_too_low"}
+        for i, entry in self._entries(self.disagreeing):
+            yield {**entry, "direction": "evaluator_too_high" if self.verdict_good[i] else "evaluator_too_low"}
 
     def scatter(self) -> list[tuple[float, float]]:
         """(evaluator's overall score, human score) of every labelled request, for the report's plot."""

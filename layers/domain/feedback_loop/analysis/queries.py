@@ -179,22 +179,23 @@ WHERE side IS NOT NULL GROUP BY side ORDER BY side""", ("kept",))
 
 
 def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns) -> Query:
-    """The requests with a human score in the window, in the order read: the kept record of such a
-    request is its first (matched.first), so the labelled requests are joined to their records by
-    position, not every record to every request with feedback. Then the segment fields' values."""
+    """The requests with a human score in the window, each with its position (in no order: the
+    reader puts them in the order read, which an engine would sort with their texts): the kept
+    record of such a request is its first (matched.first), so the labelled requests are joined to
+    their records by position, not every record to every request with feedback. Then the segment
+    fields' values."""
     segments = [COHORT if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {literal(UNKNOWN)})"
                 for f in fields]
     return Query(f"""
-SELECT l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort, s.signal_kinds,
-       s.signal_texts
+SELECT l.position, l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort,
+       s.signal_kinds, s.signal_texts
        {''.join(f', l.segment_{i}' for i in range(len(fields)))}
 FROM (SELECT c.*, m.human, m.n_users, m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
              , {COHORT} AS cohort
       FROM (SELECT first, human, n_users, fb_cohort FROM matched WHERE has_human) AS m
            JOIN checked AS c ON c.position = m.first
       WHERE {in_window(window)}) AS l
-     LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id
-ORDER BY l.position""", ("matched", "checked", "feedback_signals"))
+     LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id""", ("matched", "checked", "feedback_signals"))
 
 
 def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
