@@ -35,6 +35,7 @@ def _emit(project: str, figures: dict[str, Any]) -> None:
             metrics.add_metric(name=metric, unit=MetricUnit.NoUnit, value=figures[name])
     metrics.add_metric(name="LabelledRequests", unit=MetricUnit.Count, value=figures["requests_with_human_score"])
     metrics.flush_metrics()
+    metrics.clear_metrics()  # the next project's dimension anew (flush clears only when metrics are on)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -30,9 +30,10 @@ from ..analysis_data import write_eval_logs, write_feedback
 SETTINGS = AnalysisSettings()
 # the functions the rendered queries may call: each is in Trino's documentation (aggregate,
 # conditional, math functions) as Athena's engine version 3 runs them
-TRINO_FUNCTIONS = {"ARRAY_AGG", "AVG", "BOOL_OR", "CAST", "COALESCE", "COUNT", "IS_NAN", "MAX", "MAX_BY", "MIN",
-                   "MIN_BY", "NULLIF", "ROW", "SUM"}
-KEYWORDS = {"AS", "IN", "FILTER", "DECIMAL", "OVER", "AND", "OR", "NOT", "ON", "FROM", "JOIN"}
+TRINO_FUNCTIONS = {"ARRAY_AGG", "AVG", "BOOL_OR", "CAST", "COALESCE", "COUNT", "IS_NAN", "JSON_FORMAT", "MAX",
+                   "MAX_BY", "MIN", "MIN_BY", "NULLIF", "ROW", "SUM"}
+KEYWORDS = {"AS", "IN", "FILTER", "DECIMAL", "OVER", "AND", "OR", "NOT", "ON", "FROM", "JOIN", "THEN", "ELSE", "WHEN",
+            "BETWEEN", "SELECT", "WHERE", "BY", "END"}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_every_query_renders_as_trino_and_calls_only_trino_functions(loaded: Any
         called = {m.upper() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", trino)} - KEYWORDS
         assert called <= TRINO_FUNCTIONS, (name, called - TRINO_FUNCTIONS)
         # DuckDB's names of what Trino calls otherwise are gone
-        assert not re.search(r"\b(ARG_MAX|ARG_MIN|ISNAN|LIST)\s*\(", trino, re.IGNORECASE), name
+        assert not re.search(r"\b(ARG_MAX|ARG_MIN|ISNAN|LIST|TO_JSON)\s*\(", trino, re.IGNORECASE), name
 
 
 def test_each_query_rendered_for_trino_and_back_gives_what_duckdb_gives(loaded: Any) -> None:
@@ -132,3 +133,23 @@ def test_a_relation_is_inlined_after_the_relations_it_reads(loaded: Any) -> None
 def test_the_rendering_refuses_what_it_cannot_write(tmp_path: Path) -> None:
     with pytest.raises(sqlglot.errors.ParseError):
         queries.render("SELECT FROM WHERE", "trino")
+
+
+def test_every_athena_statement_parses_as_trino_and_calls_only_trino_functions(loaded: Any) -> None:
+    """The statements the Athena path runs: the base relations over the Glue tables (written in
+    Trino's SQL), then the relations and the result (rendered)."""
+    from feedback_loop.analysis import athena
+
+    scanner, results = loaded
+    base = {"records": athena.records_sql("db", "p", 1.7e9, 1.7e9 + 86400 * 14, scanner.columns),
+            "feedback_events": athena.feedback_events_sql("db", "p", "2026-05-18T00-00-00Z")}
+    allowed = TRINO_FUNCTIONS | {"JSON_PARSE", "JSON_EXTRACT", "JSON_EXTRACT_SCALAR", "REGEXP_LIKE", "SUBSTR",
+                                 "TRY", "TO_UNIXTIME", "FROM_ISO8601_TIMESTAMP_NANOS", "ROW_NUMBER", "TRIM"}
+    for name, query in results.items():
+        statement = athena.statement(query, scanner.relations, base)
+        parsed = sqlglot.parse_one(statement, read="trino")
+        assert {cte.alias for cte in parsed.find_all(sqlglot.exp.CTE)} >= {"records", "feedback_events"}, name
+        called = {m.upper() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", statement)} - KEYWORDS - {"OVER"}
+        assert called <= allowed, (name, called - allowed)
+        tables = {(t.db, t.name) for t in parsed.find_all(sqlglot.exp.Table) if t.db}
+        assert tables <= {("db", "eval_logs"), ("db", "feedback")}, name

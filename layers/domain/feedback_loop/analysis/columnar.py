@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -61,16 +61,6 @@ def _as_text(kind: str, text: str) -> str:
             f"WHEN 'BOOLEAN' THEN CASE WHEN {text} = 'true' THEN 'True' ELSE 'False' END "
             f"WHEN 'BIGINT' THEN {text}::BIGINT::VARCHAR WHEN 'UBIGINT' THEN {text}::UBIGINT::VARCHAR "
             f"WHEN 'DOUBLE' THEN {text}::DOUBLE::VARCHAR END")
-
-
-def _fields(settings_fields: tuple[str, ...], sides: list[ChangeSides]) -> list[str]:
-    """Every eval-log field the pass reads: segment fields, change segments and A/B arms."""
-    names = [f for f in settings_fields if f != "user_cohort"]
-    for change_sides in sides:
-        names += [key for key, _ in change_sides.segment]
-        if change_sides.change.variant_field:
-            names.append(change_sides.change.variant_field)
-    return list(dict.fromkeys(names))
 
 
 def _select(source: str, columns: dict[str, str], prompt: str = "json_extract(j, '/prompt')",
@@ -166,7 +156,9 @@ class Scanner:
                                             is_object BOOLEAN, cohort_field VARCHAR{field_columns}, suspect BOOLEAN,
                                             text VARCHAR, prompt JSON, output JSON)""")
         # the base relation of the queries: a record's position is its rowid (the order read)
-        self.connection.execute("CREATE TEMP VIEW records AS SELECT rowid AS position, * FROM records_read")
+        # (a line that is not JSON is counted as invalid_json as it is read, and not kept)
+        self.connection.execute("CREATE TEMP VIEW records AS SELECT rowid AS position, true AS is_json, * "
+                                "FROM records_read")
 
     def run(self, query: queries.Query) -> list[tuple[Any, ...]]:
         """A result of analysis/queries.py, the relations it reads created first (once each)."""
@@ -178,6 +170,12 @@ class Scanner:
                 queries.create(self.connection, relation)
                 self.created.add(relation.name)
         return self.connection.execute(query.sql)
+
+    def batches(self, query: queries.Query, size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+        """A result in batches of rows (the labelled rows: not all held twice)."""
+        cursor = self.cursor(query)
+        while batch := cursor.fetchmany(size):
+            yield batch
 
     def close(self) -> None:
         self.connection.close()
@@ -302,8 +300,7 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
                memory_limit: str | None = None) -> Pass:
     """The pass over the files of `source` from read_since to until: the counts over all records,
     the impact sides filled in, and the rows of the requests with a human score in `window`."""
-    names = _fields(fields, sides)
-    columns = {name: f"f{i}" for i, name in enumerate(names)}
+    columns = queries.columns(fields, sides)
     memory_limit = memory_limit or default_memory_limit()
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
@@ -332,17 +329,24 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
              read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
              skipped: Counter[str], progress: Callable[[int, int, str], None] | None) -> Pass:
     load_records(scanner, source, read_since, until, skipped, progress)
-    results = queries.pass_queries(window, fields, scanner.columns, sides)
-    for reason, count in scanner.run(results["problems"]):
+    return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides), sides, fields, skipped)
+
+
+def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSides], fields: tuple[str, ...],
+            skipped: Counter[str]) -> Pass:
+    """What a pass collects, from the results of queries.pass_queries as an engine answers them
+    (`engine.run(query)`: the rows; `engine.batches(query)`: the rows in batches): the embedded
+    engine (Scanner) or Athena (analysis/athena.py)."""
+    for reason, count in engine.run(results["problems"]):
         skipped[reason] += count
-    duplicates = scanner.run(results["duplicates"])[0][0]
+    duplicates = engine.run(results["duplicates"])[0][0]
     if duplicates:
         skipped["duplicate_request_id"] += int(duplicates)
     result = Pass()
-    result.read = scanner.run(results["read"])[0][0]
-    result.orphan_requests, orphan_events = scanner.run(results["orphans"])[0]
+    result.read = engine.run(results["read"])[0][0]
+    result.orphan_requests, orphan_events = engine.run(results["orphans"])[0]
     result.orphan_events = int(orphan_events)
-    for name, requests, with_feedback, explicit, contradictory in scanner.run(results["cohorts"]):
+    for name, requests, with_feedback, explicit, contradictory in engine.run(results["cohorts"]):
         result.in_window += requests
         result.requests_with_feedback += with_feedback
         result.cohort_requests[name] = requests
@@ -351,8 +355,8 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
         if contradictory:
             result.cohort_contradictory[name] = contradictory
     for i, change_sides in enumerate(sides):
-        _fill_sides(change_sides, scanner.run(results[f"side {i}"]))
-    _rows(scanner.cursor(results["rows"]), result, fields)
+        _fill_sides(change_sides, engine.run(results[f"side {i}"]))
+    _rows(engine.batches(results["rows"]), result, fields)
     return result
 
 
@@ -379,20 +383,21 @@ def _fill_sides(change_sides: ChangeSides, rows: list[tuple[Any, ...]]) -> None:
         side.overall_sum, side.overall_sq = float(total), float(squares)
         side.first, side.last = first, last
         side.thumbs_up, side.thumbs = int(thumbs_up), int(thumbs)
-        side.human = list(human or [])
+        side.human = orjson.loads(human) if human else []  # JSON text (queries.side)
 
 
-def _rows(cursor: duckdb.DuckDBPyConnection, result: Pass, fields: tuple[str, ...]) -> None:
+def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass, fields: tuple[str, ...]) -> None:
     """The labelled rows (queries.rows) into result.rows, with their implicit scores, then in the
     order read (by position: the query leaves them in no order, which DuckDB would otherwise sort
     with their prompts and outputs)."""
     rows = result.rows
     positions = array("q")
     same: dict[Any, Any] = {}  # one object per distinct cohort and segment tuple, not one per row
-    while batch := cursor.fetchmany(10_000):
+    for batch in batches:
         for position, request_id, moment, overall, prompt, output, human, n_users, cohort_name, kinds, texts, \
                 *segments in batch:
             positions.append(position)
+            kinds, texts = (orjson.loads(kinds), orjson.loads(texts)) if kinds else (None, None)  # JSON text
             latest = signals(kinds, texts)
             edited = latest and "implicit_edit" in kinds
             text = orjson.loads(output) if edited and output is not None else None

@@ -4,7 +4,7 @@ Each engine fills the base relations in its own way (the embedded engine: analys
 analysis/columnar.py read the files into DuckDB):
 
 - `records`: one row per eval record read, in the order read: `position` (its place in that order),
-  `request_id`, `moment` (its timestamp, epoch seconds), `overall`, `is_object`, `cohort_field`,
+  `request_id`, `moment` (its timestamp, epoch seconds), `overall`, `is_json`, `is_object`, `cohort_field`,
   one VARCHAR column per field the pass reads (`f0`, `f1`, ...: Columns), `prompt` and `output`
   (JSON text, for labelled requests);
 - `feedback_events`: one row per checked feedback event: `position` (the order read), `request_id`,
@@ -96,7 +96,8 @@ def checked(read_since: float, until: float) -> Relation:
     """Each record with its problem, in the reader's order of checks (NULL: kept)."""
     return Relation("checked", f"""
 SELECT *,
-       CASE WHEN NOT is_object THEN 'not_an_object'
+       CASE WHEN NOT is_json THEN 'invalid_json'
+            WHEN NOT is_object THEN 'not_an_object'
             WHEN request_id IS NULL OR request_id = '' THEN 'missing_request_id'
             WHEN moment IS NULL THEN 'bad_timestamp'
             WHEN overall IS NULL THEN 'missing_overall_score'
@@ -168,12 +169,13 @@ EXACT = "DECIMAL(38, 28)"
 
 def side(change_sides: ChangeSides, columns: Columns) -> Query:
     """Per side of a change: requests, with explicit feedback, the sum and the sum of squares of
-    overall, the first and last moment, thumbs up and thumbs, the human scores in the order read."""
+    overall, the first and last moment, thumbs up and thumbs, the human scores in the order read
+    (a list as JSON text: every engine returns text alike, where lists come back in its own shape)."""
     return Query(f"""
 SELECT side, count(*), count(*) FILTER (WHERE explicit), CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE),
        CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE), min(moment), max(moment),
        coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_up + thumbs_down), 0),
-       array_agg(human ORDER BY position) FILTER (WHERE has_human)
+       to_json(array_agg(human ORDER BY position) FILTER (WHERE has_human))
 FROM (SELECT *, {_side(change_sides, columns)} AS side FROM kept) AS sided
 WHERE side IS NOT NULL GROUP BY side ORDER BY side""", ("kept",))
 
@@ -188,7 +190,7 @@ def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns)
                 for f in fields]
     return Query(f"""
 SELECT l.position, l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort,
-       s.signal_kinds, s.signal_texts
+       to_json(s.signal_kinds), to_json(s.signal_texts)
        {''.join(f', l.segment_{i}' for i in range(len(fields)))}
 FROM (SELECT c.*, m.human, m.n_users, m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
              , {COHORT} AS cohort
@@ -196,6 +198,17 @@ FROM (SELECT c.*, m.human, m.n_users, m.fb_cohort{''.join(f', {e} AS segment_{i}
            JOIN checked AS c ON c.position = m.first
       WHERE {in_window(window)}) AS l
      LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id""", ("matched", "checked", "feedback_signals"))
+
+
+def columns(fields: tuple[str, ...], sides: list[ChangeSides]) -> Columns:
+    """The field columns of `records`: every eval-log field the pass reads (segment fields, change
+    segments and A/B arms), as f0, f1, ..."""
+    names = [f for f in fields if f != "user_cohort"]
+    for change_sides in sides:
+        names += [key for key, _ in change_sides.segment]
+        if change_sides.change.variant_field:
+            names.append(change_sides.change.variant_field)
+    return {name: f"f{i}" for i, name in enumerate(dict.fromkeys(names))}
 
 
 def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
@@ -250,5 +263,15 @@ def _sqlglot():  # type: ignore[no-untyped-def]
 
 
 def render(sql: str, dialect: str) -> str:
-    """A statement of DuckDB's dialect in another one (`trino` for Athena), by sqlglot."""
-    return _sqlglot().transpile(sql, read="duckdb", write=dialect, unsupported_level=_sqlglot().ErrorLevel.RAISE)[0]
+    """A statement of DuckDB's dialect in another one (`trino` for Athena), by sqlglot; DuckDB's
+    to_json(x) is Trino's json_format(CAST(x AS JSON))."""
+    sqlglot = _sqlglot()
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    if dialect == "trino":
+        def to_json(node: Any) -> Any:
+            if isinstance(node, sqlglot.exp.Anonymous) and node.name.upper() == "TO_JSON":
+                return sqlglot.exp.JSONFormat(this=sqlglot.exp.cast(node.expressions[0], "JSON"))
+            return node
+
+        tree = tree.transform(to_json)
+    return tree.sql(dialect=dialect, unsupported_level=sqlglot.ErrorLevel.RAISE)

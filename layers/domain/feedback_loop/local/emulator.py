@@ -1,4 +1,5 @@
-"""The AWS emulator of the local stack: moto's server, one request at a time, DynamoDB writes durable.
+"""The AWS emulator of the local stack: moto's server, one request at a time, DynamoDB writes durable;
+Athena's API answered by local/athena.py.
 
 moto keeps each table in plain dicts and is not safe under concurrent requests: two PutItems that
 create the same new partition at the same moment can each install their own partition dict, and
@@ -29,6 +30,7 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from feedback_loop.local.athena import LocalAthena
 from feedback_loop.local.journal import Change, Journal
 from feedback_loop.local.template import REGION
 
@@ -112,12 +114,19 @@ class SerializedEmulator:
         self.lock = FairLock()
         self.journal: Journal | None = None
         self.images = DynamoDBImages()
+        self.athena = LocalAthena()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = _read_body(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("AmazonAthena."):  # answered here, outside the lock: a query runs on its own
+            status, answer_body = self.athena.handle(target.partition(".")[2], json.loads(body or b"{}"))
+            content = json.dumps(answer_body, default=str).encode()
+            start_response(f"{status} {'OK' if status == 200 else 'Bad Request'}",
+                           [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(content)))])
+            return [content]
         operation = target.partition(".")[2] if target.startswith("DynamoDB_") else ""
         answer: dict[str, Any] = {}
 

@@ -1,0 +1,270 @@
+"""The weekly analysis's pass on Amazon Athena: the queries of analysis/queries.py, rendered for
+Trino, over the eval logs and the feedback in S3; the results read back into the same Pass that the
+embedded engine collects (columnar.collect), so the statistics and the report are the same code.
+
+Two Glue tables, each one text column `line` per line of its files (gzip or not), partitioned by
+project and day with partition projection (no crawler, no partitions to add):
+- `eval_logs`: s3://<bucket>/eval-logs/<project>/dt=YYYY-MM-DD/ (the eval-log contract's layout);
+- `feedback`: s3://<bucket>/feedback-export/<project>/run=<window end>/, the feedback events of
+  one analysis exported from the table before the queries run (`export_feedback`), one JSON object
+  per line with its `position` (the order in which the table gave the events).
+
+The base relations are Trino SQL written here: `records` checks and types each line as the
+embedded reader does (a JSON string request_id, a timestamp that parses, a number for
+eval_scores.overall, the fields as Python's str() writes a string, True/False, or an integer), and
+gives each record a position: its file's rank by path times 2^32 plus its place in the file by
+(timestamp, line), since Athena does not know a line's number in its file (the embedded engine
+uses the order read: the same order for files whose lines go forward in time). `feedback_events`
+reads the export, whose events the API checked when it stored them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from feedback_loop.analysis import queries
+from feedback_loop.analysis.columnar import collect
+from feedback_loop.analysis.model import ChangeSides, Pass
+from feedback_loop.analysis.sql import literal
+from feedback_loop.dal.items import item_value
+
+EVAL_LOGS, FEEDBACK = "eval_logs", "feedback"
+FILE_RANK = 1 << 32  # a record's position: its file's rank times this, plus its place in the file
+
+
+def _table(name: str, location: str, template: str, partitions: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """A Glue TableInput: one text column per line of the files under `location`, partitions by
+    projection (`template`: where a partition's files are)."""
+    parameters = {"classification": "text", "projection.enabled": "true", "storage.location.template": template}
+    for key, projection in partitions.items():
+        parameters.update({f"projection.{key}.{k}": v for k, v in projection.items()})
+    return {
+        "Name": name, "TableType": "EXTERNAL_TABLE", "Parameters": parameters,
+        "PartitionKeys": [{"Name": key, "Type": "string"} for key in partitions],
+        "StorageDescriptor": {
+            "Columns": [{"Name": "line", "Type": "string"}], "Location": location,
+            "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+            "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            # one field per line: \u0001 never appears in a line that is JSON (JSON escapes control characters)
+            "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+                          "Parameters": {"field.delim": "\u0001", "serialization.format": "\u0001"}},
+        },
+    }
+
+
+def tables(bucket: str) -> list[dict[str, Any]]:
+    """The Glue tables of the Athena path (TableInput), for the data bucket."""
+    return [
+        _table(EVAL_LOGS, f"s3://{bucket}/eval-logs/", f"s3://{bucket}/eval-logs/${{project}}/dt=${{dt}}/",
+               {"project": {"type": "injected"},
+                "dt": {"type": "date", "format": "yyyy-MM-dd", "range": "2000-01-01,NOW", "interval": "1",
+                       "interval.unit": "DAYS"}}),
+        _table(FEEDBACK, f"s3://{bucket}/feedback-export/",
+               f"s3://{bucket}/feedback-export/${{project}}/run=${{run}}/",
+               {"project": {"type": "injected"}, "run": {"type": "injected"}}),
+    ]
+
+
+# --- the base relations, in Trino's SQL -------------------------------------------------------------
+def _path(*keys: str) -> str:
+    """A JSON path to a key, in brackets (any key)."""
+    return literal("$" + "".join("[" + orjson.dumps(key).decode() + "]" for key in keys))
+
+
+def _kind(value: str) -> str:
+    """The JSON type of a JSON value, as the embedded reader names it (NULL: absent)."""
+    return (f"CASE substr(json_format({value}), 1, 1) WHEN '\"' THEN 'VARCHAR' WHEN 't' THEN 'BOOLEAN' "
+            f"WHEN 'f' THEN 'BOOLEAN' WHEN 'n' THEN 'NULL' WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' "
+            f"WHEN '-' THEN 'NUMBER' WHEN '0' THEN 'NUMBER' WHEN '1' THEN 'NUMBER' WHEN '2' THEN 'NUMBER' "
+            f"WHEN '3' THEN 'NUMBER' WHEN '4' THEN 'NUMBER' WHEN '5' THEN 'NUMBER' WHEN '6' THEN 'NUMBER' "
+            f"WHEN '7' THEN 'NUMBER' WHEN '8' THEN 'NUMBER' WHEN '9' THEN 'NUMBER' END")
+
+
+def _text(value: str) -> str:
+    """A JSON scalar as Python's str() writes it: a string as it is, True/False, an integer's
+    digits, a fraction as Trino writes a double (which can differ from Python, as 1.0E16 from 1e+16:
+    see docs/REPORT.md); NULL for null and containers."""
+    scalar = f"json_extract_scalar({value}, '$')"
+    return (f"CASE {_kind(value)} WHEN 'VARCHAR' THEN {scalar} "
+            f"WHEN 'BOOLEAN' THEN CASE WHEN {scalar} = 'true' THEN 'True' ELSE 'False' END "
+            f"WHEN 'NUMBER' THEN CASE WHEN regexp_like({scalar}, '^-?[0-9]+$') THEN {scalar} "
+            f"ELSE CAST(CAST({scalar} AS DOUBLE) AS VARCHAR) END END")
+
+
+def _field(name: str) -> str:
+    """`metadata.x`, else a top-level scalar, else metadata's field of that name (the embedded rule)."""
+    in_metadata = f"{_kind('m')} = 'OBJECT'"
+    nested = "json_extract(m, " + _path(name.removeprefix("metadata.")) + ")"
+    if name.startswith("metadata."):
+        return f"CASE WHEN {in_metadata} THEN {_text(nested)} END"
+    top = "json_extract(j, " + _path(name) + ")"
+    return (f"CASE WHEN coalesce({_kind(top)} NOT IN ('OBJECT', 'ARRAY'), false) THEN {_text(top)} "
+            f"WHEN {in_metadata} THEN {_text(nested)} END")
+
+
+def _days(first: date, last: date) -> str:
+    """The partitions the embedded reader opens: the read range's days, with one day of slack each side."""
+    low, high = (first - timedelta(days=1)).isoformat(), (last + timedelta(days=1)).isoformat()
+    return f"dt BETWEEN {literal(low)} AND {literal(high)}"
+
+
+def records_sql(database: str, project: str, read_since: float, until: float, columns: queries.Columns) -> str:
+    """The `records` relation over the eval_logs table (Trino)."""
+    first = datetime.fromtimestamp(read_since, timezone.utc).date()
+    last = datetime.fromtimestamp(until, timezone.utc).date()
+    fields = "".join(f", {_field(name)} AS {column}" for name, column in columns.items())
+    field_columns = "".join(f", t.{column}" for column in columns.values())
+    request_id, timestamp = f"json_extract(j, {_path('request_id')})", f"json_extract(j, {_path('timestamp')})"
+    overall = f"json_extract(j, {_path('eval_scores', 'overall')})"
+    return f"""
+SELECT f.file_rank * {FILE_RANK} + row_number() OVER (PARTITION BY t.path ORDER BY t.moment, t.line) AS position,
+       t.request_id, t.moment, t.overall, t.is_json, t.is_object, t.cohort_field{field_columns},
+       t.prompt, t.output
+FROM (SELECT path, line, j IS NOT NULL AS is_json, coalesce(regexp_like(line, '^\\s*[{{]'), false) AS is_object,
+             CASE WHEN {_kind(request_id)} = 'VARCHAR' THEN json_extract_scalar(j, {_path('request_id')})
+                 END AS request_id,
+             CASE WHEN {_kind(timestamp)} = 'VARCHAR' THEN to_unixtime(try(from_iso8601_timestamp_nanos(
+                 json_extract_scalar(j, {_path('timestamp')})))) END AS moment,
+             CASE WHEN {_kind(overall)} = 'NUMBER' THEN CAST(json_extract_scalar(j, {_path('eval_scores', 'overall')})
+                 AS DOUBLE) END AS overall,
+             {_field('metadata.user_cohort')} AS cohort_field{fields},
+             json_format(json_extract(j, {_path('prompt')})) AS prompt,
+             json_format(json_extract(j, {_path('output')})) AS output
+      FROM (SELECT path, line, j, json_extract(j, {_path('metadata')}) AS m
+            FROM (SELECT "$path" AS path, line, try(json_parse(line)) AS j
+                  FROM {database}.{EVAL_LOGS}
+                  WHERE project = {literal(project)} AND {_days(first, last)} AND trim(line) <> '') AS l) AS p) AS t
+     JOIN (SELECT path, row_number() OVER (ORDER BY path) AS file_rank
+           FROM (SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS}
+                 WHERE project = {literal(project)} AND {_days(first, last)}) AS d) AS f ON f.path = t.path"""
+
+
+def feedback_events_sql(database: str, project: str, run: str) -> str:
+    """The `feedback_events` relation over one run's export (Trino)."""
+    event = "try(json_parse(line))"
+    return f"""
+SELECT CAST(json_extract_scalar(e, '$.position') AS BIGINT) AS position,
+       json_extract_scalar(e, '$.request_id') AS request_id, json_extract_scalar(e, '$.feedback_type') AS kind,
+       CASE json_extract_scalar(e, '$.feedback_type') WHEN 'explicit_thumbs_up' THEN 1.0E0
+            WHEN 'explicit_thumbs_down' THEN 0.0E0
+            WHEN 'explicit_rating' THEN (CAST(json_extract_scalar(e, '$.value') AS DOUBLE) - 1) / 4 END AS vote,
+       CASE WHEN json_extract_scalar(e, '$.feedback_type') = 'implicit_edit'
+            THEN json_extract_scalar(e, '$.value') END AS edited,
+       json_extract_scalar(e, '$.user_id') AS user_id,
+       to_unixtime(from_iso8601_timestamp_nanos(json_extract_scalar(e, '$.timestamp'))) AS event_at,
+       json_extract_scalar(e, '$.event_id') AS event_id, json_extract_scalar(e, '$.user_cohort') AS user_cohort
+FROM (SELECT {event} AS e FROM {database}.{FEEDBACK}
+      WHERE project = {literal(project)} AND run = {literal(run)} AND trim(line) <> '') AS l"""
+
+
+def statement(query: queries.Query, relations: dict[str, queries.Relation], base: dict[str, str]) -> str:
+    """One Trino statement: the base relations (Trino), then the relations the query reads and the
+    query itself (rendered from DuckDB's dialect)."""
+    rendered = queries.render(queries.inlined(query, relations), "trino")
+    with_base = ", ".join(f"{name} AS ({sql.strip()})" for name, sql in base.items())
+    if rendered.startswith("WITH "):
+        return f"WITH {with_base}, {rendered.removeprefix('WITH ')}"
+    return f"WITH {with_base} {rendered}"
+
+
+# --- exporting the feedback -------------------------------------------------------------------------
+EXPORT_FIELDS = ("request_id", "feedback_type", "value", "user_id", "user_cohort", "timestamp", "event_id")
+
+
+def run_name(until: datetime) -> str:
+    return until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
+def export_feedback(items: Any, s3: Any, bucket: str, project: str, run: str) -> int:
+    """The analysis's feedback events (FeedbackTable.feedback_in_window) as one JSON Lines object
+    under the feedback table's partition of this run, each with its position; returns how many.
+    One object per run, written whole: the run's queries read each event once."""
+    lines, count = [], 0
+    for position, item in enumerate(items):
+        event = {k: item[k] for k in EXPORT_FIELDS if item.get(k) is not None}
+        lines.append(orjson.dumps({"position": position, **event, "value": item_value(item)}))
+        count += 1
+    body = b"\n".join(lines) + (b"\n" if lines else b"")
+    s3.put_object(Bucket=bucket, Key=f"feedback-export/{project}/run={run}/events.jsonl", Body=body)
+    return count
+
+
+# --- running the queries ----------------------------------------------------------------------------
+class QueryFailed(RuntimeError):
+    pass
+
+
+_CONVERT = {"bigint": int, "integer": int, "smallint": int, "tinyint": int, "double": float, "real": float,
+            "decimal": float, "boolean": lambda text: text == "true"}
+
+
+class Athena:
+    """Runs statements on Athena (boto3) and reads their results: `run` and `batches`, the
+    interface of columnar.collect."""
+
+    def __init__(self, client: Any, database: str, output: str, workgroup: str | None = None,
+                 relations: dict[str, queries.Relation] | None = None, base: dict[str, str] | None = None,
+                 poll: float = 1.0, timeout: float = 840.0):
+        self.client, self.database, self.output, self.workgroup = client, database, output, workgroup
+        self.relations, self.base = relations or {}, base or {}
+        self.poll, self.timeout = poll, timeout
+        self.executed: list[str] = []  # the ids of the statements run, in order
+
+    def execute(self, sql: str) -> str:
+        request: dict[str, Any] = {"QueryString": sql, "QueryExecutionContext": {"Database": self.database},
+                                   "ResultConfiguration": {"OutputLocation": self.output},
+                                   "ClientRequestToken": str(uuid.uuid4())}
+        if self.workgroup:
+            request["WorkGroup"] = self.workgroup
+        execution = self.client.start_query_execution(**request)["QueryExecutionId"]
+        self.executed.append(execution)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            status = self.client.get_query_execution(QueryExecutionId=execution)["QueryExecution"]["Status"]
+            if status["State"] == "SUCCEEDED":
+                return execution
+            if status["State"] in ("FAILED", "CANCELLED"):
+                raise QueryFailed(f"Athena query {execution} {status['State']}: {status.get('StateChangeReason', '')}")
+            if time.monotonic() > deadline:
+                self.client.stop_query_execution(QueryExecutionId=execution)
+                raise QueryFailed(f"Athena query {execution} did not finish in {self.timeout:.0f} s")
+            time.sleep(self.poll)
+
+    def pages(self, execution: str) -> Iterator[list[tuple[Any, ...]]]:
+        """The result's rows, page by page, typed by the result's column types."""
+        paginator = self.client.get_paginator("get_query_results")
+        converters = None
+        for number, page in enumerate(paginator.paginate(QueryExecutionId=execution)):
+            if converters is None:
+                types = [c["Type"] for c in page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]]
+                converters = [_CONVERT.get(t, str) for t in types]
+            rows = page["ResultSet"]["Rows"][1 if number == 0 else 0:]  # the first row is the header
+            yield [tuple(None if "VarCharValue" not in cell else convert(cell["VarCharValue"])
+                         for convert, cell in zip(converters, row["Data"])) for row in rows]
+
+    def batches(self, query: queries.Query) -> Iterator[list[tuple[Any, ...]]]:
+        return self.pages(self.execute(statement(query, self.relations, self.base)))
+
+    def run(self, query: queries.Query) -> list[tuple[Any, ...]]:
+        return [row for page in self.batches(query) for row in page]
+
+
+def scan_athena(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
+                read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
+                skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0) -> tuple[Pass, int]:
+    """The pass of columnar.scan_files, on Athena: the same results of the same queries. Returns
+    the Pass and the number of feedback events read."""
+    columns = queries.columns(fields, sides)
+    base = {"records": records_sql(database, project, read_since, until, columns),
+            "feedback_events": feedback_events_sql(database, project, run)}
+    engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
+    events = engine.run(queries.EVENTS_COUNT)[0][0]
+    results = queries.pass_queries(window, fields, columns, sides)
+    return collect(engine, results, sides, fields, skipped), events

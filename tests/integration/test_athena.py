@@ -1,0 +1,110 @@
+"""The weekly analysis's pass on Athena, on the local stack: the feedback stored through the API,
+exported to S3; the eval logs in S3; the same queries rendered for Trino, answered by the local
+Athena (local/athena.py: each statement run on DuckDB over the emulated bucket); and report.json
+equal to the embedded engine's, every figure to 1e-9.
+
+No Trino engine runs here: see tests/unit/test_queries.py for how the Trino rendering is checked."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+
+from feedback_loop.analysis import athena
+from feedback_loop.analysis.columnar import scan_files
+from feedback_loop.analysis.evallogs import EvalLogSource
+from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.model import AnalysisSettings, change_sides, read_range
+from feedback_loop.analysis.report import report
+from feedback_loop.client import FeedbackClient
+from feedback_loop.models.changes import Change
+from feedback_loop.simulate import Scenario, simulate
+
+from ..unit.test_engine_parity import assert_same, plain
+
+pytestmark = pytest.mark.integration
+_END = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+SCENARIO = Scenario(start=_END - timedelta(days=14), requests=3_000, seed=9, days=14)
+DATABASE = "feedback_loop_local"
+BUCKET = "athena-test-data"  # not the stack's: the scheduled analysis of other tests reads every project there
+SETTINGS = AnalysisSettings()
+
+
+@pytest.fixture(scope="module")
+def week(stack, table):
+    """A project's two weeks: feedback through the API, eval logs in S3 (one file a day, and a
+    day with a second file holding a request read again and a line that is not JSON)."""
+    from feedback_loop.logic.keys import create_key
+
+    project = "athena-sim"
+    client = FeedbackClient(stack.api_url, create_key(table, project).plaintext)
+    records, events = simulate(SCENARIO)
+    for start in range(0, len(events), 500):
+        assert client.send_batch(events[start:start + 500]).rejected == 0
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    by_day = defaultdict(list)
+    for record in records:
+        by_day[record["timestamp"][:10]].append(record)
+    for day, rows in by_day.items():
+        body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+        s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/app-1.jsonl.gz", Body=body)
+    labelled = {e["request_id"] for e in events if e["feedback_type"].startswith("explicit_")}
+    again = next(r for r in records if r["request_id"] in labelled)
+    extra = json.dumps({**again, "eval_scores": {"overall": 0.01}}) + "\n{not json\n"
+    s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={again['timestamp'][:10]}/app-2.jsonl",
+                  Body=extra.encode())
+    glue = boto3.client("glue")
+    glue.create_database(DatabaseInput={"Name": DATABASE})
+    for table_input in athena.tables(BUCKET):
+        glue.create_table(DatabaseName=DATABASE, TableInput=table_input)
+    return project, s3
+
+
+def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
+    project, s3 = week
+    since, until = SCENARIO.end - timedelta(days=7), SCENARIO.end
+    changes = [*SCENARIO.changes(), Change(name="ab", effective_at=SCENARIO.start, variant_field="prompt_version",
+                                           control="v7", treatment="v8")]
+    start, measured = read_range(since, until, changes, SETTINGS)
+    window = (since.timestamp(), until.timestamp())
+    items = list(table.feedback_in_window(project, start, datetime.now(timezone.utc), 8))
+    assert len(items) > 500
+
+    embedded_feedback = FeedbackIndex()
+    embedded_feedback.add_items(items)
+    embedded_sides = change_sides(measured, since, until, SETTINGS)
+    embedded_skipped: Counter[str] = Counter()
+    embedded = scan_files(EvalLogSource(f"s3://{BUCKET}/eval-logs/{project}/", s3), embedded_feedback,
+                          embedded_sides, start.timestamp(), until.timestamp(), window, SETTINGS.segment_fields,
+                          embedded_skipped)
+
+    run = athena.run_name(until)
+    assert athena.export_feedback(items, s3, BUCKET, project, run) == len(items)
+    athena_sides = change_sides(measured, since, until, SETTINGS)
+    athena_skipped: Counter[str] = Counter()
+    collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
+                                           project, run, athena_sides, start.timestamp(), until.timestamp(), window,
+                                           SETTINGS.segment_fields, athena_skipped, poll=0.02)
+    assert events == len(items) == embedded_feedback.events
+    assert athena_skipped == embedded_skipped
+    assert embedded_skipped["duplicate_request_id"] == 1 and embedded_skipped["invalid_json"] == 1
+    athena_feedback = FeedbackIndex()
+    athena_feedback.events = events
+    generated = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    expected = report(project, embedded, embedded_feedback, embedded_sides, since, until, SETTINGS,
+                      embedded_skipped, generated_at=generated)
+    got = report(project, collected, athena_feedback, athena_sides, since, until, SETTINGS, athena_skipped,
+                 generated_at=generated)
+    assert expected.report["counts"]["requests_with_human_score"] > 100
+    assert {i["change"] for i in expected.report["impact"]} == {"prompt-v8", "model-minor-bump", "ab"}
+    assert_same(plain(expected.report), plain(got.report))
+    assert list(expected.datasets.labelled()) == list(got.datasets.labelled())
+    # the results are where Athena writes them
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="athena-results/")["Contents"]}
+    assert len([k for k in keys if k.endswith(".csv")]) >= 8
