@@ -30,7 +30,7 @@ from ..unit.test_engine_parity import assert_same, plain
 pytestmark = pytest.mark.integration
 _END = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 SCENARIO = Scenario(start=_END - timedelta(days=14), requests=3_000, seed=9, days=14)
-DATABASE = "feedback_loop_local"
+DATABASE = "athena_test"  # its tables read BUCKET; the stack's own database reads the stack's bucket
 BUCKET = "athena-test-data"  # not the stack's: the scheduled analysis of other tests reads every project there
 SETTINGS = AnalysisSettings()
 
@@ -46,6 +46,7 @@ def week(stack, table):
     records, events = simulate(SCENARIO)
     for start in range(0, len(events), 500):
         assert client.send_batch(events[start:start + 500]).rejected == 0
+    assert client.send_batch(events[:300]).rejected == 0  # a client's retry: the same events, stored once
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     by_day = defaultdict(list)
@@ -63,11 +64,11 @@ def week(stack, table):
     glue.create_database(DatabaseInput={"Name": DATABASE})
     for table_input in athena.tables(BUCKET):
         glue.create_table(DatabaseName=DATABASE, TableInput=table_input)
-    return project, s3
+    return project, s3, events
 
 
 def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
-    project, s3 = week
+    project, s3, _ = week
     since, until = SCENARIO.end - timedelta(days=7), SCENARIO.end
     changes = [*SCENARIO.changes(), Change(name="ab", effective_at=SCENARIO.start, variant_field="prompt_version",
                                            control="v7", treatment="v8")]
@@ -108,3 +109,17 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
     # the results are where Athena writes them
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="athena-results/")["Contents"]}
     assert len([k for k in keys if k.endswith(".csv")]) >= 8
+
+
+def test_each_acknowledged_event_is_exported_exactly_once(table, week) -> None:
+    """Every event the API acknowledged (some sent twice) is in the run's export once, and nothing else."""
+    project, s3, events = week
+    items = table.feedback_in_window(project, SCENARIO.start, datetime.now(timezone.utc), 8)
+    assert athena.export_feedback(items, s3, BUCKET, project, "exactly-once") == len(events)
+    body = s3.get_object(Bucket=BUCKET, Key=f"feedback-export/{project}/run=exactly-once/events.jsonl")["Body"]
+    exported = [json.loads(line) for line in body.read().splitlines()]
+    assert sorted(e["event_id"] for e in exported) == sorted(e["event_id"] for e in events)
+    assert [e["position"] for e in exported] == list(range(len(events)))
+    sent = {e["event_id"]: e for e in events}
+    assert all(e["value"] == sent[e["event_id"]]["value"] and e["request_id"] == sent[e["event_id"]]["request_id"]
+               for e in exported)

@@ -63,3 +63,25 @@ def test_local_table_is_built_from_the_template_properties(stack, template: Temp
 def test_committed_openapi_document_is_current() -> None:
     committed = json.loads((ROOT / "docs/openapi.json").read_text())
     assert committed == openapi_document(str(ROOT / "template.yaml")), "run `make openapi` and commit docs/openapi.json"
+
+
+def test_the_athena_tables_of_the_template_are_those_the_analysis_reads(stack, template: Template) -> None:
+    """The Glue tables in template.yaml are analysis/athena.py's (written twice: in the template for
+    CloudFormation, in the code for the queries and the local Athena), and the local stack builds them."""
+    import boto3
+
+    from feedback_loop.analysis import athena
+
+    bucket = template.physical_name("DataBucket")
+    declared = [template.resolve(r["Properties"]["TableInput"]) for r in template.of_type("AWS::Glue::Table").values()]
+    assert sorted(declared, key=lambda t: t["Name"]) == sorted(athena.tables(bucket), key=lambda t: t["Name"])
+    database = template.physical_name("AnalysisDatabase")
+    assert database == "feedback_loop_local"  # the stack's name, as Athena takes it: lower case, no hyphen
+    glue = boto3.client("glue")
+    stored = {t["Name"]: t for t in glue.get_tables(DatabaseName=database)["TableList"]}
+    assert set(stored) == {athena.EVAL_LOGS, athena.FEEDBACK}
+    assert stored["eval_logs"]["Parameters"]["storage.location.template"] == \
+        f"s3://{stack.bucket}/eval-logs/${{project}}/dt=${{dt}}/"
+    workgroup = template.resolve(template.resources["AnalysisWorkGroup"]["Properties"])
+    assert workgroup["WorkGroupConfiguration"]["ResultConfiguration"]["OutputLocation"] == \
+        f"s3://{bucket}/athena-results/"

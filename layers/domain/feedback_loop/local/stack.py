@@ -157,6 +157,12 @@ class LocalStack:
         events = boto3.client("events")
         for logical_id in self.template.of_type("AWS::Events::EventBus"):
             events.create_event_bus(Name=self.name_of(logical_id))
+        glue = boto3.client("glue")  # the Athena path's tables, which the local Athena reads
+        for resource in self.template.of_type("AWS::Glue::Database").values():
+            glue.create_database(DatabaseInput=self.template.resolve(resource["Properties"]["DatabaseInput"]))
+        for resource in self.template.of_type("AWS::Glue::Table").values():
+            props = self.template.resolve(resource["Properties"])
+            glue.create_table(DatabaseName=props["DatabaseName"], TableInput=props["TableInput"])
 
     # --- life cycle ---------------------------------------------------------------------------
 

@@ -60,9 +60,11 @@ class Template:
 
     def physical_name(self, logical_id: str) -> str:
         resource = self.resources[logical_id]
+        if resource["Type"] == "AWS::Glue::Database":  # Glue keeps names in lower case
+            return str(self.resolve(resource["Properties"]["DatabaseInput"]["Name"])).lower()
         explicit = resource.get("Properties", {}).get(
             {"AWS::DynamoDB::Table": "TableName", "AWS::S3::Bucket": "BucketName",
-             "AWS::Events::EventBus": "Name"}.get(resource["Type"], ""), None)
+             "AWS::Events::EventBus": "Name", "AWS::Athena::WorkGroup": "Name"}.get(resource["Type"], ""), None)
         if explicit is not None:
             return str(self.resolve(explicit))
         return f"{self.stack_name}-{logical_id}".lower() if resource["Type"] == "AWS::S3::Bucket" \
@@ -122,10 +124,14 @@ class Template:
                 return self._get_att(logical_id, attribute)
             if key == "Fn::Sub":
                 text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
-                return _SUB_VARIABLE.sub(lambda m: self._sub_variable(m.group(1), extra), text)
+                substituted = _SUB_VARIABLE.sub(lambda m: self._sub_variable(m.group(1), extra), text)
+                return substituted.replace("${!", "${")  # ${!x} is a literal ${x}
             if key == "Fn::Join":
                 separator, parts = arg
                 return separator.join(str(p) for p in self.resolve(parts))
+            if key == "Fn::Split":
+                separator, text = arg
+                return str(self.resolve(text)).split(separator)
             if key == "Fn::If":
                 name, when_true, when_false = arg
                 return self.resolve(when_true if self.condition(name) else when_false)
