@@ -123,3 +123,10 @@ def test_each_acknowledged_event_is_exported_exactly_once(table, week) -> None:
     sent = {e["event_id"]: e for e in events}
     assert all(e["value"] == sent[e["event_id"]]["value"] and e["request_id"] == sent[e["event_id"]]["request_id"]
                for e in exported)
+
+
+def test_a_statement_athena_refuses_stops_the_pass_with_its_reason(week) -> None:
+    runner = athena.Athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/", poll=0.02)
+    with pytest.raises(athena.QueryFailed, match="FAILED: .*no_such_table"):
+        runner.execute(f"SELECT count(*) FROM {DATABASE}.no_such_table")
+    assert len(runner.executed) == 1
