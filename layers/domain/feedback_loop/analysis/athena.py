@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -216,8 +216,10 @@ class Athena:
         self.relations, self.base = relations or {}, base or {}
         self.poll, self.timeout = poll, timeout
         self.executed: list[str] = []  # the ids of the statements run, in order
+        self._started: dict[queries.Query, str] = {}  # started by start_all, not yet read
 
-    def execute(self, sql: str) -> str:
+    def start(self, sql: str) -> str:
+        """A statement started (not waited for): its execution id."""
         request: dict[str, Any] = {"QueryString": sql, "QueryExecutionContext": {"Database": self.database},
                                    "ResultConfiguration": {"OutputLocation": self.output},
                                    "ClientRequestToken": str(uuid.uuid4())}
@@ -225,6 +227,10 @@ class Athena:
             request["WorkGroup"] = self.workgroup
         execution = self.client.start_query_execution(**request)["QueryExecutionId"]
         self.executed.append(execution)
+        return execution
+
+    def wait(self, execution: str) -> str:
+        """An execution waited for until it succeeds (its id), or QueryFailed."""
         deadline = time.monotonic() + self.timeout
         while True:
             status = self.client.get_query_execution(QueryExecutionId=execution)["QueryExecution"]["Status"]
@@ -236,6 +242,15 @@ class Athena:
                 self.client.stop_query_execution(QueryExecutionId=execution)
                 raise QueryFailed(f"Athena query {execution} did not finish in {self.timeout:.0f} s")
             time.sleep(self.poll)
+
+    def execute(self, sql: str) -> str:
+        return self.wait(self.start(sql))
+
+    def start_all(self, results: Iterable[queries.Query]) -> None:
+        """Every result started at once (Athena runs them side by side); run and batches then wait
+        for the one they need."""
+        for query in results:
+            self._started.setdefault(query, self.start(statement(query, self.relations, self.base)))
 
     def pages(self, execution: str) -> Iterator[list[tuple[Any, ...]]]:
         """The result's rows, page by page, typed by the result's column types."""
@@ -250,7 +265,9 @@ class Athena:
                          for convert, cell in zip(converters, row["Data"])) for row in rows]
 
     def batches(self, query: queries.Query) -> Iterator[list[tuple[Any, ...]]]:
-        return self.pages(self.execute(statement(query, self.relations, self.base)))
+        started = self._started.pop(query, None)
+        execution = self.wait(started) if started else self.execute(statement(query, self.relations, self.base))
+        return self.pages(execution)
 
     def run(self, query: queries.Query) -> list[tuple[Any, ...]]:
         return [row for page in self.batches(query) for row in page]
@@ -265,6 +282,7 @@ def scan_athena(client: Any, database: str, output: str, project: str, run: str,
     base = {"records": records_sql(database, project, read_since, until, columns),
             "feedback_events": feedback_events_sql(database, project, run)}
     engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
-    events = engine.run(queries.EVENTS_COUNT)[0][0]
     results = queries.pass_queries(window, fields, columns, sides)
+    engine.start_all([queries.EVENTS_COUNT, *results.values()])
+    events = engine.run(queries.EVENTS_COUNT)[0][0]
     return collect(engine, results, sides, fields, skipped), events
