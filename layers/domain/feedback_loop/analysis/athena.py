@@ -24,13 +24,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import orjson
 
 from feedback_loop.analysis import queries
 from feedback_loop.analysis.columnar import collect
+from feedback_loop.analysis.evallogs import partition_range
 from feedback_loop.analysis.model import ChangeSides, Pass
 from feedback_loop.analysis.sql import literal
 from feedback_loop.dal.items import item_value
@@ -110,9 +111,9 @@ def _field(name: str) -> str:
 
 
 def _days(first: date, last: date) -> str:
-    """The partitions the embedded reader opens: the read range's days, with one day of slack each side."""
-    low, high = (first - timedelta(days=1)).isoformat(), (last + timedelta(days=1)).isoformat()
-    return f"dt BETWEEN {literal(low)} AND {literal(high)}"
+    """The partitions the embedded reader opens (evallogs.partition_range)."""
+    low, high = partition_range(first, last)
+    return f"dt BETWEEN {literal(low.isoformat())} AND {literal(high.isoformat())}"
 
 
 def records_sql(database: str, project: str, read_since: float, until: float, columns: queries.Columns) -> str:
@@ -186,14 +187,12 @@ def export_feedback(items: Any, s3: Any, bucket: str, project: str, run: str) ->
     """The analysis's feedback events (FeedbackTable.feedback_in_window) as one JSON Lines object
     under the feedback table's partition of this run, each with its position; returns how many.
     One object per run, written whole: the run's queries read each event once."""
-    lines, count = [], 0
+    lines = []
     for position, item in enumerate(items):
         event = {k: item[k] for k in EXPORT_FIELDS if item.get(k) is not None}
-        lines.append(orjson.dumps({"position": position, **event, "value": item_value(item)}))
-        count += 1
-    body = b"\n".join(lines) + (b"\n" if lines else b"")
-    s3.put_object(Bucket=bucket, Key=f"feedback-export/{project}/run={run}/events.jsonl", Body=body)
-    return count
+        lines.append(orjson.dumps({"position": position, **event, "value": item_value(item)}) + b"\n")
+    s3.put_object(Bucket=bucket, Key=f"feedback-export/{project}/run={run}/events.jsonl", Body=b"".join(lines))
+    return len(lines)
 
 
 # --- running the queries ----------------------------------------------------------------------------
@@ -285,4 +284,4 @@ def scan_athena(client: Any, database: str, output: str, project: str, run: str,
     results = queries.pass_queries(window, fields, columns, sides)
     engine.start_all([queries.EVENTS_COUNT, *results.values()])
     events = engine.run(queries.EVENTS_COUNT)[0][0]
-    return collect(engine, results, sides, fields, skipped), events
+    return collect(engine, results, sides, skipped), events

@@ -329,11 +329,10 @@ def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
              read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
              skipped: Counter[str], progress: Callable[[int, int, str], None] | None) -> Pass:
     load_records(scanner, source, read_since, until, skipped, progress)
-    return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides), sides, fields, skipped)
+    return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides), sides, skipped)
 
 
-def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSides], fields: tuple[str, ...],
-            skipped: Counter[str]) -> Pass:
+def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSides], skipped: Counter[str]) -> Pass:
     """What a pass collects, from the results of queries.pass_queries as an engine answers them
     (`engine.run(query)`: the rows; `engine.batches(query)`: the rows in batches): the embedded
     engine (Scanner) or Athena (analysis/athena.py)."""
@@ -356,7 +355,7 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
             result.cohort_contradictory[name] = contradictory
     for i, change_sides in enumerate(sides):
         _fill_sides(change_sides, engine.run(results[f"side {i}"]))
-    _rows(engine.batches(results["rows"]), result, fields)
+    _rows(engine.batches(results["rows"]), result)
     return result
 
 
@@ -386,7 +385,7 @@ def _fill_sides(change_sides: ChangeSides, rows: list[tuple[Any, ...]]) -> None:
         side.human = orjson.loads(human) if human else []  # JSON text (queries.side)
 
 
-def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass, fields: tuple[str, ...]) -> None:
+def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:
     """The labelled rows (queries.rows) into result.rows, with their implicit scores, then in the
     order read (by position: the query leaves them in no order, which DuckDB would otherwise sort
     with their prompts and outputs)."""
@@ -407,7 +406,7 @@ def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass, fields: tuple[
             rows.human.append(human)
             rows.n_users.append(n_users)
             rows.cohort.append(same.setdefault(cohort_name, cohort_name))
-            values = tuple(segments[:len(fields)])
+            values = tuple(segments)
             rows.segments.append(same.setdefault(values, values))
             implicit = implicit_score(latest, text if isinstance(text, str) else None).value
             rows.implicit.append(math.nan if implicit is None else implicit)

@@ -62,10 +62,17 @@ def partition_day(name: str) -> date | None:
     return date.fromisoformat(match.group(1)) if match else None
 
 
+def partition_range(first: date, last: date) -> tuple[date, date]:
+    """The partitions read for the days first to last: a day of slack each side, for writers that
+    partition by local date."""
+    return first - timedelta(days=1), last + timedelta(days=1)
+
+
 def in_days(name: str, first: date, last: date) -> bool:
-    """Partition pruning, with a day of slack each side for writers that partition by local date."""
+    """Partition pruning (partition_range)."""
     day = partition_day(name)
-    return day is None or first - timedelta(days=1) <= day <= last + timedelta(days=1)
+    low, high = partition_range(first, last)
+    return day is None or low <= day <= high
 
 
 @dataclass

@@ -58,7 +58,7 @@ _TYPES = {feedback_type.value: feedback_type for feedback_type in FeedbackType}
 
 def signals(kinds: list[str] | None, texts: list[str | None] | None) -> list[tuple[str, str | None]] | None:
     """Each user's latest implicit signal as (type, edited text), from feedback_signals' two lists."""
-    return list(zip(kinds, texts or [None] * len(kinds))) if kinds else None
+    return list(zip(kinds, texts)) if kinds else None
 
 
 def implicit_score(signals: list[tuple[str, str | None]] | None, output: str | None) -> Score:
@@ -284,7 +284,7 @@ class FeedbackIndex:
         for relation in queries.FEEDBACK_RELATIONS:  # reduced per request, then the events dropped
             queries.create(connection, relation)
         if not keep_events:
-            connection.execute("DROP VIEW feedback_votes; DROP TABLE feedback_events")
+            connection.execute(f"DROP VIEW {queries.FEEDBACK_VOTES.name}; DROP TABLE feedback_events")
 
     def _load_chunk(self, connection: Any, lines: list[str | bytes], position: int, number: int,
                     until: datetime | None, now: datetime) -> None:

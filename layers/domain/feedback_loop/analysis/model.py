@@ -116,13 +116,13 @@ class Texts:
         self._flushed = True
 
     def append(self, text: str | None) -> None:
-        if text is None:
+        self._append_bytes(None if text is None else text.encode())
+
+    def _append_bytes(self, data: bytes | None) -> None:
+        if data is None:
             self._starts.append(-1)
             self._lengths.append(0)
             return
-        self._append_bytes(text.encode())
-
-    def _append_bytes(self, data: bytes) -> None:
         self._file.write(data)
         self._starts.append(self._size)
         self._lengths.append(len(data))
@@ -162,11 +162,7 @@ class Texts:
         old, starts, lengths = self._file, self._starts, self._lengths
         self._file, self._starts, self._lengths, self._size = tempfile.TemporaryFile(), array("q"), array("q"), 0
         for index in order:
-            if starts[index] < 0:
-                self._starts.append(-1)
-                self._lengths.append(0)
-            else:
-                self._append_bytes(os.pread(old.fileno(), lengths[index], starts[index]))
+            self._append_bytes(None if starts[index] < 0 else os.pread(old.fileno(), lengths[index], starts[index]))
         old.close()
 
     def _flush(self) -> None:

@@ -21,7 +21,6 @@ import io
 import re
 import tempfile
 import threading
-import traceback
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,7 +134,6 @@ class LocalAthena:
                 execution.update(columns=columns, rows=rows, state="SUCCEEDED")
         except Exception as error:  # the query's failure is Athena's answer, not the emulator's
             execution.update(state="FAILED", reason=f"{type(error).__name__}: {error}")
-            execution["trace"] = traceback.format_exc()
 
     def execute(self, sql: str, database: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
         """A Trino statement run on DuckDB over the emulator's Glue tables (each named with its
