@@ -2,7 +2,8 @@
 
     .venv/bin/python -m tests.deployed_template > build/template.json   (what `make check-template` scans)
 
-Code and layer folders become the s3:// URIs `sam deploy` uploads them to. The transform asks IAM
+Code and layer folders become the s3:// URIs `sam deploy` uploads them to; a state machine's
+definition file is inlined (what `sam deploy` uploads and CloudFormation reads back). The transform asks IAM
 for managed policy ARNs only for policies named by their short name; the template names none, so
 nothing is looked up and no AWS account is needed.
 """
@@ -28,6 +29,10 @@ def transformed(path: Path = TEMPLATE) -> dict[str, Any]:
         for uri in ("CodeUri", "ContentUri"):
             if uri in resource.get("Properties", {}):
                 resource["Properties"][uri] = f"s3://packaged/{resource['Properties'][uri].strip('/')}.zip"
+        definition = resource.get("Properties", {}).pop("DefinitionUri", None) if resource["Type"] == \
+            "AWS::Serverless::StateMachine" else None
+        if definition is not None:
+            resource["Properties"]["Definition"] = json.loads((path.parent / definition).read_text())
     translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name="eu-west-1"))
     return translator.translate(source, parameter_values={"AWS::AccountId": "111122223333",
                                                           "AWS::StackName": "feedback-loop"},

@@ -60,6 +60,8 @@ def week(stack, table):
     extra = json.dumps({**again, "eval_scores": {"overall": 0.01}}) + "\n{not json\n"
     s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={again['timestamp'][:10]}/app-2.jsonl",
                   Body=extra.encode())
+    # not an eval-log file (the embedded reader reads JSON Lines and Parquet by name): not read either way
+    s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={again['timestamp'][:10]}/_SUCCESS", Body=b"done\n")
     glue = boto3.client("glue")
     glue.create_database(DatabaseInput={"Name": DATABASE})
     for table_input in athena.tables(BUCKET):
@@ -130,3 +132,27 @@ def test_a_statement_athena_refuses_stops_the_pass_with_its_reason(week) -> None
     with pytest.raises(athena.QueryFailed, match="FAILED: .*no_such_table"):
         runner.execute(f"SELECT count(*) FROM {DATABASE}.no_such_table")
     assert len(runner.executed) == 1
+
+
+def test_auto_runs_on_athena_from_the_threshold_of_bytes_under_the_pass(table, week) -> None:
+    """The plan counts the bytes of the partitions the pass opens (a day of slack each side), by
+    listing, and `auto` picks Athena from the threshold on."""
+    from feedback_loop.analysis import weekly
+
+    project, s3, _ = week
+    listed = {o["Key"]: o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=f"eval-logs/{project}/") for o in page.get("Contents", [])}
+    first, last = (SCENARIO.end - timedelta(days=3)).date(), (SCENARIO.end - timedelta(days=1)).date()
+    days = {(first + timedelta(days=n)).isoformat() for n in range(-1, (last - first).days + 2)}
+    expected = sum(size for key, size in listed.items() if key.split("/dt=")[1][:10] in days)
+    assert 0 < expected < sum(listed.values())
+    assert weekly.eval_log_bytes(s3, BUCKET, project, first, last) == (expected, 0)
+    assert weekly.choose_engine("auto", expected, expected)[0] == "athena"
+    assert weekly.choose_engine("auto", expected, expected + 1)[0] == "embedded"
+    assert weekly.choose_engine("embedded", expected, 0)[0] == "embedded"
+    # a pass with Parquet files runs where they are read: the Athena tables read JSON Lines
+    assert weekly.choose_engine("athena", expected, 0, parquet=1) == (
+        "embedded", "Parquet eval logs: the Athena path reads JSON Lines only")
+    [planned] = weekly.plan([project], SCENARIO.end, s3=s3, table=table, bucket=BUCKET, engine="auto", threshold=1,
+                            window=timedelta(days=7), settings=SETTINGS)
+    assert planned["engine"] == "athena" and planned["bytes"] > expected

@@ -1,4 +1,5 @@
-"""The scheduled analysis on the local stack: HTTP feedback + S3 eval logs → schedule → S3 reports + event."""
+"""The scheduled analysis on the local stack: HTTP feedback + S3 eval logs → schedule → the weekly
+state machine → S3 reports + event; the same week on Athena through the same state machine."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from feedback_loop.client import FeedbackClient
 from feedback_loop.simulate import Scenario, simulate
 
 from ..analysis_data import write_eval_logs, write_feedback
+from ..unit.test_engine_parity import assert_same, plain
 
 pytestmark = pytest.mark.integration
 # Two weeks that ended yesterday, as a real weekly run sees them (feedback may come an hour later).
@@ -45,7 +47,7 @@ def week(stack, table, tmp_path_factory):
     for day, rows in by_day.items():
         body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
         s3.put_object(Bucket=stack.bucket, Key=f"eval-logs/{project}/dt={day}/app-1.jsonl.gz", Body=body)
-    result = stack.fire_schedule(SCENARIO.end, "AnalysisFunction")["AnalysisFunction"]
+    result = stack.fire_schedule(SCENARIO.end, "AnalysisStateMachine")["AnalysisStateMachine"]
     delivered = stack.bus.wait_for("AnalysisCompleted", where=lambda event: event["detail"]["project"] == project)
     local = tmp_path_factory.mktemp("weekly")
     return project, records, events, result, delivered, s3, local
@@ -54,7 +56,11 @@ def week(stack, table, tmp_path_factory):
 def test_the_schedule_writes_the_report_and_datasets_to_s3(stack, week) -> None:
     project, _, _, result, _, s3, _ = week
     prefix = f"reports/{project}/{WINDOW_KEY}/"
-    assert result["reports"][project] == f"s3://{stack.bucket}/{prefix}report.json"
+    assert result["status"] == "SUCCEEDED"
+    [done] = [r for r in result["output"]["results"] if r["project"] == project]
+    # a small project runs on the embedded engine (AnalysisEngine auto, under AthenaThresholdBytes)
+    assert done == {"project": project, "engine": "embedded", "report": f"s3://{stack.bucket}/{prefix}report.json",
+                    "failed": False}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix)["Contents"]}
     assert keys == {prefix + n for n in ("report.json", "report.html", "disagreements.jsonl", "labelled.jsonl")}
     html = s3.get_object(Bucket=stack.bucket, Key=prefix + "report.html")
@@ -103,7 +109,7 @@ def test_the_analysis_reads_feedback_through_the_day_index_without_scans(stack, 
     client = patient_dynamodb_client()  # the scheduled functions' shared client
     client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
     try:
-        stack.fire_schedule(SCENARIO.end, "AnalysisFunction")
+        stack.fire_schedule(SCENARIO.end, "AnalysisStateMachine")
     finally:
         client.meta.events.unregister("before-call.dynamodb.*")
     # other functions (the retrain function, triggered by the run's event) share the client: the
@@ -152,3 +158,45 @@ def test_the_same_week_from_s3_and_from_files(stack, week) -> None:
         results.append(json.loads(json.dumps((analysis.report, analysis.labelled, analysis.disagreements))))
     assert results[0][0]["counts"]["eval_records"] > 1000
     assert results[0] == results[1]
+
+
+# last in the module: it writes the week's report again, from Athena
+def test_the_same_week_on_athena_through_the_state_machine(stack, week) -> None:
+    """Started by hand with engine athena: the feedback exported, the statements started and polled
+    by the state machine, the results read into the report: every figure equal to the embedded
+    engine's, and the event sent again."""
+    project, _, _, _, _, s3, _ = week
+    key = f"reports/{project}/{WINDOW_KEY}/report.json"
+    embedded = json.loads(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    announced = len(stack.bus.wait_for("AnalysisCompleted", where=lambda event: event["detail"]["project"] == project))
+    execution = stack.states.execute("AnalysisStateMachine", {"time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                              "engine": "athena", "projects": [project]})
+    assert execution["status"] == "SUCCEEDED", execution
+    assert execution["output"]["results"] == [{"project": project, "engine": "athena", "failed": False,
+                                               "report": f"s3://{stack.bucket}/{key}"}]
+    on_athena = json.loads(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    for report in (embedded, on_athena):
+        report.pop("generated_at")
+    assert on_athena["counts"]["requests_with_human_score"] > 100
+    assert_same(plain(embedded), plain(on_athena))
+    history = boto3.client("stepfunctions").get_execution_history(executionArn=execution["arn"],
+                                                                  maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    assert entered[:4] == ["Plan", "Projects", "Engine", "OnAthena"] and "Embedded" not in entered
+    assert entered.count("Poll") >= 1 and entered[-3:] == ["Summary", "AnyFailed", "Done"]
+    state = json.loads(s3.get_object(Bucket=stack.bucket, Key=f"athena-results/passes/{project}/{WINDOW_KEY}.json")
+                       ["Body"].read())
+    ids = set(state["executions"].values())
+    athena = boto3.client("athena")
+    assert {athena.get_query_execution(QueryExecutionId=i)["QueryExecution"]["Status"]["State"] for i in ids} == {
+        "SUCCEEDED"}
+    stack.bus.wait_for("AnalysisCompleted", count=announced + 1, timeout=60,
+                       where=lambda event: event["detail"]["project"] == project)
+
+
+def test_a_run_asked_for_an_unknown_engine_fails_naming_it(stack, week) -> None:
+    """A failed execution (what the alarm on the state machine counts) says what failed."""
+    execution = stack.states.execute("AnalysisStateMachine", {"time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                              "engine": "spark", "projects": [week[0]]})
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "ValueError" and "engine: 'spark' is not one of" in execution["cause"]

@@ -62,11 +62,17 @@ def test_every_scheduled_and_rule_target_retries_then_keeps_what_failed(deployed
 
 def test_alarms_cover_the_api_every_function_failed_events_and_training(deployed) -> None:
     alarms = of_type(deployed, "AWS::CloudWatch::Alarm").values()
-    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"] for a in alarms}
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"] for a in alarms
+               if "Namespace" in a["Properties"]}
+    errors = [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == "Errors"]
+    # metric math: the weekly state machine's failed and timed-out executions, added
+    stats = [m["MetricStat"]["Metric"] for a in alarms for m in a["Properties"].get("Metrics", []) if "MetricStat" in m]
+    assert {(m["Namespace"], m["MetricName"]) for m in stats} == {("AWS/States", "ExecutionsFailed"),
+                                                                  ("AWS/States", "ExecutionsTimedOut")}
+    assert all(refs(m["Dimensions"]) == {"AnalysisStateMachine"} for m in stats)
     assert ("AWS/ApiGateway", "5XXError") in watched
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched
     assert ("FeedbackLoop", "TrainingJobsFailed") in watched
-    errors = [a["Properties"] for a in alarms if a["Properties"]["MetricName"] == "Errors"]
     assert {next(iter(refs(a["Dimensions"]))) for a in errors} == set(FUNCTIONS)
     for alarm in alarms:
         assert refs(alarm["Properties"]["AlarmActions"]) == {"AlarmTopic"}
@@ -151,7 +157,11 @@ def test_sizes_fit_a_new_account(deployed) -> None:
 
 # actions that IAM cannot scope to a resource: "*" is their only possible Resource
 UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "xray:PutTraceSegments",
-              "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"}
+              "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
+              # a state machine's log delivery (these actions take no resource: the Step Functions guide)
+              "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+              "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
+              "logs:DescribeLogGroups"}
 
 
 def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
@@ -185,3 +195,40 @@ def test_roles_have_least_privilege(deployed) -> None:
     authorizer = {a for s in statements(roles["AuthorizerFunctionRole"]) for a in s["Action"]
                   if a.startswith("dynamodb:")}
     assert authorizer == {"dynamodb:GetItem"}  # the authorizer reads keys, nothing else
+
+
+def test_the_schedule_starts_the_weekly_state_machine_which_retries_and_reports_failures(deployed) -> None:
+    resources = deployed["Resources"]
+    scheduled = [r for r in of_type(deployed, "AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]]
+    [schedule] = scheduled
+    [target] = schedule["Properties"]["Targets"]
+    assert refs(target["Arn"]) == {"AnalysisStateMachine"}
+    machine = resources["AnalysisStateMachine"]["Properties"]
+    assert machine["TracingConfiguration"] == {"Enabled": True}
+    assert refs(machine["LoggingConfiguration"]) == {"AnalysisStateMachineLogGroup"}
+    assert refs(machine["DefinitionSubstitutions"]) == {"AnalysisFunction"}
+    assert "${AnalysisFunctionArn}" in str(machine["DefinitionString"])
+
+    def states(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        found = dict(node["States"])
+        for state in node["States"].values():
+            for inner in [state.get("ItemProcessor"), *state.get("Branches", [])]:
+                if inner:
+                    found.update(states(inner))
+        return found
+
+    from pathlib import Path
+    import json
+
+    every = states(json.loads((Path(__file__).parents[2] / "statemachine/weekly-analysis.asl.json").read_text()))
+    tasks = {name: state for name, state in every.items() if state["Type"] == "Task"}
+    assert {"Plan", "Embedded", "StartQueries", "Poll", "Stop", "Report"} == set(tasks)
+    assert all(state.get("Retry") for state in tasks.values())  # every call retries what is transient
+    assert every["Wait"]["Type"] == "Wait"  # Athena is polled from the state machine, no function waits
+    assert every["OnAthena"]["Retry"][0]["ErrorEquals"] == ["AthenaQueryFailed"]
+    assert {c["Next"] for c in every["Embedded"]["Catch"] + every["OnAthena"]["Catch"]} == {"ProjectFailed"}
+    assert every["ProjectsFailed"]["Type"] == "Fail"  # a failed project fails the execution (the alarm)
+    role = statements(resources["AnalysisStateMachineRole"])
+    athena = [s for s in role if any(a.startswith("athena:") for a in s["Action"])]
+    assert [sorted(s["Action"]) for s in athena] == [["athena:BatchGetQueryExecution", "athena:StopQueryExecution"]]
+    assert {r for r in refs(athena[0]["Resource"]) if not r.startswith("AWS::")} == {"AnalysisWorkGroup"}

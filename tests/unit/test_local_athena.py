@@ -46,6 +46,10 @@ def test_a_statement_that_fails_is_failed_with_its_reason() -> None:
             break
         time.sleep(0.01)
     assert execution["Status"]["State"] == "FAILED" and "ParseError" in execution["Status"]["StateChangeReason"]
+    # the state machine polls every statement of a pass in one call; an unknown id comes back apart
+    status, batch = athena.handle("BatchGetQueryExecution", {"QueryExecutionIds": [started["QueryExecutionId"], "x"]})
+    assert status == 200 and [e["Status"]["State"] for e in batch["QueryExecutions"]] == ["FAILED"]
+    assert [u["QueryExecutionId"] for u in batch["UnprocessedQueryExecutionIds"]] == ["x"]
     assert athena.handle("GetQueryResults", started)[0] == 400
     assert athena.handle("StartQueryExecution", {"QueryString": "SELECT 1"})[0] == 400  # no output location
     assert athena.handle("CreateNamedQuery", {})[0] == 400

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +68,14 @@ class AnalysisFunctionSettings(BaseSettings):
     target_feedback_rate: float = Field(default=0.05, ge=0, le=1, validation_alias="TARGET_FEEDBACK_RATE")
     trim_multiple: float = Field(default=20, gt=1, validation_alias="WEIGHT_TRIM_MULTIPLE")
     impact_days: float = Field(default=7, gt=0, validation_alias="IMPACT_WINDOW_DAYS")
+    # which engine runs a project's pass (analysis/weekly.py: plan); auto: Athena from this many bytes of eval logs
+    engine: Literal["embedded", "athena", "auto"] = Field(default="auto", validation_alias="ANALYSIS_ENGINE")
+    athena_threshold_bytes: int = Field(default=1 << 30, ge=0, validation_alias="ATHENA_THRESHOLD_BYTES")
+    athena_database: str = Field(default="", validation_alias="ATHENA_DATABASE")
+    athena_workgroup: str = Field(default="", validation_alias="ATHENA_WORKGROUP")
+    # how often the state machine asks Athena, and for how long before it stops the statements
+    athena_poll_seconds: int = Field(default=15, ge=1, validation_alias="ATHENA_POLL_SECONDS")
+    athena_max_wait_seconds: int = Field(default=3600, ge=1, validation_alias="ATHENA_MAX_WAIT_SECONDS")
 
     @property
     def projects(self) -> list[str]:

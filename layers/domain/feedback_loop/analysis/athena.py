@@ -20,6 +20,8 @@ reads the export, whose events the API checked when it stored them.
 
 from __future__ import annotations
 
+import re
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -31,7 +33,7 @@ import orjson
 
 from feedback_loop.analysis import queries
 from feedback_loop.analysis.columnar import collect
-from feedback_loop.analysis.evallogs import partition_range
+from feedback_loop.analysis.evallogs import JSON_SUFFIXES, partition_range
 from feedback_loop.analysis.model import ChangeSides, Pass
 from feedback_loop.analysis.sql import literal
 from feedback_loop.dal.items import item_value
@@ -116,6 +118,12 @@ def _days(first: date, last: date) -> str:
     return f"dt BETWEEN {literal(low.isoformat())} AND {literal(high.isoformat())}"
 
 
+def _json_files() -> str:
+    """The files the embedded reader reads as JSON Lines (evallogs.JSON_SUFFIXES), by "$path"."""
+    suffixes = "|".join(re.escape(suffix) for suffix in JSON_SUFFIXES)
+    return f'regexp_like("$path", {literal("(" + suffixes + ")$")})'
+
+
 def records_sql(database: str, project: str, read_since: float, until: float, columns: queries.Columns) -> str:
     """The `records` relation over the eval_logs table (Trino)."""
     first = datetime.fromtimestamp(read_since, timezone.utc).date()
@@ -141,10 +149,12 @@ FROM (SELECT path, line, j IS NOT NULL AS is_json, coalesce(regexp_like(line, '^
       FROM (SELECT path, line, j, json_extract(j, {_path('metadata')}) AS m
             FROM (SELECT "$path" AS path, line, try(json_parse(line)) AS j
                   FROM {database}.{EVAL_LOGS}
-                  WHERE project = {literal(project)} AND {_days(first, last)} AND trim(line) <> '') AS l) AS p) AS t
+                  WHERE project = {literal(project)} AND {_days(first, last)} AND {_json_files()}
+                        AND trim(line) <> '') AS l) AS p) AS t
      JOIN (SELECT path, row_number() OVER (ORDER BY path) AS file_rank
            FROM (SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS}
-                 WHERE project = {literal(project)} AND {_days(first, last)}) AS d) AS f ON f.path = t.path"""
+                 WHERE project = {literal(project)} AND {_days(first, last)} AND {_json_files()}) AS d) AS f
+     ON f.path = t.path"""
 
 
 def feedback_events_sql(database: str, project: str, run: str) -> str:
@@ -186,13 +196,16 @@ def run_name(until: datetime) -> str:
 def export_feedback(items: Any, s3: Any, bucket: str, project: str, run: str) -> int:
     """The analysis's feedback events (FeedbackTable.feedback_in_window) as one JSON Lines object
     under the feedback table's partition of this run, each with its position; returns how many.
-    One object per run, written whole: the run's queries read each event once."""
-    lines = []
-    for position, item in enumerate(items):
-        event = {k: item[k] for k in EXPORT_FIELDS if item.get(k) is not None}
-        lines.append(orjson.dumps({"position": position, **event, "value": item_value(item)}) + b"\n")
-    s3.put_object(Bucket=bucket, Key=f"feedback-export/{project}/run={run}/events.jsonl", Body=b"".join(lines))
-    return len(lines)
+    One object per run, written whole (spooled through /tmp past 8 MB, uploaded in parts): the
+    run's queries read each event once."""
+    count = 0
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+        for count, item in enumerate(items, start=1):
+            event = {k: item[k] for k in EXPORT_FIELDS if item.get(k) is not None}
+            spool.write(orjson.dumps({"position": count - 1, **event, "value": item_value(item)}) + b"\n")
+        spool.seek(0)
+        s3.upload_fileobj(spool, bucket, f"feedback-export/{project}/run={run}/events.jsonl")
+    return count
 
 
 # --- running the queries ----------------------------------------------------------------------------
@@ -215,7 +228,7 @@ class Athena:
         self.relations, self.base = relations or {}, base or {}
         self.poll, self.timeout = poll, timeout
         self.executed: list[str] = []  # the ids of the statements run, in order
-        self._started: dict[queries.Query, str] = {}  # started by start_all, not yet read
+        self.started: dict[queries.Query, str] = {}  # started (start_all), not yet read
 
     def start(self, sql: str) -> str:
         """A statement started (not waited for): its execution id."""
@@ -249,7 +262,7 @@ class Athena:
         """Every result started at once (Athena runs them side by side); run and batches then wait
         for the one they need."""
         for query in results:
-            self._started.setdefault(query, self.start(statement(query, self.relations, self.base)))
+            self.started.setdefault(query, self.start(statement(query, self.relations, self.base)))
 
     def pages(self, execution: str) -> Iterator[list[tuple[Any, ...]]]:
         """The result's rows, page by page, typed by the result's column types."""
@@ -264,7 +277,7 @@ class Athena:
                          for convert, cell in zip(converters, row["Data"])) for row in rows]
 
     def batches(self, query: queries.Query) -> Iterator[list[tuple[Any, ...]]]:
-        started = self._started.pop(query, None)
+        started = self.started.pop(query, None)
         execution = self.wait(started) if started else self.execute(statement(query, self.relations, self.base))
         return self.pages(execution)
 
@@ -272,16 +285,45 @@ class Athena:
         return [row for page in self.batches(query) for row in page]
 
 
-def scan_athena(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
+def pass_engine(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-                skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0) -> tuple[Pass, int]:
-    """The pass of columnar.scan_files, on Athena: the same results of the same queries. Returns
-    the Pass and the number of feedback events read."""
+                workgroup: str | None = None, poll: float = 1.0) -> tuple[Athena, dict[str, queries.Query]]:
+    """The runner of one pass and its results by name (queries.pass_queries, and `events`: the
+    feedback events read)."""
     columns = queries.columns(fields, sides)
     base = {"records": records_sql(database, project, read_since, until, columns),
             "feedback_events": feedback_events_sql(database, project, run)}
     engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
-    results = queries.pass_queries(window, fields, columns, sides)
-    engine.start_all([queries.EVENTS_COUNT, *results.values()])
-    events = engine.run(queries.EVENTS_COUNT)[0][0]
-    return collect(engine, results, sides, skipped), events
+    return engine, {EVENTS: queries.EVENTS_COUNT, **queries.pass_queries(window, fields, columns, sides)}
+
+
+EVENTS = "events"
+
+
+def start_pass(engine: Athena, results: dict[str, queries.Query]) -> dict[str, str]:
+    """Every statement of a pass started (Athena runs them side by side): their execution ids by
+    result name, for `finish_pass`, now or in a later invocation."""
+    engine.start_all(results.values())
+    return {name: engine.started[query] for name, query in results.items()}
+
+
+def finish_pass(engine: Athena, results: dict[str, queries.Query], executions: dict[str, str], sides: list[ChangeSides],
+                skipped: Counter[str]) -> tuple[Pass, int]:
+    """The Pass from the results of started statements (each waited for as it is read), and the
+    number of feedback events read."""
+    missing = set(results) - set(executions)
+    if missing:
+        raise ValueError(f"no execution for the results {sorted(missing)}")
+    engine.started.update({query: executions[name] for name, query in results.items()})
+    events = engine.run(results[EVENTS])[0][0]
+    return collect(engine, {k: v for k, v in results.items() if k != EVENTS}, sides, skipped), events
+
+
+def scan_athena(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
+                read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
+                skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0) -> tuple[Pass, int]:
+    """The pass of columnar.scan_files, on Athena, in one call: the same results of the same
+    queries. Returns the Pass and the number of feedback events read."""
+    engine, results = pass_engine(client, database, output, project, run, sides, read_since, until, window, fields,
+                                  workgroup, poll)
+    return finish_pass(engine, results, start_pass(engine, results), sides, skipped)

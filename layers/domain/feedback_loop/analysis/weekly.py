@@ -1,18 +1,36 @@
-"""The scheduled weekly analysis of one project, AWS side: S3 and DynamoDB in, S3 and an event out."""
+"""The scheduled weekly analysis of one project, AWS side: S3 and DynamoDB in, S3 and an event out.
+
+On the embedded engine a project is one call (`run_weekly`). On Athena it is three steps of the
+weekly state machine (statemachine/weekly-analysis.asl.json), so that no function waits for the
+queries: `plan` chooses each project's engine, `start_athena` exports the feedback and starts the
+pass's statements (what the last step needs goes to S3, in a small object), the state machine polls
+Athena, and `finish_athena` reads the results into the same report.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Callable, Literal
 
-from feedback_loop.analysis.model import AnalysisSettings
-from feedback_loop.analysis.evallogs import EvalLogSource
+from pydantic import TypeAdapter
+
+from feedback_loop.analysis import athena
+from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_sides, read_range
+from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, EvalLogSource, partition_range
 from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.report import report
 from feedback_loop.analysis.run import LABELLED, REPORT_JSON, run_analysis, write_s3
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
 from feedback_loop.logic.changes import list_changes
+from feedback_loop.models.changes import Change
+
+Engine = Literal["embedded", "athena", "auto"]
+ENGINES = ("embedded", "athena", "auto")
+_changes = TypeAdapter(list[Change])
 
 ANALYSIS_COMPLETED = "AnalysisCompleted"
 
@@ -63,22 +81,137 @@ def key_figures(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: FeedbackTable, bucket: str,
-               bus_name: str, day_shards: int, window: timedelta = timedelta(days=7),
-               settings: AnalysisSettings | None = None, now: datetime | None = None,
-               progress: Callable[[str], None] | None = None) -> WeeklyResult:
-    settings = settings or AnalysisSettings()
-    since = until - window
-    changes = list_changes(table, project)
-    feedback = FeedbackIndex()
-    # feedback from the start of what is read (changes reach back one impact window) until now:
-    # all explicit feedback about a request counts, whenever it arrived before the analysis ran
-    feedback.add_items(table.feedback_in_window(project, since - settings.impact_window,
-                                                now or datetime.now(timezone.utc), day_shards))
-    source = EvalLogSource(f"s3://{bucket}/{eval_logs_prefix(project)}", s3)
-    analysis = run_analysis(project, source, feedback, changes, since, until, settings, progress)
+def _publish(project: str, until: datetime, analysis: Analysis, *, s3: Any, events: Any, bucket: str,
+             bus_name: str) -> WeeklyResult:
+    """The report and datasets written to S3, and AnalysisCompleted put on the bus."""
     written = write_s3(analysis, s3, bucket, reports_prefix(project, until))
     detail = {"project": project, "window": analysis.report["window"], "report": written[REPORT_JSON],
               "labelled_dataset": written[LABELLED], "reports": written, **key_figures(analysis.report)}
     put_event(events, bus_name, ANALYSIS_COMPLETED, detail, time=until)
     return WeeklyResult(project, analysis.report, written, detail)
+
+
+def _feedback_items(table: FeedbackTable, project: str, since: datetime, settings: AnalysisSettings,
+                    now: datetime | None, day_shards: int) -> Any:
+    # feedback from the start of what is read (changes reach back one impact window) until now:
+    # all explicit feedback about a request counts, whenever it arrived before the analysis ran
+    return table.feedback_in_window(project, since - settings.impact_window, now or datetime.now(timezone.utc),
+                                    day_shards)
+
+
+def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: FeedbackTable, bucket: str,
+               bus_name: str, day_shards: int, window: timedelta = timedelta(days=7),
+               settings: AnalysisSettings | None = None, now: datetime | None = None,
+               progress: Callable[[str], None] | None = None) -> WeeklyResult:
+    """One project's week on the embedded engine, in this process."""
+    settings = settings or AnalysisSettings()
+    since = until - window
+    changes = list_changes(table, project)
+    feedback = FeedbackIndex()
+    feedback.add_items(_feedback_items(table, project, since, settings, now, day_shards))
+    source = EvalLogSource(f"s3://{bucket}/{eval_logs_prefix(project)}", s3)
+    analysis = run_analysis(project, source, feedback, changes, since, until, settings, progress)
+    return _publish(project, until, analysis, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
+
+
+# --- the engine of each project -----------------------------------------------------------------------
+def eval_log_bytes(s3: Any, bucket: str, project: str, first: date, last: date) -> tuple[int, int]:
+    """The bytes of a project's eval logs in the partitions that a pass over first..last reads
+    (evallogs.partition_range), by listing them (no object is read): (JSON Lines, Parquet)."""
+    low, high = partition_range(first, last)
+    paginator = s3.get_paginator("list_objects_v2")
+    json_lines, parquet, day = 0, 0, low
+    while day <= high:
+        prefix = f"{eval_logs_prefix(project)}dt={day.isoformat()}/"
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(JSON_SUFFIXES):
+                    json_lines += item["Size"]
+                elif item["Key"].endswith(PARQUET_SUFFIXES):
+                    parquet += item["Size"]
+        day += timedelta(days=1)
+    return json_lines, parquet
+
+
+def choose_engine(engine: Engine, size: int, threshold: int, parquet: int = 0) -> tuple[str, str]:
+    """The engine of a pass and why. `auto`: Athena from `threshold` bytes of eval logs under the
+    pass (docs/DEPLOY.md). The Athena path reads JSON Lines only: a pass with Parquet files runs
+    on the embedded engine, which reads both."""
+    if parquet and engine != "embedded":
+        return "embedded", "Parquet eval logs: the Athena path reads JSON Lines only"
+    if engine == "auto":
+        return ("athena", f"{size} bytes >= {threshold}") if size >= threshold else (
+            "embedded", f"{size} bytes < {threshold}")
+    return engine, "asked for"
+
+
+def plan(projects: list[str], until: datetime, *, s3: Any, table: FeedbackTable, bucket: str, engine: Engine,
+         threshold: int, window: timedelta, settings: AnalysisSettings) -> list[dict[str, Any]]:
+    """Each project with the bytes its pass reads and the engine that runs it."""
+    planned = []
+    for project in projects:
+        since = until - window
+        start, _ = read_range(since, until, list_changes(table, project), settings)
+        size, parquet = eval_log_bytes(s3, bucket, project, start.date(), until.date())
+        chosen, reason = choose_engine(engine, size, threshold, parquet)
+        planned.append({"project": project, "bytes": size + parquet, "engine": chosen, "reason": reason})
+    return planned
+
+
+# --- a project on Athena, in two steps ----------------------------------------------------------------
+@dataclass(frozen=True)
+class AthenaPlace:
+    """Where the Athena path runs: the Glue database, the workgroup, and where results go."""
+
+    database: str
+    output: str  # s3://<bucket>/athena-results/
+    workgroup: str | None = None
+
+
+def pass_state_key(project: str, until: datetime) -> str:
+    return f"athena-results/passes/{project}/{athena.run_name(until)}.json"
+
+
+def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, window: timedelta,
+            settings: AnalysisSettings, changes: list[Change]) -> tuple[athena.Athena, dict[str, Any], list[Any]]:
+    since = until - window
+    start, measured = read_range(since, until, changes, settings)
+    sides = change_sides(measured, since, until, settings)
+    engine, results = athena.pass_engine(client, place.database, place.output, project, athena.run_name(until),
+                                         sides, start.timestamp(), until.timestamp(),
+                                         (since.timestamp(), until.timestamp()), settings.segment_fields,
+                                         place.workgroup)
+    return engine, results, sides
+
+
+def start_athena(project: str, until: datetime, *, s3: Any, client: Any, table: FeedbackTable, bucket: str,
+                 place: AthenaPlace, day_shards: int, window: timedelta, settings: AnalysisSettings,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """The feedback exported and every statement of the pass started. Returns what the state
+    machine polls (the execution ids) and where the rest is kept for `finish_athena`."""
+    changes = list_changes(table, project)
+    engine, results, _ = _engine(client, place, project, until, window, settings, changes)
+    items = _feedback_items(table, project, until - window, settings, now, day_shards)
+    exported = athena.export_feedback(items, s3, bucket, project, athena.run_name(until))
+    executions = athena.start_pass(engine, results)
+    key = pass_state_key(project, until)
+    state = {"project": project, "until": until.isoformat(), "window_seconds": window.total_seconds(),
+             "changes": _changes.dump_python(changes, mode="json"), "executions": executions}
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(state).encode(), ContentType="application/json")
+    return {"project": project, "state": key, "ids": sorted(set(executions.values())), "exported": exported}
+
+
+def finish_athena(state_key: str, *, s3: Any, client: Any, events: Any, bucket: str, bus_name: str,
+                  place: AthenaPlace, settings: AnalysisSettings) -> WeeklyResult:
+    """The started pass's results read into the report, written and announced as run_weekly does."""
+    state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
+    project, until = state["project"], datetime.fromisoformat(state["until"])
+    window = timedelta(seconds=state["window_seconds"])
+    engine, results, sides = _engine(client, place, project, until, window, settings,
+                                        _changes.validate_python(state["changes"]))
+    skipped: Counter[str] = Counter()
+    collected, exported = athena.finish_pass(engine, results, state["executions"], sides, skipped)
+    feedback = FeedbackIndex()
+    feedback.events = exported
+    analysis = report(project, collected, feedback, sides, until - window, until, settings, skipped)
+    return _publish(project, until, analysis, s3=s3, events=events, bucket=bucket, bus_name=bus_name)

@@ -2,9 +2,9 @@
 emulated bucket.
 
 The emulator (moto) records Athena queries but runs nothing. This answers StartQueryExecution,
-GetQueryExecution, GetQueryResults and StopQueryExecution as Athena does: a statement, in Trino's
-SQL, is translated to DuckDB's by sqlglot (with Trino's functions that sqlglot leaves as they are
-given as DuckDB macros); each table it names is the emulator's Glue table of that name, whose files
+GetQueryExecution, BatchGetQueryExecution, GetQueryResults and StopQueryExecution as Athena does:
+a statement, in Trino's SQL, is translated to DuckDB's by sqlglot (with Trino's functions that
+sqlglot leaves as they are given as DuckDB macros); each table it names is the emulator's Glue table of that name, whose files
 (one text column `line`, partitions where its `storage.location.template` says) are read from the
 emulated bucket; the result is written where Athena writes it (<OutputLocation><id>.csv) and served
 page by page, every value as text with its column's type, as Athena serves it.
@@ -85,15 +85,23 @@ class LocalAthena:
         return {"QueryExecutionId": execution_id}
 
     def _GetQueryExecution(self, body: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
-        execution = self._executions[body["QueryExecutionId"]]
-        status: dict[str, Any] = {"State": execution["state"],
-                                  "SubmissionDateTime": execution["submitted"].timestamp()}
+        return {"QueryExecution": self._described(self._executions[body["QueryExecutionId"]])}
+
+    def _BatchGetQueryExecution(self, body: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        ids = body["QueryExecutionIds"]
+        return {"QueryExecutions": [self._described(self._executions[i]) for i in ids if i in self._executions],
+                "UnprocessedQueryExecutionIds": [{"QueryExecutionId": i, "ErrorCode": "INVALID_INPUT",
+                                                  "ErrorMessage": "no such query execution"}
+                                                 for i in ids if i not in self._executions]}
+
+    @staticmethod
+    def _described(execution: dict[str, Any]) -> dict[str, Any]:
+        status: dict[str, Any] = {"State": execution["state"], "SubmissionDateTime": execution["submitted"].timestamp()}
         if execution["reason"]:
             status["StateChangeReason"] = execution["reason"]
-        return {"QueryExecution": {
-            "QueryExecutionId": execution["id"], "Query": execution["sql"], "StatementType": "DML",
-            "ResultConfiguration": {"OutputLocation": f"{execution['output']}{execution['id']}.csv"},
-            "QueryExecutionContext": {"Database": execution["database"]}, "Status": status}}
+        return {"QueryExecutionId": execution["id"], "Query": execution["sql"], "StatementType": "DML",
+                "ResultConfiguration": {"OutputLocation": f"{execution['output']}{execution['id']}.csv"},
+                "QueryExecutionContext": {"Database": execution["database"]}, "Status": status}
 
     def _StopQueryExecution(self, body: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         execution = self._executions[body["QueryExecutionId"]]

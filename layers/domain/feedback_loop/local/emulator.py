@@ -1,5 +1,6 @@
 """The AWS emulator of the local stack: moto's server, one request at a time, DynamoDB writes durable;
-Athena's API answered by local/athena.py.
+Athena's API answered by local/athena.py; Lambda's Invoke answered by the local stack's functions
+(so that moto's Step Functions interpreter, which executes the state machines here, calls them).
 
 moto keeps each table in plain dicts and is not safe under concurrent requests: two PutItems that
 create the same new partition at the same moment can each install their own partition dict, and
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.config import default_user_config
 from moto.core.base_backend import BackendDict
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
@@ -38,6 +42,9 @@ WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWrit
 # PartiQL can write items in ways the journal does not follow; the product never uses it
 UNJOURNALED = {"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"}
 _REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/")
+_INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+# a function's invocation: (payload) -> (the response payload, the error kind or None)
+Invoker = Callable[[str, bytes], tuple[bytes, str | None]]
 
 
 def _written_keys(operation: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -115,6 +122,7 @@ class SerializedEmulator:
         self.journal: Journal | None = None
         self.images = DynamoDBImages()
         self.athena = LocalAthena()
+        self.invoke: Invoker | None = None  # set by the local stack once its functions exist
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = _read_body(environ)
@@ -127,6 +135,13 @@ class SerializedEmulator:
             start_response(f"{status} {'OK' if status == 200 else 'Bad Request'}",
                            [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(content)))])
             return [content]
+        invocation = _INVOKE.match(environ.get("PATH_INFO", ""))
+        if invocation and self.invoke is not None:  # outside the lock: the function calls the emulator itself
+            payload, error = self.invoke(unquote(invocation.group("name")), body)
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                       ("X-Amz-Executed-Version", "$LATEST")]
+            start_response("200 OK", headers + ([("X-Amz-Function-Error", error)] if error else []))
+            return [payload]
         operation = target.partition(".")[2] if target.startswith("DynamoDB_") else ""
         answer: dict[str, Any] = {}
 
@@ -193,8 +208,11 @@ class LocalEmulator:
             self.front.journal = journal
 
     def start(self) -> None:
-        """Starts empty: moto's state is per process, and an earlier stack in it may have left some."""
+        """Starts empty: moto's state is per process, and an earlier stack in it may have left some.
+        Its Step Functions interpreter executes state machines, calling services on this port."""
         BackendDict.reset()
+        default_user_config["stepfunctions"]["execute_state_machine"] = True
+        os.environ["MOTO_PORT"] = str(self.port)
         self._server = make_server(self.host, self.port, self.front, threaded=True, request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-emulator", daemon=True)
         self._thread.start()

@@ -152,14 +152,16 @@ class LocalEventBus:
             if function not in (None, spec.logical_id):
                 continue
             for name, event in spec.events.items():
-                if event.get("Type") != "Schedule":
-                    continue
-                scheduled = {
-                    "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-                    "source": "aws.events", "account": ACCOUNT_ID,
-                    "time": at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": REGION,
-                    "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{self.template.stack_name}-{name}"],
-                    "detail": {},
-                }
-                results[spec.logical_id] = self.functions[spec.logical_id].invoke(scheduled)
+                if event.get("Type") == "Schedule":
+                    results[spec.logical_id] = self.functions[spec.logical_id].invoke(
+                        scheduled_event(self.template, name, at))
         return results
+
+
+def scheduled_event(template: Template, rule: str, at: datetime) -> dict[str, Any]:
+    """The event EventBridge sends for the schedule `rule` of the template at `at`."""
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": ACCOUNT_ID, "time": at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{template.stack_name}-{rule}"], "detail": {},
+    }

@@ -28,6 +28,7 @@ from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.sagemaker import LocalSageMaker
 from feedback_loop.local.journal import Journal
 from feedback_loop.local.snapshots import JOURNAL_DIR, Snapshots
+from feedback_loop.local.statemachines import LocalStateMachines
 from feedback_loop.local.template import REGION, Template
 
 log = logging.getLogger("feedback_loop.local")
@@ -85,9 +86,10 @@ class LocalStack:
         restore: bool = True,
         fsync: bool = True,
     ):
-        # the local stack trains on the CPU: a frozen encoder under a head, unless asked otherwise
+        # the local stack trains on the CPU (a frozen encoder under a head) and polls the local Athena
+        # every second, unless asked otherwise
         self.template = Template(find_template(template), parameters={"EvaluatorTrainingMode": "frozen",
-                                                                      **(parameters or {})})
+                                                                      "AthenaPollSeconds": "1", **(parameters or {})})
         self.host = host
         self.api_port = api_port
         self.aws_port = aws_port or free_port(host)
@@ -101,6 +103,7 @@ class LocalStack:
         self._gateway: LocalGateway | None = None
         self.functions: dict[str, LocalFunction] = {}
         self.bus: LocalEventBus | None = None
+        self.states: LocalStateMachines | None = None
         self.sagemaker: LocalSageMaker | None = None
         self.runtime: LocalEndpointRuntime | None = None
         # persist: every DynamoDB write journaled under data_dir/journal/ before it is answered (fsync
@@ -134,10 +137,15 @@ class LocalStack:
     def bus_name(self) -> str:
         return self.name_of("EventBus")
 
-    def fire_schedule(self, at: datetime, function: str | None = None) -> dict[str, Any]:
-        """Runs the scheduled functions as their schedule would at `at` (the local stack's clock)."""
-        assert self.bus is not None, "the stack is not started"
-        return self.bus.fire_schedule(at, function)
+    def fire_schedule(self, at: datetime, target: str | None = None) -> dict[str, Any]:
+        """Runs what is scheduled (or the one function or state machine named) as its schedule would
+        at `at` (the local stack's clock): a function's result, or a state machine's execution once
+        it has ended (statemachines.wait)."""
+        assert self.bus is not None and self.states is not None, "the stack is not started"
+        results = {} if target in self.states.specs else self.bus.fire_schedule(at, target)
+        if target is None or target in self.states.specs:
+            results.update(self.states.fire_schedule(at, target))
+        return results
 
     def _create_resources(self) -> None:
         dynamodb = boto3.client("dynamodb")
@@ -197,6 +205,9 @@ class LocalStack:
             function.warm()
         self.bus = LocalEventBus(self.template, self.functions)
         self.bus.start()
+        self.states = LocalStateMachines(self.template, self.functions)
+        self.states.create()
+        self._emulator.front.invoke = self.states.invoker
         self.sagemaker = LocalSageMaker(emit=self.bus.dispatch)
         self.sagemaker.start()
         self.runtime = LocalEndpointRuntime()
@@ -250,6 +261,7 @@ class LocalStack:
         if self.bus is not None:
             self.bus.stop()
             self.bus = None
+        self.states = None
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None

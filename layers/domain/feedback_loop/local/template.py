@@ -7,6 +7,7 @@ local physical names.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,14 @@ class FunctionSpec:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StateMachineSpec:
+    logical_id: str
+    name: str
+    definition: str  # the Amazon States Language document, its substitutions made
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 class Template:
     def __init__(self, path: Path, stack_name: str = "feedback-loop-local",
                  parameters: dict[str, str] | None = None):
@@ -64,7 +73,8 @@ class Template:
             return str(self.resolve(resource["Properties"]["DatabaseInput"]["Name"])).lower()
         explicit = resource.get("Properties", {}).get(
             {"AWS::DynamoDB::Table": "TableName", "AWS::S3::Bucket": "BucketName",
-             "AWS::Events::EventBus": "Name", "AWS::Athena::WorkGroup": "Name"}.get(resource["Type"], ""), None)
+             "AWS::Events::EventBus": "Name", "AWS::Athena::WorkGroup": "Name",
+             "AWS::Serverless::StateMachine": "Name"}.get(resource["Type"], ""), None)
         if explicit is not None:
             return str(self.resolve(explicit))
         return f"{self.stack_name}-{logical_id}".lower() if resource["Type"] == "AWS::S3::Bucket" \
@@ -83,6 +93,8 @@ class Template:
             return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
         if kind == "AWS::SNS::Topic":
             return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{name}"
+        if kind == "AWS::Serverless::StateMachine":
+            return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{self.physical_name(logical_id)}"
         return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
 
     # --- intrinsics -----------------------------------------------------------------------------
@@ -100,7 +112,8 @@ class Template:
         if pseudo is not None:
             return pseudo
         if name in self.resources:  # what CloudFormation's Ref returns: a topic's ARN, other resources' names
-            return self.arn(name) if self.resources[name]["Type"] == "AWS::SNS::Topic" else self.physical_name(name)
+            arn_types = ("AWS::SNS::Topic", "AWS::Serverless::StateMachine")
+            return self.arn(name) if self.resources[name]["Type"] in arn_types else self.physical_name(name)
         raise KeyError(f"!Ref {name}: no such parameter or resource")
 
     def _get_att(self, logical_id: str, attribute: str) -> str:
@@ -188,6 +201,22 @@ class Template:
                 timeout=int(props.get("Timeout", 3)),
                 events=props.get("Events", {}),
             ))
+        return specs
+
+    def state_machines(self) -> list[StateMachineSpec]:
+        """The Serverless::StateMachines, each definition read from its DefinitionUri (or inline) with
+        its DefinitionSubstitutions made, as SAM makes them."""
+        specs = []
+        for logical_id, resource in self.of_type("AWS::Serverless::StateMachine").items():
+            props = resource["Properties"]
+            if "DefinitionUri" in props:
+                definition = (self.root / props["DefinitionUri"]).read_text()
+            else:
+                definition = json.dumps(props["Definition"])
+            for name, value in self.resolve(props.get("DefinitionSubstitutions", {})).items():
+                definition = definition.replace("${" + name + "}", str(value))
+            specs.append(StateMachineSpec(logical_id, self.physical_name(logical_id), definition,
+                                          props.get("Events", {})))
         return specs
 
     def api_properties(self) -> dict[str, Any]:
