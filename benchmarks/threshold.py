@@ -48,7 +48,7 @@ def write(items: list[dict], n: int, folder: Path, until: datetime) -> tuple[int
             feedback.write(json.dumps({"request_id": entry["request_id"], "event_id": f"e{i}", "user_id": f"u{i}",
                                        "timestamp": entry["timestamp"], "user_cohort": entry["metadata"]["user_cohort"],
                                        "feedback_type": rng.choice(["explicit_thumbs_up", "explicit_thumbs_down"]),
-                                       "value": None}) + "\n")
+                                       "value": True}) + "\n")
     for handle in files.values():
         handle.close()
     feedback.close()
@@ -78,8 +78,10 @@ def main() -> None:
         seconds = time.monotonic() - began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gib = size / (1 << 30)
+    counts = analysis.report["counts"]
     print(f"records {args.records:,}  gzip {size / 1e6:,.0f} MB ({size / args.records:.0f} B/record)  "
-          f"labelled {analysis.report['counts']['requests_with_human_score']:,}")
+          f"read {counts['eval_records']:,}  labelled {counts['requests_with_human_score']:,}  "
+          f"skipped {counts['skipped_by_reason']}")
     print(f"pass {seconds:.1f} s  peak RSS {peak:,.0f} MB  ->  {seconds / gib:.0f} s per GiB of gzip "
           f"(memory {args.memory_mb} MB, DuckDB {args.memory_mb // 2} MB)")
 

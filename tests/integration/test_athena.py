@@ -35,6 +35,30 @@ BUCKET = "athena-test-data"  # not the stack's: the scheduled analysis of other 
 SETTINGS = AnalysisSettings()
 
 
+def parquet(rows: list[dict]) -> bytes:
+    """Eval records as a Parquet file of the eval_logs_parquet table's columns."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("request_id", pa.string()), ("timestamp", pa.string()), ("prompt", pa.string()),
+                        ("output", pa.string()), ("eval_scores", pa.map_(pa.string(), pa.float64())),
+                        ("metadata", pa.map_(pa.string(), pa.string()))])
+    table = pa.Table.from_pylist([{**r, "eval_scores": list(r["eval_scores"].items()),
+                                   "metadata": [(k, str(v)) for k, v in r["metadata"].items()]} for r in rows],
+                                 schema=schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def parquet_urls(s3, project: str) -> tuple[str, ...]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"eval-logs/{project}/")
+    return tuple(f"s3://{BUCKET}/{o['Key']}" for page in pages for o in page.get("Contents", [])
+                 if o["Key"].endswith(".parquet"))
+
+
 @pytest.fixture(scope="module")
 def week(stack, table):
     """A project's two weeks: feedback through the API, eval logs in S3 (one file a day, and a
@@ -52,7 +76,10 @@ def week(stack, table):
     by_day = defaultdict(list)
     for record in records:
         by_day[record["timestamp"][:10]].append(record)
-    for day, rows in by_day.items():
+    for number, (day, rows) in enumerate(sorted(by_day.items())):
+        if number % 3 == 1:  # every third day in Parquet of the Parquet table's schema (as Firehose writes it)
+            s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/app-1.parquet", Body=parquet(rows))
+            continue
         body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
         s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/app-1.jsonl.gz", Body=body)
     labelled = {e["request_id"] for e in events if e["feedback_type"].startswith("explicit_")}
@@ -93,10 +120,13 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
     athena_skipped: Counter[str] = Counter()
     collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
                                            project, run, athena_sides, start.timestamp(), until.timestamp(), window,
-                                           SETTINGS.segment_fields, athena_skipped, poll=0.02)
+                                           SETTINGS.segment_fields, athena_skipped, poll=0.02,
+                                           parquet_files=parquet_urls(s3, project))
+    assert len(parquet_urls(s3, project)) >= 4
     assert events == len(items) == embedded_feedback.events
     assert athena_skipped == embedded_skipped
     assert embedded_skipped["duplicate_request_id"] == 1 and embedded_skipped["invalid_json"] == 1
+    assert embedded.read == collected.read == SCENARIO.requests + 1  # every record, Parquet or not, and one again
     athena_feedback = FeedbackIndex()
     athena_feedback.events = events
     generated = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -146,13 +176,10 @@ def test_auto_runs_on_athena_from_the_threshold_of_bytes_under_the_pass(table, w
     days = {(first + timedelta(days=n)).isoformat() for n in range(-1, (last - first).days + 2)}
     expected = sum(size for key, size in listed.items() if key.split("/dt=")[1][:10] in days)
     assert 0 < expected < sum(listed.values())
-    assert weekly.eval_log_bytes(s3, BUCKET, project, first, last) == (expected, 0)
-    assert weekly.choose_engine("auto", expected, expected)[0] == "athena"
-    assert weekly.choose_engine("auto", expected, expected + 1)[0] == "embedded"
-    assert weekly.choose_engine("embedded", expected, 0)[0] == "embedded"
-    # a pass with Parquet files runs where they are read: the Athena tables read JSON Lines
-    assert weekly.choose_engine("athena", expected, 0, parquet=1) == (
-        "embedded", "Parquet eval logs: the Athena path reads JSON Lines only")
+    assert sum(size for _, size in weekly.eval_log_files(s3, BUCKET, project, first, last)) == expected
+    assert weekly.choose_engine("auto", expected, expected) == "athena"
+    assert weekly.choose_engine("auto", expected, expected + 1) == "embedded"
+    assert weekly.choose_engine("embedded", expected, 0) == "embedded"
     [planned] = weekly.plan([project], SCENARIO.end, s3=s3, table=table, bucket=BUCKET, engine="auto", threshold=1,
                             window=timedelta(days=7), settings=SETTINGS)
     assert planned["engine"] == "athena" and planned["bytes"] > expected

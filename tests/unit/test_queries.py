@@ -141,15 +141,21 @@ def test_every_athena_statement_parses_as_trino_and_calls_only_trino_functions(l
     from feedback_loop.analysis import athena
 
     scanner, results = loaded
-    base = {"records": athena.records_sql("db", "p", 1.7e9, 1.7e9 + 86400 * 14, scanner.columns),
-            "feedback_events": athena.feedback_events_sql("db", "p", "2026-05-18T00-00-00Z")}
+    parquet = ("s3://b/eval-logs/p/dt=2023-11-15/a.parquet", "s3://b/eval-logs/p/dt=2023-11-16/it's.parquet")
     allowed = TRINO_FUNCTIONS | {"JSON_PARSE", "JSON_EXTRACT", "JSON_EXTRACT_SCALAR", "REGEXP_LIKE", "SUBSTR",
-                                 "TRY", "TO_UNIXTIME", "FROM_ISO8601_TIMESTAMP_NANOS", "ROW_NUMBER", "TRIM"}
-    for name, query in results.items():
+                                 "TRY", "TO_UNIXTIME", "FROM_ISO8601_TIMESTAMP_NANOS", "ROW_NUMBER", "TRIM",
+                                 "ELEMENT_AT", "COALESCE"}
+    for name, query, files in [(name, query, files) for name, query in results.items() for files in ((), parquet)]:
+        base = {"records": athena.records_sql("db", "p", 1.7e9, 1.7e9 + 86400 * 14, scanner.columns, files),
+                "feedback_events": athena.feedback_events_sql("db", "p", "2026-05-18T00-00-00Z")}
         statement = athena.statement(query, scanner.relations, base)
         parsed = sqlglot.parse_one(statement, read="trino")
         assert {cte.alias for cte in parsed.find_all(sqlglot.exp.CTE)} >= {"records", "feedback_events"}, name
         called = {m.upper() for m in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", statement)} - KEYWORDS - {"OVER"}
         assert called <= allowed, (name, called - allowed)
         tables = {(t.db, t.name) for t in parsed.find_all(sqlglot.exp.Table) if t.db}
-        assert tables <= {("db", "eval_logs"), ("db", "feedback")}, name
+        expected = {("db", "eval_logs"), ("db", "feedback"), *([("db", "eval_logs_parquet")] if files else [])}
+        assert tables <= expected, name
+        # Athena opens only the Parquet files named, by an IN list on "$path" (a quote in a name escaped)
+        assert ("\"$path\" IN ('s3://b/eval-logs/p/dt=2023-11-15/a.parquet', "
+                "'s3://b/eval-logs/p/dt=2023-11-16/it''s.parquet')" in statement) == bool(files), name

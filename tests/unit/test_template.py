@@ -79,7 +79,7 @@ def test_the_athena_tables_of_the_template_are_those_the_analysis_reads(stack, t
     assert database == "feedback_loop_local"  # the stack's name, as Athena takes it: lower case, no hyphen
     glue = boto3.client("glue")
     stored = {t["Name"]: t for t in glue.get_tables(DatabaseName=database)["TableList"]}
-    assert set(stored) == {athena.EVAL_LOGS, athena.FEEDBACK}
+    assert set(stored) == {athena.EVAL_LOGS, athena.EVAL_LOGS_PARQUET, athena.FEEDBACK}
     assert stored["eval_logs"]["Parameters"]["storage.location.template"] == \
         f"s3://{stack.bucket}/eval-logs/${{project}}/dt=${{dt}}/"
     workgroup = template.resolve(template.resources["AnalysisWorkGroup"]["Properties"])

@@ -70,7 +70,7 @@ class AnalysisFunctionSettings(BaseSettings):
     impact_days: float = Field(default=7, gt=0, validation_alias="IMPACT_WINDOW_DAYS")
     # which engine runs a project's pass (analysis/weekly.py: plan); auto: Athena from this many bytes of eval logs
     engine: Literal["embedded", "athena", "auto"] = Field(default="auto", validation_alias="ANALYSIS_ENGINE")
-    athena_threshold_bytes: int = Field(default=1 << 30, ge=0, validation_alias="ATHENA_THRESHOLD_BYTES")
+    athena_threshold_bytes: int = Field(default=4 << 30, ge=0, validation_alias="ATHENA_THRESHOLD_BYTES")
     athena_database: str = Field(default="", validation_alias="ATHENA_DATABASE")
     athena_workgroup: str = Field(default="", validation_alias="ATHENA_WORKGROUP")
     # how often the state machine asks Athena, and for how long before it stops the statements

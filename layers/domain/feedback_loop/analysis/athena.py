@@ -2,19 +2,27 @@
 Trino, over the eval logs and the feedback in S3; the results read back into the same Pass that the
 embedded engine collects (columnar.collect), so the statistics and the report are the same code.
 
-Two Glue tables, each one text column `line` per line of its files (gzip or not), partitioned by
-project and day with partition projection (no crawler, no partitions to add):
-- `eval_logs`: s3://<bucket>/eval-logs/<project>/dt=YYYY-MM-DD/ (the eval-log contract's layout);
-- `feedback`: s3://<bucket>/feedback-export/<project>/run=<window end>/, the feedback events of
-  one analysis exported from the table before the queries run (`export_feedback`), one JSON object
-  per line with its `position` (the order in which the table gave the events).
+Glue tables partitioned by project and day with partition projection (no crawler, no partitions
+to add):
+- `eval_logs`: one text column `line` per line of the files (gzip or not) under
+  s3://<bucket>/eval-logs/<project>/dt=YYYY-MM-DD/ (the eval-log contract's layout), of which the
+  statements read the JSON Lines files (by "$path", as the embedded reader reads them by name);
+- `eval_logs_parquet`: the Parquet files of the same partitions, of the columns PARQUET_COLUMNS,
+  each statement naming the pass's Parquet files in `"$path" IN (...)` so that Athena opens only
+  those (the JSON files beside them are not Parquet);
+- `feedback`: one text column `line` per line under
+  s3://<bucket>/feedback-export/<project>/run=<window end>/: the feedback events of one analysis,
+  exported from the table before the queries run (`export_feedback`), one JSON object per line
+  with its `position` (the order in which the table gave the events).
 
 The base relations are Trino SQL written here: `records` checks and types each line as the
 embedded reader does (a JSON string request_id, a timestamp that parses, a number for
 eval_scores.overall, the fields as Python's str() writes a string, True/False, or an integer), and
 gives each record a position: its file's rank by path times 2^32 plus its place in the file by
-(timestamp, line), since Athena does not know a line's number in its file (the embedded engine
-uses the order read: the same order for files whose lines go forward in time). `feedback_events`
+(timestamp, line), or (timestamp, request_id) in a Parquet file, since Athena does not know a
+line's number in its file (the embedded engine uses the order read: the same order for files whose
+lines go forward in time). A Parquet record is typed by its columns (metadata's values are
+strings already). `feedback_events`
 reads the export, whose events the API checked when it stored them.
 """
 
@@ -38,37 +46,57 @@ from feedback_loop.analysis.model import ChangeSides, Pass
 from feedback_loop.analysis.sql import literal
 from feedback_loop.dal.items import item_value
 
-EVAL_LOGS, FEEDBACK = "eval_logs", "feedback"
+EVAL_LOGS, EVAL_LOGS_PARQUET, FEEDBACK = "eval_logs", "eval_logs_parquet", "feedback"
 FILE_RANK = 1 << 32  # a record's position: its file's rank times this, plus its place in the file
 
 
-def _table(name: str, location: str, template: str, partitions: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """A Glue TableInput: one text column per line of the files under `location`, partitions by
-    projection (`template`: where a partition's files are)."""
-    parameters = {"classification": "text", "projection.enabled": "true", "storage.location.template": template}
+LINE = (("line", "string"),)
+# the Parquet eval logs that Athena reads: these columns, by name (Firehose's record format conversion
+# writes them when given this table as its schema); a column a file lacks reads as NULL
+PARQUET_COLUMNS = (("request_id", "string"), ("timestamp", "string"), ("prompt", "string"), ("output", "string"),
+                   ("eval_scores", "map<string,double>"), ("metadata", "map<string,string>"))
+_TEXT_FORMAT = {
+    "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
+    "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+    # one field per line: \u0001 never appears in a line that is JSON (JSON escapes control characters)
+    "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+                  "Parameters": {"field.delim": "\u0001", "serialization.format": "\u0001"}},
+}
+_PARQUET_FORMAT = {
+    "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+    "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+    "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+                  "Parameters": {"serialization.format": "1"}},
+}
+
+
+def _table(name: str, location: str, template: str, partitions: dict[str, dict[str, str]],
+           columns: tuple[tuple[str, str], ...] = LINE) -> dict[str, Any]:
+    """A Glue TableInput over the files under `location` (text, one column per line, or Parquet of
+    `columns`), partitions by projection (`template`: where a partition's files are)."""
+    parquet = columns != LINE
+    parameters = {"classification": "parquet" if parquet else "text", "projection.enabled": "true",
+                  "storage.location.template": template}
     for key, projection in partitions.items():
         parameters.update({f"projection.{key}.{k}": v for k, v in projection.items()})
     return {
         "Name": name, "TableType": "EXTERNAL_TABLE", "Parameters": parameters,
         "PartitionKeys": [{"Name": key, "Type": "string"} for key in partitions],
-        "StorageDescriptor": {
-            "Columns": [{"Name": "line", "Type": "string"}], "Location": location,
-            "InputFormat": "org.apache.hadoop.mapred.TextInputFormat",
-            "OutputFormat": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-            # one field per line: \u0001 never appears in a line that is JSON (JSON escapes control characters)
-            "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
-                          "Parameters": {"field.delim": "\u0001", "serialization.format": "\u0001"}},
-        },
+        "StorageDescriptor": {"Columns": [{"Name": n, "Type": t} for n, t in columns], "Location": location,
+                              **(_PARQUET_FORMAT if parquet else _TEXT_FORMAT)},
     }
 
 
 def tables(bucket: str) -> list[dict[str, Any]]:
-    """The Glue tables of the Athena path (TableInput), for the data bucket."""
+    """The Glue tables of the Athena path (TableInput), for the data bucket. Both eval-log tables
+    cover the same partitions: each statement reads from each the files of its format ("$path")."""
+    days = {"project": {"type": "injected"},
+            "dt": {"type": "date", "format": "yyyy-MM-dd", "range": "2000-01-01,NOW", "interval": "1",
+                   "interval.unit": "DAYS"}}
+    logs = f"s3://{bucket}/eval-logs/${{project}}/dt=${{dt}}/"
     return [
-        _table(EVAL_LOGS, f"s3://{bucket}/eval-logs/", f"s3://{bucket}/eval-logs/${{project}}/dt=${{dt}}/",
-               {"project": {"type": "injected"},
-                "dt": {"type": "date", "format": "yyyy-MM-dd", "range": "2000-01-01,NOW", "interval": "1",
-                       "interval.unit": "DAYS"}}),
+        _table(EVAL_LOGS, f"s3://{bucket}/eval-logs/", logs, days),
+        _table(EVAL_LOGS_PARQUET, f"s3://{bucket}/eval-logs/", logs, days, PARQUET_COLUMNS),
         _table(FEEDBACK, f"s3://{bucket}/feedback-export/",
                f"s3://{bucket}/feedback-export/${{project}}/run=${{run}}/",
                {"project": {"type": "injected"}, "run": {"type": "injected"}}),
@@ -124,19 +152,35 @@ def _json_files() -> str:
     return f'regexp_like("$path", {literal("(" + suffixes + ")$")})'
 
 
-def records_sql(database: str, project: str, read_since: float, until: float, columns: queries.Columns) -> str:
-    """The `records` relation over the eval_logs table (Trino)."""
+def _parquet_field(name: str) -> str:
+    """The field rule over the Parquet table's typed columns: a top-level string column, else
+    metadata's value of that name (a string: as Python's str() writes it)."""
+    key = name.removeprefix("metadata.")
+    nested = f"element_at(metadata, {literal(key)})"
+    if not name.startswith("metadata.") and name in {n for n, t in PARQUET_COLUMNS if t == "string"}:
+        return f"coalesce({name}, {nested})"
+    return nested
+
+
+def _json_text(column: str) -> str:
+    """A string column as JSON text (a JSON string), as the JSON reader gives prompt and output."""
+    return f"json_format(json_extract(CAST(ARRAY[{column}] AS JSON), '$[0]'))"
+
+
+def records_sql(database: str, project: str, read_since: float, until: float, columns: queries.Columns,
+                parquet_files: tuple[str, ...] = ()) -> str:
+    """The `records` relation over the eval_logs table (Trino), and over the Parquet table for the
+    Parquet files named (s3:// URLs: the pass lists them; Athena opens only those)."""
     first = datetime.fromtimestamp(read_since, timezone.utc).date()
     last = datetime.fromtimestamp(until, timezone.utc).date()
+    where = f"project = {literal(project)} AND {_days(first, last)}"
     fields = "".join(f", {_field(name)} AS {column}" for name, column in columns.items())
     field_columns = "".join(f", t.{column}" for column in columns.values())
     request_id, timestamp = f"json_extract(j, {_path('request_id')})", f"json_extract(j, {_path('timestamp')})"
     overall = f"json_extract(j, {_path('eval_scores', 'overall')})"
-    return f"""
-SELECT f.file_rank * {FILE_RANK} + row_number() OVER (PARTITION BY t.path ORDER BY t.moment, t.line) AS position,
-       t.request_id, t.moment, t.overall, t.is_json, t.is_object, t.cohort_field{field_columns},
-       t.prompt, t.output
-FROM (SELECT path, line, j IS NOT NULL AS is_json, coalesce(regexp_like(line, '^\\s*[{{]'), false) AS is_object,
+    rows = f"""
+      SELECT path, line AS tiebreak, j IS NOT NULL AS is_json,
+             coalesce(regexp_like(line, '^\\s*[{{]'), false) AS is_object,
              CASE WHEN {_kind(request_id)} = 'VARCHAR' THEN json_extract_scalar(j, {_path('request_id')})
                  END AS request_id,
              CASE WHEN {_kind(timestamp)} = 'VARCHAR' THEN to_unixtime(try(from_iso8601_timestamp_nanos(
@@ -149,11 +193,28 @@ FROM (SELECT path, line, j IS NOT NULL AS is_json, coalesce(regexp_like(line, '^
       FROM (SELECT path, line, j, json_extract(j, {_path('metadata')}) AS m
             FROM (SELECT "$path" AS path, line, try(json_parse(line)) AS j
                   FROM {database}.{EVAL_LOGS}
-                  WHERE project = {literal(project)} AND {_days(first, last)} AND {_json_files()}
-                        AND trim(line) <> '') AS l) AS p) AS t
-     JOIN (SELECT path, row_number() OVER (ORDER BY path) AS file_rank
-           FROM (SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS}
-                 WHERE project = {literal(project)} AND {_days(first, last)} AND {_json_files()}) AS d) AS f
+                  WHERE {where} AND {_json_files()} AND trim(line) <> '') AS l) AS p"""
+    paths = f"""SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS} WHERE {where} AND {_json_files()}"""
+    if parquet_files:
+        listed = ", ".join(literal(url) for url in parquet_files)
+        parquet_fields = "".join(f", {_parquet_field(name)} AS {column}" for name, column in columns.items())
+        rows += f"""
+      UNION ALL
+      SELECT "$path" AS path, request_id AS tiebreak, true AS is_json, true AS is_object, request_id,
+             to_unixtime(try(from_iso8601_timestamp_nanos("timestamp"))) AS moment,
+             element_at(eval_scores, 'overall') AS overall,
+             {_parquet_field('metadata.user_cohort')} AS cohort_field{parquet_fields},
+             {_json_text('prompt')} AS prompt, {_json_text('output')} AS output
+      FROM {database}.{EVAL_LOGS_PARQUET} WHERE {where} AND "$path" IN ({listed})"""
+        paths += f"""
+                 UNION SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS_PARQUET}
+                 WHERE {where} AND "$path" IN ({listed})"""
+    return f"""
+SELECT f.file_rank * {FILE_RANK} + row_number() OVER (PARTITION BY t.path ORDER BY t.moment, t.tiebreak) AS position,
+       t.request_id, t.moment, t.overall, t.is_json, t.is_object, t.cohort_field{field_columns},
+       t.prompt, t.output
+FROM ({rows}) AS t
+     JOIN (SELECT path, row_number() OVER (ORDER BY path) AS file_rank FROM ({paths}) AS d) AS f
      ON f.path = t.path"""
 
 
@@ -287,11 +348,12 @@ class Athena:
 
 def pass_engine(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-                workgroup: str | None = None, poll: float = 1.0) -> tuple[Athena, dict[str, queries.Query]]:
+                workgroup: str | None = None, poll: float = 1.0, parquet_files: tuple[str, ...] = ()
+                ) -> tuple[Athena, dict[str, queries.Query]]:
     """The runner of one pass and its results by name (queries.pass_queries, and `events`: the
-    feedback events read)."""
+    feedback events read); `parquet_files`: the pass's Parquet eval logs (s3:// URLs)."""
     columns = queries.columns(fields, sides)
-    base = {"records": records_sql(database, project, read_since, until, columns),
+    base = {"records": records_sql(database, project, read_since, until, columns, parquet_files),
             "feedback_events": feedback_events_sql(database, project, run)}
     engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
     return engine, {EVENTS: queries.EVENTS_COUNT, **queries.pass_queries(window, fields, columns, sides)}
@@ -321,9 +383,10 @@ def finish_pass(engine: Athena, results: dict[str, queries.Query], executions: d
 
 def scan_athena(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-                skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0) -> tuple[Pass, int]:
+                skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0,
+                parquet_files: tuple[str, ...] = ()) -> tuple[Pass, int]:
     """The pass of columnar.scan_files, on Athena, in one call: the same results of the same
     queries. Returns the Pass and the number of feedback events read."""
     engine, results = pass_engine(client, database, output, project, run, sides, read_since, until, window, fields,
-                                  workgroup, poll)
+                                  workgroup, poll, parquet_files)
     return finish_pass(engine, results, start_pass(engine, results), sides, skipped)

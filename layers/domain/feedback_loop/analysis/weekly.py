@@ -115,34 +115,25 @@ def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: Fe
 
 
 # --- the engine of each project -----------------------------------------------------------------------
-def eval_log_bytes(s3: Any, bucket: str, project: str, first: date, last: date) -> tuple[int, int]:
-    """The bytes of a project's eval logs in the partitions that a pass over first..last reads
-    (evallogs.partition_range), by listing them (no object is read): (JSON Lines, Parquet)."""
+def eval_log_files(s3: Any, bucket: str, project: str, first: date, last: date) -> list[tuple[str, int]]:
+    """(key, bytes) of a project's eval-log files (JSON Lines and Parquet, by name) in the partitions
+    that a pass over first..last reads (evallogs.partition_range), by listing (no object is read)."""
     low, high = partition_range(first, last)
     paginator = s3.get_paginator("list_objects_v2")
-    json_lines, parquet, day = 0, 0, low
+    found, day = [], low
     while day <= high:
         prefix = f"{eval_logs_prefix(project)}dt={day.isoformat()}/"
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                if item["Key"].endswith(JSON_SUFFIXES):
-                    json_lines += item["Size"]
-                elif item["Key"].endswith(PARQUET_SUFFIXES):
-                    parquet += item["Size"]
+        found += [(item["Key"], item["Size"]) for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+                  for item in page.get("Contents", []) if item["Key"].endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)]
         day += timedelta(days=1)
-    return json_lines, parquet
+    return found
 
 
-def choose_engine(engine: Engine, size: int, threshold: int, parquet: int = 0) -> tuple[str, str]:
-    """The engine of a pass and why. `auto`: Athena from `threshold` bytes of eval logs under the
-    pass (docs/DEPLOY.md). The Athena path reads JSON Lines only: a pass with Parquet files runs
-    on the embedded engine, which reads both."""
-    if parquet and engine != "embedded":
-        return "embedded", "Parquet eval logs: the Athena path reads JSON Lines only"
+def choose_engine(engine: Engine, size: int, threshold: int) -> str:
+    """`auto`: Athena from `threshold` bytes of eval logs under the pass (docs/DEPLOY.md)."""
     if engine == "auto":
-        return ("athena", f"{size} bytes >= {threshold}") if size >= threshold else (
-            "embedded", f"{size} bytes < {threshold}")
-    return engine, "asked for"
+        return "athena" if size >= threshold else "embedded"
+    return engine
 
 
 def plan(projects: list[str], until: datetime, *, s3: Any, table: FeedbackTable, bucket: str, engine: Engine,
@@ -152,9 +143,8 @@ def plan(projects: list[str], until: datetime, *, s3: Any, table: FeedbackTable,
     for project in projects:
         since = until - window
         start, _ = read_range(since, until, list_changes(table, project), settings)
-        size, parquet = eval_log_bytes(s3, bucket, project, start.date(), until.date())
-        chosen, reason = choose_engine(engine, size, threshold, parquet)
-        planned.append({"project": project, "bytes": size + parquet, "engine": chosen, "reason": reason})
+        size = sum(bytes_ for _, bytes_ in eval_log_files(s3, bucket, project, start.date(), until.date()))
+        planned.append({"project": project, "bytes": size, "engine": choose_engine(engine, size, threshold)})
     return planned
 
 
@@ -173,14 +163,15 @@ def pass_state_key(project: str, until: datetime) -> str:
 
 
 def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, window: timedelta,
-            settings: AnalysisSettings, changes: list[Change]) -> tuple[athena.Athena, dict[str, Any], list[Any]]:
+            settings: AnalysisSettings, changes: list[Change], parquet_files: tuple[str, ...] = ()
+            ) -> tuple[athena.Athena, dict[str, Any], list[Any]]:
     since = until - window
     start, measured = read_range(since, until, changes, settings)
     sides = change_sides(measured, since, until, settings)
     engine, results = athena.pass_engine(client, place.database, place.output, project, athena.run_name(until),
                                          sides, start.timestamp(), until.timestamp(),
                                          (since.timestamp(), until.timestamp()), settings.segment_fields,
-                                         place.workgroup)
+                                         place.workgroup, parquet_files=parquet_files)
     return engine, results, sides
 
 
@@ -190,7 +181,10 @@ def start_athena(project: str, until: datetime, *, s3: Any, client: Any, table: 
     """The feedback exported and every statement of the pass started. Returns what the state
     machine polls (the execution ids) and where the rest is kept for `finish_athena`."""
     changes = list_changes(table, project)
-    engine, results, _ = _engine(client, place, project, until, window, settings, changes)
+    start, _ = read_range(until - window, until, changes, settings)
+    parquet = tuple(f"s3://{bucket}/{key}" for key, _ in eval_log_files(s3, bucket, project, start.date(), until.date())
+                    if key.endswith(PARQUET_SUFFIXES))
+    engine, results, _ = _engine(client, place, project, until, window, settings, changes, parquet)
     items = _feedback_items(table, project, until - window, settings, now, day_shards)
     exported = athena.export_feedback(items, s3, bucket, project, athena.run_name(until))
     executions = athena.start_pass(engine, results)

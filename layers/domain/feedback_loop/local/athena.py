@@ -4,10 +4,11 @@ emulated bucket.
 The emulator (moto) records Athena queries but runs nothing. This answers StartQueryExecution,
 GetQueryExecution, BatchGetQueryExecution, GetQueryResults and StopQueryExecution as Athena does:
 a statement, in Trino's SQL, is translated to DuckDB's by sqlglot (with Trino's functions that
-sqlglot leaves as they are given as DuckDB macros); each table it names is the emulator's Glue table of that name, whose files
-(one text column `line`, partitions where its `storage.location.template` says) are read from the
-emulated bucket; the result is written where Athena writes it (<OutputLocation><id>.csv) and served
-page by page, every value as text with its column's type, as Athena serves it.
+sqlglot leaves as they are given as DuckDB macros); each table it names is the emulator's Glue
+table of that name, whose files (text, one column `line`, or Parquet; partitions where its
+`storage.location.template` says) are read from the emulated bucket; the result is written where
+Athena writes it (<OutputLocation><id>.csv) and served page by page, every value as text with its
+column's type, as Athena serves it.
 
 No Trino engine runs here. This proves that the orchestration works and what the queries mean on
 the embedded engine, not that Trino accepts them (tests/unit/test_queries.py parses them with
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+
+from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES
 
 # Trino's functions that sqlglot writes as they are, in DuckDB
 MACROS = ("CREATE MACRO from_iso8601_timestamp_nanos(x) AS CAST(x AS TIMESTAMPTZ)",)
@@ -178,12 +181,31 @@ def _template_pattern(template: str, keys: list[str]) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+_DUCKDB_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "bigint": "BIGINT", "int": "INTEGER", "boolean": "BOOLEAN"}
+
+
+def _duckdb_type(hive: str) -> str:
+    """A Hive column type (string, double, map<k,v>) in DuckDB's words."""
+    if hive.startswith("map<") and hive.endswith(">"):
+        key, value = hive[4:-1].split(",", 1)
+        return f"MAP({_duckdb_type(key.strip())}, {_duckdb_type(value.strip())})"
+    return _DUCKDB_TYPES[hive]
+
+
 def _line_table(connection: Any, s3: Any, table: dict[str, Any], folder: Path) -> None:
-    """A Glue table of one text column `line` as a DuckDB view: its files downloaded, each line a
-    row, with the partition values and "$path" (the object's URL) as Athena gives them."""
+    """A Glue table as a DuckDB view, with the partition values and "$path" (the object's URL) as
+    Athena gives them: a text table of one column `line` (each line of its files a row), or a
+    Parquet table (its columns by name, NULL where a file lacks one). A Parquet table reads the
+    files named .parquet or .pq, a text table the others: Athena opens only the files that a
+    statement names in `"$path" IN (...)`, which is how the analysis reads Parquet files from the
+    partitions they share with JSON Lines, and its text reader turns a Parquet file into lines that
+    the analysis drops by "$path" (DuckDB's CSV reader would refuse their bytes instead)."""
     descriptor = table["StorageDescriptor"]
-    if [c["Name"] for c in descriptor["Columns"]] != ["line"]:
-        raise ValueError(f"the local Athena reads tables of one text column `line`, not {table['Name']}")
+    declared = [(c["Name"], c["Type"]) for c in descriptor["Columns"]]
+    parquet = descriptor.get("SerdeInfo", {}).get("SerializationLibrary") == PARQUET_SERDE
+    if not parquet and [name for name, _ in declared] != ["line"]:
+        raise ValueError(f"the local Athena reads text tables of one column `line`, not {table['Name']}")
     keys = [k["Name"] for k in table.get("PartitionKeys", [])]
     template = table.get("Parameters", {}).get("storage.location.template", descriptor["Location"])
     pattern = _template_pattern(template.rstrip("/") + "/", keys)
@@ -194,7 +216,7 @@ def _line_table(connection: Any, s3: Any, table: dict[str, Any], folder: Path) -
         for item in page.get("Contents", []):
             url = f"s3://{bucket}/{item['Key']}"
             found = pattern.match(url)
-            if not found or item["Key"].endswith("/"):
+            if not found or item["Key"].endswith("/") or parquet != item["Key"].endswith(PARQUET_SUFFIXES):
                 continue
             local = folder / f"{len(files)}-{item['Key'].rpartition('/')[2]}"  # its suffix tells the compression
             s3.download_file(bucket, item["Key"], str(local))
@@ -202,13 +224,24 @@ def _line_table(connection: Any, s3: Any, table: dict[str, Any], folder: Path) -
     name = table["Name"]
     partition_columns = "".join(f", {k} VARCHAR" for k in keys)
     connection.execute(f'CREATE TEMP TABLE "{name}__files" (file VARCHAR, url VARCHAR{partition_columns})')
+    typed = {column: _duckdb_type(kind) for column, kind in declared}
+    empty = "SELECT " + ", ".join(f"NULL::{kind} AS {column}" for column, kind in typed.items()) + \
+        ", NULL::VARCHAR AS filename WHERE false"
     if files:
         connection.executemany(f'INSERT INTO "{name}__files" VALUES ({", ".join("?" * (2 + len(keys)))})', files)
         listed = "[" + ", ".join("'" + f[0].replace("'", "''") + "'" for f in files) + "]"
-        lines = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', "
-                 f"header = false, auto_detect = false, filename = true, strict_mode = false, null_padding = true)")
+        if parquet:
+            present = {row[0] for row in connection.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()}
+            rows = "(SELECT " + ", ".join(
+                f"CAST({column} AS {kind}) AS {column}" if column in present else f"NULL::{kind} AS {column}"
+                for column, kind in typed.items()) + \
+                f", filename FROM read_parquet({listed}, union_by_name = true, filename = true))"
+        else:
+            rows = (f"read_csv({listed}, columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', "
+                    f"header = false, auto_detect = false, filename = true, strict_mode = false, null_padding = true)")
     else:
-        lines = "(SELECT NULL::VARCHAR AS line, NULL::VARCHAR AS filename WHERE false)"
-    selected = "".join(f", f.{k}" for k in keys)
-    connection.execute(f'CREATE TEMP VIEW "{name}" AS SELECT r.line{selected}, f.url AS "$path" '
-                       f'FROM {lines} AS r JOIN "{name}__files" AS f ON f.file = r.filename')
+        rows = f"({empty})"
+    selected = "".join(f", r.{column}" for column in typed) + "".join(f", f.{k}" for k in keys)
+    connection.execute(f'CREATE TEMP VIEW "{name}" AS SELECT {selected.removeprefix(", ")}, f.url AS "$path" '
+                       f'FROM {rows} AS r JOIN "{name}__files" AS f ON f.file = r.filename')
