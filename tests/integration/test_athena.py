@@ -53,10 +53,9 @@ def parquet(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def parquet_urls(s3, project: str) -> tuple[str, ...]:
+def layout(s3, project: str) -> athena.Layout:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"eval-logs/{project}/")
-    return tuple(f"s3://{BUCKET}/{o['Key']}" for page in pages for o in page.get("Contents", [])
-                 if o["Key"].endswith(".parquet"))
+    return athena.Layout.of(BUCKET, [o["Key"] for page in pages for o in page.get("Contents", [])])
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +76,15 @@ def week(stack, table):
     for record in records:
         by_day[record["timestamp"][:10]].append(record)
     for number, (day, rows) in enumerate(sorted(by_day.items())):
-        if number % 3 == 1:  # every third day in Parquet of the Parquet table's schema (as Firehose writes it)
+        # every third day in Parquet of the Parquet table's schema (as Firehose writes it), and every
+        # third day half in Parquet and half in JSON Lines (a day of both); the others JSON Lines
+        if number % 3 == 1:
             s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/app-1.parquet", Body=parquet(rows))
             continue
+        if number % 3 == 2:
+            s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/app-0.parquet",
+                          Body=parquet(rows[::2]))
+            rows = rows[1::2]
         body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
         s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/app-1.jsonl.gz", Body=body)
     labelled = {e["request_id"] for e in events if e["feedback_type"].startswith("explicit_")}
@@ -121,8 +126,9 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
     collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
                                            project, run, athena_sides, start.timestamp(), until.timestamp(), window,
                                            SETTINGS.segment_fields, athena_skipped, poll=0.02,
-                                           parquet_files=parquet_urls(s3, project))
-    assert len(parquet_urls(s3, project)) >= 4
+                                           layout=layout(s3, project))
+    files = layout(s3, project)
+    assert len(files.json_days) >= 8 and len(files.parquet_days) >= 4 and len(files.parquet_files) >= 4
     assert events == len(items) == embedded_feedback.events
     assert athena_skipped == embedded_skipped
     assert embedded_skipped["duplicate_request_id"] == 1 and embedded_skipped["invalid_json"] == 1
@@ -183,3 +189,14 @@ def test_auto_runs_on_athena_from_the_threshold_of_bytes_under_the_pass(table, w
     [planned] = weekly.plan([project], SCENARIO.end, s3=s3, table=table, bucket=BUCKET, engine="auto", threshold=1,
                             window=timedelta(days=7), settings=SETTINGS)
     assert planned["engine"] == "athena" and planned["bytes"] > expected
+
+
+def test_the_layout_names_what_each_table_reads() -> None:
+    """Days of JSON Lines are read whole by the text table, days of Parquet only by the Parquet
+    table, and a day of both: its JSON files by the text table, its Parquet files by name."""
+    keys = ["eval-logs/p/dt=2026-05-01/a.jsonl.gz", "eval-logs/p/dt=2026-05-02/a.parquet",
+            "eval-logs/p/dt=2026-05-02/b.pq", "eval-logs/p/dt=2026-05-03/a.json", "eval-logs/p/dt=2026-05-03/b.parquet",
+            "eval-logs/p/dt=2026-05-04/_SUCCESS", "eval-logs/p/loose.parquet"]
+    assert athena.Layout.of("bkt", keys) == athena.Layout(
+        json_days=("2026-05-01", "2026-05-03"), parquet_days=("2026-05-02",),
+        parquet_files=("s3://bkt/eval-logs/p/dt=2026-05-03/b.parquet",))

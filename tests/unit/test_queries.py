@@ -141,11 +141,12 @@ def test_every_athena_statement_parses_as_trino_and_calls_only_trino_functions(l
     from feedback_loop.analysis import athena
 
     scanner, results = loaded
-    parquet = ("s3://b/eval-logs/p/dt=2023-11-15/a.parquet", "s3://b/eval-logs/p/dt=2023-11-16/it's.parquet")
+    mixed = athena.Layout(json_days=("2023-11-14", "2023-11-16"), parquet_days=("2023-11-15",),
+                          parquet_files=("s3://b/eval-logs/p/dt=2023-11-16/it's.parquet",))
     allowed = TRINO_FUNCTIONS | {"JSON_PARSE", "JSON_EXTRACT", "JSON_EXTRACT_SCALAR", "REGEXP_LIKE", "SUBSTR",
                                  "TRY", "TO_UNIXTIME", "FROM_ISO8601_TIMESTAMP_NANOS", "ROW_NUMBER", "TRIM",
                                  "ELEMENT_AT", "COALESCE"}
-    for name, query, files in [(name, query, files) for name, query in results.items() for files in ((), parquet)]:
+    for name, query, files in [(name, query, files) for name, query in results.items() for files in (None, mixed)]:
         base = {"records": athena.records_sql("db", "p", 1.7e9, 1.7e9 + 86400 * 14, scanner.columns, files),
                 "feedback_events": athena.feedback_events_sql("db", "p", "2026-05-18T00-00-00Z")}
         statement = athena.statement(query, scanner.relations, base)
@@ -156,6 +157,9 @@ def test_every_athena_statement_parses_as_trino_and_calls_only_trino_functions(l
         tables = {(t.db, t.name) for t in parsed.find_all(sqlglot.exp.Table) if t.db}
         expected = {("db", "eval_logs"), ("db", "feedback"), *([("db", "eval_logs_parquet")] if files else [])}
         assert tables <= expected, name
-        # Athena opens only the Parquet files named, by an IN list on "$path" (a quote in a name escaped)
-        assert ("\"$path\" IN ('s3://b/eval-logs/p/dt=2023-11-15/a.parquet', "
-                "'s3://b/eval-logs/p/dt=2023-11-16/it''s.parquet')" in statement) == bool(files), name
+        # the text table reads the days of JSON Lines only; the Parquet table the days of Parquet only
+        # whole, and on a day of both only the files named in an IN list on "$path" (quotes escaped)
+        assert ("dt IN ('2023-11-14', '2023-11-16') AND regexp_like" in statement) == bool(files), name
+        assert ("dt IN ('2023-11-15')" in statement) == bool(files), name
+        assert ("dt IN ('2023-11-14', '2023-11-16') AND \"$path\" IN "
+                "('s3://b/eval-logs/p/dt=2023-11-16/it''s.parquet')" in statement) == bool(files), name

@@ -34,6 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -41,7 +42,7 @@ import orjson
 
 from feedback_loop.analysis import queries
 from feedback_loop.analysis.columnar import collect
-from feedback_loop.analysis.evallogs import JSON_SUFFIXES, partition_range
+from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, partition_day, partition_range
 from feedback_loop.analysis.model import ChangeSides, Pass
 from feedback_loop.analysis.sql import literal
 from feedback_loop.dal.items import item_value
@@ -167,18 +168,57 @@ def _json_text(column: str) -> str:
     return f"json_format(json_extract(CAST(ARRAY[{column}] AS JSON), '$[0]'))"
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Which files of a pass each eval-log table reads (listed by the pass: weekly.eval_log_files):
+    the days (`dt`) with JSON Lines files, which the text table reads whole; the days with Parquet
+    files only, which the Parquet table reads whole; the Parquet files of days that hold both,
+    named one by one (`"$path" IN (...)`) so that Athena opens only those. A text statement then
+    never scans a Parquet-only day, nor a Parquet statement a JSON file."""
+
+    json_days: tuple[str, ...] = ()
+    parquet_days: tuple[str, ...] = ()
+    parquet_files: tuple[str, ...] = ()  # s3:// URLs
+
+    @classmethod
+    def of(cls, bucket: str, keys: Iterable[str]) -> "Layout":
+        by_day: dict[str, list[str]] = {}
+        for key in keys:
+            day = partition_day(key)
+            if day is not None:
+                by_day.setdefault(day.isoformat(), []).append(key)
+        json_days = tuple(sorted(d for d, ks in by_day.items() if any(k.endswith(JSON_SUFFIXES) for k in ks)))
+        parquet_days = tuple(sorted(d for d, ks in by_day.items() if d not in json_days
+                                    and any(k.endswith(PARQUET_SUFFIXES) for k in ks)))
+        files = tuple(sorted(f"s3://{bucket}/{k}" for d in json_days for k in by_day[d]
+                             if k.endswith(PARQUET_SUFFIXES)))
+        return cls(json_days, parquet_days, files)
+
+
+PATH = '"$path"'  # the column Athena gives each row: its file's s3:// URL
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(literal(v) for v in values)})"
+
+
 def records_sql(database: str, project: str, read_since: float, until: float, columns: queries.Columns,
-                parquet_files: tuple[str, ...] = ()) -> str:
-    """The `records` relation over the eval_logs table (Trino), and over the Parquet table for the
-    Parquet files named (s3:// URLs: the pass lists them; Athena opens only those)."""
+                layout: Layout | None = None) -> str:
+    """The `records` relation over the eval-log tables (Trino): the text table's JSON Lines files
+    and the Parquet table's files, as `layout` says (None: every partition of the pass, as text)."""
     first = datetime.fromtimestamp(read_since, timezone.utc).date()
     last = datetime.fromtimestamp(until, timezone.utc).date()
-    where = f"project = {literal(project)} AND {_days(first, last)}"
+    text_days = _days(first, last) if layout is None or not (layout.json_days or layout.parquet_days) \
+        else _in("dt", layout.json_days) if layout.json_days else None
     fields = "".join(f", {_field(name)} AS {column}" for name, column in columns.items())
     field_columns = "".join(f", t.{column}" for column in columns.values())
     request_id, timestamp = f"json_extract(j, {_path('request_id')})", f"json_extract(j, {_path('timestamp')})"
     overall = f"json_extract(j, {_path('eval_scores', 'overall')})"
-    rows = f"""
+    project_is = f"project = {literal(project)}"
+    rows, paths = [], []
+    if text_days is not None:
+        text = f"{project_is} AND {text_days} AND {_json_files()}"
+        rows.append(f"""
       SELECT path, line AS tiebreak, j IS NOT NULL AS is_json,
              coalesce(regexp_like(line, '^\\s*[{{]'), false) AS is_object,
              CASE WHEN {_kind(request_id)} = 'VARCHAR' THEN json_extract_scalar(j, {_path('request_id')})
@@ -193,28 +233,30 @@ def records_sql(database: str, project: str, read_since: float, until: float, co
       FROM (SELECT path, line, j, json_extract(j, {_path('metadata')}) AS m
             FROM (SELECT "$path" AS path, line, try(json_parse(line)) AS j
                   FROM {database}.{EVAL_LOGS}
-                  WHERE {where} AND {_json_files()} AND trim(line) <> '') AS l) AS p"""
-    paths = f"""SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS} WHERE {where} AND {_json_files()}"""
-    if parquet_files:
-        listed = ", ".join(literal(url) for url in parquet_files)
-        parquet_fields = "".join(f", {_parquet_field(name)} AS {column}" for name, column in columns.items())
-        rows += f"""
-      UNION ALL
+                  WHERE {text} AND trim(line) <> '') AS l) AS p""")
+        paths.append(f'SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS} WHERE {text}')
+    parquet_fields = "".join(f", {_parquet_field(name)} AS {column}" for name, column in columns.items())
+    parquet_parts = []
+    if layout and layout.parquet_days:
+        parquet_parts.append(_in("dt", layout.parquet_days))
+    if layout and layout.parquet_files:
+        parquet_parts.append(f"{_in('dt', layout.json_days)} AND {_in(PATH, layout.parquet_files)}")
+    for which in parquet_parts:
+        rows.append(f"""
       SELECT "$path" AS path, request_id AS tiebreak, true AS is_json, true AS is_object, request_id,
              to_unixtime(try(from_iso8601_timestamp_nanos("timestamp"))) AS moment,
              element_at(eval_scores, 'overall') AS overall,
              {_parquet_field('metadata.user_cohort')} AS cohort_field{parquet_fields},
              {_json_text('prompt')} AS prompt, {_json_text('output')} AS output
-      FROM {database}.{EVAL_LOGS_PARQUET} WHERE {where} AND "$path" IN ({listed})"""
-        paths += f"""
-                 UNION SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS_PARQUET}
-                 WHERE {where} AND "$path" IN ({listed})"""
+      FROM {database}.{EVAL_LOGS_PARQUET} WHERE {project_is} AND {which}""")
+        paths.append(f'SELECT DISTINCT "$path" AS path FROM {database}.{EVAL_LOGS_PARQUET} '
+                     f'WHERE {project_is} AND {which}')
     return f"""
 SELECT f.file_rank * {FILE_RANK} + row_number() OVER (PARTITION BY t.path ORDER BY t.moment, t.tiebreak) AS position,
        t.request_id, t.moment, t.overall, t.is_json, t.is_object, t.cohort_field{field_columns},
        t.prompt, t.output
-FROM ({rows}) AS t
-     JOIN (SELECT path, row_number() OVER (ORDER BY path) AS file_rank FROM ({paths}) AS d) AS f
+FROM ({" UNION ALL ".join(rows)}) AS t
+     JOIN (SELECT path, row_number() OVER (ORDER BY path) AS file_rank FROM ({" UNION ".join(paths)}) AS d) AS f
      ON f.path = t.path"""
 
 
@@ -348,12 +390,12 @@ class Athena:
 
 def pass_engine(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-                workgroup: str | None = None, poll: float = 1.0, parquet_files: tuple[str, ...] = ()
+                workgroup: str | None = None, poll: float = 1.0, layout: Layout | None = None
                 ) -> tuple[Athena, dict[str, queries.Query]]:
     """The runner of one pass and its results by name (queries.pass_queries, and `events`: the
-    feedback events read); `parquet_files`: the pass's Parquet eval logs (s3:// URLs)."""
+    feedback events read); `layout`: which eval-log files each table reads."""
     columns = queries.columns(fields, sides)
-    base = {"records": records_sql(database, project, read_since, until, columns, parquet_files),
+    base = {"records": records_sql(database, project, read_since, until, columns, layout),
             "feedback_events": feedback_events_sql(database, project, run)}
     engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
     return engine, {EVENTS: queries.EVENTS_COUNT, **queries.pass_queries(window, fields, columns, sides)}
@@ -384,9 +426,9 @@ def finish_pass(engine: Athena, results: dict[str, queries.Query], executions: d
 def scan_athena(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
                 skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0,
-                parquet_files: tuple[str, ...] = ()) -> tuple[Pass, int]:
+                layout: Layout | None = None) -> tuple[Pass, int]:
     """The pass of columnar.scan_files, on Athena, in one call: the same results of the same
     queries. Returns the Pass and the number of feedback events read."""
     engine, results = pass_engine(client, database, output, project, run, sides, read_since, until, window, fields,
-                                  workgroup, poll, parquet_files)
+                                  workgroup, poll, layout)
     return finish_pass(engine, results, start_pass(engine, results), sides, skipped)

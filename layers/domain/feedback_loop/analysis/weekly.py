@@ -163,7 +163,7 @@ def pass_state_key(project: str, until: datetime) -> str:
 
 
 def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, window: timedelta,
-            settings: AnalysisSettings, changes: list[Change], parquet_files: tuple[str, ...] = ()
+            settings: AnalysisSettings, changes: list[Change], layout: athena.Layout | None = None
             ) -> tuple[athena.Athena, dict[str, Any], list[Any]]:
     since = until - window
     start, measured = read_range(since, until, changes, settings)
@@ -171,7 +171,7 @@ def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, wind
     engine, results = athena.pass_engine(client, place.database, place.output, project, athena.run_name(until),
                                          sides, start.timestamp(), until.timestamp(),
                                          (since.timestamp(), until.timestamp()), settings.segment_fields,
-                                         place.workgroup, parquet_files=parquet_files)
+                                         place.workgroup, layout=layout)
     return engine, results, sides
 
 
@@ -182,9 +182,9 @@ def start_athena(project: str, until: datetime, *, s3: Any, client: Any, table: 
     machine polls (the execution ids) and where the rest is kept for `finish_athena`."""
     changes = list_changes(table, project)
     start, _ = read_range(until - window, until, changes, settings)
-    parquet = tuple(f"s3://{bucket}/{key}" for key, _ in eval_log_files(s3, bucket, project, start.date(), until.date())
-                    if key.endswith(PARQUET_SUFFIXES))
-    engine, results, _ = _engine(client, place, project, until, window, settings, changes, parquet)
+    listed = eval_log_files(s3, bucket, project, start.date(), until.date())
+    layout = athena.Layout.of(bucket, (key for key, _ in listed))
+    engine, results, _ = _engine(client, place, project, until, window, settings, changes, layout)
     items = _feedback_items(table, project, until - window, settings, now, day_shards)
     exported = athena.export_feedback(items, s3, bucket, project, athena.run_name(until))
     executions = athena.start_pass(engine, results)
