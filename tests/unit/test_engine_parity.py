@@ -4,7 +4,10 @@ scenario, the real published data, every kind of odd input and 60 random record 
 
 The record-by-record engine's results are fixtures (tests/fixtures/engine/), written by it before
 it was removed: commit 25177e4 ("tests: the record-by-record engine's results frozen as
-fixtures"), whose tests wrote them with FREEZE_ENGINE_FIXTURES=1."""
+fixtures"), whose tests wrote them with FREEZE_ENGINE_FIXTURES=1. Two kinds of field that the
+statistics define, not the engine, were restated in session 8 when their methods changed (issue
+14): every Kendall tau-b `ci` and `ci_method`, and the `relative_ci` of proportion comparisons;
+every other field of the fixtures was equal to the current results at the time and is unchanged."""
 
 from __future__ import annotations
 

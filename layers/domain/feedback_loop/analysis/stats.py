@@ -70,16 +70,94 @@ def spearman(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> Correlat
     return Correlation("spearman", len(x), rho, float(result.pvalue), ci, method)
 
 
+def concordance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """S_i = sum over j of sign(x_i - x_j) sign(y_i - y_j), for every i: each observation's
+    concordant minus discordant pairs (ties count 0), in O(n log n) (a Fenwick tree over y's
+    ranks), or from the table of (x, y) counts when the values are few (ratings)."""
+    n = len(x)
+    rx = np.unique(x, return_inverse=True)[1].astype(np.int64)
+    ry = np.unique(y, return_inverse=True)[1].astype(np.int64)
+    kx, ky = int(rx.max()) + 1, int(ry.max()) + 1
+    if kx * ky <= 4_000_000:
+        table = np.bincount(rx * ky + ry, minlength=kx * ky).reshape(kx, ky)
+        # at (a, b): counts with x below a (or above) and y below b (or above), by cumulative sums
+        grid = np.zeros((kx + 1, ky + 1), dtype=np.int64)
+        grid[1:, 1:] = table.cumsum(0).cumsum(1)
+        def count(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray) -> np.ndarray:
+            return grid[x1, y1] - grid[x0, y1] - grid[x1, y0] + grid[x0, y0]  # x in [x0, x1), y in [y0, y1)
+        zero, top_x, top_y = np.zeros(n, dtype=np.int64), np.full(n, kx), np.full(n, ky)
+        same = count(zero, rx, zero, ry) + count(rx + 1, top_x, ry + 1, top_y)
+        differ = count(zero, rx, ry + 1, top_y) + count(rx + 1, top_x, zero, ry)
+        return (same - differ).astype(float)
+    # below and above in y overall, and within the same x
+    y_counts = np.bincount(ry, minlength=ky)
+    below_all = np.concatenate([[0], np.cumsum(y_counts)[:-1]])[ry]
+    above_all = n - below_all - y_counts[ry]
+    order = np.lexsort((ry, rx))
+    xs, ys = rx[order], ry[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], n]
+    group_start = np.repeat(starts, ends - starts)
+    group_end = np.repeat(ends, ends - starts)
+    first_equal = np.searchsorted(xs * ky + ys, xs * ky + ys, side="left")
+    past_equal = np.searchsorted(xs * ky + ys, xs * ky + ys, side="right")
+    below_same, above_same = np.empty(n, np.int64), np.empty(n, np.int64)
+    below_same[order], above_same[order] = first_equal - group_start, group_end - past_equal
+    # among x_j < x_i: y_j below and above y_i, sweeping the x groups in order
+    tree = [0] * (ky + 1)
+    lower_below, lower_above = np.empty(n, np.int64), np.empty(n, np.int64)
+    ranks, positions = ys.tolist(), order.tolist()
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        for k in range(start, end):
+            below = at_most = 0
+            i = ranks[k]
+            while i > 0:  # inserted with rank < ranks[k]
+                below += tree[i]
+                i -= i & -i
+            i = ranks[k] + 1
+            while i > 0:
+                at_most += tree[i]
+                i -= i & -i
+            lower_below[positions[k]], lower_above[positions[k]] = below, start - at_most
+        for k in range(start, end):
+            i = ranks[k] + 1
+            while i <= ky:
+                tree[i] += 1
+                i += i & -i
+    higher_below = below_all - lower_below - below_same
+    higher_above = above_all - lower_above - above_same
+    return (lower_below + higher_above - lower_above - higher_below).astype(float)
+
+
+def tau_b_se(x: np.ndarray, y: np.ndarray) -> float:
+    """The asymptotic standard error of Kendall's tau-b, valid with ties: tau-b = a / sqrt(b c),
+    with a, b, c the U-statistics of sign(dx) sign(dy), [dx != 0] and [dy != 0] over pairs; their
+    covariance from each observation's projection (4/n times the covariance of S_i, the pairs
+    untied in x, untied in y, each over n - 1: Hoeffding), carried to tau-b by the delta method."""
+    n = len(x)
+    def untied(v: np.ndarray) -> np.ndarray:
+        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+        return (n - counts[inverse]).astype(float)
+    h = np.vstack([concordance(x, y), untied(x), untied(y)]) / (n - 1)
+    a, b, c = h.mean(axis=1)
+    root = math.sqrt(b * c)
+    gradient = np.array([1 / root, -a / (2 * b * root), -a / (2 * c * root)])
+    return math.sqrt(max(float(gradient @ (np.cov(h) * 4 / n) @ gradient), 0.0))
+
+
 def kendall_tau_b(x: np.ndarray, y: np.ndarray, confidence: float = 0.95) -> Correlation:
-    """Kendall's tau-b (tie-corrected) with scipy's p-value; CI by Fisher's z with the
-    Fieller-Hartley-Pearson (1957) standard error sqrt(0.437 / (n - 4))."""
+    """Kendall's tau-b (tie-corrected) with scipy's p-value; CI by Fisher's z with tau-b's
+    asymptotic standard error (tau_b_se, valid with ties) over 1 - tau^2. The constant
+    Fieller-Hartley-Pearson se, sqrt(0.437 / (n - 4)), assumes no ties and was too narrow on tied
+    ratings (docs/REPORT.md: coverage)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    method = "fisher_z_fieller"
+    method = "fisher_z_delta_tau_b"
     if note := _degenerate(x, y, 5):
         return Correlation("kendall", len(x), None, None, None, method, note)
     result = stats.kendalltau(x, y, variant="b")
     tau = float(result.statistic)
-    ci = _fisher_ci(tau, math.sqrt(0.437 / (len(x) - 4)), confidence)
+    clipped = max(min(tau, 1 - 1e-15), -1 + 1e-15)
+    ci = _fisher_ci(tau, tau_b_se(x, y) / (1 - clipped**2), confidence)
     return Correlation("kendall", len(x), tau, float(result.pvalue), ci, method)
 
 
@@ -249,6 +327,21 @@ def _relative(mt: float, mc: float, var_t_of_mean: float, var_c_of_mean: float, 
     return relative, (relative - half, relative + half)
 
 
+def ratio_mover(p_t: float, ci_t: tuple[float, float], p_c: float, ci_c: tuple[float, float]
+                ) -> tuple[float, float] | None:
+    """An interval for p_t / p_c (p_c > 0) from an interval for each proportion: MOVER on the log
+    scale (Zou and Donner 2008, with Wilson intervals): log p_t - log p_c, its bounds from each
+    log bound's distance to its estimate. It keeps its width at 0% or 100%, where the delta
+    method's variance p(1 - p)/n is zero. With p_t = 0 (log undefined): [0, u_t / l_c]."""
+    (l_t, u_t), (l_c, u_c) = ci_t, ci_c
+    if p_t == 0:
+        return (0.0, u_t / l_c) if l_c > 0 else None
+    estimate = math.log(p_t) - math.log(p_c)
+    below = math.hypot(math.log(p_t) - math.log(l_t), math.log(u_c) - math.log(p_c))
+    above = math.hypot(math.log(u_t) - math.log(p_t), math.log(p_c) - math.log(l_c))
+    return math.exp(estimate - below), math.exp(estimate + above)
+
+
 def welch(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, var_t: float,
           confidence: float = 0.95) -> Comparison:
     """Welch's unequal-variance t-test from sufficient statistics (sample variances, ddof = 1):
@@ -278,7 +371,8 @@ def two_proportions(k_c: int, n_c: int, k_t: int, n_t: int, confidence: float = 
                     alternative: str = "two-sided") -> Comparison:
     """Two-proportion z-test with the pooled variance (equal to Pearson's chi-square without
     continuity correction); Newcombe's hybrid score interval (his method 10, from Wilson
-    intervals) for the difference; delta-method interval for the relative difference; Cohen's h."""
+    intervals) for the difference; MOVER on the log scale from the same Wilson intervals for the
+    relative difference (ratio_mover); Cohen's h."""
     if n_c == 0 or n_t == 0:
         return Comparison("two_proportion_z", n_c, n_t, k_c / n_c if n_c else None, k_t / n_t if n_t else None,
                           None, None, None, None, None, None, "cohens_h", "a side has no observations")
@@ -296,7 +390,9 @@ def two_proportions(k_c: int, n_c: int, k_t: int, n_t: int, confidence: float = 
     l_t, u_t = wilson(k_t, n_t, confidence).ci
     ci = (diff - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2),
           diff + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2))
-    relative, relative_ci = _relative(p_t, p_c, p_t * (1 - p_t) / n_t, p_c * (1 - p_c) / n_c, confidence)
+    relative = p_t / p_c - 1 if p_c > 0 else None
+    ratio = ratio_mover(p_t, (l_t, u_t), p_c, (l_c, u_c)) if p_c > 0 else None
+    relative_ci = (ratio[0] - 1, ratio[1] - 1) if ratio else None
     h = 2 * math.asin(math.sqrt(p_t)) - 2 * math.asin(math.sqrt(p_c))
     return Comparison("two_proportion_z", n_c, n_t, p_c, p_t, diff, ci, relative, relative_ci, p, h, "cohens_h")
 
