@@ -11,6 +11,8 @@ import pytest
 
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis import html as html_module
+from feedback_loop.analysis.html import render_html
 from feedback_loop.analysis.run import load_changes, run_analysis, write_local
 
 from ..analysis_data import write_eval_logs, write_feedback
@@ -207,6 +209,38 @@ def test_a_segment_below_the_minimum_is_insufficient_not_computed(tmp_path: Path
     rare = report["correlation"]["by_segment"]["query_type"]["rare"]
     assert rare == {"n": 5, "insufficient": True}
     assert report["miscalibration"]["by_segment"]["query_type"]["rare"]["insufficient"]
+
+
+def test_each_segment_section_says_what_it_tested_and_leaves_out_fields_that_say_nothing(tmp_path: Path) -> None:
+    """A field no record has (prompt_version: unknown for all) and a field with one value for all
+    (model) get no rows; each section says how many segments it tested, how many were too small
+    (and how many requests they held) and the minimum, counted here from the records."""
+    query_types = ["rare"] * 5 + ["mid"] * 29 + ["common"] * 46
+    records = [record(f"r{i}", overall=(i % 10) / 10, query_type=query_types[i], model="m-1", user_cohort="pro")
+               for i in range(80)]
+    events = [vote(f"r{i}", "explicit_rating", 1 + 4 * (i % 2), f"u{i}") for i in range(80)]  # 1 or 5: all binary
+    analysis = analyse_files(tmp_path, records, events)
+    report = analysis.report
+    for section in ("correlation", "miscalibration"):
+        assert set(report[section]["by_segment"]) == {"query_type"}, section
+        assert report[section]["segments"] == {
+            "minimum_n": 30, "tested": 1, "too_small": 2, "too_small_requests": 5 + 29,
+            "fields_not_segmented": {"user_cohort": "every request has the same value (pro)",
+                                     "prompt_version": "every request has the same value (unknown)",
+                                     "model": "every request has the same value (m-1)"}}, section
+    html = " ".join(render_html(report).split())
+    assert "1 segment tested; 2 too small to test (fewer than 30 labelled requests each, 34 requests together)" in html
+    assert "prompt_version not segmented: every request has the same value (unknown)" in html
+    assert "model = m-1" not in html and "prompt_version = unknown" not in html
+
+
+def test_small_p_values_are_written_in_scientific_notation() -> None:
+    from jinja2 import Environment
+
+    template = (Path(html_module.__file__).parent / "templates" / "report.html").read_text()
+    [macro] = [line for line in template.splitlines() if line.startswith("{% macro pval")]
+    render = Environment().from_string(macro + "{{ pval(a) }}|{{ pval(b) }}|{{ pval(c) }}")
+    assert render.render(a=6.8e-13, b=0.0123456, c=None) == '6.8e-13|0.0123|<span class="muted">n/a</span>'
 
 
 def test_long_reads_report_progress(tmp_path: Path) -> None:

@@ -7,7 +7,10 @@ it was removed: commit 25177e4 ("tests: the record-by-record engine's results fr
 fixtures"), whose tests wrote them with FREEZE_ENGINE_FIXTURES=1. Two kinds of field that the
 statistics define, not the engine, were restated in session 8 when their methods changed (issue
 14): every Kendall tau-b `ci` and `ci_method`, and the `relative_ci` of proportion comparisons;
-every other field of the fixtures was equal to the current results at the time and is unchanged."""
+then the report's own structure: the sections' `segments` summaries added, segment fields with one
+value for every request dropped from `by_segment`, and miscalibration segments without a binary
+label dropped; every other field of the fixtures was equal to the current results at the time and
+is unchanged."""
 
 from __future__ import annotations
 

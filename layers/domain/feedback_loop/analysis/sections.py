@@ -26,18 +26,46 @@ def groups(segments: list[tuple[str, ...]], position: int) -> dict[str, np.ndarr
     return {value: np.array(members, int) for value, members in sorted(indices.items())}
 
 
+def segment_fields(segments: list[tuple[str, ...]], fields: tuple[str, ...], members: np.ndarray | None = None
+                   ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Each field's groups of the requests in `members` (all if None), and the fields that say
+    nothing there: one value for every request (a field no record has is `unknown` for all)."""
+    chosen = [segments[i] for i in members] if members is not None else segments
+    index = members if members is not None else np.arange(len(segments))
+    found, skipped = {}, {}
+    for position, name in enumerate(fields):
+        by_value = {value: index[group] for value, group in groups(chosen, position).items()}
+        if len(by_value) == 1:
+            [value] = by_value
+            skipped[name] = f"every request has the same value ({value})"
+        elif by_value:
+            found[name] = by_value
+    return found, skipped
+
+
+def segments_summary(by_segment: dict[str, dict[str, Any]], skipped: dict[str, str], settings: AnalysisSettings
+                     ) -> dict[str, Any]:
+    """How many segments a section tested, how many were too small and the minimum used."""
+    entries = [entry for values in by_segment.values() for entry in values.values()]
+    small = [entry for entry in entries if entry["insufficient"]]
+    return {"minimum_n": settings.min_segment_n, "tested": len(entries) - len(small), "too_small": len(small),
+            "too_small_requests": sum(entry["n"] for entry in small), "fields_not_segmented": skipped}
+
+
 def correlations(overall: np.ndarray, human: np.ndarray, segments: list[tuple[str, ...]],
                   fields: tuple[str, ...], settings: AnalysisSettings) -> dict[str, Any]:
     by_segment: dict[str, dict[str, Any]] = {}
-    for position, name in enumerate(fields):
+    found, skipped = segment_fields(segments, fields)
+    for name, by_value in found.items():
         by_segment[name] = {}
-        for value, members in groups(segments, position).items():
+        for value, members in by_value.items():
             if len(members) < settings.min_segment_n:
                 by_segment[name][value] = {"n": len(members), "insufficient": True}
             else:
                 by_segment[name][value] = {**correlation_block(overall[members], human[members], settings.confidence),
                                            "insufficient": False}
     return {"overall": correlation_block(overall, human, settings.confidence), "by_segment": by_segment,
+            "segments": segments_summary(by_segment, skipped, settings),
             "x": "eval_scores.overall", "y": "human_score"}
 
 
@@ -61,10 +89,10 @@ def miscalibration(verdict_good: np.ndarray, good: np.ndarray, binary: np.ndarra
     by_segment: dict[str, dict[str, Any]] = {}
     tests: list[tuple[str, str]] = []
     p_values: list[float | None] = []
-    for position, name in enumerate(fields):
+    found, skipped = segment_fields(segments, fields, np.flatnonzero(binary))
+    for name, by_value in found.items():
         by_segment[name] = {}
-        for value, members in groups(segments, position).items():
-            members = members[binary[members]]
+        for value, members in by_value.items():
             n_s, k_s = len(members), int(disagree[members].sum())
             entry: dict[str, Any] = {"n": n_s, "disagreements": k_s}
             if n_s < settings.min_segment_n:
@@ -91,7 +119,8 @@ def miscalibration(verdict_good: np.ndarray, good: np.ndarray, binary: np.ndarra
     return {"threshold": settings.threshold, "n": n, "disagreements": k, "rate": overall_rate.rate,
             "rate_ci": overall_rate.ci, "evaluator_too_high": too_high, "evaluator_too_low": k - too_high,
             "test": "one-sided two-proportion z-test of each segment against the rest, Benjamini-Hochberg",
-            "by_segment": by_segment, "flagged_segments": sorted(flagged, key=lambda f: f["p_value_adjusted"])}
+            "by_segment": by_segment, "segments": segments_summary(by_segment, skipped, settings),
+            "flagged_segments": sorted(flagged, key=lambda f: f["p_value_adjusted"])}
 
 
 def cohorts(requests: Counter[str], with_feedback: Counter[str], contradictory: Counter[str], cohorts: list[str],
