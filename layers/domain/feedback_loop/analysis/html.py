@@ -6,6 +6,9 @@ autoescaping in the page, by pygal's XML writer in the plots.
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from typing import Any
 
 import pygal
@@ -28,8 +31,23 @@ def _options(title: str, **extra: Any) -> dict[str, Any]:
             "height": 420, "explicit_size": False, "print_values": False, **extra}
 
 
+# a plotted value as pygal writes it: its label (if any), its shape, then its value
+_NODE = re.compile(r'(?:<desc class="label">(?P<label>[^<]*)</desc>)?'
+                   r'(?P<shape><(?:circle|rect|path)\b[^>]*class="[^"]*\breactive\b[^"]*"[^>]*/>)'
+                   r'<desc class="value">(?P<value>[^<]*)</desc>')
+
+
+def _with_titles(svg: str) -> str:
+    """Each plotted value gets an SVG <title> (its label, else its value): the browser shows it on
+    hover, with no script (pygal's tooltips need its JavaScript from a CDN)."""
+    def titled(match: re.Match[str]) -> str:
+        text = match.group("label") or match.group("value")
+        return f'<g><title>{text}</title>{match.group("shape")}</g><desc class="value">{match.group("value")}</desc>'
+    return _NODE.sub(titled, svg)
+
+
 def _svg(chart: pygal.graph.graph.Graph, name: str) -> Markup:
-    svg = chart.render(is_unicode=True)
+    svg = _with_titles(chart.render(is_unicode=True))
     return Markup(f'<figure class="plot" data-plot="{name}">{svg}</figure>')
 
 
@@ -39,7 +57,8 @@ def calibration_plot(report: dict[str, Any]) -> Markup | None:
         return None
     chart = pygal.XY(**_options("Calibration: observed share of good vs evaluator score", range=(0, 1),
                                 xrange=(0, 1), x_title="evaluator overall (mean in bin)",
-                                y_title="human label good (share)", dots_size=4))
+                                y_title="human label good (share)", dots_size=4, legend_at_bottom=True,
+                                legend_at_bottom_columns=2))
     chart.add("perfect calibration", [(0, 0), (1, 1)], show_dots=False, stroke_style={"dasharray": "4,4"})
     chart.add("evaluator", [{"value": (b["mean_predicted"], b["observed_rate"]), "label": f"n={b['n']}"}
                             for b in bins])
@@ -47,14 +66,24 @@ def calibration_plot(report: dict[str, Any]) -> Markup | None:
 
 
 def scatter_plot(points: list[tuple[float, float]]) -> Markup | None:
+    """One dot per distinct (evaluator, human) position, its area proportional to the requests
+    there, its count on hover: scores that tie pile up at a few positions, which equal dots would
+    hide. Past MAX_SCATTER_POINTS positions, positions are rounded to a 0.01 grid."""
     if not points:
         return None
-    step = max(1, len(points) // MAX_SCATTER_POINTS)
-    chart = pygal.XY(**_options(f"Human score vs evaluator score ({len(points)} requests"
-                                + (f", every {step}th shown)" if step > 1 else ")"),
+    digits = 4
+    counts = Counter((round(x, digits), round(y, digits)) for x, y in points)
+    if len(counts) > MAX_SCATTER_POINTS:
+        digits = 2
+        counts = Counter((round(x, digits), round(y, digits)) for x, y in points)
+    most = max(counts.values())
+    shown = f"{len(points)} requests at {len(counts)} positions" + (", rounded to 0.01" if digits == 2 else "")
+    chart = pygal.XY(**_options(f"Human score vs evaluator score ({shown}; dot area: requests)",
                                 stroke=False, range=(0, 1), xrange=(0, 1), x_title="evaluator overall",
-                                y_title="human score", dots_size=2, show_legend=False))
-    chart.add("requests", points[::step])
+                                y_title="human score", show_legend=False))
+    chart.add("requests", [{"value": (x, y), "node": {"r": 2 + 10 * math.sqrt(n / most)},
+                            "label": f"{n} request{'s' if n > 1 else ''}: evaluator {x:g}, human {y:g}"}
+                           for (x, y), n in sorted(counts.items())])
     return _svg(chart, "scatter")
 
 
@@ -68,8 +97,9 @@ def _interval_bars(title: str, rows: list[tuple[str, float, tuple[float, float] 
         extra["range"] = (min(ends) - pad, max(ends) + pad)
     chart = pygal.HorizontalBar(**_options(title, show_legend=False, **extra))
     chart.x_labels = [label for label, _, _ in rows]
-    chart.add(name, [{"value": value, **({"ci": {"low": ci[0], "high": ci[1]}} if ci else {})}
-                     for _, value, ci in rows])
+    chart.add(name, [{"value": value, "label": f"{label}: {value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+                      **({"ci": {"low": ci[0], "high": ci[1]}} if ci else {})}
+                     for label, value, ci in rows])
     return _svg(chart, name)
 
 
