@@ -175,3 +175,26 @@ def test_a_harmful_change_is_listed_as_a_regression(tmp_path: Path) -> None:
                           scenario.changes(), scenario.start, scenario.end).report
     assert [r["change"] for r in report["regressions"]] == ["prompt-v8"]
     assert math.isclose(report["regressions"][0]["diff"], impact(report, "prompt-v8", "human_score")["diff"])
+    # the report opens with it: the first finding, linked to the impact section
+    first = report["findings"][0]
+    assert first["level"] == "attention" and first["section"] == "impact" and first["text"].startswith("prompt-v8 lowered")
+
+
+def test_the_report_opens_with_its_findings_most_important_first(result) -> None:
+    """The planted miscalibrated segment needs attention; the improvement, the cohort below the
+    feedback target and the segments too small to test are notes after it; the HTML lists them
+    first, each linking to its section."""
+    from feedback_loop.analysis.html import render_html
+
+    report = result[0]
+    findings = report["findings"]
+    levels = [f["level"] for f in findings]
+    assert levels == sorted(levels, key=["attention", "note"].index)  # attention first
+    texts = {f["section"]: f["text"] for f in findings}
+    assert findings[0]["section"] == "miscalibration" and "query_type = code" in findings[0]["text"]
+    assert any(f["section"] == "impact" and f["text"].startswith("prompt-v8 raised the human score") for f in findings)
+    low = [name for name, c in report["cohorts"].items() if c["below_target"]]
+    assert low and all(name in texts["cohorts"] for name in low)
+    html = render_html(report)
+    assert html.index('id="findings"') < html.index('id="correlation"')
+    assert html.count('<a href="#miscalibration">') >= 1 and 'id="miscalibration"' in html

@@ -130,6 +130,14 @@ def impact_plots(report: dict[str, Any]) -> list[Markup]:
     return plots
 
 
+def segment_rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The segments with enough requests for a correlation, weakest agreement first (those
+    without one last); the others are summarised in one line (the section's `segments`)."""
+    rows = [(field, value, entry) for field, values in report["correlation"]["by_segment"].items()
+            for value, entry in values.items() if not entry["insufficient"]]
+    return sorted(rows, key=lambda row: (row[2]["spearman"]["r"] is None, row[2]["spearman"]["r"] or 0.0))
+
+
 def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None = None) -> str:
     plots = {
         "calibration": calibration_plot(report),
@@ -138,4 +146,5 @@ def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None
         "cohorts": cohort_plot(report),
         "impact": impact_plots(report),
     }
-    return _environment.get_template("report.html").render(report=report, plots=plots)
+    return _environment.get_template("report.html").render(report=report, plots=plots,
+                                                           segment_rows=segment_rows(report))

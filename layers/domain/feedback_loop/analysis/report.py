@@ -79,4 +79,5 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     datasets = Datasets(rows, fields, verdict_good, disagreeing, weights, splits)
     report["datasets"] = {"disagreements": len(disagreeing), "labelled": len(rows),
                           "labelled_binary": int(binary.sum()), "validation": splits.count("validation")}
+    report["findings"] = sections.findings(report)
     return Analysis(report, datasets)

@@ -201,3 +201,52 @@ def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[d
 
 def mean(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _ci_text(ci: Any) -> str:
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(no interval)"
+
+
+def findings(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """What needs attention this week, most important first, each naming the report section it
+    comes from: regressions, segments where the evaluator disagrees with users, A/B sample ratio
+    mismatches, then improvements, cohorts below the target feedback rate, segments too small to
+    test, and skipped input lines."""
+    found: list[dict[str, Any]] = []
+
+    def add(level: str, section: str, text: str) -> None:
+        found.append({"level": level, "section": section, "text": text})
+
+    for r in report["regressions"]:
+        add("attention", "impact", f"{r['change']} lowered the human score by {-r['diff']:.3f} "
+            f"{_ci_text(r['diff_ci'])} (adjusted p {r['p_value_adjusted']:.2g}).")
+    for f in report["miscalibration"]["flagged_segments"]:
+        add("attention", "miscalibration", f"The evaluator disagrees with users on {f['field']} = {f['value']}: "
+            f"{f['rate']:.1%} of {f['n']} labelled requests against {f['rest_rate']:.1%} elsewhere "
+            f"(adjusted p {f['p_value_adjusted']:.2g}).")
+    mismatched: set[str] = set()
+    for e in report["impact"]:
+        ratio = e.get("sample_ratio")
+        if ratio and ratio.get("mismatch") and e["change"] not in mismatched:
+            mismatched.add(e["change"])
+            add("attention", "impact", f"{e['change']}: the A/B arms' sizes ({ratio['n_control']} / "
+                f"{ratio['n_treatment']}) are not the expected split; its effects may be biased.")
+    for e in report["impact"]:
+        if e["metric"] == "human_score" and e["significant"] and e["diff"] > 0:
+            add("note", "impact", f"{e['change']} raised the human score by {e['diff']:.3f} {_ci_text(e['diff_ci'])} "
+                f"(adjusted p {e['p_value_adjusted']:.2g}).")
+    low = [name for name, c in report["cohorts"].items() if c.get("below_target")]
+    if low:
+        add("note", "cohorts", f"Feedback rate below the {report['settings']['target_feedback_rate']:.0%} target in "
+            f"cohort{'s' if len(low) > 1 else ''} {', '.join(low)}: their weights correct for it, with less precision.")
+    summary = report["miscalibration"].get("segments") or {}
+    if summary.get("too_small"):
+        add("note", "miscalibration", f"{summary['too_small']} segment{'s' if summary['too_small'] > 1 else ''} "
+            f"({summary['too_small_requests']} labelled requests) had fewer than {summary['minimum_n']} labelled "
+            f"requests and could not be tested; {summary['tested']} were.")
+    skipped = report["counts"]["skipped_lines"]
+    if skipped:
+        reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["counts"]["skipped_by_reason"].items()
+                            if k != "outside_window")
+        add("note", "data-quality", f"{skipped} input line{'s' if skipped > 1 else ''} skipped ({reasons}).")
+    return found
