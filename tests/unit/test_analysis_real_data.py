@@ -95,3 +95,74 @@ def test_qags_agreement_equals_sklearn_on_the_published_labels(tmp_path: Path, n
     assert agreement["brier"] == pytest.approx(float(np.mean((score - consistent) ** 2)))
     assert report["miscalibration"]["disagreements"] == int(np.sum((score > 0.7) != consistent))
     assert agreement["auroc"]["auroc"] > 0.5  # UniEval is informative about factual consistency
+
+
+def test_topical_chat_system_level_and_grouped_correlations_equal_independent_computations(tmp_path: Path) -> None:
+    """The meta-evaluation figures on the published Topical-Chat scores: 6 systems' mean scores
+    correlated (SummEval's system level) with a bootstrap interval equal to scipy's bootstrap of
+    the same statistic, and the correlation within each of the 60 dialogues, averaged (the
+    summary- or turn-level figure of UniEval's tables, per dialogue)."""
+    import pandas as pd
+
+    items = json.loads((UNIEVAL / "topical_chat_result.json").read_text())
+    dialogues = {source: f"d{k}" for k, source in enumerate(dict.fromkeys(i["source"] for i in items))}
+    assert len(dialogues) == 60
+    records, events = [], []
+    for n, item in enumerate(items):
+        request_id = f"tc-{n}"
+        records.append({"request_id": request_id, "timestamp": stamp(n, len(items)), "prompt": item["source"],
+                        "output": item["system_output"],
+                        "eval_scores": {"overall": item["predict_scores"]["overall"] / 2},
+                        "metadata": {"system": item["system_id"], "dialogue": dialogues[item["source"]]}})
+        for k, rating in enumerate(three_ratings(item["scores"]["overall"])):
+            events.append({"request_id": request_id, "feedback_type": "explicit_rating", "value": rating,
+                           "user_id": f"annotator-{k}", "timestamp": stamp(n, len(items)), "event_id": f"{n}-{k}"})
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, tmp_path / "feedback.jsonl"))
+    frame = pd.DataFrame({"system": [i["system_id"] for i in items],
+                          "dialogue": [dialogues[i["source"]] for i in items],
+                          "human": [i["scores"]["overall"] for i in items],
+                          "unieval": [i["predict_scores"]["overall"] for i in items]})
+    means = frame.groupby("system")[["unieval", "human"]].mean()
+    for group_field in (None, "dialogue"):
+        settings = AnalysisSettings(segment_fields=("user_cohort",), system_field="system", group_field=group_field)
+        logs = write_eval_logs(records, tmp_path / f"logs-{group_field}")
+        meta = run_analysis("topical-chat", EvalLogSource(str(logs)), feedback, [], SINCE, UNTIL,
+                            settings).report["meta_evaluation"]
+        system = meta["system_level"]
+        assert system["systems"] == 6 and system["n"] == 360
+        assert system["pearson"]["r"] == pytest.approx(sps.pearsonr(means.unieval, means.human).statistic, abs=1e-9)
+        assert system["spearman"]["r"] == pytest.approx(sps.spearmanr(means.unieval, means.human).statistic, abs=1e-9)
+        assert system["kendall"]["r"] == pytest.approx(sps.kendalltau(means.unieval, means.human).statistic, abs=1e-9)
+        assert {k: v["human_mean"] for k, v in system["per_system"].items()} == pytest.approx(
+            {k: (v - 1) / 4 for k, v in means.human.items()})
+    # the bootstrap over items within each system is scipy's bootstrap with one sample per system
+    settings = AnalysisSettings(segment_fields=("user_cohort",), system_field="system")
+    system = run_analysis("topical-chat", EvalLogSource(str(tmp_path / "logs-None")), feedback, [], SINCE, UNTIL,
+                          settings).report["meta_evaluation"]["system_level"]
+    names = sorted(means.index)
+    samples = [np.flatnonzero(frame.system.to_numpy() == name) for name in names]
+    values = frame[["unieval", "human"]].to_numpy()
+
+    def statistic(*indices):
+        m = np.array([values[i].mean(axis=0) for i in indices])
+        return sps.pearsonr(m[:, 0], m[:, 1]).statistic
+
+    reference = sps.bootstrap(samples, statistic, vectorized=False, n_resamples=2000, method="percentile",
+                              random_state=np.random.default_rng(3)).confidence_interval
+    assert system["pearson"]["ci"] == pytest.approx((reference.low, reference.high), abs=0.05)
+    # grouped: the correlation within each dialogue, averaged over those where both scores vary
+    grouped = meta["grouped"]
+    within = [sps.spearmanr(g.unieval, g.human).statistic for _, g in frame.groupby("dialogue")
+              if g.unieval.nunique() > 1 and g.human.nunique() > 1]
+    assert grouped["groups"] == 60 and grouped["groups_used"] == len(within)
+    assert grouped["spearman"] == pytest.approx(np.mean(within), abs=1e-9)
+    kendall = [sps.kendalltau(g.unieval, g.human).statistic for _, g in frame.groupby("dialogue")
+               if g.unieval.nunique() > 1 and g.human.nunique() > 1]
+    assert grouped["kendall"] == pytest.approx(np.mean(kendall), abs=1e-9)
+    from feedback_loop.analysis.html import render_html
+
+    page = " ".join(render_html(run_analysis("topical-chat", EvalLogSource(str(tmp_path / "logs-dialogue")), feedback,
+                                             [], SINCE, UNTIL, AnalysisSettings(segment_fields=("user_cohort",),
+                                             system_field="system", group_field="dialogue")).report).split())
+    assert "system level: mean scores of each system" in page and f"{grouped['groups_used']} of 60 groups" in page

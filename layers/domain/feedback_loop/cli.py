@@ -162,6 +162,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         threshold=args.threshold, min_segment_n=args.min_segment_n, target_feedback_rate=args.target_rate,
         trim_multiple=args.trim, impact_window=timedelta(days=args.impact_days),
         segment_fields=tuple(dict.fromkeys(["user_cohort", "query_type", "prompt_version", "model", *args.segment])),
+        system_field=args.system_field or None, group_field=args.group_field or None,
     )
     progress = None if args.quiet else print_progress
     feedback = FeedbackIndex()
@@ -283,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--segment", action="append", default=[], metavar="FIELD",
                          help="another segment field (top-level or metadata), repeatable")
     analyze.add_argument("--min-segment-n", type=int, default=30)
+    analyze.add_argument("--system-field", metavar="FIELD",
+                         help="the model or system (top-level or metadata): system-level correlation")
+    analyze.add_argument("--group-field", metavar="FIELD",
+                         help="the source prompt or document: correlation within each group, averaged")
     analyze.add_argument("--target-rate", type=float, default=0.05, help="feedback rate a cohort should reach")
     analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")

@@ -65,6 +65,8 @@ class AnalysisFunctionSettings(BaseSettings):
     threshold: float = Field(default=0.7, ge=0, le=1, validation_alias="EVALUATOR_THRESHOLD")
     min_segment_n: int = Field(default=30, ge=2, validation_alias="MIN_SEGMENT_N")
     segment_fields_csv: str = Field(default="", validation_alias="EXTRA_SEGMENT_FIELDS")
+    system_field: str = Field(default="", validation_alias="SYSTEM_FIELD")
+    group_field: str = Field(default="", validation_alias="GROUP_FIELD")
     target_feedback_rate: float = Field(default=0.05, ge=0, le=1, validation_alias="TARGET_FEEDBACK_RATE")
     trim_multiple: float = Field(default=20, gt=1, validation_alias="WEIGHT_TRIM_MULTIPLE")
     impact_days: float = Field(default=7, gt=0, validation_alias="IMPACT_WINDOW_DAYS")
@@ -92,6 +94,7 @@ class AnalysisFunctionSettings(BaseSettings):
         return AnalysisSettings(
             threshold=self.threshold, min_segment_n=self.min_segment_n,
             segment_fields=tuple(dict.fromkeys(["user_cohort", "query_type", "prompt_version", "model", *extra])),
+            system_field=self.system_field.strip() or None, group_field=self.group_field.strip() or None,
             target_feedback_rate=self.target_feedback_rate, trim_multiple=self.trim_multiple,
             impact_window=timedelta(days=self.impact_days),
         )

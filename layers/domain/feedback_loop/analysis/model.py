@@ -40,6 +40,15 @@ class AnalysisSettings:
     confidence: float = 0.95
     validation_share: float = 0.2
     calibration_bins: int = 10
+    system_field: str | None = None  # the model or system: system-level correlation (meta_evaluation)
+    group_field: str | None = None  # the source prompt or document: grouped correlation (meta_evaluation)
+    bootstrap_resamples: int = 1000
+
+    @property
+    def read_fields(self) -> tuple[str, ...]:
+        """The eval-log fields the pass reads for each labelled request: the segment fields first
+        (the sections take the first positions), then the system and group fields."""
+        return tuple(dict.fromkeys([*self.segment_fields, *(f for f in (self.system_field, self.group_field) if f)]))
 
 
 def split_of(request_id: str, validation_share: float) -> str:

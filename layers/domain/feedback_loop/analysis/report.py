@@ -43,7 +43,8 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
         "settings": {"threshold": settings.threshold, "segment_fields": list(fields),
                      "min_segment_n": settings.min_segment_n, "target_feedback_rate": settings.target_feedback_rate,
                      "trim_multiple": settings.trim_multiple, "impact_window_days": span / 86400,
-                     "alpha": settings.alpha, "confidence": settings.confidence},
+                     "alpha": settings.alpha, "confidence": settings.confidence,
+                     "system_field": settings.system_field, "group_field": settings.group_field},
         "counts": {
             "eval_records": in_window,
             "eval_records_read": read,
@@ -65,6 +66,7 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     verdict_good = overall > settings.threshold
 
     report["correlation"] = sections.correlations(overall, human, segments, fields, settings)
+    report["meta_evaluation"] = sections.meta_evaluation(overall, human, segments, settings)
     report["agreement"] = sections.agreement(overall[binary], good[binary], verdict_good[binary], settings)
     report["miscalibration"] = sections.miscalibration(verdict_good, good, binary, segments, fields, settings)
     weights_by_cohort, cohort_report = sections.cohorts(cohort_requests, cohort_feedback, cohort_contradictory, cohorts,

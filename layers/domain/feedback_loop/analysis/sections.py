@@ -69,6 +69,25 @@ def correlations(overall: np.ndarray, human: np.ndarray, segments: list[tuple[st
             "x": "eval_scores.overall", "y": "human_score"}
 
 
+def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple[str, ...]],
+                    settings: AnalysisSettings) -> dict[str, Any]:
+    """The figures evaluator builders compare (docs/REPORT.md): system-level correlation over the
+    values of `system_field`, and the correlation within each value of `group_field`, averaged."""
+    def values(name: str | None) -> np.ndarray | None:
+        if not name:
+            return None
+        position = settings.read_fields.index(name)
+        return np.array([row[position] for row in segments], dtype=object)
+
+    system, group = values(settings.system_field), values(settings.group_field)
+    return {
+        "system_field": settings.system_field, "group_field": settings.group_field,
+        "system_level": None if system is None else stats.system_level(
+            overall, human, system, group, settings.bootstrap_resamples, settings.confidence),
+        "grouped": None if group is None else stats.grouped(overall, human, group),
+    }
+
+
 def agreement(overall: np.ndarray, good: np.ndarray, verdict_good: np.ndarray, settings: AnalysisSettings
                ) -> dict[str, Any]:
     calibration = stats.calibration(overall, good, settings.calibration_bins)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -468,3 +469,83 @@ def mean_and_variance(values: np.ndarray) -> tuple[int, float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return n, float(np.mean(values)), float(np.var(values, ddof=1)) if n > 1 else math.nan
+
+
+# --- meta-evaluation: system-level and grouped correlation ----------------------------------------
+CORRELATIONS = {"pearson": lambda x, y: stats.pearsonr(x, y).statistic,
+                "spearman": lambda x, y: stats.spearmanr(x, y).statistic,
+                "kendall": lambda x, y: stats.kendalltau(x, y, variant="b").statistic}
+
+
+def _defined(x: np.ndarray, y: np.ndarray) -> bool:
+    return len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
+
+
+def system_level(evaluator: np.ndarray, human: np.ndarray, system: np.ndarray, group: np.ndarray | None = None,
+                 resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """The correlation, over systems, of each system's mean evaluator score with its mean human
+    score (SummEval's system-level correlation), with percentile bootstrap intervals over items:
+    the groups (inputs) resampled when `group` is given (each system keeps its outputs for the
+    drawn inputs: Deutsch et al. 2021's input resampling), else each system's items resampled
+    apart. Needs 3 systems."""
+    names, codes = np.unique(system, return_inverse=True)
+    result: dict[str, Any] = {"systems": len(names), "n": len(evaluator), "resamples": resamples,
+                              "ci_method": "percentile bootstrap over " + ("inputs" if group is not None else
+                                                                          "items within each system")}
+    means = [(float(evaluator[codes == k].mean()), float(human[codes == k].mean())) for k in range(len(names))]
+    result["per_system"] = {str(name): {"n": int((codes == k).sum()), "evaluator_mean": e, "human_mean": h}
+                            for k, (name, (e, h)) in enumerate(zip(names, means))}
+    x, y = np.array([m[0] for m in means]), np.array([m[1] for m in means])
+    if len(names) < 3 or not _defined(x, y):
+        result.update({name: {"r": None, "ci": None} for name in CORRELATIONS})
+        result["note"] = "needs at least 3 systems whose means differ"
+        return result
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in CORRELATIONS}
+    if group is not None:
+        inputs, input_codes = np.unique(group, return_inverse=True)
+        members = [np.flatnonzero(input_codes == i) for i in range(len(inputs))]
+    else:
+        members = [np.flatnonzero(codes == k) for k in range(len(names))]
+    for _ in range(resamples):
+        picked = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))]) \
+            if group is not None else np.concatenate([m[rng.integers(0, len(m), len(m))] for m in members])
+        counts = np.bincount(codes[picked], minlength=len(names))
+        if (counts == 0).any():
+            continue  # a system without items in this draw: no mean
+        bx = np.bincount(codes[picked], weights=evaluator[picked], minlength=len(names)) / counts
+        by = np.bincount(codes[picked], weights=human[picked], minlength=len(names)) / counts
+        if _defined(bx, by):
+            for name, correlation in CORRELATIONS.items():
+                draws[name].append(float(correlation(bx, by)))
+    tail = (1 - confidence) / 2 * 100
+    for name, correlation in CORRELATIONS.items():
+        values = np.array(draws[name])
+        ci = (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) if len(values) else None
+        result[name] = {"r": float(correlation(x, y)), "ci": ci}
+    result["resamples_used"] = len(draws["pearson"])
+    return result
+
+
+def grouped(evaluator: np.ndarray, human: np.ndarray, group: np.ndarray) -> dict[str, Any]:
+    """The correlation within each group (a source prompt or document: the summary-level
+    correlation of SummEval and UniEval), averaged over the groups where it is defined (at least 2
+    items, neither score constant)."""
+    names, codes = np.unique(group, return_inverse=True)
+    per_group: dict[str, list[float]] = {name: [] for name in CORRELATIONS}
+    used = items = 0
+    for k in range(len(names)):
+        x, y = evaluator[codes == k], human[codes == k]
+        if not _defined(x, y):
+            continue
+        used += 1
+        items += len(x)
+        for name, correlation in CORRELATIONS.items():
+            per_group[name].append(float(correlation(x, y)))
+    result: dict[str, Any] = {"groups": len(names), "groups_used": used, "n": items,
+                              "groups_skipped": len(names) - used}
+    for name in CORRELATIONS:
+        result[name] = float(np.mean(per_group[name])) if per_group[name] else None
+    if not used:
+        result["note"] = "no group has 2 items whose scores both vary"
+    return result

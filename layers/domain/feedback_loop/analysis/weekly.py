@@ -170,7 +170,7 @@ def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, wind
     sides = change_sides(measured, since, until, settings)
     engine, results = athena.pass_engine(client, place.database, place.output, project, athena.run_name(until),
                                          sides, start.timestamp(), until.timestamp(),
-                                         (since.timestamp(), until.timestamp()), settings.segment_fields,
+                                         (since.timestamp(), until.timestamp()), settings.read_fields,
                                          place.workgroup, layout=layout)
     return engine, results, sides
 
