@@ -160,9 +160,17 @@ def test_topical_chat_system_level_and_grouped_correlations_equal_independent_co
     kendall = [sps.kendalltau(g.unieval, g.human).statistic for _, g in frame.groupby("dialogue")
                if g.unieval.nunique() > 1 and g.human.nunique() > 1]
     assert grouped["kendall"] == pytest.approx(np.mean(kendall), abs=1e-9)
+    # the three annotators' ratings of each response: Krippendorff's alpha from its definition
+    from .test_stats import _interval_alpha
+
+    raters = meta["raters"]
+    units = [tuple(sorted((r - 1) / 4 for r in three_ratings(i["scores"]["overall"]))) for i in items]
+    assert raters["requests_rated_twice"] == 360
+    assert raters["alpha_interval"]["alpha"] == pytest.approx(_interval_alpha(units), abs=1e-9)
     from feedback_loop.analysis.html import render_html
 
     page = " ".join(render_html(run_analysis("topical-chat", EvalLogSource(str(tmp_path / "logs-dialogue")), feedback,
                                              [], SINCE, UNTIL, AnalysisSettings(segment_fields=("user_cohort",),
                                              system_field="system", group_field="dialogue")).report).split())
     assert "system level: mean scores of each system" in page and f"{grouped['groups_used']} of 60 groups" in page
+    assert "Krippendorff's alpha" in page and "the evaluator against the other users" in page

@@ -43,6 +43,7 @@ def test_rows_reorder_every_column_alike() -> None:
         rows.overall.append(i / 100)
         rows.human.append(i / 50)
         rows.n_users.append(i)
+        rows.votes.append((0.0, i / 50) if i % 2 else None)
         rows.implicit.append(math.nan if i % 3 else i / 10)
         rows.cohort.append(f"c{i % 4}")
         rows.segments.append((f"s{i}",))
@@ -55,3 +56,4 @@ def test_rows_reorder_every_column_alike() -> None:
     assert list(rows.prompt) == [None if i % 5 == 0 else f"p{i}" for i in order]
     assert [s[0] for s in rows.segments] == [f"s{i}" for i in order] and rows.cohort[1] == f"c{order[1] % 4}"
     assert math.isnan(rows.implicit[1]) == bool(order[1] % 3) and rows.output[49] == f"o{order[49]}"
+    assert rows.votes == [(0.0, i / 50) if i % 2 else None for i in order]

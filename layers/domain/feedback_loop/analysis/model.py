@@ -194,6 +194,7 @@ class Rows:
     overall: array = field(default_factory=lambda: array("d"))
     human: array = field(default_factory=lambda: array("d"))
     n_users: array = field(default_factory=lambda: array("q"))
+    votes: list[tuple[float, ...] | None] = field(default_factory=list)  # each user's vote, where several voted
     cohort: list[str] = field(default_factory=list)
     segments: list[tuple[str, ...]] = field(default_factory=list)  # per row, the segment fields' values
     implicit: array = field(default_factory=lambda: array("d"))  # NaN: no implicit score
@@ -209,6 +210,7 @@ class Rows:
             column = getattr(self, name)
             setattr(self, name, array(column.typecode, (column[i] for i in order)))
         self.cohort = [self.cohort[i] for i in order]
+        self.votes = [self.votes[i] for i in order]
         self.segments = [self.segments[i] for i in order]
         for texts in (self.request_id, self.prompt, self.output):
             texts.reorder(order)

@@ -55,8 +55,11 @@ EXPLICIT = ", ".join(literal(kind) for kind in ("explicit_thumbs_up", "explicit_
                                                "explicit_text_comment"))
 IMPLICIT = ", ".join(literal(kind) for kind in ("implicit_usage", "implicit_edit", "implicit_discard"))
 
+# a request's users' votes (sorted: the same list on every engine) where several users voted: what
+# their agreement with each other is measured on (Krippendorff's alpha)
 FEEDBACK_VOTES = Relation("feedback_votes", f"""
-SELECT request_id, avg(vote) AS human, count(*) AS n_users
+SELECT request_id, avg(vote) AS human, count(*) AS n_users,
+       CASE WHEN count(*) > 1 THEN array_agg(vote ORDER BY vote) END AS votes
 FROM (SELECT request_id, arg_max(vote, {LATEST}) AS vote
       FROM feedback_events WHERE vote IS NOT NULL GROUP BY request_id, user_id) AS latest
 GROUP BY request_id""", (), table=False)
@@ -66,10 +69,10 @@ SELECT e.request_id, count(*) AS events, count(*) FILTER (WHERE e.kind IN ({EXPL
        count(*) FILTER (WHERE e.kind = 'explicit_thumbs_up') AS thumbs_up,
        count(*) FILTER (WHERE e.kind = 'explicit_thumbs_down') AS thumbs_down,
        coalesce(bool_or(e.vote >= {scoring.GOOD_AT}) AND bool_or(e.vote <= {scoring.BAD_AT}), false) AS contradictory,
-       v.human IS NOT NULL AS has_human, v.human, coalesce(v.n_users, 0) AS n_users,
+       v.human IS NOT NULL AS has_human, v.human, coalesce(v.n_users, 0) AS n_users, v.votes,
        arg_min(e.user_cohort, e.position) FILTER (WHERE e.user_cohort <> '') AS fb_cohort
 FROM feedback_events AS e LEFT JOIN feedback_votes AS v ON v.request_id = e.request_id
-GROUP BY e.request_id, v.human, v.n_users""", ("feedback_votes",))
+GROUP BY e.request_id, v.human, v.n_users, v.votes""", ("feedback_votes",))
 
 # each user's latest implicit signal, its kind and its edited text as two lists (not a list of
 # rows, which engines return in different shapes), users in the order of their first signal, as
@@ -185,16 +188,16 @@ def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns)
     reader puts them in the order read, which an engine would sort with their texts): the kept
     record of such a request is its first (matched.first), so the labelled requests are joined to
     their records by position, not every record to every request with feedback. Then the segment
-    fields' values."""
+    fields' values. `votes`: the users' votes where several voted (JSON text)."""
     segments = [COHORT if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {literal(UNKNOWN)})"
                 for f in fields]
     return Query(f"""
 SELECT l.position, l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort,
-       to_json(s.signal_kinds), to_json(s.signal_texts)
+       to_json(s.signal_kinds), to_json(s.signal_texts), to_json(l.votes)
        {''.join(f', l.segment_{i}' for i in range(len(fields)))}
-FROM (SELECT c.*, m.human, m.n_users, m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
+FROM (SELECT c.*, m.human, m.n_users, m.votes, m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
              , {COHORT} AS cohort
-      FROM (SELECT first, human, n_users, fb_cohort FROM matched WHERE has_human) AS m
+      FROM (SELECT first, human, n_users, votes, fb_cohort FROM matched WHERE has_human) AS m
            JOIN checked AS c ON c.position = m.first
       WHERE {in_window(window)}) AS l
      LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id""", ("matched", "checked", "feedback_signals"))

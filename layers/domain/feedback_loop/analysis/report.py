@@ -67,6 +67,7 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
 
     report["correlation"] = sections.correlations(overall, human, segments, fields, settings)
     report["meta_evaluation"] = sections.meta_evaluation(overall, human, segments, settings)
+    report["meta_evaluation"]["raters"] = sections.raters(overall, rows.votes, settings)
     report["agreement"] = sections.agreement(overall[binary], good[binary], verdict_good[binary], settings)
     report["miscalibration"] = sections.miscalibration(verdict_good, good, binary, segments, fields, settings)
     weights_by_cohort, cohort_report = sections.cohorts(cohort_requests, cohort_feedback, cohort_contradictory, cohorts,

@@ -88,6 +88,20 @@ def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple
     }
 
 
+def raters(overall: np.ndarray, votes: list[tuple[float, ...] | None], settings: AnalysisSettings
+           ) -> dict[str, Any]:
+    """Agreement between users who rated the same request (each user's latest vote, 0-1), and the
+    evaluator set beside them as one more annotator."""
+    units = [v for v in votes if v is not None]
+    return {"requests_rated_twice": len(units),
+            "alpha_ordinal": stats.krippendorff_alpha(units, "ordinal", settings.bootstrap_resamples,
+                                                      settings.confidence),
+            "alpha_interval": stats.krippendorff_alpha(units, "interval", settings.bootstrap_resamples,
+                                                       settings.confidence),
+            "evaluator_as_annotator": stats.as_another_annotator(votes, overall, settings.bootstrap_resamples,
+                                                                 settings.confidence)}
+
+
 def agreement(overall: np.ndarray, good: np.ndarray, verdict_good: np.ndarray, settings: AnalysisSettings
                ) -> dict[str, Any]:
     calibration = stats.calibration(overall, good, settings.calibration_bins)

@@ -549,3 +549,91 @@ def grouped(evaluator: np.ndarray, human: np.ndarray, group: np.ndarray) -> dict
     if not used:
         result["note"] = "no group has 2 items whose scores both vary"
     return result
+
+
+# --- agreement between users who rate the same request ------------------------------------------
+def _reliability(units: list[tuple[float, ...]]) -> np.ndarray:
+    """Krippendorff's reliability data: one column per unit, its values down the rows, NaN where
+    a unit has fewer (alpha depends on the values within each unit, not on who gave them)."""
+    width = max(len(u) for u in units)
+    matrix = np.full((width, len(units)), np.nan)
+    for column, values in enumerate(units):
+        matrix[:len(values), column] = values
+    return matrix
+
+
+def krippendorff_alpha(units: list[tuple[float, ...]], level: str, resamples: int = 1000,
+                       confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Krippendorff's alpha (the `krippendorff` package) over units rated at least twice, with a
+    percentile bootstrap interval over units. `level`: ordinal or interval."""
+    import krippendorff
+
+    units = [u for u in units if len(u) >= 2]
+    result: dict[str, Any] = {"level": level, "units": len(units), "values": sum(len(u) for u in units)}
+    values = {v for u in units for v in u}
+    if len(units) < 2 or len(values) < 2:
+        return {**result, "alpha": None, "ci": None, "note": "needs 2 requests rated twice, and 2 different values"}
+    matrix = _reliability(units)
+    domain = sorted(values)
+
+    def alpha(data: np.ndarray) -> float | None:
+        if len(set(data[~np.isnan(data)].tolist())) < 2:
+            return None
+        return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level, value_domain=domain))
+
+    rng = np.random.default_rng(seed)
+    draws = [a for a in (alpha(matrix[:, rng.integers(0, len(units), len(units))]) for _ in range(resamples))
+             if a is not None]
+    tail = (1 - confidence) / 2 * 100
+    return {**result, "alpha": alpha(matrix), "resamples": resamples,
+            "ci": (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))) if draws else None,
+            "ci_method": "percentile bootstrap over requests"}
+
+
+def as_another_annotator(units: list[tuple[float, ...]], evaluator: np.ndarray, resamples: int = 1000,
+                         confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Whether the evaluator agrees with users as well as a user agrees with the others: for every
+    vote of a request rated k >= 2 times, the mean of the request's other k - 1 votes; Pearson's r
+    of the vote with that mean (a user against the others), and of the evaluator's score with the
+    same mean (the evaluator against the same users), over the same pairs; their difference. A
+    percentile bootstrap over requests gives each an interval."""
+    unit_of, vote, others, score = [], [], [], []
+    for k, (values, overall) in enumerate(zip(units, evaluator)):
+        if values is None or len(values) < 2:
+            continue
+        total = sum(values)
+        for v in values:
+            unit_of.append(k)
+            vote.append(v)
+            others.append((total - v) / (len(values) - 1))
+            score.append(overall)
+    result: dict[str, Any] = {"requests": len(set(unit_of)), "pairs": len(vote)}
+    if result["requests"] < 3:
+        return {**result, "user_vs_others": None, "evaluator_vs_others": None, "difference": None,
+                "note": "needs 3 requests rated twice"}
+    unit_of_a, vote_a, others_a, score_a = map(np.asarray, (unit_of, vote, others, score))
+
+    def figures(pick: np.ndarray) -> tuple[float, float] | None:
+        v, o, e = vote_a[pick], others_a[pick], score_a[pick]
+        if not (_defined(v, o) and _defined(e, o)):
+            return None
+        return float(np.corrcoef(v, o)[0, 1]), float(np.corrcoef(e, o)[0, 1])
+
+    point = figures(np.arange(len(vote_a)))
+    requests = np.unique(unit_of_a)
+    pairs_of = {k: np.flatnonzero(unit_of_a == k) for k in requests}
+    rng = np.random.default_rng(seed)
+    draws = [d for d in (figures(np.concatenate([pairs_of[k] for k in rng.choice(requests, len(requests))]))
+                         for _ in range(resamples)) if d is not None]
+    tail = (1 - confidence) / 2 * 100
+
+    def interval(values: list[float]) -> tuple[float, float] | None:
+        return (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) if values else None
+
+    if point is None:
+        return {**result, "user_vs_others": None, "evaluator_vs_others": None, "difference": None,
+                "note": "the votes or the evaluator's scores do not vary"}
+    return {**result, "ci_method": "percentile bootstrap over requests", "resamples": resamples,
+            "user_vs_others": {"r": point[0], "ci": interval([d[0] for d in draws])},
+            "evaluator_vs_others": {"r": point[1], "ci": interval([d[1] for d in draws])},
+            "difference": {"r": point[1] - point[0], "ci": interval([d[1] - d[0] for d in draws])}}
