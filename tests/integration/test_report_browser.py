@@ -69,3 +69,26 @@ def test_text_from_eval_logs_is_escaped_not_run(page) -> None:
     assert page.evaluate("() => window.__xss === undefined")
     assert PAYLOAD in page.inner_text("body")  # shown literally in the segment tables
     assert page.evaluate("() => document.querySelectorAll('img[src=x]').length") == 0
+
+
+def test_every_plot_shows_its_axis_titles_and_legend_whole(page) -> None:
+    """No text of a plot (its title, axis titles, legend) is cut by the plot's edge: each lies
+    inside its SVG's box as the browser lays it out."""
+    page, _ = page
+    clipped = page.evaluate("""() => [...document.querySelectorAll('figure.plot')].flatMap(f => {
+        const svg = f.querySelector('svg'); const outer = svg.getBoundingClientRect();
+        return [...svg.querySelectorAll('text.title, .legends text, .legend text, text.no_data')].filter(t => {
+            const box = t.getBoundingClientRect();
+            return box.width > 0 && (box.left < outer.left - 1 || box.right > outer.right + 1 ||
+                                     box.top < outer.top - 1 || box.bottom > outer.bottom + 1);
+        }).map(t => f.dataset.plot + ': ' + t.textContent);
+    })""")
+    assert clipped == []
+
+
+def test_values_and_counts_show_on_hover_without_a_script(page) -> None:
+    page, requests = page
+    titles = page.evaluate("""() => [...document.querySelectorAll('figure[data-plot=scatter] g > title')]
+        .map(t => t.textContent)""")
+    assert titles and all(" request" in t for t in titles)
+    assert all(r.startswith("file:") for r in requests)
