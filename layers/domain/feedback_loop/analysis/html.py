@@ -27,8 +27,10 @@ MAX_SCATTER_POINTS = 2000
 
 def _options(title: str, **extra: Any) -> dict[str, Any]:
     # js=[]: no external script; the SVG stands alone (no tooltips, nothing to fetch).
+    # truncate_*=-1: pygal would shorten labels and legends that it thinks do not fit ("0…")
     return {"title": title, "style": _STYLE, "js": [], "disable_xml_declaration": True, "width": 760,
-            "height": 420, "explicit_size": False, "print_values": False, **extra}
+            "height": 420, "explicit_size": False, "print_values": False, "truncate_label": -1,
+            "truncate_legend": -1, **extra}
 
 
 # a plotted value as pygal writes it: its label (if any), its shape, then its value
