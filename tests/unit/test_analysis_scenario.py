@@ -198,3 +198,20 @@ def test_the_report_opens_with_its_findings_most_important_first(result) -> None
     html = render_html(report)
     assert html.index('id="findings"') < html.index('id="correlation"')
     assert html.count('<a href="#miscalibration">') >= 1 and 'id="miscalibration"' in html
+
+
+def test_the_corrected_quality_of_all_traffic_recovers_the_population_where_the_labelled_mean_does_not(result) -> None:
+    """The planted scenario: feedback comes mostly from cohorts that are happier than the rest. The
+    PPI++ estimate per cohort, combined by the cohorts' shares of the requests, holds the
+    simulator's population mean human score in its interval; the labelled-only mean does not."""
+    quality = result[0]["quality"]
+    truth = population_satisfaction(SCENARIO)
+    by_cohort = quality["ppi_by_cohort"]
+    low, high = by_cohort["ci"]
+    assert low <= truth <= high and high - low < 0.05
+    labelled_low, labelled_high = quality["labelled_only"]["ci"]
+    assert not labelled_low <= truth <= labelled_high
+    assert quality["requests"] == SCENARIO.requests and by_cohort["cohorts_without_labels"] == []
+    shares = [c["share"] for c in by_cohort["by_cohort"].values()]
+    assert sum(shares) == pytest.approx(1.0)
+    assert by_cohort["estimate"] == pytest.approx(sum(c["share"] * c["estimate"] for c in by_cohort["by_cohort"].values()))

@@ -387,3 +387,37 @@ def test_the_evaluator_is_set_beside_the_users_as_another_annotator(rng) -> None
         np.corrcoef(np.repeat(like_a_user, 3), others)[0, 1], abs=1e-12)
     noise = stats.as_another_annotator(votes, rng.random(400), resamples=400)
     assert noise["difference"]["ci"][1] < 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_ppi_mean_equals_the_authors_implementation(seed) -> None:
+    """ppi_py (Angelopoulos et al.'s package) on the same labelled pairs and unlabelled predictions:
+    the same power-tuned estimate and interval, from the unlabelled predictions' sums alone."""
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+
+    rng = np.random.default_rng(seed)
+    quality = rng.random(5000)
+    predicted = np.clip(quality + rng.normal(0.1, 0.15, 5000), 0, 1)  # a biased evaluator
+    human = (rng.random(5000) < quality).astype(float)
+    labelled = rng.random(5000) < 0.06
+    y, yhat, unlabelled = human[labelled], predicted[labelled], predicted[~labelled]
+    result = stats.ppi_mean(y, yhat, len(unlabelled), float(unlabelled.sum()), float((unlabelled**2).sum()))
+    assert result.estimate == pytest.approx(float(ppi_mean_pointestimate(y, yhat, unlabelled)[0]), abs=1e-9)
+    low, high = ppi_mean_ci(y, yhat, unlabelled, alpha=0.05)
+    assert result.ci == pytest.approx((float(low[0]), float(high[0])), abs=1e-9)
+    assert 0 < result.lam <= 1
+
+
+def test_the_ppi_mean_covers_the_truth_and_is_narrower_than_the_labelled_mean() -> None:
+    rng = np.random.default_rng(8)
+    covered, narrower = 0, 0
+    for _ in range(600):
+        quality = rng.random(4000)
+        predicted = np.clip(quality + rng.normal(0.1, 0.15, 4000), 0, 1)
+        human = (rng.random(4000) < quality).astype(float)
+        labelled = rng.random(4000) < 0.05
+        u = predicted[~labelled]
+        result = stats.ppi_mean(human[labelled], predicted[labelled], len(u), float(u.sum()), float((u**2).sum()))
+        covered += result.ci[0] <= 0.5 <= result.ci[1]
+        narrower += result.se < human[labelled].std(ddof=1) / math.sqrt(labelled.sum())
+    assert 0.93 <= covered / 600 <= 0.97 and narrower / 600 > 0.9

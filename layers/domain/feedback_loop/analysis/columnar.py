@@ -345,7 +345,8 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
     result.read = engine.run(results["read"])[0][0]
     result.orphan_requests, orphan_events = engine.run(results["orphans"])[0]
     result.orphan_events = int(orphan_events)
-    for name, requests, with_feedback, explicit, contradictory in engine.run(results["cohorts"]):
+    for name, requests, with_feedback, explicit, contradictory, total, squares in engine.run(results["cohorts"]):
+        result.cohort_overall[name] = (total, squares)
         result.in_window += requests
         result.requests_with_feedback += with_feedback
         result.cohort_requests[name] = requests

@@ -304,6 +304,8 @@ class Pass:
     cohort_requests: Counter[str] = field(default_factory=Counter)
     cohort_feedback: Counter[str] = field(default_factory=Counter)
     cohort_contradictory: Counter[str] = field(default_factory=Counter)
+    # per cohort, the sum and the sum of squares of the evaluator's score over every request in the window
+    cohort_overall: dict[str, tuple[float, float]] = field(default_factory=dict)
     orphan_requests: int = 0  # requests with feedback that no eval record read matched
     orphan_events: int = 0  # and their feedback events
     rows: Rows = field(default_factory=Rows)

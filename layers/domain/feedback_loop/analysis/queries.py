@@ -137,15 +137,24 @@ ORPHANS = Query("SELECT count(*), coalesce(sum(events), 0) FROM feedback "
 COHORT = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {literal(UNKNOWN)})"
 
 
+# A sum of doubles in parallel depends on the order the threads meet the values: summed as fixed-point
+# decimals (28 places, each value converted alone), the same records give the same figure every run,
+# whatever the order of the files, the threads or the engine.
+EXACT = "DECIMAL(38, 28)"
+
+
 def in_window(window: tuple[float, float]) -> str:
     return f"moment >= {window[0]!r} AND moment < {window[1]!r}"
 
 
 def cohorts(window: tuple[float, float]) -> Query:
-    """Per cohort, in the window: requests, with feedback, with explicit feedback, contradictory."""
+    """Per cohort, in the window: requests, with feedback, with explicit feedback, contradictory,
+    and the sum and sum of squares of the evaluator's score over every request (the corrected
+    quality of all traffic: sections.quality), summed exactly (EXACT)."""
     return Query(f"""
 SELECT {COHORT} AS cohort, count(*), count(*) FILTER (WHERE has_feedback), count(*) FILTER (WHERE explicit),
-       count(*) FILTER (WHERE contradictory)
+       count(*) FILTER (WHERE contradictory), CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE),
+       CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE)
 FROM kept WHERE {in_window(window)} GROUP BY 1 ORDER BY 1""", ("kept",))
 
 
@@ -164,10 +173,6 @@ def _side(change_sides: ChangeSides, columns: Columns) -> str:
     return f"CASE WHEN {' AND '.join(conditions)} THEN {side} END"
 
 
-# A sum of doubles in parallel depends on the order the threads meet the values: summed as fixed-point
-# decimals (28 places, each value converted alone), the same records give the same figure every run,
-# whatever the order of the files, the threads or the engine.
-EXACT = "DECIMAL(38, 28)"
 
 
 def side(change_sides: ChangeSides, columns: Columns) -> Query:

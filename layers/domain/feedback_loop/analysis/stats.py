@@ -637,3 +637,39 @@ def as_another_annotator(units: list[tuple[float, ...]], evaluator: np.ndarray, 
             "user_vs_others": {"r": point[0], "ci": interval([d[0] for d in draws])},
             "evaluator_vs_others": {"r": point[1], "ci": interval([d[1] for d in draws])},
             "difference": {"r": point[1] - point[0], "ci": interval([d[1] - d[0] for d in draws])}}
+
+
+# --- quality of all traffic: prediction-powered inference ----------------------------------------
+@dataclass(frozen=True)
+class PpiMean:
+    estimate: float | None
+    ci: tuple[float, float] | None
+    se: float | None
+    lam: float | None  # the power-tuning weight: 0 is the labelled mean, 1 plain PPI
+    n_labelled: int
+    n_unlabelled: int
+    method: str = "ppi++ mean (Angelopoulos, Duchi and Zrnic 2023), lambda power-tuned and clipped to [0, 1]"
+    note: str | None = None
+
+
+def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled: float, squares_unlabelled: float,
+             confidence: float = 0.95) -> PpiMean:
+    """PPI++ estimate of the mean of y over labelled and unlabelled items, from the labelled pairs
+    (y, yhat) and the unlabelled predictions' count, sum and sum of squares: as ppi_py's
+    ppi_mean_ci computes it (lambda = Cov(y, yhat) / ((1 + n/N) Var(yhat over both)), clipped to
+    [0, 1]; se from the imputed and the rectifier parts; a normal interval)."""
+    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    n, big_n = len(y), n_unlabelled
+    if n < 2 or big_n < 1:
+        return PpiMean(None, None, None, None, n, big_n, note="needs 2 labelled and 1 unlabelled request")
+    covariance = float(np.mean((y - y.mean()) * (yhat - yhat.mean())))
+    total, squares, count = float(yhat.sum()) + sum_unlabelled, float((yhat**2).sum()) + squares_unlabelled, n + big_n
+    variance = max((squares - total**2 / count) / (count - 1), 0.0)
+    lam = 0.0 if variance == 0 else min(max(covariance / ((1 + n / big_n) * variance), 0.0), 1.0)
+    unlabelled_mean = sum_unlabelled / big_n
+    estimate = lam * unlabelled_mean + float(np.mean(y - lam * yhat))
+    imputed = lam * math.sqrt(max(squares_unlabelled / big_n - unlabelled_mean**2, 0.0)) / math.sqrt(big_n)
+    rectifier = float(np.std(y - lam * yhat)) / math.sqrt(n)
+    se = math.sqrt(imputed**2 + rectifier**2)
+    half = _z(confidence) * se
+    return PpiMean(estimate, (estimate - half, estimate + half), se, lam, n, big_n)
