@@ -214,4 +214,5 @@ def test_the_corrected_quality_of_all_traffic_recovers_the_population_where_the_
     assert quality["requests"] == SCENARIO.requests and by_cohort["cohorts_without_labels"] == []
     shares = [c["share"] for c in by_cohort["by_cohort"].values()]
     assert sum(shares) == pytest.approx(1.0)
-    assert by_cohort["estimate"] == pytest.approx(sum(c["share"] * c["estimate"] for c in by_cohort["by_cohort"].values()))
+    cohorts = by_cohort["by_cohort"].values()
+    assert by_cohort["estimate"] == pytest.approx(sum(c["share"] * c["estimate"] for c in cohorts))

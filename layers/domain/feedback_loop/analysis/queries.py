@@ -200,7 +200,8 @@ def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns)
 SELECT l.position, l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort,
        to_json(s.signal_kinds), to_json(s.signal_texts), to_json(l.votes)
        {''.join(f', l.segment_{i}' for i in range(len(fields)))}
-FROM (SELECT c.*, m.human, m.n_users, m.votes, m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
+FROM (SELECT c.*, m.human, m.n_users, m.votes,
+             m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
              , {COHORT} AS cohort
       FROM (SELECT first, human, n_users, votes, fb_cohort FROM matched WHERE has_human) AS m
            JOIN checked AS c ON c.position = m.first
