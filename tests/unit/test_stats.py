@@ -421,3 +421,29 @@ def test_the_ppi_mean_covers_the_truth_and_is_narrower_than_the_labelled_mean() 
         covered += result.ci[0] <= 0.5 <= result.ci[1]
         narrower += result.se < human[labelled].std(ddof=1) / math.sqrt(labelled.sum())
     assert 0.93 <= covered / 600 <= 0.97 and narrower / 600 > 0.9
+
+
+def test_the_corrected_pass_rate_removes_the_judges_bias_and_its_interval_covers() -> None:
+    """A judge that says "good" to 90% of good answers and 30% of bad ones: its verdict rate
+    overstates the share of good answers; corrected with its sensitivity and specificity measured
+    on a small labelled sample, the interval covers the true share 93-97% of the time."""
+    rng = np.random.default_rng(21)
+    truth, covered, errors = 0.6, 0, []
+    for _ in range(1000):
+        good = rng.random(20_000) < truth
+        verdict = np.where(good, rng.random(20_000) < 0.9, rng.random(20_000) < 0.3)
+        labelled = rng.random(20_000) < 0.02
+        g, v = good[labelled], verdict[labelled]
+        result = stats.rogan_gladen(int(verdict.sum()), 20_000, int((g & v).sum()), int(g.sum()), int((~g & ~v).sum()),
+                                    int((~g).sum()))
+        covered += result.ci[0] <= truth <= result.ci[1]
+        errors.append(result.estimate - truth)
+    assert abs(np.mean(errors)) < 0.01 and verdict.mean() > truth + 0.05  # the raw verdict rate is 0.66
+    assert 0.93 <= covered / 1000 <= 0.97
+
+
+def test_the_corrected_pass_rate_follows_its_formula() -> None:
+    result = stats.rogan_gladen(700, 1000, 90, 100, 70, 100)
+    q, e, s = 0.7, 0.9, 0.7
+    assert result.estimate == pytest.approx((q + s - 1) / (e + s - 1))
+    assert stats.rogan_gladen(50, 100, 5, 10, 5, 10).note.startswith("the judge is no better than chance")

@@ -297,7 +297,7 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
 def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides], read_since: float,
                until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
                progress: Callable[[int, int, str], None] | None = None, threads: int | None = None,
-               memory_limit: str | None = None) -> Pass:
+               memory_limit: str | None = None, threshold: float = 0.7) -> Pass:
     """The pass over the files of `source` from read_since to until: the counts over all records,
     the impact sides filled in, and the rows of the requests with a human score in `window`."""
     columns = queries.columns(fields, sides)
@@ -305,7 +305,7 @@ def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[Chang
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
         scanner.prepare()
-        return _collect(scanner, source, sides, read_since, until, window, fields, skipped, progress)
+        return _collect(scanner, source, sides, read_since, until, window, fields, skipped, progress, threshold)
     except duckdb.OutOfMemoryException as error:
         raise MemoryError(f"the analysis needs more than DuckDB's memory limit of {memory_limit} (and its "
                           f"temporary folder {tempfile.gettempdir()}): raise --memory-limit, or AnalysisMemorySize "
@@ -327,9 +327,9 @@ def load_records(scanner: Scanner, source: EvalLogSource, read_since: float, unt
 
 def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
              read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-             skipped: Counter[str], progress: Callable[[int, int, str], None] | None) -> Pass:
+             skipped: Counter[str], progress: Callable[[int, int, str], None] | None, threshold: float) -> Pass:
     load_records(scanner, source, read_since, until, skipped, progress)
-    return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides), sides, skipped)
+    return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides, threshold), sides, skipped)
 
 
 def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSides], skipped: Counter[str]) -> Pass:
@@ -345,8 +345,9 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
     result.read = engine.run(results["read"])[0][0]
     result.orphan_requests, orphan_events = engine.run(results["orphans"])[0]
     result.orphan_events = int(orphan_events)
-    for name, requests, with_feedback, explicit, contradictory, total, squares in engine.run(results["cohorts"]):
+    for name, requests, with_feedback, explicit, contradictory, total, squares, good in engine.run(results["cohorts"]):
         result.cohort_overall[name] = (total, squares)
+        result.good_verdicts += good
         result.in_window += requests
         result.requests_with_feedback += with_feedback
         result.cohort_requests[name] = requests

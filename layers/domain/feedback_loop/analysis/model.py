@@ -306,6 +306,7 @@ class Pass:
     cohort_contradictory: Counter[str] = field(default_factory=Counter)
     # per cohort, the sum and the sum of squares of the evaluator's score over every request in the window
     cohort_overall: dict[str, tuple[float, float]] = field(default_factory=dict)
+    good_verdicts: int = 0  # requests in the window whose evaluator score is above the threshold
     orphan_requests: int = 0  # requests with feedback that no eval record read matched
     orphan_events: int = 0  # and their feedback events
     rows: Rows = field(default_factory=Rows)

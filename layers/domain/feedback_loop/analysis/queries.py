@@ -147,14 +147,15 @@ def in_window(window: tuple[float, float]) -> str:
     return f"moment >= {window[0]!r} AND moment < {window[1]!r}"
 
 
-def cohorts(window: tuple[float, float]) -> Query:
+def cohorts(window: tuple[float, float], threshold: float = 0.7) -> Query:
     """Per cohort, in the window: requests, with feedback, with explicit feedback, contradictory,
-    and the sum and sum of squares of the evaluator's score over every request (the corrected
-    quality of all traffic: sections.quality), summed exactly (EXACT)."""
+    the sum and sum of squares of the evaluator's score over every request (the corrected
+    quality of all traffic: sections.quality), summed exactly (EXACT), and its "good" verdicts
+    (overall above `threshold`)."""
     return Query(f"""
 SELECT {COHORT} AS cohort, count(*), count(*) FILTER (WHERE has_feedback), count(*) FILTER (WHERE explicit),
        count(*) FILTER (WHERE contradictory), CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE),
-       CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE)
+       CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE), count(*) FILTER (WHERE overall > {threshold!r})
 FROM kept WHERE {in_window(window)} GROUP BY 1 ORDER BY 1""", ("kept",))
 
 
@@ -226,10 +227,10 @@ def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
 
 
 def pass_queries(window: tuple[float, float], fields: tuple[str, ...], columns: Columns,
-                 sides: list[ChangeSides]) -> dict[str, Query]:
+                 sides: list[ChangeSides], threshold: float = 0.7) -> dict[str, Query]:
     """Every result that a pass reads, by name (`side <i>`: the i-th change's sides)."""
     return {"problems": PROBLEMS, "duplicates": DUPLICATES, "read": READ, "orphans": ORPHANS,
-            "cohorts": cohorts(window), **{f"side {i}": side(s, columns) for i, s in enumerate(sides)},
+            "cohorts": cohorts(window, threshold), **{f"side {i}": side(s, columns) for i, s in enumerate(sides)},
             "rows": rows(window, fields, columns)}
 
 

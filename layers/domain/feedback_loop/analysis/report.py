@@ -66,7 +66,8 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     verdict_good = overall > settings.threshold
 
     report["correlation"] = sections.correlations(overall, human, segments, fields, settings)
-    report["quality"] = sections.quality(overall, human, cohorts, cohort_requests, collected.cohort_overall, settings)
+    report["quality"] = sections.quality(overall, human, cohorts, cohort_requests, collected.cohort_overall,
+                                         collected.good_verdicts, settings)
     report["meta_evaluation"] = sections.meta_evaluation(overall, human, segments, settings)
     report["meta_evaluation"]["raters"] = sections.raters(overall, rows.votes, settings)
     report["agreement"] = sections.agreement(overall[binary], good[binary], verdict_good[binary], settings)

@@ -57,7 +57,8 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
     sides = change_sides(measured, since, until, settings)
     window = (since.timestamp(), until.timestamp())
     collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
-                           settings.read_fields, skipped, on_file, memory_limit=memory_limit)
+                           settings.read_fields, skipped, on_file, memory_limit=memory_limit,
+                           threshold=settings.threshold)
     return report(project, collected, feedback, sides, since, until, settings, skipped)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from feedback_loop import scoring
 from feedback_loop.analysis import stats
 
 from feedback_loop.analysis.model import AnalysisSettings, ChangeSides
@@ -89,7 +90,8 @@ def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple
 
 
 def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], requests: Counter[str],
-            cohort_overall: dict[str, tuple[float, float]], settings: AnalysisSettings) -> dict[str, Any]:
+            cohort_overall: dict[str, tuple[float, float]], good_verdicts: int, settings: AnalysisSettings
+            ) -> dict[str, Any]:
     """The mean human score over every request of the window, not only the labelled ones: the
     evaluator's scores on all requests corrected by the human labels (PPI++), over all requests
     (valid if the labelled requests are a random sample of them) and per cohort, combined by the
@@ -138,7 +140,20 @@ def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], 
                            float(labelled) + stats._z(settings.confidence) * labelled_se)},
         "evaluator_only": {"mean": all_sum / total_requests if total_requests else None,
                            "note": "the evaluator's own mean score, on its scale"},
+        "pass_rate": _pass_rate(overall, human, good_verdicts, total_requests, settings),
     }
+
+
+def _pass_rate(overall: np.ndarray, human: np.ndarray, good_verdicts: int, requests: int,
+               settings: AnalysisSettings) -> dict[str, Any]:
+    """The share of good answers over every request from the evaluator's verdicts (overall above
+    the threshold), corrected with its sensitivity and specificity against the binary human labels."""
+    good, bad = human >= scoring.GOOD_AT, human <= scoring.BAD_AT
+    verdict = overall > settings.threshold
+    corrected = stats.rogan_gladen(good_verdicts, requests, int((good & verdict).sum()), int(good.sum()),
+                                   int((bad & ~verdict).sum()), int(bad.sum()), settings.confidence)
+    labelled = int(good.sum()) + int(bad.sum())
+    return {**asdict(corrected), "labelled_share_good": good.sum() / labelled if labelled else None}
 
 
 def raters(overall: np.ndarray, votes: list[tuple[float, ...] | None], settings: AnalysisSettings

@@ -673,3 +673,38 @@ def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled:
     se = math.sqrt(imputed**2 + rectifier**2)
     half = _z(confidence) * se
     return PpiMean(estimate, (estimate - half, estimate + half), se, lam, n, big_n)
+
+
+@dataclass(frozen=True)
+class CorrectedRate:
+    estimate: float | None
+    ci: tuple[float, float] | None
+    observed: float | None  # the judge's share of "good" verdicts over every request
+    sensitivity: float | None  # P(judge good | human good), on the labelled requests
+    specificity: float | None  # P(judge bad | human bad)
+    n_requests: int
+    n_good: int
+    n_bad: int
+    method: str = "Rogan-Gladen, delta-method interval over the verdict rate, sensitivity and specificity"
+    note: str | None = None
+
+
+def rogan_gladen(good_verdicts: int, requests: int, true_positives: int, n_good: int, true_negatives: int,
+                 n_bad: int, confidence: float = 0.95) -> CorrectedRate:
+    """The share of good answers from a binary judge's verdict rate q over every request, corrected
+    with its sensitivity e and specificity s measured against human labels (Rogan and Gladen 1978):
+    (q + s - 1) / (e + s - 1), clipped to [0, 1]; its variance by the delta method carries the
+    uncertainty of all three: [q(1-q)/N + t^2 e(1-e)/n_good + (1-t)^2 s(1-s)/n_bad] / (e + s - 1)^2."""
+    if not requests or not n_good or not n_bad:
+        return CorrectedRate(None, None, good_verdicts / requests if requests else None, None, None, requests, n_good,
+                             n_bad, note="needs requests, and human labels of both kinds")
+    q, e, s = good_verdicts / requests, true_positives / n_good, true_negatives / n_bad
+    youden = e + s - 1
+    if youden <= 0:
+        return CorrectedRate(None, None, q, e, s, requests, n_good, n_bad,
+                             note="the judge is no better than chance (sensitivity + specificity <= 1)")
+    raw = (q + s - 1) / youden
+    estimate = min(max(raw, 0.0), 1.0)
+    variance = (q * (1 - q) / requests + raw**2 * e * (1 - e) / n_good + (1 - raw) ** 2 * s * (1 - s) / n_bad) / youden**2
+    half = _z(confidence) * math.sqrt(variance)
+    return CorrectedRate(estimate, (max(raw - half, 0.0), min(raw + half, 1.0)), q, e, s, requests, n_good, n_bad)

@@ -171,7 +171,7 @@ def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, wind
     engine, results = athena.pass_engine(client, place.database, place.output, project, athena.run_name(until),
                                          sides, start.timestamp(), until.timestamp(),
                                          (since.timestamp(), until.timestamp()), settings.read_fields,
-                                         place.workgroup, layout=layout)
+                                         place.workgroup, layout=layout, threshold=settings.threshold)
     return engine, results, sides
 
 
