@@ -705,6 +705,7 @@ def rogan_gladen(good_verdicts: int, requests: int, true_positives: int, n_good:
                              note="the judge is no better than chance (sensitivity + specificity <= 1)")
     raw = (q + s - 1) / youden
     estimate = min(max(raw, 0.0), 1.0)
-    variance = (q * (1 - q) / requests + raw**2 * e * (1 - e) / n_good + (1 - raw) ** 2 * s * (1 - s) / n_bad) / youden**2
+    variance = (q * (1 - q) / requests + raw**2 * e * (1 - e) / n_good
+                + (1 - raw) ** 2 * s * (1 - s) / n_bad) / youden**2
     half = _z(confidence) * math.sqrt(variance)
     return CorrectedRate(estimate, (max(raw - half, 0.0), min(raw + half, 1.0)), q, e, s, requests, n_good, n_bad)
