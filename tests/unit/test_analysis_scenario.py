@@ -177,7 +177,8 @@ def test_a_harmful_change_is_listed_as_a_regression(tmp_path: Path) -> None:
     assert math.isclose(report["regressions"][0]["diff"], impact(report, "prompt-v8", "human_score")["diff"])
     # the report opens with it: the first finding, linked to the impact section
     first = report["findings"][0]
-    assert first["level"] == "attention" and first["section"] == "impact" and first["text"].startswith("prompt-v8 lowered")
+    assert first["level"] == "attention" and first["section"] == "impact"
+    assert first["text"].startswith("prompt-v8 lowered")
 
 
 def test_the_report_opens_with_its_findings_most_important_first(result) -> None:
@@ -216,3 +217,32 @@ def test_the_corrected_quality_of_all_traffic_recovers_the_population_where_the_
     assert sum(shares) == pytest.approx(1.0)
     cohorts = by_cohort["by_cohort"].values()
     assert by_cohort["estimate"] == pytest.approx(sum(c["share"] * c["estimate"] for c in cohorts))
+
+
+def test_the_share_of_good_answers_per_cohort_is_the_authors_ppi_in_each_cohort_combined(result) -> None:
+    """Independently: ppi_py's estimate and interval in each cohort, from the labelled rows of the
+    dataset and the evaluator's scores on every record of the cohort, combined by the cohorts' shares."""
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+
+    report, labelled, _, records = result
+    good_share = report["quality"]["good_share"]["ppi_by_cohort"]
+    since, until = SCENARIO.start.isoformat()[:19], SCENARIO.end.isoformat()[:19]
+    in_window = [r for r in records if since <= r["timestamp"][:19] < until]
+    labelled_ids = {e["request_id"] for e in labelled}
+    total = len(in_window)
+    estimate, variance = 0.0, 0.0
+    for cohort, entry in good_share["by_cohort"].items():
+        rows = [e for e in labelled if e["cohort"] == cohort]
+        y = np.array([e["human_score"] >= 0.75 for e in rows], float)
+        yhat = np.array([e["overall"] for e in rows])
+        unlabelled = np.array([r["eval_scores"]["overall"] for r in in_window
+                               if r["metadata"]["user_cohort"] == cohort and r["request_id"] not in labelled_ids])
+        assert entry["estimate"] == pytest.approx(float(ppi_mean_pointestimate(y, yhat, unlabelled)[0]), abs=1e-9)
+        low, high = ppi_mean_ci(y, yhat, unlabelled, alpha=0.05)
+        assert entry["ci"] == pytest.approx((float(low[0]), float(high[0])), abs=1e-9)
+        share = (len(rows) + len(unlabelled)) / total
+        estimate += share * entry["estimate"]
+        variance += share**2 * ((high[0] - low[0]) / 2 / 1.959963984540054) ** 2
+    assert good_share["estimate"] == pytest.approx(estimate, abs=1e-9)
+    half = good_share["ci"][1] - good_share["estimate"]
+    assert half == pytest.approx(1.959963984540054 * math.sqrt(variance), abs=1e-9)

@@ -89,6 +89,33 @@ def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple
     }
 
 
+def _by_cohort(y: np.ndarray, overall: np.ndarray, cohort_array: np.ndarray, requests: Counter[str],
+               cohort_overall: dict[str, tuple[float, float]], settings: AnalysisSettings) -> dict[str, Any]:
+    """PPI++ of the mean of y within each cohort, combined by the cohorts' shares of the requests."""
+    total_requests = sum(requests.values())
+    per_cohort: dict[str, Any] = {}
+    missing = []
+    combined, variance = 0.0, 0.0
+    for name in sorted(requests):
+        members = cohort_array == name
+        labels, f = y[members], overall[members]
+        cohort_sum, cohort_squares = cohort_overall.get(name, (0.0, 0.0))
+        estimate = stats.ppi_mean(labels, f, requests[name] - len(labels), cohort_sum - float(f.sum()),
+                                  cohort_squares - float((f**2).sum()), settings.confidence)
+        if estimate.estimate is None and len(labels) >= 2 and requests[name] == len(labels):  # all labelled
+            mean, var = float(labels.mean()), float(labels.var()) / len(labels)
+            estimate = stats.PpiMean(mean, None, math.sqrt(var), 0.0, len(labels), 0, note="every request labelled")
+        per_cohort[name] = {**asdict(estimate), "requests": requests[name], "share": requests[name] / total_requests}
+        if estimate.estimate is None:
+            missing.append(name)
+        else:
+            combined += requests[name] / total_requests * estimate.estimate
+            variance += (requests[name] / total_requests) ** 2 * estimate.se**2
+    half = stats._z(settings.confidence) * math.sqrt(variance)
+    return {"estimate": None if missing else combined, "ci": None if missing else (combined - half, combined + half),
+            "se": None if missing else math.sqrt(variance), "cohorts_without_labels": missing, "by_cohort": per_cohort}
+
+
 def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], requests: Counter[str],
             cohort_overall: dict[str, tuple[float, float]], good_verdicts: int, settings: AnalysisSettings
             ) -> dict[str, Any]:
@@ -96,7 +123,9 @@ def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], 
     evaluator's scores on all requests corrected by the human labels (PPI++), over all requests
     (valid if the labelled requests are a random sample of them) and per cohort, combined by the
     cohorts' shares of the requests (valid if, within a cohort, who gives feedback does not depend
-    on the answer's quality); beside them the labelled-only mean and the evaluator's own mean."""
+    on the answer's quality); beside them the labelled-only mean and the evaluator's own mean. The
+    same for the share of good answers (a human score of GOOD_AT or more), and the evaluator's
+    verdict rate corrected with its error rates (pass_rate)."""
     cohort_array = np.array(cohorts_of_rows, dtype=object)
     total_requests = sum(requests.values())
     labelled_sum, labelled_squares = float(overall.sum()), float((overall**2).sum())
@@ -105,41 +134,23 @@ def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], 
     n = len(human)
     overall_ppi = stats.ppi_mean(human, overall, total_requests - n, all_sum - labelled_sum,
                                  all_squares - labelled_squares, settings.confidence)
-    per_cohort: dict[str, Any] = {}
-    missing = []
-    combined, variance = 0.0, 0.0
-    for name in sorted(requests):
-        members = cohort_array == name
-        y, f = human[members], overall[members]
-        cohort_sum, cohort_squares = cohort_overall.get(name, (0.0, 0.0))
-        estimate = stats.ppi_mean(y, f, requests[name] - len(y), cohort_sum - float(f.sum()),
-                                  cohort_squares - float((f**2).sum()), settings.confidence)
-        if estimate.estimate is None and len(y) >= 2 and requests[name] == len(y):  # every request labelled
-            mean, var = float(y.mean()), float(y.var()) / len(y)
-            estimate = stats.PpiMean(mean, None, math.sqrt(var), 0.0, len(y), 0, note="every request labelled")
-        per_cohort[name] = {**asdict(estimate), "requests": requests[name], "share": requests[name] / total_requests}
-        if estimate.estimate is None:
-            missing.append(name)
-        else:
-            combined += requests[name] / total_requests * estimate.estimate
-            variance += (requests[name] / total_requests) ** 2 * estimate.se**2
-    half = stats._z(settings.confidence) * math.sqrt(variance)
     labelled = human.mean() if n else None
     labelled_se = float(human.std(ddof=1)) / math.sqrt(n) if n > 1 else None
+    z = stats._z(settings.confidence)
+    good = (human >= scoring.GOOD_AT).astype(float)
     return {
         "estimand": "mean human score (0-1) over every request in the window",
         "requests": total_requests, "labelled": n,
         "ppi": asdict(overall_ppi),
-        "ppi_by_cohort": {"estimate": None if missing else combined,
-                          "ci": None if missing else (combined - half, combined + half),
-                          "se": None if missing else math.sqrt(variance),
-                          "cohorts_without_labels": missing, "by_cohort": per_cohort},
+        "ppi_by_cohort": _by_cohort(human, overall, cohort_array, requests, cohort_overall, settings),
         "labelled_only": {"mean": None if labelled is None else float(labelled),
                           "ci": None if labelled_se is None else
-                          (float(labelled) - stats._z(settings.confidence) * labelled_se,
-                           float(labelled) + stats._z(settings.confidence) * labelled_se)},
+                          (float(labelled) - z * labelled_se, float(labelled) + z * labelled_se)},
         "evaluator_only": {"mean": all_sum / total_requests if total_requests else None,
                            "note": "the evaluator's own mean score, on its scale"},
+        "good_share": {"estimand": f"share of requests whose human score is {scoring.GOOD_AT} or more",
+                       "ppi_by_cohort": _by_cohort(good, overall, cohort_array, requests, cohort_overall, settings),
+                       "labelled_only": float(good.mean()) if n else None},
         "pass_rate": _pass_rate(overall, human, good_verdicts, total_requests, settings),
     }
 
