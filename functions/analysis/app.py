@@ -57,13 +57,18 @@ def _done(result: WeeklyResult, engine: str) -> dict[str, Any]:
     return {"project": result.project, "engine": engine, "report": result.written["report.json"]}
 
 
+def _projects() -> list[str]:
+    """The projects to analyse: AnalysisProjects, else every project with eval logs."""
+    return settings.projects or projects_with_eval_logs(s3, settings.data_bucket)
+
+
 def _plan(request: dict[str, Any]) -> dict[str, Any]:
     """The state machine's input: a schedule's event, or {time, engine, projects} by hand."""
     until = _window_end(request)
     engine = request.get("engine", settings.engine)
     if engine not in ENGINES:
         raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
-    projects = request.get("projects") or settings.projects or projects_with_eval_logs(s3, settings.data_bucket)
+    projects = request.get("projects") or _projects()
     planned = plan(projects, until, s3=s3, table=table, bucket=settings.data_bucket, engine=engine,
                    threshold=settings.athena_threshold_bytes, window=settings.window, settings=settings.analysis())
     logger.info("planned", extra={"projects": planned})
@@ -90,6 +95,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if phase is not None:
         raise ValueError(f"unknown phase {phase!r}: plan, embedded, start or finish")
     until = _window_end(event)  # a schedule's event, or a call by hand: every project here, embedded
-    projects = settings.projects or projects_with_eval_logs(s3, settings.data_bucket)
+    projects = _projects()
     return {"window_end": until.isoformat(),
             "reports": {project: _done(_embedded(project, until), "embedded")["report"] for project in projects}}

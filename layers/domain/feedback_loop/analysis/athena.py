@@ -63,10 +63,11 @@ _TEXT_FORMAT = {
     "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
                   "Parameters": {"field.delim": "\u0001", "serialization.format": "\u0001"}},
 }
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 _PARQUET_FORMAT = {
     "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
     "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
-    "SerdeInfo": {"SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+    "SerdeInfo": {"SerializationLibrary": PARQUET_SERDE,
                   "Parameters": {"serialization.format": "1"}},
 }
 
@@ -293,6 +294,7 @@ EXPORT_FIELDS = ("request_id", "feedback_type", "value", "user_id", "user_cohort
 
 
 def run_name(until: datetime) -> str:
+    """A window's end as the key of its run: the feedback export's partition, the reports' folder."""
     return until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
 
 

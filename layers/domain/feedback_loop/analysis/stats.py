@@ -481,6 +481,14 @@ def _defined(x: np.ndarray, y: np.ndarray) -> bool:
     return len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
 
 
+def _percentile_ci(draws: Any, confidence: float) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of the draws (None without draws)."""
+    if not len(draws):
+        return None
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+
+
 def system_level(evaluator: np.ndarray, human: np.ndarray, system: np.ndarray, group: np.ndarray | None = None,
                  resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """The correlation, over systems, of each system's mean evaluator score with its mean human
@@ -518,11 +526,8 @@ def system_level(evaluator: np.ndarray, human: np.ndarray, system: np.ndarray, g
         if _defined(bx, by):
             for name, correlation in CORRELATIONS.items():
                 draws[name].append(float(correlation(bx, by)))
-    tail = (1 - confidence) / 2 * 100
     for name, correlation in CORRELATIONS.items():
-        values = np.array(draws[name])
-        ci = (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) if len(values) else None
-        result[name] = {"r": float(correlation(x, y)), "ci": ci}
+        result[name] = {"r": float(correlation(x, y)), "ci": _percentile_ci(draws[name], confidence)}
     result["resamples_used"] = len(draws["pearson"])
     return result
 
@@ -584,9 +589,7 @@ def krippendorff_alpha(units: list[tuple[float, ...]], level: str, resamples: in
     rng = np.random.default_rng(seed)
     draws = [a for a in (alpha(matrix[:, rng.integers(0, len(units), len(units))]) for _ in range(resamples))
              if a is not None]
-    tail = (1 - confidence) / 2 * 100
-    return {**result, "alpha": alpha(matrix), "resamples": resamples,
-            "ci": (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))) if draws else None,
+    return {**result, "alpha": alpha(matrix), "resamples": resamples, "ci": _percentile_ci(draws, confidence),
             "ci_method": "percentile bootstrap over requests"}
 
 
@@ -620,23 +623,18 @@ def as_another_annotator(units: list[tuple[float, ...]], evaluator: np.ndarray, 
         return float(np.corrcoef(v, o)[0, 1]), float(np.corrcoef(e, o)[0, 1])
 
     point = figures(np.arange(len(vote_a)))
+    if point is None:  # nothing to resample
+        return {**result, "user_vs_others": None, "evaluator_vs_others": None, "difference": None,
+                "note": "the votes or the evaluator's scores do not vary"}
     requests = np.unique(unit_of_a)
     pairs_of = {k: np.flatnonzero(unit_of_a == k) for k in requests}
     rng = np.random.default_rng(seed)
     draws = [d for d in (figures(np.concatenate([pairs_of[k] for k in rng.choice(requests, len(requests))]))
                          for _ in range(resamples)) if d is not None]
-    tail = (1 - confidence) / 2 * 100
-
-    def interval(values: list[float]) -> tuple[float, float] | None:
-        return (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) if values else None
-
-    if point is None:
-        return {**result, "user_vs_others": None, "evaluator_vs_others": None, "difference": None,
-                "note": "the votes or the evaluator's scores do not vary"}
     return {**result, "ci_method": "percentile bootstrap over requests", "resamples": resamples,
-            "user_vs_others": {"r": point[0], "ci": interval([d[0] for d in draws])},
-            "evaluator_vs_others": {"r": point[1], "ci": interval([d[1] for d in draws])},
-            "difference": {"r": point[1] - point[0], "ci": interval([d[1] - d[0] for d in draws])}}
+            "user_vs_others": {"r": point[0], "ci": _percentile_ci([d[0] for d in draws], confidence)},
+            "evaluator_vs_others": {"r": point[1], "ci": _percentile_ci([d[1] for d in draws], confidence)},
+            "difference": {"r": point[1] - point[0], "ci": _percentile_ci([d[1] - d[0] for d in draws], confidence)}}
 
 
 # --- quality of all traffic: prediction-powered inference ----------------------------------------

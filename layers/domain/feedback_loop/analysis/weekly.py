@@ -40,7 +40,7 @@ def eval_logs_prefix(project: str) -> str:
 
 
 def reports_prefix(project: str, until: datetime) -> str:
-    return f"reports/{project}/{until.astimezone(timezone.utc).strftime('%Y-%m-%dT%H-%M-%SZ')}/"
+    return f"reports/{project}/{athena.run_name(until)}/"
 
 
 def projects_with_eval_logs(s3: Any, bucket: str) -> list[str]:

@@ -181,7 +181,6 @@ def _template_pattern(template: str, keys: list[str]) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 _DUCKDB_TYPES = {"string": "VARCHAR", "double": "DOUBLE", "bigint": "BIGINT", "int": "INTEGER", "boolean": "BOOLEAN"}
 
 
@@ -201,6 +200,8 @@ def _line_table(connection: Any, s3: Any, table: dict[str, Any], folder: Path) -
     statement names in `"$path" IN (...)`, which is how the analysis reads Parquet files from the
     partitions they share with JSON Lines, and its text reader turns a Parquet file into lines that
     the analysis drops by "$path" (DuckDB's CSV reader would refuse their bytes instead)."""
+    from feedback_loop.analysis.athena import PARQUET_SERDE  # the tables' own (it imports DuckDB: not at start-up)
+
     descriptor = table["StorageDescriptor"]
     declared = [(c["Name"], c["Type"]) for c in descriptor["Columns"]]
     parquet = descriptor.get("SerdeInfo", {}).get("SerializationLibrary") == PARQUET_SERDE
