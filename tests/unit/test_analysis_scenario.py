@@ -14,7 +14,7 @@ from sklearn.metrics import brier_score_loss, cohen_kappa_score, roc_auc_score
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis, write_local
-from feedback_loop.simulate import Scenario, population_satisfaction, simulate
+from feedback_loop.simulate import Cohort, Scenario, expected_effect, population_satisfaction, simulate
 
 from ..analysis_data import read_jsonl, write_eval_logs, write_feedback
 
@@ -173,7 +173,9 @@ def test_a_harmful_change_is_listed_as_a_regression(tmp_path: Path) -> None:
     feedback.add_export_file(write_feedback(events, tmp_path / "f.jsonl"))
     report = run_analysis("sim", EvalLogSource(str(write_eval_logs(records, tmp_path / "logs"))), feedback,
                           scenario.changes(), scenario.start, scenario.end).report
-    assert [r["change"] for r in report["regressions"]] == ["prompt-v8"]
+    # on the labelled requests and on all traffic (the same BH correction over every impact test)
+    assert [(r["change"], r["metric"]) for r in report["regressions"]] == [("prompt-v8", "human_score"),
+                                                                          ("prompt-v8", "human_score_all_traffic")]
     assert math.isclose(report["regressions"][0]["diff"], impact(report, "prompt-v8", "human_score")["diff"])
     # the report opens with it: the first finding, linked to the impact section
     first = report["findings"][0]
@@ -246,3 +248,73 @@ def test_the_share_of_good_answers_per_cohort_is_the_authors_ppi_in_each_cohort_
     assert good_share["estimate"] == pytest.approx(estimate, abs=1e-9)
     half = good_share["ci"][1] - good_share["estimate"]
     assert half == pytest.approx(1.959963984540054 * math.sqrt(variance), abs=1e-9)
+
+
+def test_the_impact_on_all_traffic_is_the_authors_ppi_per_cohort_on_each_side(result) -> None:
+    """Independently: on each side of the planted change, ppi_py in each cohort from the labelled
+    rows of the dataset and the evaluator's scores on the side's other records, combined by the
+    side's cohort shares; the difference's normal interval and p-value from those; the entry sits
+    in the same Benjamini-Hochberg family as the labelled-only one."""
+    from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+
+    report, labelled, _, records = result
+    change = SCENARIO.changes()[0]
+    cut = change.effective_at.isoformat()[:19]
+    start = (change.effective_at - timedelta(days=7)).isoformat()[:19]
+    end = (change.effective_at + timedelta(days=7)).isoformat()[:19]
+    labelled_ids = {e["request_id"] for e in labelled}
+    sides = {}
+    for name, (low, high) in {"before": (start, cut), "after": (cut, end)}.items():
+        side = [r for r in records if low <= r["timestamp"][:19] < high and r["metadata"]["query_type"] == "summarize"]
+        rows = [e for e in labelled if low <= e["timestamp"][:19] < high and e["segments"]["query_type"] == "summarize"]
+        estimate, variance = 0.0, 0.0
+        for cohort in sorted({r["metadata"]["user_cohort"] for r in side}):
+            mine = [e for e in rows if e["cohort"] == cohort]
+            y, yhat = np.array([e["human_score"] for e in mine]), np.array([e["overall"] for e in mine])
+            unlabelled = np.array([r["eval_scores"]["overall"] for r in side
+                                   if r["metadata"]["user_cohort"] == cohort and r["request_id"] not in labelled_ids])
+            share = (len(mine) + len(unlabelled)) / len(side)
+            estimate += share * float(ppi_mean_pointestimate(y, yhat, unlabelled)[0])
+            low_ci, high_ci = ppi_mean_ci(y, yhat, unlabelled, alpha=0.05)
+            variance += share**2 * ((high_ci[0] - low_ci[0]) / 2 / 1.959963984540054) ** 2
+        sides[name] = (estimate, variance, len(rows), len(side))
+    entry = impact(report, "prompt-v8", "human_score_all_traffic")
+    (m_b, v_b, n_b, r_b), (m_a, v_a, n_a, r_a) = sides["before"], sides["after"]
+    assert (entry["before"]["n"], entry["after"]["n"], entry["before"]["requests"], entry["after"]["requests"]) == (
+        n_b, n_a, r_b, r_a)
+    assert entry["before"]["mean"] == pytest.approx(m_b, abs=1e-9) and entry["after"]["mean"] == pytest.approx(m_a,
+                                                                                                           abs=1e-9)
+    se = math.sqrt(v_a + v_b)
+    assert entry["diff_ci"] == pytest.approx((m_a - m_b - 1.959963984540054 * se, m_a - m_b + 1.959963984540054 * se),
+                                             abs=1e-9)
+    assert entry["p_value"] == pytest.approx(2 * sps.norm.sf(abs(m_a - m_b) / se), rel=1e-6, abs=1e-300)
+    assert entry["significant"] and entry["note"] is None
+    # the labels alone, re-weighted by the same cohort shares, give a wider interval for the same change
+    alone = entry["labels_alone"]["diff_ci"]
+    assert entry["diff_ci"][1] - entry["diff_ci"][0] < 0.9 * (alone[1] - alone[0])
+    p_values = [e["p_value"] for e in report["impact"]]
+    ranked = sorted(p for p in p_values if p is not None)
+    rank = ranked.index(entry["p_value"]) + 1
+    assert entry["p_value_adjusted"] <= min(1.0, entry["p_value"] * len(ranked) / rank) + 1e-12
+
+
+def test_a_change_that_helps_the_quiet_cohort_is_measured_on_all_traffic(tmp_path: Path) -> None:
+    """The planted change helps the free users most, who rarely give feedback, and the enterprise
+    users, who give most of it, not at all: the all-traffic impact holds the change in the mean
+    over every request (the simulator's population effect), which the labelled-only difference,
+    weighted by who answers, does not."""
+    scenario = Scenario(requests=24_000, seed=3, effect_size=0.2, cohorts=(
+        Cohort("free", 0.6, 0.03, -0.1, effect=1.5), Cohort("pro", 0.3, 0.12, 0.0, effect=0.5),
+        Cohort("enterprise", 0.1, 0.5, 0.1, effect=0.0)))
+    records, events = simulate(scenario)
+    feedback = FeedbackIndex()
+    feedback.add_export_file(write_feedback(events, tmp_path / "f.jsonl"))
+    report = run_analysis("sim", EvalLogSource(str(write_eval_logs(records, tmp_path / "logs"))), feedback,
+                          scenario.changes(), scenario.start, scenario.end).report
+    population, answered = expected_effect(scenario, 100_000, population=True), expected_effect(scenario, 100_000)
+    assert population > answered + 0.1
+    all_traffic, labelled_only = (impact(report, "prompt-v8", m)["diff_ci"]
+                                  for m in ("human_score_all_traffic", "human_score"))
+    assert all_traffic[0] <= population <= all_traffic[1]
+    assert not labelled_only[0] <= population <= labelled_only[1]
+    assert labelled_only[0] <= answered <= labelled_only[1]

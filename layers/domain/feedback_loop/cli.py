@@ -195,7 +195,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"spearman {report['correlation']['overall']['spearman']['r']}, "
           f"disagreement rate {report['miscalibration']['rate']}, "
           f"flagged segments {[(f['field'], f['value']) for f in report['miscalibration']['flagged_segments']]}, "
-          f"regressions {[r['change'] for r in report['regressions']]}")
+          f"regressions {list(dict.fromkeys(r['change'] for r in report['regressions']))}")
     for name, where in written.items():
         print(f"  {name}: {where}")
     return 0

@@ -84,6 +84,7 @@ class Cohort:
     share: float  # of requests
     feedback_rate: float  # chance a request gets explicit feedback
     mood: float  # shift of the quality users perceive
+    effect: float = 1.0  # the planted change's effect in this cohort, as a multiple of Scenario.effect_size
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def iter_simulation(scenario: Scenario | None = None) -> Iterator[tuple[dict[str
         query_type = rng.choice(s.query_types)
         task = rng.choice(TASKS[query_type])
         after = at >= s.change_at
-        quality = _clip(rng.betavariate(4, 3) + (s.effect_size if after and query_type == s.effect_query_type else 0))
+        quality = _clip(rng.betavariate(4, 3) + _effect(s, cohort, query_type, after))
         if query_type == s.miscalibrated_query_type:
             overall = _clip(0.82 + rng.gauss(0, 0.05))
         else:  # users say good above about 0.6, the evaluator above 0.7: offset by 0.1
@@ -227,12 +228,13 @@ def population_satisfaction(scenario: Scenario | None = None, draws: int = 200_0
     return total / draws
 
 
-def expected_effect(scenario: Scenario | None = None, draws: int = 200_000) -> float:
-    """The change in the mean human score that the planted prompt change causes in its segment
-    (over the cohorts' mix of requests with feedback, as the report measures it)."""
+def expected_effect(scenario: Scenario | None = None, draws: int = 200_000, population: bool = False) -> float:
+    """The change in the mean human score that the planted prompt change causes in its segment:
+    over the cohorts' mix of requests with feedback (what the labelled-only comparison measures),
+    or with `population` over every request (the cohorts' shares of the traffic)."""
     s = scenario or Scenario()
     rng = random.Random(s.seed + 2)
-    weights = [c.share * c.feedback_rate for c in s.cohorts]
+    weights = [c.share * (1.0 if population else c.feedback_rate) for c in s.cohorts]
     sides = []
     for after in (False, True):
         total = 0.0
@@ -243,6 +245,10 @@ def expected_effect(scenario: Scenario | None = None, draws: int = 200_000) -> f
     return sides[1] - sides[0]
 
 
+def _effect(s: Scenario, cohort: Cohort, query_type: str, after: bool) -> float:
+    return s.effect_size * cohort.effect if after and query_type == s.effect_query_type else 0.0
+
+
 def _expected_vote(s: Scenario, rng: random.Random, cohort: Cohort, query_type: str, after: bool) -> float:
-    quality = _clip(rng.betavariate(4, 3) + (s.effect_size if after and query_type == s.effect_query_type else 0))
+    quality = _clip(rng.betavariate(4, 3) + _effect(s, cohort, query_type, after))
     return _vote_score(_vote(rng, _clip(quality + cohort.mood)))

@@ -32,7 +32,7 @@ import duckdb
 import numpy as np
 import orjson
 
-from feedback_loop.analysis.model import ChangeSides, Pass, Side
+from feedback_loop.analysis.model import ChangeSides, CohortPart, Pass, Side
 from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score, signals
 from feedback_loop.analysis import queries
@@ -377,14 +377,22 @@ def _recheck_lenient(connection: duckdb.DuckDBPyConnection, skipped: Counter[str
 
 
 def _fill_sides(change_sides: ChangeSides, rows: list[tuple[Any, ...]]) -> None:
-    for side_name, requests, with_feedback, total, squares, first, last, thumbs_up, thumbs, human in rows:
+    """Each side's figures summed over its cohorts' rows (queries.side), in cohort order."""
+    for side_name, cohort, requests, explicit, total, squares, first, last, thumbs_up, thumbs, human, labelled in rows:
         side: Side = change_sides.control if side_name == "c" else change_sides.treatment
-        side.requests = side.overall_n = requests
-        side.with_feedback = with_feedback
-        side.overall_sum, side.overall_sq = float(total), float(squares)
-        side.first, side.last = first, last
-        side.thumbs_up, side.thumbs = int(thumbs_up), int(thumbs)
-        side.human = orjson.loads(human) if human else []  # JSON text (queries.side)
+        human_scores = orjson.loads(human) if human else []  # JSON text (queries.side)
+        side.cohorts[cohort] = CohortPart(requests, float(total), float(squares), human_scores,
+                                          orjson.loads(labelled) if labelled else [])
+        side.requests += requests
+        side.overall_n = side.requests
+        side.with_feedback += explicit
+        side.overall_sum += float(total)
+        side.overall_sq += float(squares)
+        side.first = first if side.first is None else min(side.first, first)
+        side.last = last if side.last is None else max(side.last, last)
+        side.thumbs_up += int(thumbs_up)
+        side.thumbs += int(thumbs)
+        side.human += human_scores
 
 
 def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:

@@ -122,9 +122,13 @@ def cohort_plot(report: dict[str, Any]) -> Markup | None:
 
 def impact_plots(report: dict[str, Any]) -> list[Markup]:
     plots = []
+    labels = {"human_score": "labelled", "human_score_all_traffic": "all traffic"}
     for metric in ("human_score", "evaluator_overall", "thumbs_up_share", "feedback_rate"):
-        rows = [(entry["change"], entry["diff"], entry["diff_ci"]) for entry in report["impact"]
-                if entry["metric"] == metric and entry["diff"] is not None]
+        # the human score on the labelled requests and over all traffic side by side
+        rows = [(f"{entry['change']} ({labels[entry['metric']]})" if entry["metric"] in labels else entry["change"],
+                 entry["diff"], entry["diff_ci"]) for entry in report["impact"]
+                if (entry["metric"] in labels if metric == "human_score" else entry["metric"] == metric)
+                and entry["diff"] is not None]
         plot = _interval_bars(f"Effect on {metric.replace('_', ' ')} (difference, 95% CI)", rows, f"impact-{metric}",
                               height=max(200, 80 + 50 * len(rows)))
         if plot is not None:

@@ -65,6 +65,18 @@ def iso(epoch: float | None) -> str | None:
 
 
 @dataclass
+class CohortPart:
+    """One cohort's part of a side: its requests, the sum and the sum of squares of their overall
+    scores, and its labelled requests' human and overall scores (paired, in the order read)."""
+
+    requests: int
+    overall_sum: float
+    overall_sq: float
+    human: list[float]
+    overall: list[float]
+
+
+@dataclass
 class Side:
     """Sufficient statistics of one side of a comparison."""
 
@@ -78,6 +90,7 @@ class Side:
     thumbs: int = 0
     first: float | None = None
     last: float | None = None
+    cohorts: dict[str, CohortPart] = field(default_factory=dict)
 
     def overall_stats(self) -> tuple[int, float, float]:
         n = self.overall_n

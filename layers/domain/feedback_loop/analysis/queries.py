@@ -177,16 +177,19 @@ def _side(change_sides: ChangeSides, columns: Columns) -> str:
 
 
 def side(change_sides: ChangeSides, columns: Columns) -> Query:
-    """Per side of a change: requests, with explicit feedback, the sum and the sum of squares of
-    overall, the first and last moment, thumbs up and thumbs, the human scores in the order read
-    (a list as JSON text: every engine returns text alike, where lists come back in its own shape)."""
+    """Per side of a change and cohort: requests, with explicit feedback, the sum and the sum of
+    squares of overall, the first and last moment, thumbs up and thumbs, the human scores and the
+    evaluator's scores of the labelled requests in the order read (lists as JSON text: every engine
+    returns text alike, where lists come back in its own shape). Per cohort for the quality of all
+    traffic on each side (sections.impact)."""
     return Query(f"""
-SELECT side, count(*), count(*) FILTER (WHERE explicit), CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE),
+SELECT side, side_cohort, count(*), count(*) FILTER (WHERE explicit), CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE),
        CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE), min(moment), max(moment),
        coalesce(sum(thumbs_up), 0), coalesce(sum(thumbs_up + thumbs_down), 0),
-       to_json(array_agg(human ORDER BY position) FILTER (WHERE has_human))
-FROM (SELECT *, {_side(change_sides, columns)} AS side FROM kept) AS sided
-WHERE side IS NOT NULL GROUP BY side ORDER BY side""", ("kept",))
+       to_json(array_agg(human ORDER BY position) FILTER (WHERE has_human)),
+       to_json(array_agg(overall ORDER BY position) FILTER (WHERE has_human))
+FROM (SELECT *, {_side(change_sides, columns)} AS side, {COHORT} AS side_cohort FROM kept) AS sided
+WHERE side IS NOT NULL GROUP BY side, side_cohort ORDER BY side, side_cohort""", ("kept",))
 
 
 def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns) -> Query:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from feedback_loop import scoring
 from feedback_loop.analysis import stats
 
-from feedback_loop.analysis.model import AnalysisSettings, ChangeSides
+from feedback_loop.analysis.model import AnalysisSettings, ChangeSides, Side
 
 def correlation_block(x: np.ndarray, y: np.ndarray, confidence: float) -> dict[str, Any]:
     return {"n": len(x), "pearson": asdict(stats.pearson(x, y, confidence)),
@@ -92,28 +92,12 @@ def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple
 def _by_cohort(y: np.ndarray, overall: np.ndarray, cohort_array: np.ndarray, requests: Counter[str],
                cohort_overall: dict[str, tuple[float, float]], settings: AnalysisSettings) -> dict[str, Any]:
     """PPI++ of the mean of y within each cohort, combined by the cohorts' shares of the requests."""
-    total_requests = sum(requests.values())
-    per_cohort: dict[str, Any] = {}
-    missing = []
-    combined, variance = 0.0, 0.0
-    for name in sorted(requests):
+    strata = {}
+    for name in requests:
         members = cohort_array == name
-        labels, f = y[members], overall[members]
-        cohort_sum, cohort_squares = cohort_overall.get(name, (0.0, 0.0))
-        estimate = stats.ppi_mean(labels, f, requests[name] - len(labels), cohort_sum - float(f.sum()),
-                                  cohort_squares - float((f**2).sum()), settings.confidence)
-        if estimate.estimate is None and len(labels) >= 2 and requests[name] == len(labels):  # all labelled
-            mean, var = float(labels.mean()), float(labels.var()) / len(labels)
-            estimate = stats.PpiMean(mean, None, math.sqrt(var), 0.0, len(labels), 0, note="every request labelled")
-        per_cohort[name] = {**asdict(estimate), "requests": requests[name], "share": requests[name] / total_requests}
-        if estimate.estimate is None:
-            missing.append(name)
-        else:
-            combined += requests[name] / total_requests * estimate.estimate
-            variance += (requests[name] / total_requests) ** 2 * estimate.se**2
-    half = stats._z(settings.confidence) * math.sqrt(variance)
-    return {"estimate": None if missing else combined, "ci": None if missing else (combined - half, combined + half),
-            "se": None if missing else math.sqrt(variance), "cohorts_without_labels": missing, "by_cohort": per_cohort}
+        total, squares = cohort_overall.get(name, (0.0, 0.0))
+        strata[name] = stats.Stratum(y[members], overall[members], requests[name], total, squares)
+    return stats.stratified_ppi_mean(strata, settings.confidence)
 
 
 def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], requests: Counter[str],
@@ -265,7 +249,37 @@ def weighting(overall: np.ndarray, human: np.ndarray, weights: np.ndarray, setti
             "method": "inverse propensity of having a human score, per cohort, trimmed"}
 
 
-METRICS = ("evaluator_overall", "human_score", "thumbs_up_share", "feedback_rate")
+METRICS = ("evaluator_overall", "human_score", "human_score_all_traffic", "thumbs_up_share", "feedback_rate")
+HUMAN_METRICS = ("human_score", "human_score_all_traffic")
+HUMAN_LABELS = {"human_score": "the human score of the labelled requests",
+                "human_score_all_traffic": "the human score of all traffic"}
+
+
+def all_traffic(side: Side, confidence: float, lam: float | None = None) -> dict[str, Any]:
+    """The mean human score over every request of a side (not only the labelled ones): PPI++ per
+    cohort from the evaluator's scores, combined by the side's cohort shares (sections.quality);
+    with lam = 0 the labels alone, re-weighted by the same shares."""
+    return stats.stratified_ppi_mean(
+        {name: stats.Stratum(np.array(part.human, float), np.array(part.overall, float), part.requests,
+                             part.overall_sum, part.overall_sq) for name, part in side.cohorts.items()},
+        confidence, lam)
+
+
+def _all_traffic(c: Side, t: Side, confidence: float) -> tuple[stats.Comparison, dict[str, Any]]:
+    """The change in the mean human score over all traffic (PPI++ per cohort on each side), and
+    the same estimand from the labels alone (re-weighted by cohort), to show what the evaluator's
+    scores add."""
+    pc, pt = all_traffic(c, confidence), all_traffic(t, confidence)
+    result = stats.normal_difference(pc["estimate"], pc["se"], len(c.human), pt["estimate"], pt["se"], len(t.human),
+                                     confidence, "ppi++_by_cohort_z")
+    missing = sorted({*pc["cohorts_without_labels"], *pt["cohorts_without_labels"]})
+    if missing:
+        result = replace(result, note=f"too few labels on a side in cohort {', '.join(missing)}")
+    lc, lt = all_traffic(c, confidence, 0.0), all_traffic(t, confidence, 0.0)
+    alone = stats.normal_difference(lc["estimate"], lc["se"], len(c.human), lt["estimate"], lt["se"], len(t.human),
+                                    confidence)
+    return result, {"diff": alone.diff, "diff_ci": alone.diff_ci,
+                    "note": "the same estimand from the labels alone, re-weighted by the cohorts' shares"}
 
 
 def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -283,6 +297,8 @@ def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[d
                 n_c, m_c, v_c = stats.mean_and_variance(np.array(c.human))
                 n_t, m_t, v_t = stats.mean_and_variance(np.array(t.human))
                 result = stats.welch(n_c, m_c, v_c, n_t, m_t, v_t, settings.confidence)
+            elif metric == "human_score_all_traffic":
+                result, labels_alone = _all_traffic(c, t, settings.confidence)
             elif metric == "thumbs_up_share":
                 result = stats.two_proportions(c.thumbs_up, c.thumbs, t.thumbs_up, t.thumbs, settings.confidence)
             else:
@@ -298,6 +314,10 @@ def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[d
                 "effect_size": result.effect_size, "effect_size_name": result.effect_size_name,
                 "note": result.note,
             }
+            if metric == "human_score_all_traffic":
+                entry[names[0]]["requests"], entry[names[1]]["requests"] = c.requests, t.requests
+                entry["estimand"] = "mean human score over every request of each side (n: labelled requests)"
+                entry["labels_alone"] = labels_alone
             if srm is not None:
                 entry["sample_ratio"] = srm
             entries.append(entry)
@@ -307,7 +327,7 @@ def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[d
         entry["significant"] = adjusted is not None and adjusted < settings.alpha
     regressions = [{"change": e["change"], "metric": e["metric"], "diff": e["diff"], "diff_ci": e["diff_ci"],
                     "p_value_adjusted": e["p_value_adjusted"]}
-                   for e in entries if e["metric"] == "human_score" and e["significant"] and e["diff"] < 0]
+                   for e in entries if e["metric"] in HUMAN_METRICS and e["significant"] and e["diff"] < 0]
     return entries, regressions
 
 
@@ -330,7 +350,7 @@ def findings(report: dict[str, Any]) -> list[dict[str, Any]]:
         found.append({"level": level, "section": section, "text": text})
 
     for r in report["regressions"]:
-        add("attention", "impact", f"{r['change']} lowered the human score by {-r['diff']:.3f} "
+        add("attention", "impact", f"{r['change']} lowered {HUMAN_LABELS[r['metric']]} by {-r['diff']:.3f} "
             f"{_ci_text(r['diff_ci'])} (adjusted p {r['p_value_adjusted']:.2g}).")
     for f in report["miscalibration"]["flagged_segments"]:
         add("attention", "miscalibration", f"The evaluator disagrees with users on {f['field']} = {f['value']}: "
@@ -344,8 +364,9 @@ def findings(report: dict[str, Any]) -> list[dict[str, Any]]:
             add("attention", "impact", f"{e['change']}: the A/B arms' sizes ({ratio['n_control']} / "
                 f"{ratio['n_treatment']}) are not the expected split; its effects may be biased.")
     for e in report["impact"]:
-        if e["metric"] == "human_score" and e["significant"] and e["diff"] > 0:
-            add("note", "impact", f"{e['change']} raised the human score by {e['diff']:.3f} {_ci_text(e['diff_ci'])} "
+        if e["metric"] in HUMAN_METRICS and e["significant"] and e["diff"] > 0:
+            add("note", "impact", f"{e['change']} raised {HUMAN_LABELS[e['metric']]} by {e['diff']:.3f} "
+                f"{_ci_text(e['diff_ci'])} "
                 f"(adjusted p {e['p_value_adjusted']:.2g}).")
     low = [name for name, c in report["cohorts"].items() if c.get("below_target")]
     if low:

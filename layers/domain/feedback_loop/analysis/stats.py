@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -651,11 +651,12 @@ class PpiMean:
 
 
 def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled: float, squares_unlabelled: float,
-             confidence: float = 0.95) -> PpiMean:
+             confidence: float = 0.95, lam: float | None = None) -> PpiMean:
     """PPI++ estimate of the mean of y over labelled and unlabelled items, from the labelled pairs
     (y, yhat) and the unlabelled predictions' count, sum and sum of squares: as ppi_py's
     ppi_mean_ci computes it (lambda = Cov(y, yhat) / ((1 + n/N) Var(yhat over both)), clipped to
-    [0, 1]; se from the imputed and the rectifier parts; a normal interval)."""
+    [0, 1]; se from the imputed and the rectifier parts; a normal interval). A given `lam` is used
+    as it is (0: the labelled mean alone, with the same interval arithmetic)."""
     y, yhat = np.asarray(y, float), np.asarray(yhat, float)
     n, big_n = len(y), n_unlabelled
     if n < 2 or big_n < 1:
@@ -663,7 +664,8 @@ def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled:
     covariance = float(np.mean((y - y.mean()) * (yhat - yhat.mean())))
     total, squares, count = float(yhat.sum()) + sum_unlabelled, float((yhat**2).sum()) + squares_unlabelled, n + big_n
     variance = max((squares - total**2 / count) / (count - 1), 0.0)
-    lam = 0.0 if variance == 0 else min(max(covariance / ((1 + n / big_n) * variance), 0.0), 1.0)
+    if lam is None:
+        lam = 0.0 if variance == 0 else min(max(covariance / ((1 + n / big_n) * variance), 0.0), 1.0)
     unlabelled_mean = sum_unlabelled / big_n
     estimate = lam * unlabelled_mean + float(np.mean(y - lam * yhat))
     imputed = lam * math.sqrt(max(squares_unlabelled / big_n - unlabelled_mean**2, 0.0)) / math.sqrt(big_n)
@@ -671,6 +673,71 @@ def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled:
     se = math.sqrt(imputed**2 + rectifier**2)
     half = _z(confidence) * se
     return PpiMean(estimate, (estimate - half, estimate + half), se, lam, n, big_n)
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """One stratum (a cohort) of a stratified PPI++ mean: its labelled pairs and all its requests'
+    count, sum and sum of squares of the prediction (labelled ones included)."""
+
+    y: np.ndarray
+    yhat: np.ndarray
+    requests: int
+    total: float
+    squares: float
+
+
+def stratified_ppi_mean(strata: dict[str, Stratum], confidence: float = 0.95, lam: float | None = None
+                        ) -> dict[str, Any]:
+    """PPI++ of the mean within each stratum (ppi_mean), combined by the strata's shares of the
+    requests: sum_k (N_k / N) m_k, variance sum_k (N_k / N)^2 se_k^2 (the strata are independent).
+    A stratum whose every request is labelled contributes its labelled mean; one without enough
+    labels leaves the estimate undefined and is named (`cohorts_without_labels`). With `lam` = 0:
+    the labels alone, re-weighted the same way (what the evaluator's scores add is the difference)."""
+    total_requests = sum(s.requests for s in strata.values())
+    per_stratum: dict[str, Any] = {}
+    missing = []
+    combined, variance = 0.0, 0.0
+    for name in sorted(strata):
+        s = strata[name]
+        y, yhat = np.asarray(s.y, float), np.asarray(s.yhat, float)
+        estimate = ppi_mean(y, yhat, s.requests - len(y), s.total - float(yhat.sum()),
+                            s.squares - float((yhat**2).sum()), confidence, lam)
+        if estimate.estimate is None and len(y) >= 2 and s.requests == len(y):  # all labelled
+            estimate = PpiMean(float(y.mean()), None, float(y.std()) / math.sqrt(len(y)), 0.0, len(y), 0,
+                               note="every request labelled")
+        share = s.requests / total_requests
+        per_stratum[name] = {**asdict(estimate), "requests": s.requests, "share": share}
+        if estimate.estimate is None:
+            missing.append(name)
+        else:
+            combined += share * estimate.estimate
+            variance += share**2 * estimate.se**2
+    if missing or not strata:
+        return {"estimate": None, "ci": None, "se": None, "cohorts_without_labels": missing,
+                "by_cohort": per_stratum}
+    half = _z(confidence) * math.sqrt(variance)
+    return {"estimate": combined, "ci": (combined - half, combined + half), "se": math.sqrt(variance),
+            "cohorts_without_labels": missing, "by_cohort": per_stratum}
+
+
+def normal_difference(mean_c: float | None, se_c: float | None, n_c: int, mean_t: float | None, se_t: float | None,
+                      n_t: int, confidence: float = 0.95, test: str = "z") -> Comparison:
+    """Treatment minus control from two independent, asymptotically normal estimates and their
+    standard errors: a z-test, a normal interval, and the relative difference by the delta method."""
+    if mean_c is None or mean_t is None or se_c is None or se_t is None:
+        return Comparison(test, n_c, n_t, mean_c, mean_t, None, None, None, None, None, None, "none",
+                          "no estimate on one side")
+    diff = mean_t - mean_c
+    se = math.hypot(se_c, se_t)
+    relative, relative_ci = _relative(mean_t, mean_c, se_t**2, se_c**2, confidence)
+    if se == 0:
+        return Comparison(test, n_c, n_t, mean_c, mean_t, diff, (diff, diff), relative, relative_ci,
+                          None if diff == 0 else 0.0, None, "none", "no uncertainty on either side")
+    half = _z(confidence) * se
+    p = float(2 * stats.norm.sf(abs(diff) / se))
+    return Comparison(test, n_c, n_t, mean_c, mean_t, diff, (diff - half, diff + half), relative, relative_ci, p,
+                      None, "none")
 
 
 @dataclass(frozen=True)

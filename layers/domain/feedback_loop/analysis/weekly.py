@@ -76,7 +76,7 @@ def key_figures(report: dict[str, Any]) -> dict[str, Any]:
         "feedback_rate": with_feedback / requests if requests else None,
         "lowest_cohort_feedback_rate": min(rates) if rates else None,
         "flagged_segments": [{"field": f["field"], "value": f["value"]} for f in report["miscalibration"]["flagged_segments"]],
-        "regressions": [r["change"] for r in report["regressions"]],
+        "regressions": list(dict.fromkeys(r["change"] for r in report["regressions"])),
         "skipped_lines": counts["skipped_lines"],
     }
 
