@@ -19,7 +19,7 @@ from feedback_loop.analysis import athena
 from feedback_loop.analysis.columnar import scan_files
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
-from feedback_loop.analysis.model import AnalysisSettings, change_sides, read_range
+from feedback_loop.analysis.model import AnalysisSettings, change_sides, read_range, run_name
 from feedback_loop.analysis.report import report
 from feedback_loop.client import FeedbackClient
 from feedback_loop.models.changes import Change
@@ -119,7 +119,7 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
                           embedded_sides, start.timestamp(), until.timestamp(), window, SETTINGS.segment_fields,
                           embedded_skipped)
 
-    run = athena.run_name(until)
+    run = run_name(until)
     assert athena.export_feedback(items, s3, BUCKET, project, run) == len(items)
     athena_sides = change_sides(measured, since, until, SETTINGS)
     athena_skipped: Counter[str] = Counter()

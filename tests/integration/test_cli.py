@@ -96,7 +96,7 @@ def test_analyze_on_files(tmp_path: Path) -> None:
                    "--out", str(tmp_path / "out"), "--quiet", "--memory-limit", "256MB")
     assert done.returncode == 0, done.stderr
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "report.html", "disagreements.jsonl",
-                                                              "labelled.jsonl"}
+                                                              "labelled.jsonl", "trend.json"}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     index = FeedbackIndex()
     index.add_export_file(feedback)
@@ -105,6 +105,34 @@ def test_analyze_on_files(tmp_path: Path) -> None:
     assert report["counts"]["eval_records"] > 1000
     for key in ("counts", "correlation", "agreement", "miscalibration", "cohorts", "weighting", "impact"):
         assert report[key] == json.loads(json.dumps(in_process[key])), key
+
+
+def test_analyze_with_history_reads_the_earlier_runs_and_writes_the_index(tmp_path: Path) -> None:
+    """Two weeks run into folders of one history folder: the second report's trends hold both
+    weeks (the first by its folder's trend.json), and history/index.html links both reports."""
+    from feedback_loop.simulate import Scenario, simulate
+
+    from ..analysis_data import write_eval_logs, write_feedback
+
+    scenario = Scenario(requests=3_000, seed=6)
+    records, events = simulate(scenario)
+    logs = write_eval_logs(records, tmp_path / "logs")
+    feedback = write_feedback(events, tmp_path / "feedback.jsonl")
+    history = tmp_path / "history"
+    middle = scenario.start + (scenario.end - scenario.start) / 2
+    for name, since, until in (("week-1", scenario.start, middle), ("week-2", middle, scenario.end)):
+        done = run_cli(tmp_path, "analyze", "--eval-logs", str(logs), "--feedback", str(feedback), "--since",
+                       since.isoformat(), "--until", until.isoformat(), "--out", str(history / name),
+                       "--history", str(history), "--quiet")
+        assert done.returncode == 0, done.stderr
+    report = json.loads((history / "week-2" / "report.json").read_text())
+    assert [w["run"] for w in report["trends"]["weeks"]] == ["week-1", "week-2"]
+    first = json.loads((history / "week-1" / "trend.json").read_text())
+    assert {k: v for k, v in first.items() if k != "run"} == {
+        k: v for k, v in report["trends"]["weeks"][0].items() if k != "run"}
+    page = (history / "index.html").read_text()
+    assert page.index('href="week-2/report.html"') < page.index('href="week-1/report.html"')
+    assert 'href="../week-1/report.html"' in (history / "week-2" / "report.html").read_text()
 
 
 def test_analyze_refuses_a_memory_limit_that_is_not_a_size(tmp_path: Path) -> None:

@@ -62,7 +62,8 @@ def test_the_schedule_writes_the_report_and_datasets_to_s3(stack, week) -> None:
     assert done == {"project": project, "engine": "embedded", "report": f"s3://{stack.bucket}/{prefix}report.json",
                     "failed": False}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix)["Contents"]}
-    assert keys == {prefix + n for n in ("report.json", "report.html", "disagreements.jsonl", "labelled.jsonl")}
+    assert keys == {prefix + n for n in ("report.json", "report.html", "disagreements.jsonl", "labelled.jsonl",
+                                         "trend.json")}
     html = s3.get_object(Bucket=stack.bucket, Key=prefix + "report.html")
     assert html["ContentType"].startswith("text/html")
     report = json.loads(s3.get_object(Bucket=stack.bucket, Key=prefix + "report.json")["Body"].read())
@@ -158,6 +159,44 @@ def test_the_same_week_from_s3_and_from_files(stack, week) -> None:
         results.append(json.loads(json.dumps((analysis.report, analysis.labelled, analysis.disagreements))))
     assert results[0][0]["counts"]["eval_records"] > 1000
     assert results[0] == results[1]
+
+
+def test_the_week_before_joins_the_trends_and_the_index_lists_every_week(stack, week) -> None:
+    """The week before is run by hand; this week run again reads its point (trend.json), shows
+    both weeks with the registered changes on the time axis, and the project's index page links
+    both reports. With one earlier week the drop test is not run (it needs three)."""
+    project, _, _, _, _, s3, _ = week
+    before = _END - timedelta(days=7)
+    for at in (before, _END):
+        execution = stack.states.execute("AnalysisStateMachine", {"time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                                  "engine": "embedded", "projects": [project]})
+        assert execution["status"] == "SUCCEEDED", execution
+    previous_key = before.strftime("%Y-%m-%dT%H-%M-%SZ")
+
+    def read(key: str) -> bytes:
+        return s3.get_object(Bucket=stack.bucket, Key=f"reports/{project}/{key}")["Body"].read()
+
+    report = json.loads(read(f"{WINDOW_KEY}/report.json"))
+    trend = report["trends"]
+    assert [w["run"] for w in trend["weeks"]] == [previous_key, WINDOW_KEY]
+    assert json.loads(read(f"{previous_key}/trend.json")) == trend["weeks"][0]
+    assert json.loads(read(f"{WINDOW_KEY}/trend.json")) == trend["weeks"][-1]
+    assert trend["weeks"][0]["until"] == trend["weeks"][1]["since"]
+    # both registered changes take effect at the start of this week
+    assert {(c["name"], c["week"]) for c in trend["changes"]} == {(c.name, trend["weeks"][1]["until"])
+                                                                  for c in SCENARIO.changes()}
+    assert not trend["drop"]["flagged"] and not trend["drop"]["metrics"]["auroc"]["tested"]
+    for w in trend["weeks"]:
+        assert w["quality"]["ci"][0] <= w["quality"]["value"] <= w["quality"]["ci"][1]
+        assert 0.5 < w["auroc"]["value"] <= 1 and w["labelled"] > 100
+    html = read(f"{WINDOW_KEY}/report.html").decode()
+    assert 'id="trends"' in html and f'href="../{previous_key}/report.html"' in html
+    assert 'data-plot="trend-quality"' in html and "◆ model-minor-bump, prompt-v8" in html
+    index = s3.get_object(Bucket=stack.bucket, Key=f"reports/{project}/index.html")
+    assert index["ContentType"].startswith("text/html")
+    page = index["Body"].read().decode()
+    assert page.index(f'href="{WINDOW_KEY}/report.html"') < page.index(f'href="{previous_key}/report.html"')
+    read(f"{previous_key}/report.html")  # the link leads somewhere
 
 
 # last in the module: it writes the week's report again, from Athena

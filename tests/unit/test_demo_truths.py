@@ -101,3 +101,20 @@ def test_the_live_comparison_matches_sklearn_and_an_exact_mcnemar_test() -> None
     assert truths.next_week(comparison, SCENARIO).holds
     worse = {**comparison, "deployed": 0.5}
     assert not truths.next_week(worse, SCENARIO).holds
+
+
+def _quality(corrected: tuple[float, float], labelled: tuple[float, float]) -> dict:
+    return {"quality": {"requests": 10_000, "labelled": 900,
+                        "ppi_by_cohort": {"estimate": sum(corrected) / 2, "ci": list(corrected)},
+                        "labelled_only": {"mean": sum(labelled) / 2, "ci": list(labelled)}}}
+
+
+@pytest.mark.parametrize(("corrected", "labelled", "holds"), [
+    ((0.47, 0.51), (0.57, 0.60), True),  # corrected holds the truth, the labelled mean misses it
+    ((0.50, 0.53), (0.57, 0.60), False),  # corrected misses it
+    ((0.47, 0.51), (0.48, 0.60), False),  # the labelled mean holds it too: nothing shown
+])
+def test_the_quality_of_all_traffic_must_hold_the_population_value_where_the_labelled_mean_does_not(
+        corrected, labelled, holds) -> None:
+    assert truths.quality_of_all_traffic(_quality(corrected, labelled), 0.49).holds is holds
+    assert not truths.quality_of_all_traffic({"quality": None}, 0.49).holds

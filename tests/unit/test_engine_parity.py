@@ -13,7 +13,8 @@ label dropped; every other field of the fixtures was equal to the current result
 is unchanged. Session 9 (issue 15) added the impact entries `human_score_all_traffic` and, as the
 Benjamini-Hochberg family grew, restated the other entries' `p_value_adjusted` and `significant`,
 `regressions` and `findings` (their texts); the random cases' sides compare their human scores as
-a multiset (collected cohort by cohort since)."""
+a multiset (collected cohort by cohort since); then added the reports' `trends` (one week: no
+history in these cases) and the AUROC's `se`."""
 
 from __future__ import annotations
 

@@ -183,11 +183,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
     analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
                             since, until, settings, progress, memory_limit=args.memory_limit)
+    if args.history:  # earlier runs kept as folders beside this one: the trends, and the index page
+        if args.out.startswith("s3://"):
+            raise SystemExit("--history reads folders: write --out to a folder too")
+        from feedback_loop.analysis.html import INDEX_HTML, render_index
+        from feedback_loop.analysis.report import change_marks, with_trends
+        from feedback_loop.analysis.run import local_points
+
+        previous = local_points(args.history, skip=args.out)
+        with_trends(analysis.report, previous, change_marks(changes), run=Path(args.out).name)
     if args.out.startswith("s3://"):
         bucket, _, prefix = args.out.removeprefix("s3://").partition("/")
         written = write_s3(analysis, s3, bucket, prefix)
     else:
         written = write_local(analysis, args.out)
+    if args.history:
+        index = Path(args.history) / INDEX_HTML
+        index.write_text(render_index(args.project or "default", [*previous, analysis.report["trends"]["weeks"][-1]],
+                                      analysis.report["trends"]))
+        written[INDEX_HTML] = index
     report = analysis.report
     print(f"analysed {report['counts']['eval_records']} eval records, "
           f"{report['counts']['requests_with_human_score']} with a human score, "
@@ -291,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--target-rate", type=float, default=0.05, help="feedback rate a cohort should reach")
     analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
+    analyze.add_argument("--history", metavar="FOLDER",
+                         help="a folder of earlier runs' folders (each an --out of this command): the report's "
+                         "trends read them, and FOLDER/index.html links every run; put --out inside it")
     analyze.add_argument("--memory-limit", type=_memory_size,
                          help="what DuckDB may hold before it spills to the temporary folder, such as 2GB "
                          "(default: 512MB; in Lambda half the function's memory)")

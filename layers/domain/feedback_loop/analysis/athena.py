@@ -293,11 +293,6 @@ def statement(query: queries.Query, relations: dict[str, queries.Relation], base
 EXPORT_FIELDS = ("request_id", "feedback_type", "value", "user_id", "user_cohort", "timestamp", "event_id")
 
 
-def run_name(until: datetime) -> str:
-    """A window's end as the key of its run: the feedback export's partition, the reports' folder."""
-    return until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
-
-
 def export_feedback(items: Any, s3: Any, bucket: str, project: str, run: str) -> int:
     """The analysis's feedback events (FeedbackTable.feedback_in_window) as one JSON Lines object
     under the feedback table's partition of this run, each with its position; returns how many.

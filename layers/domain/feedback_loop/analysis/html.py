@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 import pygal
@@ -23,6 +24,7 @@ _STYLE = Style(background="white", plot_background="white", foreground="#222", f
 _environment = Environment(loader=PackageLoader("feedback_loop.analysis", "templates"),
                            autoescape=select_autoescape(["html"]))
 MAX_SCATTER_POINTS = 2000
+INDEX_HTML = "index.html"
 
 
 def _options(title: str, **extra: Any) -> dict[str, Any]:
@@ -144,6 +146,67 @@ def segment_rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     return sorted(rows, key=lambda row: (row[2]["spearman"]["r"] is None, row[2]["spearman"]["r"] or 0.0))
 
 
+def _week_labels(weeks: list[dict[str, Any]], changes: list[dict[str, Any]]) -> list[str]:
+    """Each week by its last day, with the registered changes that fall in it (the time axis)."""
+    labels = []
+    for week in weeks:
+        names = [c["name"] for c in changes if c.get("week") == week["until"]]
+        last_day = (datetime.fromisoformat(week["until"].replace("Z", "+00:00")) - timedelta(seconds=1)).date()
+        labels.append(f"{last_day}" + (f" ◆ {', '.join(names)}" if names else ""))
+    return labels
+
+
+def _series(weeks: list[dict[str, Any]], key: str, label: str) -> list[dict[str, Any] | None]:
+    values = []
+    for week in weeks:
+        entry = week.get(key) or {}
+        value, ci = entry.get("value"), entry.get("ci")
+        values.append(None if value is None else {
+            "value": value, "label": f"{label} {value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+            **({"ci": {"low": ci[0], "high": ci[1]}} if ci else {})})
+    return values
+
+
+def _cohort_rate(week: dict[str, Any], cohort: str) -> dict[str, Any] | None:
+    entry = week["feedback_rate_by_cohort"].get(cohort)
+    return entry and {"value": entry["rate"], "ci": entry["ci"]}
+
+
+def trend_plots(trends: dict[str, Any] | None) -> list[Markup]:
+    """Week by week: the quality of all traffic, the evaluator's agreement, the feedback rate per
+    cohort; each week labelled with the changes registered in it. Nothing with one week only."""
+    weeks = (trends or {}).get("weeks") or []
+    if len(weeks) < 2:
+        return []
+    labels = _week_labels(weeks, trends["changes"])
+    options = {"x_label_rotation": 30, "legend_at_bottom": True, "dots_size": 4, "height": 380}
+    plots = []
+    quality = pygal.Line(**_options("Mean human score of all traffic by week (95% CI)", **options))
+    quality.x_labels = labels
+    quality.add("all traffic (PPI++ by cohort)", _series(weeks, "quality", "all traffic"))
+    quality.add("labelled requests only", _series(weeks, "labelled_quality", "labelled only"))
+    plots.append(_svg(quality, "trend-quality"))
+    agreement = pygal.Line(**_options("Evaluator's agreement with users by week (95% CI)", **options))
+    agreement.x_labels = labels
+    agreement.add("AUROC", _series(weeks, "auroc", "AUROC"))
+    agreement.add("Kendall tau-b", _series(weeks, "kendall", "Kendall tau-b"))
+    plots.append(_svg(agreement, "trend-agreement"))
+    rates = pygal.Line(**_options("Feedback rate by cohort by week (95% Wilson)", **options))
+    rates.x_labels = labels
+    for cohort in sorted({name for week in weeks for name in week["feedback_rate_by_cohort"]}):
+        rates.add(cohort, _series([{"rate": _cohort_rate(week, cohort)} for week in weeks], "rate", cohort))
+    plots.append(_svg(rates, "trend-feedback-rate"))
+    return plots
+
+
+def render_index(project: str, points: list[dict[str, Any]], trends: dict[str, Any]) -> str:
+    """A project's index page: every week's report, newest first, with its key figures, and the
+    trends of the latest."""
+    weeks = sorted(points, key=lambda p: (p["until"], p["since"]), reverse=True)
+    return _environment.get_template("index.html").render(project=project, weeks=weeks, trends=trends,
+                                                          plots=trend_plots(trends))
+
+
 def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None = None) -> str:
     plots = {
         "calibration": calibration_plot(report),
@@ -151,6 +214,7 @@ def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None
         "disagreement": disagreement_plot(report),
         "cohorts": cohort_plot(report),
         "impact": impact_plots(report),
+        "trends": trend_plots(report.get("trends")),
     }
     return _environment.get_template("report.html").render(report=report, plots=plots,
                                                            segment_rows=segment_rows(report))

@@ -58,6 +58,11 @@ def split_of(request_id: str, validation_share: float) -> str:
     return "validation" if bucket < validation_share else "train"
 
 
+def run_name(until: datetime) -> str:
+    """A window's end as the key of its run: the feedback export's partition, the reports' folder."""
+    return until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+
+
 def iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None

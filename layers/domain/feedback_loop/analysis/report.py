@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from feedback_loop import scoring
-from feedback_loop.analysis import sections
+from feedback_loop.analysis import sections, trends
 from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.models.changes import Change
 from feedback_loop.analysis.model import (
     SCHEMA_VERSION,
     Analysis,
@@ -19,6 +21,7 @@ from feedback_loop.analysis.model import (
     Datasets,
     Pass,
     iso,
+    run_name,
     split_of,
 )
 
@@ -84,5 +87,20 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     datasets = Datasets(rows, fields, verdict_good, disagreeing, weights, splits)
     report["datasets"] = {"disagreements": len(disagreeing), "labelled": len(rows),
                           "labelled_binary": int(binary.sum()), "validation": splits.count("validation")}
-    report["findings"] = sections.findings(report)
+    with_trends(report, [], change_marks(s.change for s in sides))
     return Analysis(report, datasets)
+
+
+def change_marks(changes: Iterable[Change]) -> list[dict[str, Any]]:
+    """The registered changes as the trends put them on the time axis."""
+    return [{"name": c.name, "effective_at": iso(c.effective_at.timestamp())} for c in changes]
+
+
+def with_trends(report: dict[str, Any], previous: list[dict[str, Any]], changes: list[dict[str, Any]],
+                run: str | None = None) -> None:
+    """The report's trends from the previous weeks' points (trends.point) and the registered changes
+    (`name`, `effective_at`), and its findings, which name a drop in agreement first. `run`: this
+    report's folder (default: its window end, as the scheduled runs name it)."""
+    until = datetime.fromisoformat(report["window"]["until"].replace("Z", "+00:00"))
+    report["trends"] = trends.trends(report, run or run_name(until), previous, changes)
+    report["findings"] = sections.findings(report)

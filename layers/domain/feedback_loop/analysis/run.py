@@ -16,6 +16,7 @@ import orjson
 import yaml
 from pydantic import TypeAdapter
 
+from feedback_loop.analysis import trends
 from feedback_loop.analysis.columnar import scan_files
 from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_sides, read_range
 from feedback_loop.analysis.report import report
@@ -28,6 +29,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
+TREND_JSON = trends.TREND_JSON
 SPOOL_IN_MEMORY = 8 << 20  # a file bigger than this goes through /tmp on its way to S3
 
 _changes = TypeAdapter(list[Change])
@@ -63,7 +65,8 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
 
 
 CONTENT_TYPES = {REPORT_JSON: "application/json", REPORT_HTML: "text/html; charset=utf-8",
-                 DISAGREEMENTS: "application/x-ndjson", LABELLED: "application/x-ndjson"}
+                 DISAGREEMENTS: "application/x-ndjson", LABELLED: "application/x-ndjson",
+                 TREND_JSON: "application/json"}
 
 
 def _json_lines(entries: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -77,9 +80,32 @@ def outputs(analysis: Analysis) -> dict[str, Iterable[bytes]]:
     return {
         REPORT_JSON: [json.dumps(analysis.report, indent=2, default=str).encode()],
         REPORT_HTML: [render_html(analysis.report, analysis.datasets.scatter()).encode()],
+        TREND_JSON: [trends.dumps(analysis.report)],
         DISAGREEMENTS: _json_lines(analysis.datasets.disagreements()),
         LABELLED: _json_lines(analysis.datasets.labelled()),
     }
+
+
+def local_points(history: str | Path, skip: str | Path | None = None) -> list[dict[str, Any]]:
+    """The points of earlier runs kept as folders of `history` (each with trend.json, or a
+    report.json written before it), `skip` (this run's folder) left out; unreadable ones skipped."""
+    points: list[dict[str, Any]] = []
+    if not Path(history).is_dir():
+        return points
+    for folder in sorted(p for p in Path(history).iterdir() if p.is_dir()):
+        if skip is not None and folder.resolve() == Path(skip).resolve():
+            continue
+        try:
+            if (folder / TREND_JSON).is_file():
+                points.append(json.loads((folder / TREND_JSON).read_text()))
+            elif (folder / REPORT_JSON).is_file():
+                points.append(trends.point(json.loads((folder / REPORT_JSON).read_text()), folder.name))
+            else:
+                continue
+            points[-1]["run"] = folder.name  # what the index links to, whatever wrote the point
+        except (ValueError, KeyError, TypeError):
+            continue
+    return points
 
 
 def write_local(analysis: Analysis, folder: str | Path) -> dict[str, Path]:

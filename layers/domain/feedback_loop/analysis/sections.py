@@ -349,6 +349,13 @@ def findings(report: dict[str, Any]) -> list[dict[str, Any]]:
     def add(level: str, section: str, text: str) -> None:
         found.append({"level": level, "section": section, "text": text})
 
+    drop = (report.get("trends") or {}).get("drop") or {}
+    for name, test in drop.get("metrics", {}).items():
+        if test["flagged"]:
+            label = {"auroc": "AUROC", "kendall": "Kendall's tau-b"}[name]
+            add("attention", "trends", f"The evaluator's agreement with users dropped: {label} {test['current']:.3f} "
+                f"against {test['trailing']:.3f} over the previous {test['weeks']} weeks (one-sided p "
+                f"{test['p_value']:.2g}, flagged below {drop['alpha'] / len(drop['metrics']):.3g}).")
     for r in report["regressions"]:
         add("attention", "impact", f"{r['change']} lowered {HUMAN_LABELS[r['metric']]} by {-r['diff']:.3f} "
             f"{_ci_text(r['diff_ci'])} (adjusted p {r['p_value_adjusted']:.2g}).")

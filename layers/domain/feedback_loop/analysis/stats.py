@@ -192,6 +192,7 @@ class Auroc:
     p_value: float | None
     ci: tuple[float, float] | None
     ci_method: str = "hanley_mcneil"
+    se: float | None = None  # Hanley-McNeil; the interval is clipped to [0, 1], the se is not
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray, confidence: float = 0.95) -> Auroc:
@@ -207,7 +208,8 @@ def auroc(scores: np.ndarray, labels: np.ndarray, confidence: float = 0.95) -> A
     q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
     variance = (a * (1 - a) + (n1 - 1) * (q1 - a**2) + (n0 - 1) * (q2 - a**2)) / (n1 * n0)
     half = _z(confidence) * math.sqrt(max(variance, 0.0))
-    return Auroc(len(scores), n1, n0, a, float(test.pvalue), (max(0.0, a - half), min(1.0, a + half)))
+    return Auroc(len(scores), n1, n0, a, float(test.pvalue), (max(0.0, a - half), min(1.0, a + half)),
+                 se=math.sqrt(max(variance, 0.0)))
 
 
 @dataclass(frozen=True)

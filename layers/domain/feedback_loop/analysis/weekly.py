@@ -17,12 +17,13 @@ from typing import Any, Callable, Literal
 
 from pydantic import TypeAdapter
 
-from feedback_loop.analysis import athena
-from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_sides, read_range
+from feedback_loop.analysis import athena, trends
+from feedback_loop.analysis.html import INDEX_HTML, render_index
+from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_sides, read_range, run_name
 from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, EvalLogSource, partition_range
 from feedback_loop.analysis.feedback import FeedbackIndex
-from feedback_loop.analysis.report import report
-from feedback_loop.analysis.run import LABELLED, REPORT_JSON, run_analysis, write_s3
+from feedback_loop.analysis.report import change_marks, report, with_trends
+from feedback_loop.analysis.run import LABELLED, REPORT_JSON, TREND_JSON, run_analysis, write_s3
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
 from feedback_loop.logic.changes import list_changes
@@ -40,7 +41,7 @@ def eval_logs_prefix(project: str) -> str:
 
 
 def reports_prefix(project: str, until: datetime) -> str:
-    return f"reports/{project}/{athena.run_name(until)}/"
+    return f"reports/{project}/{run_name(until)}/"
 
 
 def projects_with_eval_logs(s3: Any, bucket: str) -> list[str]:
@@ -78,13 +79,51 @@ def key_figures(report: dict[str, Any]) -> dict[str, Any]:
         "flagged_segments": [{"field": f["field"], "value": f["value"]} for f in report["miscalibration"]["flagged_segments"]],
         "regressions": list(dict.fromkeys(r["change"] for r in report["regressions"])),
         "skipped_lines": counts["skipped_lines"],
+        "agreement_dropped": bool(((report.get("trends") or {}).get("drop") or {}).get("flagged")),
     }
 
 
-def _publish(project: str, until: datetime, analysis: Analysis, *, s3: Any, events: Any, bucket: str,
-             bus_name: str) -> WeeklyResult:
-    """The report and datasets written to S3, and AnalysisCompleted put on the bus."""
+def previous_points(s3: Any, bucket: str, project: str, skipped: Counter[str] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Every earlier run's point of a project (reports/<project>/<run>/trend.json, or its
+    report.json where a run has no trend.json), by one listing of the runs' folders; a run whose
+    files are missing or unreadable is counted in `skipped` and left out."""
+    skipped = skipped if skipped is not None else Counter()
+    paginator = s3.get_paginator("list_objects_v2")
+    root = f"reports/{project}/"
+    runs = [prefix["Prefix"].removeprefix(root).rstrip("/")
+            for page in paginator.paginate(Bucket=bucket, Prefix=root, Delimiter="/")
+            for prefix in page.get("CommonPrefixes", [])]
+    points = []
+    for run in sorted(runs):
+        for name in (TREND_JSON, REPORT_JSON):
+            try:
+                body = json.loads(s3.get_object(Bucket=bucket, Key=f"{root}{run}/{name}")["Body"].read())
+                points.append(body if name == TREND_JSON else trends.point(body, run))
+                break
+            except s3.exceptions.NoSuchKey:
+                continue
+            except (ValueError, KeyError, TypeError):
+                skipped["unreadable_report"] += 1
+                break
+        else:
+            skipped["run_without_report"] += 1
+    return points
+
+
+def _publish(project: str, until: datetime, analysis: Analysis, changes: list[Change], *, s3: Any, events: Any,
+             bucket: str, bus_name: str) -> WeeklyResult:
+    """The report (with the trends of the project's earlier runs) and datasets written to S3, the
+    project's index page rewritten, and AnalysisCompleted put on the bus."""
+    run = run_name(until)
+    previous = [p for p in previous_points(s3, bucket, project) if p.get("run") != run]
+    with_trends(analysis.report, previous, change_marks(changes))
     written = write_s3(analysis, s3, bucket, reports_prefix(project, until))
+    index = f"reports/{project}/{INDEX_HTML}"
+    s3.put_object(Bucket=bucket, Key=index, ContentType="text/html; charset=utf-8",
+                  Body=render_index(project, [*previous, analysis.report["trends"]["weeks"][-1]],
+                                    analysis.report["trends"]).encode())
+    written[INDEX_HTML] = f"s3://{bucket}/{index}"
     detail = {"project": project, "window": analysis.report["window"], "report": written[REPORT_JSON],
               "labelled_dataset": written[LABELLED], "reports": written, **key_figures(analysis.report)}
     put_event(events, bus_name, ANALYSIS_COMPLETED, detail, time=until)
@@ -111,7 +150,7 @@ def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: Fe
     feedback.add_items(_feedback_items(table, project, since, settings, now, day_shards))
     source = EvalLogSource(f"s3://{bucket}/{eval_logs_prefix(project)}", s3)
     analysis = run_analysis(project, source, feedback, changes, since, until, settings, progress)
-    return _publish(project, until, analysis, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
+    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
 
 
 # --- the engine of each project -----------------------------------------------------------------------
@@ -159,7 +198,7 @@ class AthenaPlace:
 
 
 def pass_state_key(project: str, until: datetime) -> str:
-    return f"athena-results/passes/{project}/{athena.run_name(until)}.json"
+    return f"athena-results/passes/{project}/{run_name(until)}.json"
 
 
 def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, window: timedelta,
@@ -168,7 +207,7 @@ def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, wind
     since = until - window
     start, measured = read_range(since, until, changes, settings)
     sides = change_sides(measured, since, until, settings)
-    engine, results = athena.pass_engine(client, place.database, place.output, project, athena.run_name(until),
+    engine, results = athena.pass_engine(client, place.database, place.output, project, run_name(until),
                                          sides, start.timestamp(), until.timestamp(),
                                          (since.timestamp(), until.timestamp()), settings.read_fields,
                                          place.workgroup, layout=layout, threshold=settings.threshold)
@@ -186,7 +225,7 @@ def start_athena(project: str, until: datetime, *, s3: Any, client: Any, table: 
     layout = athena.Layout.of(bucket, (key for key, _ in listed))
     engine, results, _ = _engine(client, place, project, until, window, settings, changes, layout)
     items = _feedback_items(table, project, until - window, settings, now, day_shards)
-    exported = athena.export_feedback(items, s3, bucket, project, athena.run_name(until))
+    exported = athena.export_feedback(items, s3, bucket, project, run_name(until))
     executions = athena.start_pass(engine, results)
     key = pass_state_key(project, until)
     state = {"project": project, "until": until.isoformat(), "window_seconds": window.total_seconds(),
@@ -201,11 +240,11 @@ def finish_athena(state_key: str, *, s3: Any, client: Any, events: Any, bucket: 
     state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
     project, until = state["project"], datetime.fromisoformat(state["until"])
     window = timedelta(seconds=state["window_seconds"])
-    engine, results, sides = _engine(client, place, project, until, window, settings,
-                                        _changes.validate_python(state["changes"]))
+    changes = _changes.validate_python(state["changes"])
+    engine, results, sides = _engine(client, place, project, until, window, settings, changes)
     skipped: Counter[str] = Counter()
     collected, exported = athena.finish_pass(engine, results, state["executions"], sides, skipped)
     feedback = FeedbackIndex()
     feedback.events = exported
     analysis = report(project, collected, feedback, sides, until - window, until, settings, skipped)
-    return _publish(project, until, analysis, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
+    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name)

@@ -206,10 +206,12 @@ class Demo:
         stored = list(table.feedback_in_window(s.project, start - DAY, datetime.now(timezone.utc), stack_shards(stack)))
         malformed = sum(str(item.get("event_id", "")).startswith("bad-") for item in stored)
         report1 = json.loads(Path(weeks[0]["files"]["report.json"]).read_text())
+        population = population_satisfaction(scenario, 100_000, (0, 7))
         verdicts = [
             truths.collection(app.ledger, len(stored), malformed),
             truths.cohort_rates(report1, scenario),
-            truths.cohort_satisfaction(report1, scenario, population_satisfaction(scenario, 100_000, (0, 7))),
+            truths.cohort_satisfaction(report1, scenario, population),
+            truths.quality_of_all_traffic(report1, population),
             truths.miscalibrated(report1, scenario),
             truths.real_change(report1, scenario, expected_effect(scenario, 100_000)),
             truths.null_change(report1, scenario),

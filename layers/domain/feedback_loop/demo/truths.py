@@ -73,6 +73,25 @@ def cohort_satisfaction(report: dict[str, Any], scenario: Scenario, population: 
         found_order == planted_order and closer)
 
 
+def quality_of_all_traffic(report: dict[str, Any], population: float) -> Verdict:
+    """The corrected quality of all traffic (PPI++ per cohort) holds the simulator's population
+    mean human score in its interval, where the labelled-only mean's interval does not."""
+    quality = report.get("quality") or {}
+    corrected, labelled = quality.get("ppi_by_cohort") or {}, quality.get("labelled_only") or {}
+    if not corrected.get("ci") or not labelled.get("ci"):
+        return Verdict("the quality of all traffic, not only of the labelled share", f"{population:.3f}",
+                       "not estimated", False)
+    low, high = corrected["ci"]
+    labelled_low, labelled_high = labelled["ci"]
+    return Verdict(
+        "the quality of all traffic, not only of the labelled share",
+        f"population mean human score {population:.3f} (feedback mostly from happier cohorts)",
+        f"corrected {corrected['estimate']:.3f} {_ci(corrected['ci'], signed=False)} over "
+        f"{quality['requests']:,} requests; labelled only {labelled['mean']:.3f} {_ci(labelled['ci'], signed=False)} "
+        f"over {quality['labelled']:,}",
+        low <= population <= high and not labelled_low <= population <= labelled_high)
+
+
 def miscalibrated(report: dict[str, Any], scenario: Scenario) -> Verdict:
     """The planted query type flagged, and no other."""
     flagged = [f for f in report["miscalibration"]["flagged_segments"] if f["field"] == "query_type"]
