@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from feedback_loop.analysis import trends
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
+from feedback_loop.analysis.report import change_marks, with_trends
 from feedback_loop.analysis.run import run_analysis, write_local
 from feedback_loop.simulate import Scenario, simulate
 
@@ -17,7 +19,7 @@ from ..analysis_data import write_eval_logs, write_feedback
 pytestmark = pytest.mark.integration
 PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>'
 PLOTS = {"scatter", "calibration", "disagreement", "cohorts", "impact-human_score", "impact-evaluator_overall",
-         "impact-thumbs_up_share", "impact-feedback_rate"}
+         "impact-thumbs_up_share", "impact-feedback_rate", "trend-quality", "trend-agreement", "trend-feedback-rate"}
 
 
 
@@ -30,8 +32,12 @@ def report_file(tmp_path_factory) -> Path:
         record["metadata"]["query_type"] = PAYLOAD
     feedback = FeedbackIndex()
     feedback.add_export_file(write_feedback(events, root / "feedback.jsonl"))
-    analysis = run_analysis("browser", EvalLogSource(str(write_eval_logs(records, root / "logs"))), feedback,
-                            scenario.changes(), scenario.start, scenario.end)
+    logs = EvalLogSource(str(write_eval_logs(records, root / "logs")))
+    middle = scenario.start + (scenario.end - scenario.start) / 2
+    # the week before, so that the page has its trends
+    before = run_analysis("browser", logs, feedback, scenario.changes(), scenario.start, middle).report
+    analysis = run_analysis("browser", logs, feedback, scenario.changes(), middle, scenario.end)
+    with_trends(analysis.report, [trends.point(before, "week-1")], change_marks(scenario.changes()))
     return write_local(analysis, root / "out")["report.html"]
 
 

@@ -191,7 +191,7 @@ def test_the_week_before_joins_the_trends_and_the_index_lists_every_week(stack, 
         assert 0.5 < w["auroc"]["value"] <= 1 and w["labelled"] > 100
     html = read(f"{WINDOW_KEY}/report.html").decode()
     assert 'id="trends"' in html and f'href="../{previous_key}/report.html"' in html
-    assert 'data-plot="trend-quality"' in html and "◆ model-minor-bump, prompt-v8" in html
+    assert 'data-plot="trend-quality"' in html and "◆ registered changes: model-minor-bump" in html
     index = s3.get_object(Bucket=stack.bucket, Key=f"reports/{project}/index.html")
     assert index["ContentType"].startswith("text/html")
     page = index["Body"].read().decode()

@@ -147,13 +147,9 @@ def segment_rows(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 
 def _week_labels(weeks: list[dict[str, Any]], changes: list[dict[str, Any]]) -> list[str]:
-    """Each week by its last day, with the registered changes that fall in it (the time axis)."""
-    labels = []
-    for week in weeks:
-        names = [c["name"] for c in changes if c.get("week") == week["until"]]
-        last_day = (datetime.fromisoformat(week["until"].replace("Z", "+00:00")) - timedelta(seconds=1)).date()
-        labels.append(f"{last_day}" + (f" ◆ {', '.join(names)}" if names else ""))
-    return labels
+    """Each week by its window's end (its run's name), ◆ where registered changes fall in it."""
+    marked = {c.get("week") for c in changes}
+    return [week["until"][:10] + (" ◆" if week["until"] in marked else "") for week in weeks]
 
 
 def _series(weeks: list[dict[str, Any]], key: str, label: str) -> list[dict[str, Any] | None]:
@@ -167,6 +163,19 @@ def _series(weeks: list[dict[str, Any]], key: str, label: str) -> list[dict[str,
     return values
 
 
+def _line(title: str, labels: list[str], series: dict[str, list[dict[str, Any] | None]], name: str) -> Markup:
+    """Lines over the weeks, the axis wide enough for every interval (pygal fits it to the values)."""
+    ends = [v for values in series.values() for point in values if point
+            for v in (point["value"], *((point["ci"]["low"], point["ci"]["high"]) if "ci" in point else ()))]
+    pad = 0.05 * ((max(ends) - min(ends)) or 1) if ends else 0.05
+    chart = pygal.Line(**_options(title, x_label_rotation=30, legend_at_bottom=True, dots_size=4, height=360,
+                                  **({"range": (min(ends) - pad, max(ends) + pad)} if ends else {})))
+    chart.x_labels = labels
+    for label, values in series.items():
+        chart.add(label, values)
+    return _svg(chart, name)
+
+
 def _cohort_rate(week: dict[str, Any], cohort: str) -> dict[str, Any] | None:
     entry = week["feedback_rate_by_cohort"].get(cohort)
     return entry and {"value": entry["rate"], "ci": entry["ci"]}
@@ -174,29 +183,23 @@ def _cohort_rate(week: dict[str, Any], cohort: str) -> dict[str, Any] | None:
 
 def trend_plots(trends: dict[str, Any] | None) -> list[Markup]:
     """Week by week: the quality of all traffic, the evaluator's agreement, the feedback rate per
-    cohort; each week labelled with the changes registered in it. Nothing with one week only."""
+    cohort; ◆ marks the weeks with registered changes. Nothing with one week only."""
     weeks = (trends or {}).get("weeks") or []
     if len(weeks) < 2:
         return []
     labels = _week_labels(weeks, trends["changes"])
-    options = {"x_label_rotation": 30, "legend_at_bottom": True, "dots_size": 4, "height": 380}
-    plots = []
-    quality = pygal.Line(**_options("Mean human score of all traffic by week (95% CI)", **options))
-    quality.x_labels = labels
-    quality.add("all traffic (PPI++ by cohort)", _series(weeks, "quality", "all traffic"))
-    quality.add("labelled requests only", _series(weeks, "labelled_quality", "labelled only"))
-    plots.append(_svg(quality, "trend-quality"))
-    agreement = pygal.Line(**_options("Evaluator's agreement with users by week (95% CI)", **options))
-    agreement.x_labels = labels
-    agreement.add("AUROC", _series(weeks, "auroc", "AUROC"))
-    agreement.add("Kendall tau-b", _series(weeks, "kendall", "Kendall tau-b"))
-    plots.append(_svg(agreement, "trend-agreement"))
-    rates = pygal.Line(**_options("Feedback rate by cohort by week (95% Wilson)", **options))
-    rates.x_labels = labels
-    for cohort in sorted({name for week in weeks for name in week["feedback_rate_by_cohort"]}):
-        rates.add(cohort, _series([{"rate": _cohort_rate(week, cohort)} for week in weeks], "rate", cohort))
-    plots.append(_svg(rates, "trend-feedback-rate"))
-    return plots
+    cohorts = sorted({name for week in weeks for name in week["feedback_rate_by_cohort"]})
+    return [
+        _line("Mean human score of all traffic by week (95% CI)", labels, {
+            "all traffic (PPI++ by cohort)": _series(weeks, "quality", "all traffic"),
+            "labelled requests only": _series(weeks, "labelled_quality", "labelled only")}, "trend-quality"),
+        _line("Evaluator's agreement with users by week (95% CI)", labels, {
+            "AUROC": _series(weeks, "auroc", "AUROC"),
+            "Kendall tau-b": _series(weeks, "kendall", "Kendall tau-b")}, "trend-agreement"),
+        _line("Feedback rate by cohort by week (95% Wilson)", labels, {
+            cohort: _series([{"rate": _cohort_rate(week, cohort)} for week in weeks], "rate", cohort)
+            for cohort in cohorts}, "trend-feedback-rate"),
+    ]
 
 
 def render_index(project: str, points: list[dict[str, Any]], trends: dict[str, Any]) -> str:
