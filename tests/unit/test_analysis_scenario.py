@@ -318,3 +318,29 @@ def test_a_change_that_helps_the_quiet_cohort_is_measured_on_all_traffic(tmp_pat
     assert all_traffic[0] <= population <= all_traffic[1]
     assert not labelled_only[0] <= population <= labelled_only[1]
     assert labelled_only[0] <= answered <= labelled_only[1]
+
+
+def test_the_quality_of_all_traffic_per_segment_is_the_authors_ppi_per_cohort_within_it(result) -> None:
+    """Per query type: within it, ppi_py per cohort on the labelled rows of the dataset and the
+    type's other records, combined by the type's cohort shares; each corrected estimate nearer the
+    simulator's population mean of the type than the labelled-only mean; a field with one value
+    (model) is not segmented."""
+    from ppi_py import ppi_mean_pointestimate
+
+    report, labelled, _, records = result
+    segments = report["quality"]["segments"]
+    assert segments["fields_not_segmented"] == {"model": "one value for every request"}
+    labelled_ids = {e["request_id"] for e in labelled}
+    for query_type, entry in segments["by_segment"]["query_type"].items():
+        mine = [r for r in records if r["metadata"]["query_type"] == query_type]
+        estimate = 0.0
+        for cohort in sorted({r["metadata"]["user_cohort"] for r in mine}):
+            rows = [e for e in labelled if e["cohort"] == cohort and e["segments"]["query_type"] == query_type]
+            y, yhat = np.array([e["human_score"] for e in rows]), np.array([e["overall"] for e in rows])
+            unlabelled = np.array([r["eval_scores"]["overall"] for r in mine if r["metadata"]["user_cohort"] == cohort
+                                   and r["request_id"] not in labelled_ids])
+            share = (len(rows) + len(unlabelled)) / len(mine)
+            estimate += share * float(ppi_mean_pointestimate(y, yhat, unlabelled)[0])
+        assert entry["estimate"] == pytest.approx(estimate, abs=1e-9) and entry["requests"] == len(mine)
+        truth = population_satisfaction(SCENARIO, 100_000, query_type=query_type)
+        assert abs(entry["estimate"] - truth) < abs(entry["labelled_only"] - truth), query_type

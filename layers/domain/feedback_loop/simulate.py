@@ -213,16 +213,18 @@ def iter_simulation(scenario: Scenario | None = None) -> Iterator[tuple[dict[str
 
 
 def population_satisfaction(scenario: Scenario | None = None, draws: int = 200_000,
-                            days: tuple[float, float] | None = None) -> float:
+                            days: tuple[float, float] | None = None, query_type: str | None = None) -> float:
     """The expected human score over all requests, feedback or not (Monte Carlo of the same model),
-    to check re-weighting against; `days` limits it to part of the scenario, in days from its start."""
+    to check re-weighting against; `days` limits it to part of the scenario, in days from its start,
+    `query_type` to the requests of that type."""
     s = scenario or Scenario()
     low, high = days or (0.0, float(s.days))
     rng = random.Random(s.seed + 1)
     total = 0.0
+    chosen = query_type
     for _ in range(draws):
         cohort = rng.choices(s.cohorts, [c.share for c in s.cohorts])[0]
-        query_type = rng.choice(s.query_types)
+        query_type = chosen or rng.choice(s.query_types)
         after = low + rng.random() * (high - low) >= s.change_at_day
         total += _expected_vote(s, rng, cohort, query_type, after)
     return total / draws

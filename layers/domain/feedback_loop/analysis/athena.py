@@ -388,14 +388,15 @@ class Athena:
 def pass_engine(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
                 workgroup: str | None = None, poll: float = 1.0, layout: Layout | None = None,
-                threshold: float = 0.7) -> tuple[Athena, dict[str, queries.Query]]:
+                threshold: float = 0.7, minimum: int = 30) -> tuple[Athena, dict[str, queries.Query]]:
     """The runner of one pass and its results by name (queries.pass_queries, and `events`: the
     feedback events read); `layout`: which eval-log files each table reads."""
     columns = queries.columns(fields, sides)
     base = {"records": records_sql(database, project, read_since, until, columns, layout),
             "feedback_events": feedback_events_sql(database, project, run)}
     engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
-    return engine, {EVENTS: queries.EVENTS_COUNT, **queries.pass_queries(window, fields, columns, sides, threshold)}
+    return engine, {EVENTS: queries.EVENTS_COUNT,
+                    **queries.pass_queries(window, fields, columns, sides, threshold, minimum)}
 
 
 EVENTS = "events"

@@ -297,15 +297,18 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
 def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides], read_since: float,
                until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
                progress: Callable[[int, int, str], None] | None = None, threads: int | None = None,
-               memory_limit: str | None = None, threshold: float = 0.7) -> Pass:
+               memory_limit: str | None = None, threshold: float = 0.7, minimum: int = 30) -> Pass:
     """The pass over the files of `source` from read_since to until: the counts over all records,
-    the impact sides filled in, and the rows of the requests with a human score in `window`."""
+    the impact sides filled in, and the rows of the requests with a human score in `window`
+    (`threshold`: the evaluator's verdict; `minimum`: the labelled requests of a segment)."""
     columns = queries.columns(fields, sides)
     memory_limit = memory_limit or default_memory_limit()
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
         scanner.prepare()
-        return _collect(scanner, source, sides, read_since, until, window, fields, skipped, progress, threshold)
+        load_records(scanner, source, read_since, until, skipped, progress)
+        return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides, threshold, minimum), sides,
+                       skipped)
     except duckdb.OutOfMemoryException as error:
         raise MemoryError(f"the analysis needs more than DuckDB's memory limit of {memory_limit} (and its "
                           f"temporary folder {tempfile.gettempdir()}): raise --memory-limit, or AnalysisMemorySize "
@@ -323,13 +326,6 @@ def load_records(scanner: Scanner, source: EvalLogSource, read_since: float, unt
     _load(scanner, source, files, skipped, progress)
     _recheck_lenient(scanner.connection, skipped)
     scanner.relations.update(queries.pass_relations(read_since, until))
-
-
-def _collect(scanner: Scanner, source: EvalLogSource, sides: list[ChangeSides],
-             read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
-             skipped: Counter[str], progress: Callable[[int, int, str], None] | None, threshold: float) -> Pass:
-    load_records(scanner, source, read_since, until, skipped, progress)
-    return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides, threshold), sides, skipped)
 
 
 def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSides], skipped: Counter[str]) -> Pass:
@@ -357,6 +353,8 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
             result.cohort_contradictory[name] = contradictory
     for i, change_sides in enumerate(sides):
         _fill_sides(change_sides, engine.run(results[f"side {i}"]))
+    for field, value, cohort, requests, total, squares in engine.run(results["segment cohorts"]):
+        result.segment_cohorts.setdefault((field, value), {})[cohort] = (requests, total, squares)
     _rows(engine.batches(results["rows"]), result)
     return result
 

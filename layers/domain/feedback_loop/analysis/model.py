@@ -325,6 +325,9 @@ class Pass:
     # per cohort, the sum and the sum of squares of the evaluator's score over every request in the window
     cohort_overall: dict[str, tuple[float, float]] = field(default_factory=dict)
     good_verdicts: int = 0  # requests in the window whose evaluator score is above the threshold
+    # per segment field (its index), value and cohort: requests, and the sum and the sum of squares
+    # of the evaluator's score over them (queries.segment_cohorts)
+    segment_cohorts: dict[tuple[int, str], dict[str, tuple[int, float, float]]] = field(default_factory=dict)
     orphan_requests: int = 0  # requests with feedback that no eval record read matched
     orphan_events: int = 0  # and their feedback events
     rows: Rows = field(default_factory=Rows)

@@ -159,6 +159,28 @@ SELECT {COHORT} AS cohort, count(*), count(*) FILTER (WHERE has_feedback), count
 FROM kept WHERE {in_window(window)} GROUP BY 1 ORDER BY 1""", ("kept",))
 
 
+def segment_value(field: str, columns: Columns) -> str:
+    """A record's value of a segment field, as the labelled rows give it (rows)."""
+    return COHORT if field == "user_cohort" else f"coalesce(nullif({columns[field]}, ''), {literal(UNKNOWN)})"
+
+
+def segment_cohorts(window: tuple[float, float], fields: tuple[str, ...], columns: Columns, minimum: int) -> Query:
+    """Per segment field (its index in `fields`), value and cohort, in the window: requests, and
+    the sum and the sum of squares of overall, summed exactly (the quality of all traffic by
+    segment: sections.quality); for the values with at least `minimum` labelled requests."""
+    if not fields:
+        return Query("SELECT 0, '', '', 0, 0.0, 0.0 WHERE false", ())
+    each = " UNION ALL ".join(f"SELECT {i} AS field, {segment_value(f, columns)} AS value, {COHORT} AS cohort, "
+                              f"has_human, overall FROM kept WHERE {in_window(window)}" for i, f in enumerate(fields))
+    return Query(f"""
+SELECT field, value, cohort, requests, total, squares
+FROM (SELECT field, value, cohort, count(*) AS requests, CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE) AS total,
+             CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE) AS squares,
+             sum(count(*) FILTER (WHERE has_human)) OVER (PARTITION BY field, value) AS labelled
+      FROM ({each}) AS segmented GROUP BY field, value, cohort) AS grouped
+WHERE labelled >= {minimum} ORDER BY field, value, cohort""", ("kept",))
+
+
 def _side(change_sides: ChangeSides, columns: Columns) -> str:
     """'c' (control), 't' (treatment) or NULL per record: in the change's time range and segment,
     the arm of an A/B change, else before or after a before/after change's effective time."""
@@ -198,8 +220,7 @@ def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns)
     record of such a request is its first (matched.first), so the labelled requests are joined to
     their records by position, not every record to every request with feedback. Then the segment
     fields' values. `votes`: the users' votes where several voted (JSON text)."""
-    segments = [COHORT if f == "user_cohort" else f"coalesce(nullif({columns[f]}, ''), {literal(UNKNOWN)})"
-                for f in fields]
+    segments = [segment_value(f, columns) for f in fields]
     return Query(f"""
 SELECT l.position, l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort,
        to_json(s.signal_kinds), to_json(s.signal_texts), to_json(l.votes)
@@ -230,10 +251,12 @@ def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
 
 
 def pass_queries(window: tuple[float, float], fields: tuple[str, ...], columns: Columns,
-                 sides: list[ChangeSides], threshold: float = 0.7) -> dict[str, Query]:
-    """Every result that a pass reads, by name (`side <i>`: the i-th change's sides)."""
+                 sides: list[ChangeSides], threshold: float = 0.7, minimum: int = 30) -> dict[str, Query]:
+    """Every result that a pass reads, by name (`side <i>`: the i-th change's sides); `minimum`:
+    the labelled requests a segment needs for its quality of all traffic."""
     return {"problems": PROBLEMS, "duplicates": DUPLICATES, "read": READ, "orphans": ORPHANS,
             "cohorts": cohorts(window, threshold), **{f"side {i}": side(s, columns) for i, s in enumerate(sides)},
+            "segment cohorts": segment_cohorts(window, fields, columns, minimum),
             "rows": rows(window, fields, columns)}
 
 

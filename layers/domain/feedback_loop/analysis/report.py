@@ -71,6 +71,9 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     report["correlation"] = sections.correlations(overall, human, segments, fields, settings)
     report["quality"] = sections.quality(overall, human, cohorts, cohort_requests, collected.cohort_overall,
                                          collected.good_verdicts, settings)
+    report["quality"]["segments"] = sections.quality_by_segment(overall, human, np.array(cohorts, dtype=object),
+                                                                segments, collected.segment_cohorts,
+                                                                sum(cohort_requests.values()), settings)
     report["meta_evaluation"] = sections.meta_evaluation(overall, human, segments, settings)
     report["meta_evaluation"]["raters"] = sections.raters(overall, rows.votes, settings)
     report["agreement"] = sections.agreement(overall[binary], good[binary], verdict_good[binary], settings)

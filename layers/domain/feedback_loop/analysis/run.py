@@ -60,7 +60,7 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
     window = (since.timestamp(), until.timestamp())
     collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
                            settings.read_fields, skipped, on_file, memory_limit=memory_limit,
-                           threshold=settings.threshold)
+                           threshold=settings.threshold, minimum=settings.min_segment_n)
     return report(project, collected, feedback, sides, since, until, settings, skipped)
 
 

@@ -100,6 +100,37 @@ def _by_cohort(y: np.ndarray, overall: np.ndarray, cohort_array: np.ndarray, req
     return stats.stratified_ppi_mean(strata, settings.confidence)
 
 
+def quality_by_segment(overall: np.ndarray, human: np.ndarray, cohort_array: np.ndarray,
+                       segments: list[tuple[str, ...]], segment_cohorts: dict[tuple[int, str], dict[str, tuple]],
+                       total_requests: int, settings: AnalysisSettings) -> dict[str, Any]:
+    """The quality of all traffic per segment value with at least min_segment_n labelled requests
+    (the pass counts them): within the value, PPI++ per cohort combined by the value's cohort shares,
+    for the mean human score and the share of good answers, beside the labelled-only figures."""
+    fields = settings.read_fields
+    good = (human >= scoring.GOOD_AT).astype(float)
+    by_segment: dict[str, dict[str, Any]] = {}
+    for (position, value), parts in sorted(segment_cohorts.items()):
+        members = np.array([row[position] == value for row in segments], bool)
+        strata, good_strata = {}, {}
+        for cohort, (requests, total, squares) in parts.items():
+            mine = members & (cohort_array == cohort)
+            strata[cohort] = stats.Stratum(human[mine], overall[mine], requests, total, squares)
+            good_strata[cohort] = stats.Stratum(good[mine], overall[mine], requests, total, squares)
+        mean, share = (stats.stratified_ppi_mean(s, settings.confidence) for s in (strata, good_strata))
+        by_segment.setdefault(fields[position], {})[value] = {
+            "requests": sum(p[0] for p in parts.values()), "labelled": int(members.sum()),
+            "estimate": mean["estimate"], "ci": mean["ci"], "se": mean["se"],
+            "cohorts_without_labels": mean["cohorts_without_labels"],
+            "good_share": share["estimate"], "good_share_ci": share["ci"],
+            "labelled_only": float(human[members].mean()), "labelled_good_share": float(good[members].mean())}
+    # a field whose one value holds every request says nothing the overall figure does not
+    alike = [field for field, values in by_segment.items()
+             if len(values) == 1 and next(iter(values.values()))["requests"] == total_requests]
+    return {"minimum_n": settings.min_segment_n, "fields_not_segmented": {f: "one value for every request"
+                                                                          for f in alike},
+            "by_segment": {field: values for field, values in by_segment.items() if field not in alike}}
+
+
 def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], requests: Counter[str],
             cohort_overall: dict[str, tuple[float, float]], good_verdicts: int, settings: AnalysisSettings
             ) -> dict[str, Any]:

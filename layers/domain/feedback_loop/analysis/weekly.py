@@ -210,7 +210,8 @@ def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, wind
     engine, results = athena.pass_engine(client, place.database, place.output, project, run_name(until),
                                          sides, start.timestamp(), until.timestamp(),
                                          (since.timestamp(), until.timestamp()), settings.read_fields,
-                                         place.workgroup, layout=layout, threshold=settings.threshold)
+                                         place.workgroup, layout=layout, threshold=settings.threshold,
+                                         minimum=settings.min_segment_n)
     return engine, results, sides
 
 
