@@ -33,7 +33,7 @@ SETTINGS = AnalysisSettings()
 TRINO_FUNCTIONS = {"ARRAY_AGG", "AVG", "BOOL_OR", "CAST", "COALESCE", "COUNT", "IS_NAN", "JSON_FORMAT", "MAX",
                    "MAX_BY", "MIN", "MIN_BY", "NULLIF", "ROW", "SUM"}
 KEYWORDS = {"AS", "IN", "FILTER", "DECIMAL", "OVER", "AND", "OR", "NOT", "ON", "FROM", "JOIN", "THEN", "ELSE", "WHEN",
-            "BETWEEN", "SELECT", "WHERE", "BY", "END"}
+            "BETWEEN", "SELECT", "WHERE", "BY", "END", "SETS"}  # SETS: GROUPING SETS (...)
 
 
 @pytest.fixture(scope="module")

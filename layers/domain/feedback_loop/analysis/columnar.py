@@ -353,8 +353,9 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
             result.cohort_contradictory[name] = contradictory
     for i, change_sides in enumerate(sides):
         _fill_sides(change_sides, engine.run(results[f"side {i}"]))
-    for field, value, cohort, requests, total, squares in engine.run(results["segment cohorts"]):
-        result.segment_cohorts.setdefault((field, value), {})[cohort] = (requests, total, squares)
+    for *values, cohort, requests, total, squares in engine.run(results["segment cohorts"]):
+        field = next(i for i, value in enumerate(values) if value is not None)  # its grouping set's field
+        result.segment_cohorts.setdefault((field, values[field]), {})[cohort] = (requests, total, squares)
     _rows(engine.batches(results["rows"]), result)
     return result
 

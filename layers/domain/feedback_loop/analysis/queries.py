@@ -165,20 +165,24 @@ def segment_value(field: str, columns: Columns) -> str:
 
 
 def segment_cohorts(window: tuple[float, float], fields: tuple[str, ...], columns: Columns, minimum: int) -> Query:
-    """Per segment field (its index in `fields`), value and cohort, in the window: requests, and
-    the sum and the sum of squares of overall, summed exactly (the quality of all traffic by
-    segment: sections.quality); for the values with at least `minimum` labelled requests."""
+    """Per segment field, value and cohort, in the window: requests, and the sum and the sum of
+    squares of overall, summed exactly (the quality of all traffic by segment: sections.quality),
+    for the values with at least `minimum` labelled requests. One scan: a grouping set per field,
+    each row with that field's value in its column (`s<i>`) and NULL in the others."""
     if not fields:
-        return Query("SELECT 0, '', '', 0, 0.0, 0.0 WHERE false", ())
-    each = " UNION ALL ".join(f"SELECT {i} AS field, {segment_value(f, columns)} AS value, {COHORT} AS cohort, "
-                              f"has_human, overall FROM kept WHERE {in_window(window)}" for i, f in enumerate(fields))
+        return Query("SELECT NULL, '', 0, 0.0, 0.0 WHERE false", ())
+    names = [f"s{i}" for i in range(len(fields))]
+    values = ", ".join(f"{segment_value(f, columns)} AS {name}" for f, name in zip(fields, names))
+    sets = ", ".join(f"({name}, cohort)" for name in names)
     return Query(f"""
-SELECT field, value, cohort, requests, total, squares
-FROM (SELECT field, value, cohort, count(*) AS requests, CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE) AS total,
+SELECT {', '.join(names)}, cohort, requests, total, squares
+FROM (SELECT {', '.join(names)}, cohort, count(*) AS requests,
+             CAST(sum(CAST(overall AS {EXACT})) AS DOUBLE) AS total,
              CAST(sum(CAST(overall * overall AS {EXACT})) AS DOUBLE) AS squares,
-             sum(count(*) FILTER (WHERE has_human)) OVER (PARTITION BY field, value) AS labelled
-      FROM ({each}) AS segmented GROUP BY field, value, cohort) AS grouped
-WHERE labelled >= {minimum} ORDER BY field, value, cohort""", ("kept",))
+             sum(count(*) FILTER (WHERE has_human)) OVER (PARTITION BY {', '.join(names)}) AS labelled
+      FROM (SELECT {values}, {COHORT} AS cohort, has_human, overall FROM kept WHERE {in_window(window)}) AS segmented
+      GROUP BY GROUPING SETS ({sets})) AS grouped
+WHERE labelled >= {minimum} ORDER BY {', '.join(names)}, cohort""", ("kept",))
 
 
 def _side(change_sides: ChangeSides, columns: Columns) -> str:

@@ -109,8 +109,11 @@ def quality_by_segment(overall: np.ndarray, human: np.ndarray, cohort_array: np.
     fields = settings.read_fields
     good = (human >= scoring.GOOD_AT).astype(float)
     by_segment: dict[str, dict[str, Any]] = {}
+    columns: dict[int, np.ndarray] = {}
     for (position, value), parts in sorted(segment_cohorts.items()):
-        members = np.array([row[position] == value for row in segments], bool)
+        if position not in columns:
+            columns[position] = np.array([row[position] for row in segments], dtype=object)
+        members = columns[position] == value
         strata, good_strata = {}, {}
         for cohort, (requests, total, squares) in parts.items():
             mine = members & (cohort_array == cohort)
