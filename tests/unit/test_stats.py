@@ -368,6 +368,27 @@ def test_krippendorffs_alpha_on_tied_ratings_equals_its_definition_and_its_inter
     assert low < result["alpha"] < high and high - low < 0.15
 
 
+@pytest.mark.parametrize("level", ["ordinal", "interval"])
+def test_the_bootstrap_of_alpha_equals_the_package_on_each_resample(rng, level) -> None:
+    """The bootstrap adds up the units' coincidences instead of calling the package per resample:
+    on the same resamples (the same seed), every draw equals krippendorff.alpha on the resampled
+    units, and the interval is the percentiles of those."""
+    import krippendorff
+
+    units = [tuple(float(v) for v in rng.integers(0, 5, int(rng.integers(2, 4))) / 4) for _ in range(60)]
+    result = stats.krippendorff_alpha(units, level, resamples=50, seed=3)
+    draw = np.random.default_rng(3)
+    expected = []
+    for _ in range(50):
+        picked = [units[i] for i in draw.integers(0, len(units), len(units))]
+        matrix = np.full((3, len(picked)), np.nan)
+        for column, values in enumerate(picked):
+            matrix[:len(values), column] = values
+        expected.append(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level,
+                                           value_domain=sorted({v for u in units for v in u})))
+    assert result["ci"] == pytest.approx(tuple(np.percentile(expected, [2.5, 97.5])), abs=1e-12)
+
+
 def test_the_evaluator_is_set_beside_the_users_as_another_annotator(rng) -> None:
     """An evaluator that rates like one more user agrees with the others as a user does (the
     difference's interval holds 0); one that sees only noise agrees less (it lies below 0). The
@@ -387,6 +408,17 @@ def test_the_evaluator_is_set_beside_the_users_as_another_annotator(rng) -> None
         np.corrcoef(np.repeat(like_a_user, 3), others)[0, 1], abs=1e-12)
     noise = stats.as_another_annotator(votes, rng.random(400), resamples=400)
     assert noise["difference"]["ci"][1] < 0
+    # the bootstrap from the requests' sums: each resample's correlations as numpy's on its pairs
+    few = stats.as_another_annotator(votes, like_a_user, resamples=30, seed=5)
+    draw, draws = np.random.default_rng(5), []
+    for _ in range(30):
+        picked = draw.integers(0, 400, 400)
+        v = np.concatenate([votes[k] for k in picked])
+        o = np.concatenate([[(sum(votes[k]) - x) / 2 for x in votes[k]] for k in picked])
+        e = np.repeat(like_a_user[picked], 3)
+        draws.append((np.corrcoef(v, o)[0, 1], np.corrcoef(e, o)[0, 1]))
+    assert few["difference"]["ci"] == pytest.approx(
+        tuple(np.percentile([d[1] - d[0] for d in draws], [2.5, 97.5])), abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

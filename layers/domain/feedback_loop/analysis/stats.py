@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -559,20 +560,42 @@ def grouped(evaluator: np.ndarray, human: np.ndarray, group: np.ndarray) -> dict
 
 
 # --- agreement between users who rate the same request ------------------------------------------
-def _reliability(units: list[tuple[float, ...]]) -> np.ndarray:
-    """Krippendorff's reliability data: one column per unit, its values down the rows, NaN where
-    a unit has fewer (alpha depends on the values within each unit, not on who gave them)."""
-    width = max(len(u) for u in units)
-    matrix = np.full((width, len(units)), np.nan)
-    for column, values in enumerate(units):
-        matrix[:len(values), column] = values
-    return matrix
+def _alpha_from_coincidences(o: np.ndarray, domain: np.ndarray, level: str) -> np.ndarray:
+    """Krippendorff's alpha of each coincidence matrix o[b] (B x V x V), as the `krippendorff`
+    package computes it from its coincidences: 1 - sum(o d) / sum(e d), e the random
+    coincidences from the marginals n_v, d the interval or ordinal distance (the ordinal one from
+    the same marginals). NaN where fewer than two values occur."""
+    n_v = o.sum(axis=1)  # (B, V)
+    e = (n_v[:, :, None] * n_v[:, None, :] - n_v[:, :, None] * np.eye(len(domain))) / (
+        n_v.sum(axis=1)[:, None, None] - 1)
+    if level == "interval":
+        d = np.broadcast_to((domain[:, None] - domain[None, :]) ** 2, o.shape)
+    else:  # ordinal: (sum of n_g from g = c to k - (n_c + n_k) / 2)^2
+        low, high = np.minimum.outer(np.arange(len(domain)), np.arange(len(domain))), \
+            np.maximum.outer(np.arange(len(domain)), np.arange(len(domain)))
+        cumulative = np.concatenate([np.zeros((len(n_v), 1)), np.cumsum(n_v, axis=1)], axis=1)
+        between = cumulative[:, high + 1] - cumulative[:, low]
+        d = (between - (n_v[:, low] + n_v[:, high]) / 2) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = 1 - (o * d).sum(axis=(1, 2)) / (e * d).sum(axis=(1, 2))
+    return np.where((n_v > 0).sum(axis=1) >= 2, alpha, np.nan)
+
+
+def _resample_counts(rng: np.random.Generator, n: int, resamples: int, chunk: int = 100) -> Iterator[np.ndarray]:
+    """How often each of n units is drawn in each resample (rows), `chunk` resamples at a time,
+    from the same draws as `rng.integers(0, n, n)` once per resample."""
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        yield np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(rows)]).astype(float)
 
 
 def krippendorff_alpha(units: list[tuple[float, ...]], level: str, resamples: int = 1000,
                        confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """Krippendorff's alpha (the `krippendorff` package) over units rated at least twice, with a
-    percentile bootstrap interval over units. `level`: ordinal or interval."""
+    percentile bootstrap interval over units. The bootstrap adds up each unit's coincidences
+    (alpha depends on the data only through their sum), so a resample costs a matrix product, not a
+    call of the package: equal to the package on the same resamples (tests/unit/test_stats.py).
+    `level`: ordinal or interval."""
     import krippendorff
 
     units = [u for u in units if len(u) >= 2]
@@ -580,18 +603,22 @@ def krippendorff_alpha(units: list[tuple[float, ...]], level: str, resamples: in
     values = {v for u in units for v in u}
     if len(units) < 2 or len(values) < 2:
         return {**result, "alpha": None, "ci": None, "note": "needs 2 requests rated twice, and 2 different values"}
-    matrix = _reliability(units)
-    domain = sorted(values)
-
-    def alpha(data: np.ndarray) -> float | None:
-        if len(set(data[~np.isnan(data)].tolist())) < 2:
-            return None
-        return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level, value_domain=domain))
-
+    domain = np.array(sorted(values))
+    position = {v: i for i, v in enumerate(domain.tolist())}
+    counts = np.zeros((len(units), len(domain)))
+    for row, unit in enumerate(units):
+        for v in unit:
+            counts[row, position[v]] += 1
+    per_unit = (counts[:, :, None] * counts[:, None, :] - counts[:, :, None] * np.eye(len(domain))) / (
+        counts.sum(axis=1) - 1)[:, None, None]
+    per_unit = per_unit.reshape(len(units), -1)
+    point = float(krippendorff.alpha(value_counts=counts, value_domain=domain, level_of_measurement=level))
     rng = np.random.default_rng(seed)
-    draws = [a for a in (alpha(matrix[:, rng.integers(0, len(units), len(units))]) for _ in range(resamples))
-             if a is not None]
-    return {**result, "alpha": alpha(matrix), "resamples": resamples, "ci": _percentile_ci(draws, confidence),
+    draws = np.concatenate([_alpha_from_coincidences((weights @ per_unit).reshape(-1, len(domain), len(domain)),
+                                                     domain, level)
+                            for weights in _resample_counts(rng, len(units), resamples)])
+    return {**result, "alpha": point, "resamples": resamples,
+            "ci": _percentile_ci(draws[~np.isnan(draws)].tolist(), confidence),
             "ci_method": "percentile bootstrap over requests"}
 
 
@@ -617,26 +644,30 @@ def as_another_annotator(units: list[tuple[float, ...]], evaluator: np.ndarray, 
         return {**result, "user_vs_others": None, "evaluator_vs_others": None, "difference": None,
                 "note": "needs 3 requests rated twice"}
     unit_of_a, vote_a, others_a, score_a = map(np.asarray, (unit_of, vote, others, score))
-
-    def figures(pick: np.ndarray) -> tuple[float, float] | None:
-        v, o, e = vote_a[pick], others_a[pick], score_a[pick]
-        if not (_defined(v, o) and _defined(e, o)):
-            return None
-        return float(np.corrcoef(v, o)[0, 1]), float(np.corrcoef(e, o)[0, 1])
-
-    point = figures(np.arange(len(vote_a)))
-    if point is None:  # nothing to resample
+    if not (_defined(vote_a, others_a) and _defined(score_a, others_a)):  # nothing to resample
         return {**result, "user_vs_others": None, "evaluator_vs_others": None, "difference": None,
                 "note": "the votes or the evaluator's scores do not vary"}
-    requests = np.unique(unit_of_a)
-    pairs_of = {k: np.flatnonzero(unit_of_a == k) for k in requests}
+    point = (float(np.corrcoef(vote_a, others_a)[0, 1]), float(np.corrcoef(score_a, others_a)[0, 1]))
+    # each request's sums over its pairs: a resample's correlations come from its requests' sums
+    requests, unit_index = np.unique(unit_of_a, return_inverse=True)
+    columns = np.stack([np.ones_like(vote_a), vote_a, others_a, score_a, vote_a**2, others_a**2, score_a**2,
+                        vote_a * others_a, score_a * others_a], axis=1)
+    per_request = np.zeros((len(requests), columns.shape[1]))
+    np.add.at(per_request, unit_index, columns)
     rng = np.random.default_rng(seed)
-    draws = [d for d in (figures(np.concatenate([pairs_of[k] for k in rng.choice(requests, len(requests))]))
-                         for _ in range(resamples)) if d is not None]
+    sums = np.concatenate([weights @ per_request for weights in _resample_counts(rng, len(requests), resamples)])
+    n, v, o, e, vv, oo, ee, vo, eo = sums.T
+    var_v, var_o, var_e = vv - v**2 / n, oo - o**2 / n, ee - e**2 / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        user = (vo - v * o / n) / np.sqrt(var_v * var_o)
+        judge = (eo - e * o / n) / np.sqrt(var_e * var_o)
+    # a resample where a variable does not vary has no correlation (rounding leaves ~1e-13, not 0)
+    varies = (var_v > 1e-9 * vv) & (var_o > 1e-9 * oo) & (var_e > 1e-9 * ee)
+    user, judge = user[varies], judge[varies]
     return {**result, "ci_method": "percentile bootstrap over requests", "resamples": resamples,
-            "user_vs_others": {"r": point[0], "ci": _percentile_ci([d[0] for d in draws], confidence)},
-            "evaluator_vs_others": {"r": point[1], "ci": _percentile_ci([d[1] for d in draws], confidence)},
-            "difference": {"r": point[1] - point[0], "ci": _percentile_ci([d[1] - d[0] for d in draws], confidence)}}
+            "user_vs_others": {"r": point[0], "ci": _percentile_ci(user.tolist(), confidence)},
+            "evaluator_vs_others": {"r": point[1], "ci": _percentile_ci(judge.tolist(), confidence)},
+            "difference": {"r": point[1] - point[0], "ci": _percentile_ci((judge - user).tolist(), confidence)}}
 
 
 # --- quality of all traffic: prediction-powered inference ----------------------------------------
