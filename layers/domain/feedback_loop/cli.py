@@ -215,6 +215,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from feedback_loop.models.contracts import write
+
+    for path in write(args.out):
+        print(path)
+    return 0
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     import boto3
 
@@ -284,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="print the API's OpenAPI document")
     openapi.add_argument("--template")
     openapi.set_defaults(run=cmd_openapi)
+
+    schemas = commands.add_parser("schemas", help="write the data contracts' JSON Schemas (docs/schemas)")
+    schemas.add_argument("--out", default="docs/schemas", help="folder to write <contract>.schema.json into")
+    schemas.set_defaults(run=cmd_schemas)
 
     analyze = commands.add_parser("analyze", help="run the weekly analysis on files, S3 or a table")
     analyze.add_argument("--eval-logs", required=True, help="folder or s3://bucket/prefix of eval logs")

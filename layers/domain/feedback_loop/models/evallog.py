@@ -1,0 +1,46 @@
+"""The eval log record contract (docs/CONTRACTS.md, "Eval log record", version 1).
+
+One line of an eval log: an LLM request with the automated evaluator's scores. The analysis reads
+eval logs in DuckDB with the same rules (analysis/columnar.py: a record it cannot use is counted
+and skipped, never an error); this model states them for writers and for the JSON Schema users
+validate against (docs/schemas/eval-record.schema.json).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from feedback_loop.models.feedback import RequestId, Timestamp
+
+# numbers as JSON has them: text and booleans are not scores (the analysis reads only numbers)
+Score = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class EvalScores(BaseModel):
+    """The evaluator's scores: `overall` in [0, 1], which every figure uses; any other named
+    scores (numbers) are kept."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": "number"}})
+
+    overall: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False,
+                                    description="the evaluator's score in [0, 1]; good above the threshold (0.7)")]
+    __pydantic_extra__: dict[str, Score]
+
+
+class EvalRecord(BaseModel):
+    """One LLM request as its app logged it, with the evaluator's scores. Unknown fields are kept
+    (a top-level text field can be a segment, like a metadata field)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    request_id: RequestId = Field(description="the id the app's feedback refers to")
+    timestamp: Timestamp = Field(description=(
+        "when the request was served, ISO 8601 (read as UTC without an offset): the week it belongs to"))
+    prompt: Any = Field(default=None, description="the prompt (text, or the messages as JSON)")
+    output: Any = Field(default=None, description="the answer (text, or the messages as JSON)")
+    eval_scores: EvalScores
+    metadata: dict[str, Any] | None = Field(default=None, description=(
+        "segment fields: user_cohort (who the user is: the feedback rates and weights), query_type, "
+        "prompt_version, model, or any other; text values"))
