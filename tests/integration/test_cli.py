@@ -135,6 +135,30 @@ def test_analyze_with_history_reads_the_earlier_runs_and_writes_the_index(tmp_pa
     assert 'href="../week-1/report.html"' in (history / "week-2" / "report.html").read_text()
 
 
+def test_export_then_import_through_the_command_line(tmp_path: Path) -> None:
+    """`feedback-loop export --format openinference` then `feedback-loop import phoenix`: the same
+    feedback back (a file of the export contract the analysis reads); `--format otel` writes OTLP/JSON."""
+    from feedback_loop.simulate import Scenario, simulate
+
+    from ..analysis_data import write_feedback
+
+    _, events = simulate(Scenario(requests=200, seed=8))
+    feedback = write_feedback(events, tmp_path / "feedback.jsonl")
+    done = run_cli(tmp_path, "export", "--feedback", str(feedback), "--format", "openinference",
+                   "--out", str(tmp_path / "annotations.json"))
+    assert done.returncode == 0, done.stderr
+    done = run_cli(tmp_path, "import", "phoenix", str(tmp_path / "annotations.json"), "--out", str(tmp_path / "back"))
+    assert done.returncode == 0, done.stderr
+    assert f"{len(events)} feedback events" in done.stdout and "skipped none" in done.stdout
+    back = [json.loads(line) for line in (tmp_path / "back" / "feedback.jsonl").read_text().splitlines()]
+    assert sorted((e["request_id"], e["feedback_type"], str(e["value"])) for e in back) == sorted(
+        (e["request_id"], e["feedback_type"], str(e["value"])) for e in events)
+    done = run_cli(tmp_path, "export", "--feedback", str(feedback), "--format", "otel", "--out",
+                   str(tmp_path / "logs.json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "logs.json").read_text())["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+
+
 def test_analyze_refuses_a_memory_limit_that_is_not_a_size(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "analyze", "--eval-logs", str(tmp_path), "--feedback", str(tmp_path),
                      "--out", str(tmp_path / "out"), "--memory-limit", "lots")

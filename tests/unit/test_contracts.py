@@ -4,7 +4,6 @@ validator (jsonschema, Draft 2020-12) takes and refuses what the models take and
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -223,6 +224,50 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from feedback_loop.interop import mapping, tools
+
+    skipped: Counter[str] = Counter()
+    annotations = tools.read(args.tool, args.file, skipped)
+    imported = mapping.convert(annotations, args.request_id or ("span" if args.tool == "phoenix" else "trace"),
+                               args.overall)
+    imported.skipped.update(skipped)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("feedback.jsonl", imported.feedback), ("eval-records.jsonl", imported.eval_records)):
+        (out / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print(f"{len(annotations)} annotations: {len(imported.feedback)} feedback events, "
+          f"{len(imported.eval_records)} eval records; skipped {dict(sorted(imported.skipped.items())) or 'none'}")
+    if args.api_url:
+        if not args.key:
+            raise SystemExit("--api-url needs --key")
+        from feedback_loop.client import FeedbackClient
+
+        client = FeedbackClient(args.api_url, args.key)
+        stored = refused = 0
+        for start in range(0, len(imported.feedback), 500):
+            result = client.send_batch(imported.feedback[start:start + 500])
+            stored += result.stored + result.duplicates
+            refused += result.rejected
+        print(f"sent: {stored} stored or already there, {refused} refused")
+        if refused:
+            return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from feedback_loop.interop import export
+
+    events = [json.loads(line) for line in Path(args.feedback).read_text().splitlines() if line.strip()]
+    if args.format == "otel":
+        text = export.otlp_json(events, args.service_name)
+    else:
+        text = json.dumps(export.span_annotations(events))
+    Path(args.out).write_text(text + "\n")
+    print(f"{len(events)} feedback events written to {args.out} ({args.format})")
+    return 0
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     import boto3
 
@@ -296,6 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="write the data contracts' JSON Schemas (docs/schemas)")
     schemas.add_argument("--out", default="docs/schemas", help="folder to write <contract>.schema.json into")
     schemas.set_defaults(run=cmd_schemas)
+
+    imports = commands.add_parser("import", help="feedback and judge scores from a Langfuse, MLflow or Phoenix export")
+    imports.add_argument("tool", choices=["langfuse", "mlflow", "phoenix"])
+    imports.add_argument("file", help="the tool's export: a JSON array, an API page {'data': [...]} or JSON Lines")
+    imports.add_argument("--out", required=True,
+                         help="folder for feedback.jsonl (the export contract) and eval-records.jsonl")
+    imports.add_argument("--request-id", choices=["trace", "span"],
+                         help="which id your eval logs use as request_id (default: span for phoenix, else trace)")
+    imports.add_argument("--overall", metavar="NAME",
+                         help="the judge's score that is the evaluator's overall: its scores become eval records")
+    imports.add_argument("--api-url", help="also send the feedback to this API (with --key)")
+    imports.add_argument("--key", help="the project's API key, for --api-url")
+    imports.set_defaults(run=cmd_import)
+
+    exports = commands.add_parser("export", help="human feedback as OpenTelemetry events or Phoenix span annotations")
+    exports.add_argument("--feedback", required=True, help="a feedback export (JSON Lines, the export contract)")
+    exports.add_argument("--format", required=True, choices=["otel", "openinference"],
+                         help="otel: OTLP/JSON logs of gen_ai.evaluation.result events (POST to a collector's "
+                         "/v1/logs); openinference: the body of Phoenix's POST /v1/span_annotations")
+    exports.add_argument("--out", required=True, help="the file to write")
+    exports.add_argument("--service-name", default="feedback-loop", help="OTel resource service.name")
+    exports.set_defaults(run=cmd_export)
 
     analyze = commands.add_parser("analyze", help="run the weekly analysis on files, S3 or a table")
     analyze.add_argument("--eval-logs", required=True, help="folder or s3://bucket/prefix of eval logs")

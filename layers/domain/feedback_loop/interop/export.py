@@ -1,0 +1,100 @@
+"""Human feedback out, where a team's traces already are.
+
+- **OpenTelemetry**: each event as a `gen_ai.evaluation.result` event (a log record with that
+  event name, OpenTelemetry GenAI semantic conventions) in an OTLP/JSON `ExportLogsServiceRequest`
+  built with the official `opentelemetry-proto` messages: `gen_ai.evaluation.name` (the feedback
+  type), `gen_ai.evaluation.score.value` (its human score, 0-1, where it has one),
+  `gen_ai.evaluation.score.label`, `gen_ai.evaluation.explanation` (a comment's or an edit's text),
+  `gen_ai.response.id` (the request id), `user.id`, and `feedback_loop.event_id`,
+  `feedback_loop.user_cohort`. POST it to a collector's `/v1/logs` (OTLP/HTTP JSON).
+- **OpenInference** (Phoenix): span annotations with annotator kind HUMAN, the body of Phoenix's
+  `POST /v1/span_annotations` (`{"data": [...]}`): `span_id` (the request id: use the span id as the
+  request id in the app), `name`, `annotator_kind`, `result` (`score`, `label`, `explanation`),
+  `identifier` (the event id: Phoenix keeps one annotation per identifier), `metadata`.
+
+The score of an event is the human score the analysis gives it (docs/CONTRACTS.md): a thumb 1 or
+0, a rating r (r - 1) / 4, usage 1, discard 0; a comment and an edit carry text, not a score.
+`feedback-loop import phoenix` reads the annotations back into the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from feedback_loop.models.feedback import FeedbackType
+
+EVENT_NAME = "gen_ai.evaluation.result"
+_LABELS = {FeedbackType.THUMBS_UP: "thumbs_up", FeedbackType.THUMBS_DOWN: "thumbs_down",
+           FeedbackType.USAGE: "used", FeedbackType.DISCARD: "discarded", FeedbackType.EDIT: "edited",
+           FeedbackType.COMMENT: "comment"}
+
+
+def score(event: dict[str, Any]) -> tuple[float | None, str, str | None]:
+    """(score, label, explanation) of a feedback event."""
+    kind, value = event["feedback_type"], event["value"]
+    if kind == FeedbackType.RATING:
+        return (value - 1) / 4, str(value), None
+    text = value if kind in (FeedbackType.COMMENT, FeedbackType.EDIT) else None
+    number = {FeedbackType.THUMBS_UP: 1.0, FeedbackType.THUMBS_DOWN: 0.0, FeedbackType.USAGE: 1.0,
+              FeedbackType.DISCARD: 0.0}.get(kind)
+    return number, _LABELS[FeedbackType(kind)], text
+
+
+def _nanos(event: dict[str, Any]) -> int:
+    moment = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def otlp_logs(events: Iterable[dict[str, Any]], service_name: str = "feedback-loop") -> Any:
+    """An ExportLogsServiceRequest (protobuf) of the events as gen_ai.evaluation.result events."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    def attribute(key: str, value: Any) -> KeyValue:
+        wrapped = AnyValue(double_value=value) if isinstance(value, float) else AnyValue(string_value=str(value))
+        return KeyValue(key=key, value=wrapped)
+
+    records = []
+    for event in events:
+        number, label, text = score(event)
+        attributes = [attribute("gen_ai.evaluation.name", event["feedback_type"]),
+                      attribute("gen_ai.evaluation.score.label", label),
+                      attribute("gen_ai.response.id", event["request_id"])]
+        if number is not None:
+            attributes.append(attribute("gen_ai.evaluation.score.value", number))
+        if text is not None:
+            attributes.append(attribute("gen_ai.evaluation.explanation", text))
+        for key, field in (("user.id", "user_id"), ("feedback_loop.event_id", "event_id"),
+                           ("feedback_loop.user_cohort", "user_cohort")):
+            if event.get(field):
+                attributes.append(attribute(key, event[field]))
+        records.append(LogRecord(time_unix_nano=_nanos(event), event_name=EVENT_NAME, attributes=attributes))
+    resource = Resource(attributes=[attribute("service.name", service_name)])
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=resource, scope_logs=[
+        ScopeLogs(scope=InstrumentationScope(name="feedback-loop"), log_records=records)])])
+
+
+def otlp_json(events: Iterable[dict[str, Any]], service_name: str = "feedback-loop") -> str:
+    """The OTLP/JSON encoding (lowerCamelCase fields, as collectors take it)."""
+    from google.protobuf.json_format import MessageToJson
+
+    return MessageToJson(otlp_logs(events, service_name), indent=None)
+
+
+def span_annotations(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Phoenix's POST /v1/span_annotations body: the events as HUMAN span annotations."""
+    data = []
+    for event in events:
+        number, label, text = score(event)
+        result = {"label": label, **({"score": number} if number is not None else {}),
+                  **({"explanation": text} if text is not None else {})}
+        data.append({"span_id": event["request_id"], "name": event["feedback_type"], "annotator_kind": "HUMAN",
+                     "result": result, "identifier": event.get("event_id"), "created_at": event["timestamp"],
+                     "metadata": {k: event[k] for k in ("user_id", "user_cohort", "event_id") if event.get(k)},
+                     **({"user_id": event["user_id"]} if event.get("user_id") else {})})
+    return {"data": data}

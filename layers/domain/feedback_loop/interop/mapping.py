@@ -1,0 +1,145 @@
+"""Annotations (tools.Annotation) into feedback-loop's contracts: people's judgements become feedback
+events (the export contract: docs/CONTRACTS.md), an LLM judge's or code's scores eval records.
+
+People's judgements, by what they hold:
+- named after one of our feedback types (what `feedback-loop export` writes): that type, its value
+  from the score (a rating r from the score (r - 1) / 4), so an export imports back unchanged;
+- a bool: a thumb, up or down;
+- a number: a 1-5 rating. Per annotation name, the scale is read from the file: if any of the
+  name's scores is above 1 the scores are a 1-5 rating (a whole number; others are skipped), else
+  a 0-1 score s, the rating round(1 + 4 s) (its human score is s on the quarter steps);
+- a label: a thumb if it says so (GOOD_LABELS, BAD_LABELS), else a text comment with the label;
+- an explanation (comment, rationale) besides a value: a text comment as well.
+Every event is checked against the contract; one that fails (a request id with '/', say) is
+skipped with its reason. The event id is the tool's annotation id, so a second import of the same
+file stores nothing twice.
+
+An LLM judge's or code's numeric scores (0-1; a bool as 1 or 0) become one eval record per request
+when `overall` names the score that is the evaluator's overall, timestamped when judged (the
+earliest), without prompt or output. Import them only for an app that writes no eval log of its
+own: the analysis would count a request logged twice as two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from feedback_loop.interop.tools import BAD_LABELS, GOOD_LABELS, Annotation
+from feedback_loop.models.evallog import EvalRecord
+from feedback_loop.models.feedback import FeedbackEventIn, FeedbackType
+
+_events = TypeAdapter(FeedbackEventIn)
+_records = TypeAdapter(EvalRecord)
+
+
+@dataclass
+class Imported:
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    eval_records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def _event_id(a: Annotation, suffix: str = "") -> str:
+    base = a.annotation_id or hashlib.sha256(repr((a.trace_id, a.span_id, a.name, a.value, a.at)).encode()).hexdigest()
+    return re.sub(r"[^A-Za-z0-9._:\-]", "-", f"{a.tool}-{base}")[:128 - len(suffix)] + suffix
+
+
+def _five_point_names(annotations: list[Annotation]) -> set[str]:
+    return {a.name for a in annotations if a.human and isinstance(a.value, (int, float))
+            and not isinstance(a.value, bool) and a.value > 1}
+
+
+def _judgement(a: Annotation, five_point: bool) -> tuple[str, Any] | None:
+    """(feedback type, value) of a person's judgement, or None."""
+    v = a.value
+    if a.name in set(FeedbackType):  # our own export, back
+        if a.name in (FeedbackType.THUMBS_UP, FeedbackType.THUMBS_DOWN, FeedbackType.USAGE, FeedbackType.DISCARD):
+            return a.name, True
+        if a.name == FeedbackType.RATING and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return a.name, round(1 + 4 * v) if not five_point else v
+        if a.name in (FeedbackType.COMMENT, FeedbackType.EDIT):
+            return (a.name, a.explanation) if a.explanation is not None else None
+    if isinstance(v, bool):
+        return (FeedbackType.THUMBS_UP if v else FeedbackType.THUMBS_DOWN), True
+    if isinstance(v, (int, float)):
+        if five_point:
+            return (FeedbackType.RATING, int(v)) if float(v).is_integer() and 1 <= v <= 5 else None
+        return (FeedbackType.RATING, round(1 + 4 * v)) if 0 <= v <= 1 else None
+    if isinstance(v, str):
+        label = v.strip().lower()
+        if label in GOOD_LABELS or label in BAD_LABELS:
+            return (FeedbackType.THUMBS_UP if label in GOOD_LABELS else FeedbackType.THUMBS_DOWN), True
+        return FeedbackType.COMMENT, v
+    return None
+
+
+def _checked(event: dict[str, Any], imported: Imported) -> None:
+    try:
+        _events.validate_python(event)
+    except ValidationError as error:
+        where = ".".join(str(p) for p in error.errors()[0]["loc"][1:2]) or "event"
+        imported.skipped[f"invalid_{where}"] += 1
+        return
+    imported.feedback.append(event)
+
+
+def convert(annotations: list[Annotation], request_id: str = "trace", overall: str | None = None) -> Imported:
+    """Feedback events from people's judgements, eval records from the judges' (module docstring).
+    `request_id`: which id the app's requests are known by, `trace` or `span`."""
+    imported = Imported()
+    five_point = _five_point_names(annotations)
+    scores: dict[str, dict[str, Any]] = defaultdict(lambda: {"scores": {}, "at": None, "tool": None})
+    for a in annotations:
+        request = a.trace_id if request_id == "trace" else a.span_id
+        if not request:
+            imported.skipped[f"no_{request_id}_id"] += 1
+            continue
+        if a.at is None:
+            imported.skipped["no_time"] += 1
+            continue
+        if not a.human:
+            v = float(a.value) if isinstance(a.value, (bool, int, float)) else None
+            if v is None or not 0 <= v <= 1:
+                imported.skipped["judge_score_not_in_0_1"] += 1
+                continue
+            entry = scores[request]
+            entry["scores"][a.name] = v
+            entry["tool"] = a.tool
+            entry["at"] = a.at if entry["at"] is None else min(entry["at"], a.at)
+            continue
+        base = {"request_id": request, "timestamp": a.at.isoformat().replace("+00:00", "Z"),
+                "metadata": {"imported_from": a.tool, "name": a.name}}
+        if a.user_id:
+            base["user_id"] = a.user_id
+        if (a.metadata or {}).get("user_cohort"):  # our own export carries it
+            base["user_cohort"] = a.metadata["user_cohort"]
+        judgement = _judgement(a, a.name in five_point)
+        if judgement is None:
+            imported.skipped["no_value"] += 1
+        else:
+            kind, value = judgement
+            _checked({**base, "feedback_type": str(kind), "value": value, "event_id": _event_id(a)}, imported)
+        if a.explanation and (judgement is None or judgement[0] not in (FeedbackType.COMMENT, FeedbackType.EDIT)):
+            _checked({**base, "feedback_type": str(FeedbackType.COMMENT), "value": a.explanation,
+                      "event_id": _event_id(a, "-comment")}, imported)
+    for request, entry in scores.items():
+        if overall is None or overall not in entry["scores"]:
+            imported.skipped["judge_scores_without_overall"] += 1
+            continue
+        named = entry["scores"]
+        record = {"request_id": request, "timestamp": entry["at"].isoformat().replace("+00:00", "Z"),
+                  "eval_scores": {"overall": named[overall], **{k: v for k, v in named.items() if k != overall}},
+                  "metadata": {"imported_from": entry["tool"]}}
+        try:
+            _records.validate_python(record)
+        except ValidationError:
+            imported.skipped["invalid_eval_record"] += 1
+            continue
+        imported.eval_records.append(record)
+    return imported
