@@ -22,10 +22,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
-from feedback_loop.logic import changes, ingest, summary
+from feedback_loop.logic import changes, evals, ingest, summary
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, ChangeName, StoredChange
+from feedback_loop.models.evallog import EvalBatchRequest, EvalBatchResult
 from feedback_loop.models.errors import (
     ChangeNotFound,
     DuplicateChange,
@@ -241,6 +242,25 @@ def post_feedback_batch(batch: Annotated[BatchRequest, Body()]) -> Response[Batc
     _count(outcomes)
     return Response(status_code=HTTPStatus.MULTI_STATUS.value, content_type="application/json",
                     body=result)
+
+
+@functools.cache
+def eval_stream() -> evals.EvalStream:
+    """The eval-log delivery stream's client, made on the first /v1/evals."""
+    if not settings.eval_log_stream:
+        raise StorageUnavailable("no eval-log stream is configured (EVAL_LOG_STREAM)")
+    return evals.EvalStream(boto3.client("firehose"), settings.eval_log_stream)
+
+
+@app.post("/v1/evals", summary="Log up to 500 eval log records (the eval log contract), each accepted or "
+          "refused on its own; the stack writes them to eval-logs/<project>/dt=YYYY-MM-DD/",
+          responses={207: {"description": "Per-item results"}})
+@tracer.capture_method
+def post_evals(batch: Annotated[EvalBatchRequest, Body()]) -> Response[EvalBatchResult]:
+    result = evals.record_evals(table, eval_stream(), app.context["project"], batch.records, policy)
+    _count(Counter({(outcome, "eval_record"): n for outcome, n in (
+        ("Accepted", result.accepted), ("Duplicate", result.duplicates), ("Rejected", result.rejected)) if n}))
+    return Response(status_code=HTTPStatus.MULTI_STATUS.value, content_type="application/json", body=result)
 
 
 @app.get("/v1/requests/<request_id>/feedback", summary="Feedback summary of one LLM request",

@@ -126,7 +126,7 @@ def test_the_api_calls_a_published_alias_that_snapstart_can_snapshot(deployed) -
     targets = {(path, verb): refs(op["x-amazon-apigateway-integration"]["uri"])
                for path, ops in api["Properties"]["Body"]["paths"].items() for verb, op in ops.items()
                if "x-amazon-apigateway-integration" in op and op["x-amazon-apigateway-integration"]["type"] == "aws_proxy"}
-    assert len(targets) == 10 and all("ApiFunctionAliaslive" in t for t in targets.values()), targets
+    assert len(targets) == 11 and all("ApiFunctionAliaslive" in t for t in targets.values()), targets
 
 
 def test_every_function_logs_to_a_group_with_retention(deployed) -> None:
@@ -232,3 +232,34 @@ def test_the_schedule_starts_the_weekly_state_machine_which_retries_and_reports_
     athena = [s for s in role if any(a.startswith("athena:") for a in s["Action"])]
     assert [sorted(s["Action"]) for s in athena] == [["athena:BatchGetQueryExecution", "athena:StopQueryExecution"]]
     assert {r for r in refs(athena[0]["Resource"]) if not r.startswith("AWS::")} == {"AnalysisWorkGroup"}
+
+
+def test_the_eval_log_stream_writes_where_the_analysis_reads(deployed) -> None:
+    """POST /v1/evals's stream: partitioned by the keys the API adds (logic/evals.py), into
+    eval-logs/<project>/dt=YYYY-MM-DD/, files named as the analysis reads them; its role writes only
+    there; the API function may put records to this stream and no other."""
+    from feedback_loop.analysis.evallogs import JSON_SUFFIXES
+    from feedback_loop.local.firehose import parse_query
+    from feedback_loop.logic import evals
+
+    stream = deployed["Resources"]["EvalLogStream"]["Properties"]
+    destination = stream["ExtendedS3DestinationConfiguration"]
+    assert destination["Prefix"] == "eval-logs/!{partitionKeyFromQuery:project}/dt=!{partitionKeyFromQuery:dt}/"
+    [processor] = destination["ProcessingConfiguration"]["Processors"]
+    query = {p["ParameterName"]: p["ParameterValue"] for p in processor["Parameters"]}["MetadataExtractionQuery"]
+    assert parse_query(query) == {"project": [evals.ROUTING, "project"], "dt": [evals.ROUTING, "dt"]}
+    assert destination["CompressionFormat"] == "GZIP" and destination["FileExtension"] in JSON_SUFFIXES
+    assert destination["DynamicPartitioningConfiguration"]["Enabled"] is True
+    assert stream["DeliveryStreamEncryptionConfigurationInput"]["KeyType"] == "AWS_OWNED_CMK"
+    role = deployed["Resources"]["EvalLogStreamRole"]["Properties"]
+    [policy] = role["Policies"]
+    writes = next(s for s in policy["PolicyDocument"]["Statement"] if "s3:PutObject" in s["Action"])
+    assert [r["Fn::Sub"] for r in writes["Resource"]] == ["${DataBucket.Arn}/eval-logs/*",
+                                                           "${DataBucket.Arn}/eval-logs-errors/*"]
+    api = deployed["Resources"]["ApiFunction"]["Properties"]
+    assert api["Environment"]["Variables"]["EVAL_LOG_STREAM"] == {"Ref": "EvalLogStream"}
+    role_policies = deployed["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
+    firehose = [s for p in role_policies for s in p["PolicyDocument"]["Statement"]
+                if any(str(a).startswith("firehose:") for a in (s["Action"] if isinstance(s["Action"], list)
+                                                                 else [s["Action"]]))]
+    assert firehose and all("EvalLogStream" in str(s["Resource"]) for s in firehose)

@@ -22,7 +22,7 @@ class FlakyTable:
         outcome = PutOutcome()
         for item in items:
             key = (item["pk"], item["sk"])
-            if item["event_id"] in self.refuse:
+            if item.get("event_id") in self.refuse:
                 outcome.not_written.append(item)
             elif key in self.items:
                 outcome.found[key] = self.items[key]

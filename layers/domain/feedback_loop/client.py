@@ -7,6 +7,10 @@ honour Retry-After; they are urllib3's.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import queue
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -18,10 +22,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from feedback_loop.models.changes import StoredChange
+from feedback_loop.models.evallog import EvalBatchResult
 from feedback_loop.models.feedback import BatchResult, FeedbackEvent, FeedbackType
 from feedback_loop.models.summary import RequestSummary
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+_log = logging.getLogger("feedback_loop.client")
 
 
 class FeedbackApiError(Exception):
@@ -134,24 +140,32 @@ class FeedbackClient:
     def discarded(self, request_id: str, **fields: Any) -> FeedbackEvent:
         return self.send(request_id, FeedbackType.DISCARD, True, **fields)
 
+    def log_evals(self, records: list[dict[str, Any]]) -> EvalBatchResult:
+        """Sends up to 500 eval log records (POST /v1/evals); records the stream could not take
+        (503) are resent with backoff. A record's request_id makes a resend safe."""
+        return self._post_batch("/v1/evals", "records", records, EvalBatchResult)
+
     def send_batch(self, events: list[dict[str, Any]]) -> BatchResult:
         """Sends up to 500 events; items the store could not take (503) are resent with backoff.
 
         Events without an event_id get one first, so the resends are safe.
         """
         events = [e if e.get("event_id") else {**e, "event_id": new_event_id()} for e in events]
-        result = BatchResult.model_validate(self._call("POST", "/v1/feedback/batch", {"events": events}, ok=(207,)))
+        return self._post_batch("/v1/feedback/batch", "events", events, BatchResult)
+
+    def _post_batch(self, path: str, key: str, items: list[dict[str, Any]], model: Any) -> Any:
+        """A batch posted, then the items answered 503 posted again (with backoff) until none is."""
+        result = model.model_validate(self._call("POST", path, {key: items}, ok=(207,)))
         for attempt in range(self.retries):
             retry_at = [r.index for r in result.results if r.status == 503]
             if not retry_at:
                 break
             time.sleep(self.backoff_factor * 2**attempt)
-            again = BatchResult.model_validate(
-                self._call("POST", "/v1/feedback/batch", {"events": [events[i] for i in retry_at]}, ok=(207,)))
+            again = model.model_validate(self._call("POST", path, {key: [items[i] for i in retry_at]}, ok=(207,)))
             results = list(result.results)
             for position, item in zip(retry_at, again.results):
                 results[position] = item.model_copy(update={"index": position})
-            result = BatchResult.of(results)
+            result = model.of(results)
         return result
 
     def summary(self, request_id: str) -> RequestSummary:
@@ -198,3 +212,80 @@ class FeedbackClient:
 
     def health(self) -> dict[str, str]:
         return self._call("GET", "/v1/health")
+
+
+class EvalLogger:
+    """Logs an app's eval records without ever blocking it: `log()` puts the record on a bounded
+    queue and returns; a background thread sends batches (up to `batch_size`, or what came within
+    `flush_interval` seconds) through POST /v1/evals, resending what the API asks to (503, network
+    errors, 5xx) with backoff. Nothing is raised into the app; the counters say what happened:
+    `accepted` (stored, or stored before), `refused` (records that break the contract: each logged
+    with its fields), `dropped` (the queue was full), `failed` (given up after the retries).
+    `close()` (also at exit) sends what is queued."""
+
+    def __init__(self, base_url: str, api_key: str, *, batch_size: int = 500, flush_interval: float = 5.0,
+                 max_queue: int = 10_000, retries: int = 5, backoff: float = 0.5, timeout: float = 10.0):
+        self.client = FeedbackClient(base_url, api_key, timeout=timeout, retries=retries, backoff_factor=backoff)
+        self.batch_size = min(batch_size, 500)
+        self.flush_interval = flush_interval
+        self.accepted = self.refused = self.dropped = self.failed = 0
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="feedback-loop-eval-logger", daemon=True)
+        self._closed = False
+        self._thread.start()
+        atexit.register(self.close)
+
+    def log(self, record: dict[str, Any]) -> bool:
+        """Queues one eval log record; False (and `dropped` counts it) when the queue is full."""
+        if self._closed:
+            self.dropped += 1
+            return False
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Sends what is queued, then stops the thread (waiting up to `timeout` seconds)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self.flush_interval
+            while len(batch) < self.batch_size:
+                try:
+                    record = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if record is None:
+                    done = True
+                    break
+                batch.append(record)
+            self._send(batch)
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            result = self.client.log_evals(batch)
+        except (requests.RequestException, FeedbackApiError) as error:
+            self.failed += len(batch)
+            _log.warning("eval records not sent (%d): %s", len(batch), error)
+            return
+        for item in result.results:
+            if item.status in (200, 201):
+                self.accepted += 1
+            elif item.status == 503:
+                self.failed += 1
+            else:
+                self.refused += 1
+                _log.warning("eval record %s refused (%d): %s", item.index, item.status,
+                             "; ".join(f"{e.field}: {e.message}" for e in item.errors))

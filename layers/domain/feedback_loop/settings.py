@@ -31,6 +31,8 @@ class ApiSettings(BaseSettings):
     rate_limit_batch: int = Field(default=0, ge=0, validation_alias="KEY_RATE_LIMIT_BATCH")
     # the browser origin allowed to call the API (the widget), "*" for any: keys, not cookies, authenticate
     cors_allow_origin: str = Field(default="*", min_length=1, validation_alias="CORS_ALLOW_ORIGIN")
+    # the delivery stream POST /v1/evals sends eval log records to (template.yaml, EvalLogStream)
+    eval_log_stream: str = Field(default="", validation_alias="EVAL_LOG_STREAM")
     # Powertools' own switch; its single_metric ignores it, so the function checks it too.
     metrics_disabled: bool = Field(default=False, validation_alias="POWERTOOLS_METRICS_DISABLED")
 

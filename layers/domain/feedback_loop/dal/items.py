@@ -5,6 +5,10 @@
 | feedback | FB#<project>#<request_id>   | EV#<event_id>    | FBDAY#<project>#<day>#<shard>   | <timestamp>#<event_id>  |
 | change   | CHANGES#<project>           | CHANGE#<name>    |                                 |                         |
 | api key  | APIKEY#<key_id>             | APIKEY           | KEYS#<project>                  | <created_at>#<key_id>   |
+| eval log | EVAL#<project>#<request_id> | EVAL             |                                 |                         |
+
+(An eval log record's item only marks it as accepted by POST /v1/evals, with the fingerprint of its
+body: the record itself went to the eval-log delivery stream.)
 
 Project names never contain '#', so a request_id containing '#' cannot reach another project's keys.
 """
@@ -149,3 +153,7 @@ def api_key_key(key_id: str) -> dict[str, str]:
 
 def keys_partition(project: str) -> str:
     return f"KEYS#{project}"
+
+
+def eval_key(project: str, request_id: str) -> dict[str, str]:
+    return {"pk": f"EVAL#{project}#{request_id}", "sk": "EVAL"}

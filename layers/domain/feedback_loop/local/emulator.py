@@ -1,5 +1,5 @@
 """The AWS emulator of the local stack: moto's server, one request at a time, DynamoDB writes durable;
-Athena's API answered by local/athena.py; Lambda's Invoke answered by the local stack's functions
+Athena's API answered by local/athena.py, Firehose's by local/firehose.py; Lambda's Invoke answered by the local stack's functions
 (so that moto's Step Functions interpreter, which executes the state machines here, calls them).
 
 moto keeps each table in plain dicts and is not safe under concurrent requests: two PutItems that
@@ -35,6 +35,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from feedback_loop.local.athena import LocalAthena
+from feedback_loop.local.firehose import LocalFirehose
 from feedback_loop.local.journal import Change, Journal
 from feedback_loop.local.template import REGION
 
@@ -122,6 +123,7 @@ class SerializedEmulator:
         self.journal: Journal | None = None
         self.images = DynamoDBImages()
         self.athena = LocalAthena()
+        self.firehose = LocalFirehose()
         self.invoke: Invoker | None = None  # set by the local stack once its functions exist
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -129,8 +131,10 @@ class SerializedEmulator:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith("AmazonAthena."):  # answered here, outside the lock: a query runs on its own
-            status, answer_body = self.athena.handle(target.partition(".")[2], json.loads(body or b"{}"))
+        local = self.athena if target.startswith("AmazonAthena.") else \
+            self.firehose if target.startswith("Firehose_") else None
+        if local is not None:  # answered here, outside the lock: a query, a delivery runs on its own
+            status, answer_body = local.handle(target.partition(".")[2], json.loads(body or b"{}"))
             content = json.dumps(answer_body, default=str).encode()
             start_response(f"{status} {'OK' if status == 200 else 'Bad Request'}",
                            [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(content)))])

@@ -165,6 +165,10 @@ class LocalStack:
         events = boto3.client("events")
         for logical_id in self.template.of_type("AWS::Events::EventBus"):
             events.create_event_bus(Name=self.name_of(logical_id))
+        for logical_id, resource in self.template.of_type("AWS::KinesisFirehose::DeliveryStream").items():
+            props = self.template.resolve(resource["Properties"])
+            assert self._emulator is not None
+            self._emulator.front.firehose.create(self.name_of(logical_id), props["ExtendedS3DestinationConfiguration"])
         glue = boto3.client("glue")  # the Athena path's tables, which the local Athena reads
         for resource in self.template.of_type("AWS::Glue::Database").values():
             glue.create_database(DatabaseInput=self.template.resolve(resource["Properties"]["DatabaseInput"]))

@@ -74,7 +74,8 @@ class Template:
         explicit = resource.get("Properties", {}).get(
             {"AWS::DynamoDB::Table": "TableName", "AWS::S3::Bucket": "BucketName",
              "AWS::Events::EventBus": "Name", "AWS::Athena::WorkGroup": "Name",
-             "AWS::Serverless::StateMachine": "Name"}.get(resource["Type"], ""), None)
+             "AWS::Serverless::StateMachine": "Name",
+             "AWS::KinesisFirehose::DeliveryStream": "DeliveryStreamName"}.get(resource["Type"], ""), None)
         if explicit is not None:
             return str(self.resolve(explicit))
         return f"{self.stack_name}-{logical_id}".lower() if resource["Type"] == "AWS::S3::Bucket" \
@@ -93,6 +94,8 @@ class Template:
             return f"arn:aws:iam::{ACCOUNT_ID}:role/{name}"
         if kind == "AWS::SNS::Topic":
             return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{name}"
+        if kind == "AWS::KinesisFirehose::DeliveryStream":
+            return f"arn:aws:firehose:{REGION}:{ACCOUNT_ID}:deliverystream/{name}"
         if kind == "AWS::Serverless::StateMachine":
             return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{self.physical_name(logical_id)}"
         return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"

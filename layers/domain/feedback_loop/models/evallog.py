@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from feedback_loop.models.feedback import RequestId, Timestamp
+from feedback_loop.models.feedback import FieldError, RequestId, Timestamp
 
 # numbers as JSON has them: text and booleans are not scores (the analysis reads only numbers)
 Score = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -44,3 +44,34 @@ class EvalRecord(BaseModel):
     metadata: dict[str, Any] | None = Field(default=None, description=(
         "segment fields: user_cohort (who the user is: the feedback rates and weights), query_type, "
         "prompt_version, model, or any other; text values"))
+
+
+MAX_BATCH_RECORDS = 500
+
+
+class EvalBatchRequest(BaseModel):
+    """POST /v1/evals: eval log records, each accepted or refused on its own (items stay raw here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_RECORDS)
+
+
+class EvalItemResult(BaseModel):
+    index: int
+    status: int = Field(description="201 accepted, 200 already accepted, 409 the request_id came with another "
+                                    "record, 422 invalid, 503 send it again")
+    request_id: str | None = None
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class EvalBatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EvalItemResult]
+
+    @classmethod
+    def of(cls, results: list[EvalItemResult]) -> "EvalBatchResult":
+        return cls(accepted=sum(r.status == 201 for r in results), duplicates=sum(r.status == 200 for r in results),
+                   rejected=sum(r.status not in (200, 201) for r in results), results=results)
