@@ -164,12 +164,13 @@ class Demo:
         for change in scenario.changes():
             client.register_change(change.name, change.effective_at, description=change.description,
                                    segment=change.segment)
-        app = App(scenario, client, s3, stack.bucket, s.project, seed=s.seed, workers=s.workers)
+        app = App(scenario, client, s.project, seed=s.seed, workers=s.workers)
         weeks: list[dict[str, Any]] = []
         gate = deployed = comparison = None
         # week 1: the production evaluator
         records, events = app.week(middle)
-        app.write_eval_logs(records, "app-week-1")
+        self.steps.run("week 1: the app logs its requests through the API", lambda tick: app.log_evals(
+            records, stack.api_url, self.key, tick), total=len(records))
         self.steps.run("week 1: users' feedback through the HTTP API", lambda tick: app.send_feedback(events, tick),
                        total=len(events))
         app.send_one_malformed(records[0]["request_id"])
@@ -191,7 +192,8 @@ class Demo:
             original = self.steps.run("week 2: the app scores with the deployed evaluator",
                                       lambda tick: app.score(records, runtime, deployed["endpoint"], tick),
                                       total=len(records))
-        app.write_eval_logs(records, "app-week-2")
+        self.steps.run("week 2: the app logs its requests through the API", lambda tick: app.log_evals(
+            records, stack.api_url, self.key, tick), total=len(records))
         self.steps.run("week 2: users' feedback through the HTTP API", lambda tick: app.send_feedback(events, tick),
                        total=len(events))
         second = self.steps.run("week 2: weekly schedule fires, analysis",

@@ -3,17 +3,15 @@ is one, and sends its users' feedback through the HTTP API with the Python clien
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from feedback_loop.client import FeedbackApiError, FeedbackClient
+from feedback_loop.client import EvalLogger, FeedbackApiError, FeedbackClient
 from feedback_loop.simulate import Scenario, iter_simulation
 
 BATCH = 100
@@ -67,12 +65,9 @@ class Ledger:
 class App:
     """One simulated LLM application of one project."""
 
-    def __init__(self, scenario: Scenario, client: FeedbackClient, s3: Any, bucket: str, project: str,
-                 seed: int = 0, workers: int = 4):
+    def __init__(self, scenario: Scenario, client: FeedbackClient, project: str, seed: int = 0, workers: int = 4):
         self.scenario = scenario
         self.client = client
-        self.s3 = s3
-        self.bucket = bucket
         self.project = project
         self.rng = random.Random(seed)
         self.workers = workers
@@ -118,15 +113,19 @@ class App:
             advance(len(chunk))
         return original
 
-    def write_eval_logs(self, records: list[dict[str, Any]], part: str) -> int:
-        """eval-logs/<project>/dt=YYYY-MM-DD/<part>.jsonl.gz, one object per day."""
-        by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    def log_evals(self, records: list[dict[str, Any]], api_url: str, key: str,
+                  advance: Callable[[int], None] = lambda n: None) -> None:
+        """The app logs every request with its evaluator's scores as a production app does: through
+        the client's EvalLogger (POST /v1/evals), which the stack writes to
+        eval-logs/<project>/dt=YYYY-MM-DD/. Every record must be accepted."""
+        logger = EvalLogger(api_url, key, flush_interval=0.5, max_queue=len(records) + 1)
         for record in records:
-            by_day[record["timestamp"][:10]].append(record)
-        for day, rows in sorted(by_day.items()):
-            body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
-            self.s3.put_object(Bucket=self.bucket, Key=f"eval-logs/{self.project}/dt={day}/{part}.jsonl.gz", Body=body)
-        return len(by_day)
+            logger.log(record)
+            advance(1)
+        logger.close(timeout=600)
+        if logger.accepted != len(records):
+            raise RuntimeError(f"the eval logger delivered {logger.accepted} of {len(records)} records "
+                               f"(refused {logger.refused}, failed {logger.failed}, dropped {logger.dropped})")
 
     def send_feedback(self, events: list[dict[str, Any]], advance: Callable[[int], None] = lambda n: None) -> None:
         """Batches through the API, several at a time; some batches are retried whole, some events are
