@@ -18,6 +18,11 @@ class FlakyTable:
     def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         return {k: self.items[k] for k in keys if k in self.items}
 
+    def put_all(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        left = [item for item in items if item.get("event_id") in self.refuse]
+        self.items.update({(item["pk"], item["sk"]): item for item in items if item not in left})
+        return left
+
     def put_new(self, items: list[dict[str, Any]]) -> PutOutcome:
         outcome = PutOutcome()
         for item in items:

@@ -24,6 +24,7 @@ from feedback_loop.dal import items as keys
 from feedback_loop.models.errors import StorageUnavailable
 
 BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
 UNPROCESSED_RETRIES = 6
 CONDITIONAL_ATTEMPTS = 3  # conditional writes whose stored item could not be read, before a 503
 WRITE_CONCURRENCY = 8  # conditional writes of one batch in flight at once
@@ -179,6 +180,28 @@ class FeedbackTable:
             if request:
                 raise StorageUnavailable("DynamoDB left keys unread after retries")
         return found
+
+    def put_all(self, new_items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """BatchWriteItem, BATCH_WRITE_LIMIT items a call: unconditional puts (an item already there
+        is replaced), for items whose writing only records what happened elsewhere. Returns the
+        items not written after the retries (or the deadline)."""
+        left: list[dict[str, Any]] = []
+        for start in range(0, len(new_items), BATCH_WRITE_LIMIT):
+            chunk = list({keys.item_key(i): i for i in new_items[start:start + BATCH_WRITE_LIMIT]}.values())
+            request = {self.table_name: [{"PutRequest": {"Item": _to_dynamo(item)}} for item in chunk]}
+            try:
+                for attempt in range(UNPROCESSED_RETRIES + 1):
+                    if not self._can_call():
+                        raise StorageUnavailable("no time left to write within the request's budget")
+                    request = self.client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                    if not request:
+                        break
+                    _backoff(attempt)
+            except (ClientError, StorageUnavailable):
+                left += chunk
+                continue
+            left += [_from_dynamo(r["PutRequest"]["Item"]) for r in request.get(self.table_name, [])]
+        return left
 
     def put_new(self, new_items: Sequence[dict[str, Any]]) -> PutOutcome:
         """put_if_absent for each item, WRITE_CONCURRENCY at a time: conditional writes, so that two

@@ -7,8 +7,11 @@ it is in S3, retrying, and puts what S3 refuses under `eval-logs-errors/`); 200 
 was accepted before with the same record, 409 with another record; 422 with the fields that break
 the contract; 503 when the stream did not take it (send it again). The table keeps one small item
 per accepted record, its fingerprint, which is what makes a resent batch safe. Written after the
-stream took the record: if that write fails, the record is delivered and answered 201, and only a
-resend of it would be delivered twice (the analysis then drops repeats of a labelled request).
+stream took the record, 25 to a BatchWriteItem call (a conditional write per record would cost
+500 calls a batch and guard nothing: the record is delivered by then): if that write fails, the
+record is still answered 201, and only a resend of it would be delivered twice (the analysis then
+drops repeats of a labelled request); two requests racing with the same new request_id both
+deliver it.
 """
 
 from __future__ import annotations
@@ -120,8 +123,7 @@ def record_evals(table: FeedbackTable, stream: EvalStream, project: str, raw_rec
     taken = stream.put([line for _, _, line in new])
     delivered = [marker for (_, marker, _), ok in zip(new, taken) if ok]
     refused = {key for (key, _, _), ok in zip(new, taken) if not ok}
-    outcome = table.put_new(delivered)
-    existing.update(outcome.found)  # accepted by a concurrent request meanwhile (both delivered)
+    table.put_all(delivered)  # unconditional: the records are delivered whatever the markers' fate
     for index, _, marker, _ in valid:
         key = keys.item_key(marker)
         request_id = marker["request_id"]
