@@ -25,7 +25,7 @@ from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.html import render_html
 from feedback_loop.models.changes import SEGMENT_TEXT, Change
 
-REPORT_JSON = "report.json"
+REPORT_JSON = trends.REPORT_JSON
 REPORT_HTML = "report.html"
 DISAGREEMENTS = "disagreements.jsonl"
 LABELLED = "labelled.jsonl"
@@ -95,16 +95,16 @@ def local_points(history: str | Path, skip: str | Path | None = None) -> list[di
     for folder in sorted(p for p in Path(history).iterdir() if p.is_dir()):
         if skip is not None and folder.resolve() == Path(skip).resolve():
             continue
+
+        def read(name: str, folder: Path = folder) -> str | None:
+            return (folder / name).read_text() if (folder / name).is_file() else None
+
         try:
-            if (folder / TREND_JSON).is_file():
-                points.append(json.loads((folder / TREND_JSON).read_text()))
-            elif (folder / REPORT_JSON).is_file():
-                points.append(trends.point(json.loads((folder / REPORT_JSON).read_text()), folder.name))
-            else:
-                continue
-            points[-1]["run"] = folder.name  # what the index links to, whatever wrote the point
+            found = trends.load_point(folder.name, read)
         except (ValueError, KeyError, TypeError):
             continue
+        if found is not None:
+            points.append(found)
     return points
 
 

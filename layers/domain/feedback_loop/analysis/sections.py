@@ -114,12 +114,10 @@ def quality_by_segment(overall: np.ndarray, human: np.ndarray, cohort_array: np.
         if position not in columns:
             columns[position] = np.array([row[position] for row in segments], dtype=object)
         members = columns[position] == value
-        strata, good_strata = {}, {}
-        for cohort, (requests, total, squares) in parts.items():
-            mine = members & (cohort_array == cohort)
-            strata[cohort] = stats.Stratum(human[mine], overall[mine], requests, total, squares)
-            good_strata[cohort] = stats.Stratum(good[mine], overall[mine], requests, total, squares)
-        mean, share = (stats.stratified_ppi_mean(s, settings.confidence) for s in (strata, good_strata))
+        requests = Counter({cohort: p[0] for cohort, p in parts.items()})
+        sums = {cohort: (p[1], p[2]) for cohort, p in parts.items()}
+        mean, share = (_by_cohort(y[members], overall[members], cohort_array[members], requests, sums, settings)
+                       for y in (human, good))
         by_segment.setdefault(fields[position], {})[value] = {
             "requests": sum(p[0] for p in parts.values()), "labelled": int(members.sum()),
             "estimate": mean["estimate"], "ci": mean["ci"], "se": mean["se"],

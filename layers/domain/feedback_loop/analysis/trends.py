@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from scipy import stats as scipy_stats
@@ -28,6 +29,7 @@ from scipy import stats as scipy_stats
 from feedback_loop.analysis import stats
 
 TREND_JSON = "trend.json"
+REPORT_JSON = "report.json"
 HISTORY_WEEKS = 26
 TRAILING_WEEKS = 8
 MIN_TRAILING_WEEKS = 3
@@ -85,6 +87,22 @@ def point(report: dict[str, Any], run: str) -> dict[str, Any]:
                                     for name, c in cohorts.items()},
         "changes": sorted({e["change"] for e in report.get("impact", [])}),
     }
+
+
+def load_point(run: str, read: Callable[[str], str | bytes | None]) -> dict[str, Any] | None:
+    """A run's point from its folder: its trend.json, else its report.json (a run written before
+    trend.json existed); None with neither. `read(name)` gives a file's text, None when it is absent;
+    an unreadable file raises ValueError, KeyError or TypeError. The point's `run` is the folder's."""
+    text = read(TREND_JSON)
+    if text is not None:
+        found = json.loads(text)
+    else:
+        text = read(REPORT_JSON)
+        if text is None:
+            return None
+        found = point(json.loads(text), run)
+    found["run"] = run
+    return found
 
 
 def weeks(previous: list[dict[str, Any]], current: dict[str, Any]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_side
 from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, EvalLogSource, partition_range
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.report import change_marks, report, with_trends
-from feedback_loop.analysis.run import LABELLED, REPORT_JSON, TREND_JSON, run_analysis, write_s3
+from feedback_loop.analysis.run import LABELLED, REPORT_JSON, run_analysis, write_s3
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
 from feedback_loop.logic.changes import list_changes
@@ -96,18 +96,21 @@ def previous_points(s3: Any, bucket: str, project: str, skipped: Counter[str] | 
             for prefix in page.get("CommonPrefixes", [])]
     points = []
     for run in sorted(runs):
-        for name in (TREND_JSON, REPORT_JSON):
+        def read(name: str, run: str = run) -> bytes | None:
             try:
-                body = json.loads(s3.get_object(Bucket=bucket, Key=f"{root}{run}/{name}")["Body"].read())
-                points.append(body if name == TREND_JSON else trends.point(body, run))
-                break
+                return s3.get_object(Bucket=bucket, Key=f"{root}{run}/{name}")["Body"].read()
             except s3.exceptions.NoSuchKey:
-                continue
-            except (ValueError, KeyError, TypeError):
-                skipped["unreadable_report"] += 1
-                break
-        else:
+                return None
+
+        try:
+            found = trends.load_point(run, read)
+        except (ValueError, KeyError, TypeError):
+            skipped["unreadable_report"] += 1
+            continue
+        if found is None:
             skipped["run_without_report"] += 1
+        else:
+            points.append(found)
     return points
 
 
