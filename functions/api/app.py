@@ -1,6 +1,8 @@
 """The feedback API: API Gateway proxy events in, JSON out. Routes parse, call the domain, shape."""
 
 
+import base64
+import binascii
 import functools
 import json
 import re
@@ -22,7 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.interop import otlp
 from feedback_loop.logic import changes, evals, ingest, summary
+from feedback_loop.logic import otlp as telemetry
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, ChangeName, StoredChange
@@ -114,6 +118,7 @@ def events() -> Any:
 limiter = RateLimiter(table, settings.rate_limit_per_minute, batch=settings.rate_limit_batch or None)
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
+OTLP_PATHS = {"/v1/traces", "/v1/logs"}  # OpenTelemetry exporters' paths: protobuf or JSON, maybe compressed
 RETRY_AFTER_SECONDS = "1"
 DEADLINE_MARGIN_SECONDS = 1.0
 
@@ -157,6 +162,12 @@ def _gatekeeper(event: dict) -> Response | None:
                       [FieldError(field="body", message=f"must be at most {limit} bytes")])
     kind = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), "")
     media = kind.split(";")[0].strip().lower()
+    if event.get("resource") in OTLP_PATHS:  # read by interop/otlp.py, which names what it cannot read
+        if media not in (otlp.PROTOBUF, otlp.JSON):
+            return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"content-type {media!r} is not supported: send OTLP "
+                          f"as {otlp.PROTOBUF} or {otlp.JSON}", [FieldError(
+                              field="content-type", message=f"must be {otlp.PROTOBUF} or {otlp.JSON}")])
+        return None
     if event.get("body") and media and media != "application/json" and not media.endswith("+json"):
         return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"content-type {media!r} is not supported: send JSON",
                       [FieldError(field="content-type", message="must be application/json")])
@@ -261,6 +272,52 @@ def post_evals(batch: Annotated[EvalBatchRequest, Body()]) -> Response[EvalBatch
     _count(Counter({(outcome, "eval_record"): n for outcome, n in (
         ("Accepted", result.accepted), ("Duplicate", result.duplicates), ("Rejected", result.rejected)) if n}))
     return Response(status_code=HTTPStatus.MULTI_STATUS.value, content_type="application/json", body=result)
+
+
+def _otlp(kind: str) -> Response:
+    """An OTLP/HTTP export (interop/otlp.py reads it, logic/otlp.py keeps it): 200 with the
+    export's partial success, 400 naming what cannot be read, 503 when something was not kept
+    (exporters resend on 503; every step is idempotent)."""
+    request = app.current_event
+    headers = {k.lower(): v for k, v in (request.headers or {}).items()}
+    media = headers.get("content-type", "").split(";")[0].strip().lower()
+    body = request.body or ""
+    try:
+        raw = base64.b64decode(body) if request.is_base64_encoded else body.encode("utf-8")
+        export = otlp.decode(kind, raw, media, headers.get("content-encoding"))
+        mapping = otlp.Mapping.from_headers(headers)
+    except otlp.OtlpError as error:
+        return _error(HTTPStatus.BAD_REQUEST, str(error), [FieldError(field=error.field, message=error.message)])
+    except (ValueError, binascii.Error):
+        return _error(HTTPStatus.BAD_REQUEST, "body: is not valid base64",
+                      [FieldError(field="body", message="is not valid base64")])
+    project = app.context["project"]
+    if kind == "traces":
+        spans, unreadable = otlp.spans(export)
+        outcome = telemetry.receive_spans(table, eval_stream(), project, spans, mapping, policy)
+    else:
+        found, unreadable = otlp.log_evaluations(export)
+        outcome = telemetry.receive_evaluations(table, eval_stream(), project, found, mapping, policy)
+    outcome.rejected.update(unreadable)
+    logger.info("otlp export", extra={"kind": kind, "spans": outcome.spans, "evaluations": outcome.evaluations,
+                                      "records": outcome.records, "feedback": outcome.feedback,
+                                      "rejected": dict(outcome.rejected), "passed_over": dict(outcome.passed_over)})
+    if outcome.retry:
+        raise StorageUnavailable("part of the export was not kept")
+    return Response(status_code=HTTPStatus.OK.value, content_type=media,
+                    body=otlp.response(kind, media, sum(outcome.rejected.values()), outcome.message()))
+
+
+@app.post("/v1/traces", include_in_schema=False)  # OTLP/HTTP: described in docs/INTEROP.md, not JSON bodies
+@tracer.capture_method
+def post_traces():  # unannotated: the body is OTLP, read by the route itself
+    return _otlp("traces")
+
+
+@app.post("/v1/logs", include_in_schema=False)
+@tracer.capture_method
+def post_logs():
+    return _otlp("logs")
 
 
 @app.get("/v1/requests/<request_id>/feedback", summary="Feedback summary of one LLM request",

@@ -140,6 +140,39 @@ class FeedbackTable:
             ExpressionAttributeValues=placeholders,
         )
 
+    def merge(self, pk: str, sk: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Sets the attributes, creating the item if need be, and returns the whole item as it is
+        after this write: one UpdateItem, so two callers merging into one item each see the other's
+        attributes or are seen by it (numbers as Decimal, as DynamoDB keeps them)."""
+        names = {f"#f{i}": name for i, name in enumerate(values)}
+        placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}
+        answer = self.client.update_item(
+            TableName=self.table_name,
+            Key=_to_dynamo({"pk": pk, "sk": sk}),
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=placeholders,
+            ReturnValues="ALL_NEW",
+        )
+        return _from_dynamo(answer["Attributes"])
+
+    def merge_many(self, updates: Sequence[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
+        """merge for each (pk, sk, values), WRITE_CONCURRENCY at a time; None for one that failed
+        after the retries or could not be started within the deadline."""
+
+        def one(update: tuple[str, str, dict[str, Any]]) -> dict[str, Any] | None:
+            try:
+                if not self._can_call():
+                    raise StorageUnavailable("no time left to write within the request's budget")
+                return self.merge(*update)
+            except (ClientError, StorageUnavailable):
+                return None
+
+        if len(updates) <= 1:
+            return [one(u) for u in updates]
+        with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(updates))) as pool:
+            return list(pool.map(one, updates))
+
     def add_to_counter(self, pk: str, sk: str, amount: int, expires_at: int) -> int:
         """Adds `amount` to the item's counter `n` (creating the item) and returns the new total.
         One UpdateItem: concurrent callers' additions all count."""

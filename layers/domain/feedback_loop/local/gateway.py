@@ -56,8 +56,12 @@ def _widget_file(name: str) -> Response:
 
 class LocalGateway:
     def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod",
-                 runtime: LocalEndpointRuntime | None = None, responses: dict[str, GatewayResponse] | None = None):
+                 runtime: LocalEndpointRuntime | None = None, responses: dict[str, GatewayResponse] | None = None,
+                 binary_media_types: Iterable[str] | None = None):
         self.functions = functions
+        # the Api's BinaryMediaTypes (SAM writes '/' as '~1'): bodies of these types reach the
+        # function base64-encoded whatever their bytes, as API Gateway passes them
+        self.binary_types = {t.replace("~1", "/").lower() for t in binary_media_types or []}
         self.responses = responses or {}
         self.stage = stage
         self.runtime = runtime
@@ -78,10 +82,14 @@ class LocalGateway:
     # --- translation ----------------------------------------------------------------------------
 
     def proxy_event(self, request: Request, route: Route, path_parameters: dict[str, str], body: bytes) -> dict:
+        media = (request.content_type or "").split(";")[0].strip().lower()
+        binary = media in self.binary_types or f"{media.partition('/')[0]}/*" in self.binary_types
         try:
-            text, encoded = body.decode("utf-8"), False
+            text, encoded = (None, True) if binary else (body.decode("utf-8"), False)
         except UnicodeDecodeError:
-            text, encoded = base64.b64encode(body).decode(), True
+            text, encoded = None, True
+        if encoded:
+            text = base64.b64encode(body).decode()
         headers = {k: v for k, v in request.headers.items()}
         return {
             "resource": route.path,

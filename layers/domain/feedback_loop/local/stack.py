@@ -216,7 +216,8 @@ class LocalStack:
         self.sagemaker.start()
         self.runtime = LocalEndpointRuntime()
         self._gateway = LocalGateway(self.template.routes(), self.functions, runtime=self.runtime,
-                                     responses=gateway_responses(self.template.api_properties()))
+                                     responses=gateway_responses(self.template.api_properties()),
+                                     binary_media_types=self.template.api_properties().get("BinaryMediaTypes"))
         self.api_url = self._gateway.start(self.host, self.api_port)
         os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = self.api_url
         self._write_state()

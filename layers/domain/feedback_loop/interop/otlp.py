@@ -1,0 +1,488 @@
+"""OpenTelemetry in: OTLP/HTTP exports (protobuf or JSON, the official `opentelemetry-proto`
+messages) read into what feedback-loop keeps, without storage (logic/otlp.py pairs and stores).
+
+- **Spans** (`POST /v1/traces`): a span that can be a request (a root span, or one with `gen_ai.*`
+  attributes of the OpenTelemetry GenAI conventions, or an OpenInference span kind) gives the eval
+  record's fields besides its scores (`record_base`): request id (the `Mapping`'s choice: trace id,
+  span id or an attribute), start time, prompt and output where captured, and metadata (model,
+  operation, provider, service, session, trace and span ids, and every `feedback_loop.<field>`
+  attribute as `<field>`: `feedback_loop.user_cohort` is the record's cohort).
+- **Evaluation results** (`gen_ai.evaluation.result`): a span event of the evaluated span, or a log
+  record (`POST /v1/logs`, event name or `event.name` attribute) carrying the evaluated span's
+  trace and span ids: `gen_ai.evaluation.name`, `gen_ai.evaluation.score.value`,
+  `gen_ai.evaluation.score.label`, `gen_ai.evaluation.explanation`. The one the `Mapping` names is
+  the record's `overall` (rescaled from its range to [0, 1]); the others are kept as named scores.
+- **OpenInference annotations** on a span (`annotations.<i>.annotation.{name, score, label,
+  explanation, annotator_kind, identifier, metadata}`): kind HUMAN are people's judgements, read into
+  feedback events the way `feedback-loop import` reads them (interop/mapping.py); LLM and CODE are
+  evaluation results like the above.
+
+OTLP/JSON differs from protobuf's JSON mapping in one point: trace and span ids are hex, not base64
+(read as the specification says). Unknown fields are ignored, as receivers must.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Mapping as MappingType
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from feedback_loop.interop.export import EVENT_NAME
+from feedback_loop.interop.tools import Annotation
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MAX_INFLATED_BYTES = 64 * 1024 * 1024  # what a compressed export may inflate to
+_ANNOTATION = re.compile(r"^annotations\.(\d+)\.annotation\.(\w+)$")
+REQUEST_KINDS = {"LLM", "AGENT", "CHAIN"}  # OpenInference span kinds that can be a request
+PROMPT_KEYS = ("gen_ai.input.messages", "input.value", "gen_ai.prompt", "agentcore.invocation.user_prompt",
+               "gen_ai.prompt.0.content", "llm.input_messages.0.message.content")
+OUTPUT_KEYS = ("gen_ai.output.messages", "output.value", "gen_ai.completion", "agentcore.invocation.agent_response",
+               "gen_ai.completion.0.content", "llm.output_messages.0.message.content")
+METADATA_KEYS = {"model": ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name"),
+                 "operation": ("gen_ai.operation.name", "openinference.span.kind"),
+                 "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider"),
+                 "service": ("service.name",), "session_id": ("session.id", "gen_ai.conversation.id"),
+                 "agent": ("gen_ai.agent.name",)}
+HEADER_OVERALL = "x-feedback-loop-overall"
+HEADER_RANGE = "x-feedback-loop-overall-range"
+HEADER_REQUEST_ID = "x-feedback-loop-request-id"
+
+
+class OtlpError(ValueError):
+    """An export that cannot be read at all (the API's 400), naming what is wrong."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How an app's telemetry maps onto the eval log contract, from the exporter's headers
+    (OTEL_EXPORTER_OTLP_HEADERS): which evaluation is `overall` (x-feedback-loop-overall, default
+    `overall`), the range its scores come in (x-feedback-loop-overall-range `low,high`, default
+    `0,1`), and which id the app's feedback refers to (x-feedback-loop-request-id: `trace`, the
+    default, `span`, or the name of a span attribute such as `gen_ai.response.id`)."""
+
+    overall: str = "overall"
+    low: float = 0.0
+    high: float = 1.0
+    request_id: str = "trace"
+
+    @classmethod
+    def from_headers(cls, headers: MappingType[str, str] | None) -> "Mapping":
+        lower = {k.lower(): v for k, v in (headers or {}).items()}
+        overall = lower.get(HEADER_OVERALL, "overall").strip()
+        request_id = lower.get(HEADER_REQUEST_ID, "trace").strip()
+        if not overall or len(overall) > 200:
+            raise OtlpError(HEADER_OVERALL, "must name an evaluation (1-200 characters)")
+        if not request_id or len(request_id) > 200:
+            raise OtlpError(HEADER_REQUEST_ID, "must be trace, span or a span attribute's name")
+        low, high = 0.0, 1.0
+        if HEADER_RANGE in lower:
+            try:
+                low, high = (float(part) for part in lower[HEADER_RANGE].split(","))
+            except ValueError:
+                raise OtlpError(HEADER_RANGE, "must be two numbers, low,high (for example 1,5)") from None
+            if not low < high or not all(abs(x) < 1e12 for x in (low, high)):
+                raise OtlpError(HEADER_RANGE, "low must be below high")
+        return cls(overall=overall, low=low, high=high, request_id=request_id)
+
+    def overall_score(self, raw: float) -> float:
+        return (raw - self.low) / (self.high - self.low)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation result of one span."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    score: float | None
+    label: str | None
+    explanation: str | None
+
+
+@dataclass
+class Span:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    start: datetime
+    end: datetime | None
+    attributes: dict[str, Any]  # the resource's, then the span's own
+    evaluations: list[Evaluation] = field(default_factory=list)
+    annotations: list[Annotation] = field(default_factory=list)  # people's (OpenInference HUMAN)
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+def _inflate(body: bytes, encoding: str | None) -> bytes:
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise OtlpError("content-encoding", f"{encoding!r} is not supported: gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
+    except zlib.error as error:
+        raise OtlpError("body", f"is not valid {encoding} data ({error})") from None
+    if len(out) > MAX_INFLATED_BYTES:
+        raise OtlpError("body", f"inflates to more than {MAX_INFLATED_BYTES:,} bytes")
+    return out
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """OTLP/JSON's hex ids into protobuf JSON's base64, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id") \
+                    and isinstance(value, str) and value and re.fullmatch(r"[0-9a-fA-F]+", value) and len(value) % 2 == 0:
+                node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            elif key != "attributes":  # attribute values are never ids
+                _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for value in node:
+            _hex_ids_to_base64(value)
+
+
+def decode(kind: str, body: bytes, content_type: str | None, encoding: str | None = None) -> Any:
+    """The ExportTraceServiceRequest (`kind` traces) or ExportLogsServiceRequest (logs) in the body."""
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+
+    message_type = _request_type(kind)
+    media = (content_type or "").split(";")[0].strip().lower()
+    raw = _inflate(body, encoding)
+    message = message_type()
+    if media == PROTOBUF:
+        try:
+            message.ParseFromString(raw)
+        except DecodeError as error:
+            raise OtlpError("body", f"is not an OTLP {kind} protobuf message ({error})") from None
+        return message
+    if media != JSON:
+        raise OtlpError("content-type", f"{media!r} is not supported: {PROTOBUF} or {JSON}")
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise OtlpError("body", f"is not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise OtlpError("body", f"must be an OTLP {kind} JSON object")
+    _hex_ids_to_base64(document)
+    try:
+        return json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        raise OtlpError("body", f"is not an OTLP {kind} JSON message ({error})") from None
+
+
+def _request_type(kind: str) -> Any:
+    if kind == "traces":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        return ExportTraceServiceRequest
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    return ExportLogsServiceRequest
+
+
+def response(kind: str, media: str, rejected: int, message: str) -> bytes | str:
+    """The export's answer (ExportTraceServiceResponse or ExportLogsServiceResponse) in the
+    request's encoding, with partial_success when something was rejected or needs saying."""
+    from google.protobuf import json_format
+
+    if kind == "traces":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse as Answer
+        counted = "rejected_spans"
+    else:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse as Answer
+        counted = "rejected_log_records"
+    answer = Answer()
+    if rejected or message:
+        setattr(answer.partial_success, counted, rejected)
+        answer.partial_success.error_message = message
+    if media == PROTOBUF:
+        return answer.SerializeToString()
+    return json_format.MessageToJson(answer, indent=None)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def value_of(any_value: Any) -> Any:
+    """An AnyValue as Python: text, bool, int, float, list, dict (bytes as base64 text)."""
+    kind = any_value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [value_of(v) for v in any_value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: value_of(kv.value) for kv in any_value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(any_value.bytes_value).decode()
+    return getattr(any_value, kind)
+
+
+def attributes_of(key_values: Iterable[Any]) -> dict[str, Any]:
+    return {kv.key: value_of(kv.value) for kv in key_values}
+
+
+def _moment(nanos: int) -> datetime | None:
+    return datetime.fromtimestamp(nanos / 1e9, timezone.utc) if nanos else None
+
+
+def _id(raw: bytes, size: int) -> str | None:
+    """A trace (16 bytes) or span (8 bytes) id as lower-case hex; None if absent, all zero or of
+    another length."""
+    return raw.hex() if len(raw) == size and any(raw) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def evaluation_from(trace_id: str, span_id: str, attributes: dict[str, Any]) -> Evaluation | None:
+    """A gen_ai.evaluation.result's attributes as an Evaluation (None without a name)."""
+    name = attributes.get("gen_ai.evaluation.name")
+    if not isinstance(name, str) or not name:
+        return None
+    return Evaluation(trace_id=trace_id, span_id=span_id, name=name,
+                      score=_number(attributes.get("gen_ai.evaluation.score.value")),
+                      label=_text(attributes.get("gen_ai.evaluation.score.label")),
+                      explanation=_text(attributes.get("gen_ai.evaluation.explanation")))
+
+
+def _annotations(span: Span) -> None:
+    """OpenInference annotations among the span's attributes, into its evaluations (LLM, CODE) or
+    its people's annotations (HUMAN)."""
+    found: dict[int, dict[str, Any]] = {}
+    for key, value in span.attributes.items():
+        match = _ANNOTATION.match(key)
+        if match:
+            found.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    for index in sorted(found):
+        note = found[index]
+        name = note.get("name")
+        if not isinstance(name, str) or not name:
+            continue
+        score = _number(note.get("score"))
+        label = _text(note.get("label"))
+        explanation = _text(note.get("explanation"))
+        if str(note.get("annotator_kind", "")).upper() != "HUMAN":
+            span.evaluations.append(Evaluation(span.trace_id, span.span_id, name, score, label, explanation))
+            continue
+        metadata = note.get("metadata")
+        if isinstance(metadata, str):
+            try:
+                metadata = json.loads(metadata)
+            except ValueError:
+                metadata = None
+        metadata = metadata if isinstance(metadata, dict) else {}
+        identifier = note.get("identifier")
+        span.annotations.append(Annotation(
+            tool="openinference", annotation_id=f"{span.trace_id}-{span.span_id}-{identifier or index}-{name}",
+            trace_id=span.trace_id, span_id=span.span_id, name=name, human=True,
+            value=score if score is not None else label, explanation=explanation, at=span.end or span.start,
+            user_id=_text(metadata.get("user_id") or span.attributes.get("user.id")), metadata=metadata))
+
+
+def spans(request: Any) -> tuple[list[Span], Counter[str]]:
+    """The spans of an ExportTraceServiceRequest with their evaluations and people's annotations,
+    and the spans that could not be read, by reason."""
+    found: list[Span] = []
+    rejected: Counter[str] = Counter()
+    for resource_spans in request.resource_spans:
+        resource = attributes_of(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for raw in scope_spans.spans:
+                trace_id, span_id = _id(raw.trace_id, 16), _id(raw.span_id, 8)
+                if trace_id is None or span_id is None:
+                    rejected["invalid_trace_or_span_id"] += 1
+                    continue
+                start = _moment(raw.start_time_unix_nano)
+                if start is None:
+                    rejected["no_start_time"] += 1
+                    continue
+                span = Span(trace_id=trace_id, span_id=span_id, parent_span_id=_id(raw.parent_span_id, 8) or "",
+                            name=raw.name, start=start, end=_moment(raw.end_time_unix_nano),
+                            attributes={**resource, **attributes_of(raw.attributes)})
+                for event in raw.events:
+                    if event.name == EVENT_NAME:
+                        evaluation = evaluation_from(trace_id, span_id, attributes_of(event.attributes))
+                        if evaluation is not None:
+                            span.evaluations.append(evaluation)
+                _annotations(span)
+                found.append(span)
+    return found, rejected
+
+
+def log_evaluations(request: Any) -> tuple[list[Evaluation], Counter[str]]:
+    """The gen_ai.evaluation.result events among an ExportLogsServiceRequest's records (other log
+    records are not ours and are passed over), and those that could not be used, by reason."""
+    found: list[Evaluation] = []
+    rejected: Counter[str] = Counter()
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                attributes = attributes_of(record.attributes)
+                if EVENT_NAME not in (getattr(record, "event_name", ""), attributes.get("event.name")):
+                    continue
+                trace_id, span_id = _id(record.trace_id, 16), _id(record.span_id, 8)
+                if trace_id is None or span_id is None:
+                    rejected["evaluation_without_span_context"] += 1
+                    continue
+                evaluation = evaluation_from(trace_id, span_id, attributes)
+                if evaluation is None:
+                    rejected["evaluation_without_name"] += 1
+                    continue
+                found.append(evaluation)
+    return found, rejected
+
+
+# --- mapping -------------------------------------------------------------------------------------
+
+def can_be_request(span: Span) -> bool:
+    """Whether the span may be what a request id names: a root span, a GenAI or OpenInference
+    request span, or one that was evaluated."""
+    kind = str(span.attributes.get("openinference.span.kind", "")).upper()
+    return (not span.parent_span_id or kind in REQUEST_KINDS or bool(span.evaluations)
+            or any(key.startswith("gen_ai.") for key in span.attributes))
+
+
+def request_id_of(span: Span, mapping: Mapping) -> str | None:
+    if mapping.request_id == "trace":
+        return span.trace_id
+    if mapping.request_id == "span":
+        return span.span_id
+    value = span.attributes.get(mapping.request_id)
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
+
+
+def _first(attributes: dict[str, Any], keys: Iterable[str]) -> Any:
+    return next((attributes[k] for k in keys if attributes.get(k) not in (None, "", [])), None)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
+    """The eval record of the span without its scores (module docstring), or None when the span
+    has no request id under the mapping."""
+    request_id = request_id_of(span, mapping)
+    if request_id is None:
+        return None
+    a = span.attributes
+    metadata: dict[str, Any] = {name: str(v) for name, keys in METADATA_KEYS.items()
+                                if (v := _first(a, keys)) is not None}
+    metadata.update({key.removeprefix("feedback_loop."): v if isinstance(v, str) else json.dumps(v)
+                     for key, v in a.items() if key.startswith("feedback_loop.") and v not in (None, "")})
+    metadata.update({"span_name": span.name, "trace_id": span.trace_id, "span_id": span.span_id,
+                     "source": "otlp"})
+    record: dict[str, Any] = {"request_id": request_id, "timestamp": _timestamp(span.start)}
+    for name, keys in (("prompt", PROMPT_KEYS), ("output", OUTPUT_KEYS)):
+        value = _first(a, keys)
+        if value is not None:
+            record[name] = _parsed(value)
+    record["metadata"] = metadata
+    return record
+
+
+def _parsed(value: Any) -> Any:
+    """Messages that the conventions carry as JSON text, as JSON; other text as it is."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def scored_record(base: dict[str, Any], scores: dict[str, float], mapping: Mapping) -> dict[str, Any]:
+    """The eval record: the span's fields with its scores, the mapped evaluation as `overall`
+    (rescaled to [0, 1]) and every other as itself (one named `overall` besides is kept as
+    `overall_reported`)."""
+    others = {("overall_reported" if name == "overall" else name): v
+              for name, v in scores.items() if name != mapping.overall}
+    return {**base, "eval_scores": {"overall": mapping.overall_score(scores[mapping.overall]), **others},
+            "metadata": {**base.get("metadata", {}), "overall_evaluation": mapping.overall}}
+
+
+def hex_or_none(value: Any, size: int) -> str | None:
+    """A hex id as CloudWatch's OTel records write it (or base64, as some exporters do), checked."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        raw = bytes.fromhex(value) if re.fullmatch(r"[0-9a-fA-F]+", value) else base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return _id(raw, size)
+
+
+def _flat_attributes(value: Any) -> dict[str, Any]:
+    """Attributes as a flat object (CloudWatch's OTel records) or an OTLP/JSON key-value list."""
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        from google.protobuf import json_format
+        from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+        out = {}
+        for item in value:
+            try:
+                kv = json_format.ParseDict(item, KeyValue(), ignore_unknown_fields=True)
+            except (json_format.ParseError, ValueError, TypeError):
+                continue
+            out[kv.key] = value_of(kv.value)
+        return out
+    return {}
+
+
+def from_cloudwatch(document: dict[str, Any]) -> Span | Evaluation | None:
+    """One OpenTelemetry record as CloudWatch Logs keeps it (AgentCore's evaluation results, and
+    spans in `aws/spans` under Transaction Search): a JSON object with `traceId`, `spanId`,
+    `attributes` (flat), `resource.attributes`, and for a span `name` and `startTimeUnixNano`. An
+    evaluation result, a span, or None for anything else."""
+    attributes = {**_flat_attributes((document.get("resource") or {}).get("attributes")),
+                  **_flat_attributes(document.get("attributes"))}
+    trace_id = hex_or_none(document.get("traceId") or document.get("trace_id"), 16)
+    span_id = hex_or_none(document.get("spanId") or document.get("span_id"), 8)
+    if trace_id is None or span_id is None:
+        return None
+    if "gen_ai.evaluation.name" in attributes:
+        return evaluation_from(trace_id, span_id, attributes)
+    start = _number(document.get("startTimeUnixNano"))
+    if not start or not isinstance(document.get("name"), str):
+        return None
+    end = _number(document.get("endTimeUnixNano"))
+    span = Span(trace_id=trace_id, span_id=span_id,
+                parent_span_id=hex_or_none(document.get("parentSpanId"), 8) or "", name=document["name"],
+                start=_moment(int(start)), end=_moment(int(end)) if end else None, attributes=attributes)
+    _annotations(span)
+    return span

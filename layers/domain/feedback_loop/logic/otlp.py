@@ -1,0 +1,184 @@
+"""OpenTelemetry into eval records and feedback (interop/otlp.py reads the exports).
+
+A span and its evaluation results arrive apart: an SDK exports spans and log records through two
+exporters, an evaluator scores a span minutes or hours after it ended, and either may come first.
+So each (project, trace, span) that can be a request has one table item that both sides write into
+(`FeedbackTable.merge`: one UpdateItem that returns the whole item): the span's record fields from
+the traces, each evaluation's score (`score:<name>`) from the span's own events, the logs or
+annotations. The write that leaves the item holding both the span and the evaluation the mapping
+names `overall` sends the record to the eval-log stream (logic/evals.record_evals: once per
+request id) and marks the item `emitted`; scores arriving after that are not added (counted as
+`late_scores`). Items expire after PENDING_DAYS (the table's TTL), whether completed or not.
+
+People's OpenInference annotations (HUMAN) become feedback events (logic/ingest.record_batch) with
+ids derived from the span and the annotation, so a resent export stores nothing twice.
+
+Nothing is acknowledged that was not kept: when a write or the stream fails, the outcome says
+`retry` and the API answers 503, which OTLP exporters resend; every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from feedback_loop.dal.store import FeedbackTable
+from feedback_loop.interop import otlp
+from feedback_loop.interop.mapping import convert
+from feedback_loop.logic import evals, ingest
+from feedback_loop.logic.ingest import IngestPolicy
+
+PENDING_DAYS = 14
+SCORE = "score:"
+EMITTED = "emitted"
+MAX_RECORDS_A_CALL = 500
+
+
+@dataclass
+class Outcome:
+    """What one export gave: spans kept, records sent to the eval log, feedback events stored, and
+    what was refused (by reason: the export's partial success)."""
+
+    spans: int = 0
+    evaluations: int = 0
+    records: int = 0
+    feedback: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    passed_over: Counter[str] = field(default_factory=Counter)  # not refused, not used: said, not counted
+    retry: bool = False
+
+    def message(self) -> str:
+        parts = [f"{n} {reason}" for reason, n in sorted(self.rejected.items())]
+        parts += [f"{n} {reason}" for reason, n in sorted(self.passed_over.items())]
+        return "; ".join(parts)
+
+
+def pair_key(project: str, trace_id: str, span_id: str) -> tuple[str, str]:
+    return f"OTEL#{project}#{trace_id}#{span_id}", "OTEL"
+
+
+def _expires(now: datetime) -> int:
+    return int((now + timedelta(days=PENDING_DAYS)).timestamp())
+
+
+def _scores(item: dict[str, Any]) -> dict[str, float]:
+    return {key[len(SCORE):]: float(value) for key, value in item.items() if key.startswith(SCORE)}
+
+
+def _score_values(evaluations: Sequence[otlp.Evaluation], outcome: Outcome) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for evaluation in evaluations:
+        if evaluation.score is None:
+            outcome.passed_over["evaluations_without_a_numeric_score"] += 1
+            continue
+        values[SCORE + evaluation.name] = Decimal(repr(evaluation.score))
+        outcome.evaluations += 1
+    return values
+
+
+def _merge(table: FeedbackTable, project: str, updates: list[tuple[str, str, dict[str, Any]]],
+           outcome: Outcome, now: datetime) -> list[dict[str, Any]]:
+    """Each (trace, span, values) merged into its item; the items after."""
+    calls = [(*pair_key(project, trace, span), {**values, "entity": "otel", "expires_at": _expires(now)})
+             for trace, span, values in updates]
+    merged = table.merge_many(calls)
+    if any(item is None for item in merged):
+        outcome.retry = True
+    return [item for item in merged if item is not None]
+
+
+def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items: list[dict[str, Any]],
+             mapping: otlp.Mapping, policy: IngestPolicy, outcome: Outcome, now: datetime) -> None:
+    """The records of the items that hold their span and their overall score, once."""
+    ready = []
+    for item in items:
+        scores = _scores(item)
+        if item.get(EMITTED):
+            if set(scores) - set(item.get("emitted_scores", [])):
+                outcome.passed_over["late_scores"] += 1
+            continue
+        if "span" in item and mapping.overall in scores:
+            ready.append((item, otlp.scored_record(json.loads(item["span"]), scores, mapping)))
+    for start in range(0, len(ready), MAX_RECORDS_A_CALL):
+        chunk = ready[start:start + MAX_RECORDS_A_CALL]
+        result = evals.record_evals(table, stream, project, [record for _, record in chunk], policy, now)
+        done = []
+        for (item, record), answer in zip(chunk, result.results):
+            if answer.status == 503:
+                outcome.retry = True
+                continue
+            if answer.status == 201:
+                outcome.records += 1
+            elif answer.status != 200:
+                fields = ",".join(sorted({e.field for e in answer.errors})) or "record"
+                outcome.rejected[f"record_refused_{answer.status}:{fields}"] += 1
+            done.append((item["pk"], item["sk"], {EMITTED: record["request_id"],
+                                                 "emitted_scores": sorted(_scores(item))}))
+        if any(marked is None for marked in table.merge_many(done)):
+            outcome.retry = True  # delivered; a resend finds the record accepted and marks it
+
+
+def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, spans: Sequence[otlp.Span],
+                  mapping: otlp.Mapping, policy: IngestPolicy, now: datetime | None = None) -> Outcome:
+    """Spans (with their own evaluations and annotations) into pending items, records and feedback."""
+    now = now or datetime.now(timezone.utc)
+    outcome = Outcome()
+    updates = []
+    people = []
+    for span in spans:
+        if not otlp.can_be_request(span):
+            continue
+        base = otlp.record_base(span, mapping)
+        if base is None:
+            outcome.passed_over[f"spans_without_{mapping.request_id}"] += 1
+            continue
+        updates.append((span.trace_id, span.span_id,
+                        {"span": json.dumps(base, ensure_ascii=False), **_score_values(span.evaluations, outcome)}))
+        people += [_with_request_id(a, base["request_id"]) for a in span.annotations]
+        outcome.spans += 1
+    _deliver(table, stream, project, _merge(table, project, updates, outcome, now), mapping, policy, outcome, now)
+    if people:
+        _feedback(table, project, people, policy, outcome, now)
+    return outcome
+
+
+def receive_evaluations(table: FeedbackTable, stream: evals.EvalStream, project: str,
+                        evaluations: Sequence[otlp.Evaluation], mapping: otlp.Mapping, policy: IngestPolicy,
+                        now: datetime | None = None) -> Outcome:
+    """Evaluation results (from log records) into their spans' items, and the records they complete."""
+    now = now or datetime.now(timezone.utc)
+    outcome = Outcome()
+    by_span: dict[tuple[str, str], list[otlp.Evaluation]] = {}
+    for evaluation in evaluations:
+        by_span.setdefault((evaluation.trace_id, evaluation.span_id), []).append(evaluation)
+    updates = [(trace, span, values) for (trace, span), found in by_span.items()
+               if (values := _score_values(found, outcome))]
+    _deliver(table, stream, project, _merge(table, project, updates, outcome, now), mapping, policy, outcome, now)
+    return outcome
+
+
+def _with_request_id(annotation: Any, request_id: str) -> Any:
+    from dataclasses import replace
+
+    return replace(annotation, trace_id=request_id)
+
+
+def _feedback(table: FeedbackTable, project: str, annotations: list[Any], policy: IngestPolicy,
+              outcome: Outcome, now: datetime) -> None:
+    imported = convert(annotations, request_id="trace")
+    for reason, n in imported.skipped.items():
+        outcome.rejected[f"annotation_{reason}"] += n
+    for start in range(0, len(imported.feedback), 500):
+        result = ingest.record_batch(table, project, imported.feedback[start:start + 500], policy, now)
+        for item in result.results:
+            if item.status == 503:
+                outcome.retry = True
+            elif item.status == 201:
+                outcome.feedback += 1
+            elif item.status != 200:
+                outcome.rejected[f"feedback_refused_{item.status}"] += 1

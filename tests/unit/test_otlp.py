@@ -1,0 +1,243 @@
+"""OpenTelemetry in: reading OTLP exports (interop/otlp.py) and pairing spans with their evaluation
+results whatever their order (logic/otlp.py), against a table in memory and a stream that can
+refuse."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.proto")
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs  # noqa: E402
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span  # noqa: E402
+
+from feedback_loop.interop import otlp  # noqa: E402
+from feedback_loop.logic import evals  # noqa: E402
+from feedback_loop.logic import otlp as telemetry  # noqa: E402
+from feedback_loop.logic.ingest import IngestPolicy  # noqa: E402
+
+from .test_evals import Client  # noqa: E402
+from .test_ingest import FlakyTable  # noqa: E402
+
+TRACE, SPAN = bytes.fromhex("5b8efff798038103d269b633813fc60c"), bytes.fromhex("eee19b7ec3c1b174")
+START = 1_779_000_000_000_000_000
+
+
+def kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        wrapped = AnyValue(bool_value=value)
+    elif isinstance(value, int):
+        wrapped = AnyValue(int_value=value)
+    elif isinstance(value, float):
+        wrapped = AnyValue(double_value=value)
+    else:
+        wrapped = AnyValue(string_value=value)
+    return KeyValue(key=key, value=wrapped)
+
+
+def evaluation(name: str, score: float) -> list[KeyValue]:
+    return [kv("gen_ai.evaluation.name", name), kv("gen_ai.evaluation.score.value", score)]
+
+
+def traces(*spans: Span, resource: dict[str, Any] | None = None) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    for key, value in (resource or {}).items():
+        request.resource_spans[0].resource.attributes.append(kv(key, value))
+    return request
+
+
+def chat(trace_id: bytes = TRACE, span_id: bytes = SPAN, scores: dict[str, float] | None = None, **attributes: Any) -> Span:
+    span = Span(trace_id=trace_id, span_id=span_id, name="chat", start_time_unix_nano=START,
+                end_time_unix_nano=START + 10**9,
+                attributes=[kv("gen_ai.operation.name", "chat"), *(kv(k, v) for k, v in attributes.items())])
+    for name, score in (scores or {}).items():
+        span.events.add(name=otlp.EVENT_NAME, attributes=evaluation(name, score))
+    return span
+
+
+def logs(*scores: tuple[bytes, bytes, str, float]) -> ExportLogsServiceRequest:
+    records = [LogRecord(trace_id=t, span_id=s, event_name=otlp.EVENT_NAME, attributes=evaluation(n, v))
+               for t, s, n, v in scores]
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])])
+
+
+class MemoryTable(FlakyTable):
+    """FlakyTable with merges; a merge into an item whose pk holds a text of `fail` fails."""
+
+    def __init__(self, fail: set[str] | None = None):
+        super().__init__(refuse=set())
+        self.fail = fail or set()
+
+    def merge_many(self, updates: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
+        out = []
+        for pk, sk, values in updates:
+            if any(text in pk for text in self.fail):
+                out.append(None)
+                continue
+            item = self.items.setdefault((pk, sk), {"pk": pk, "sk": sk})
+            item.update(values)
+            out.append(dict(item))
+        return out
+
+
+class Stream(Client):
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for call in self.calls for line in call]
+
+
+def receive(table: MemoryTable, stream: Stream, request: Any, mapping: otlp.Mapping = otlp.Mapping()) -> telemetry.Outcome:
+    eval_stream = evals.EvalStream(stream, "s")
+    if isinstance(request, ExportTraceServiceRequest):
+        spans, _ = otlp.spans(request)
+        return telemetry.receive_spans(table, eval_stream, "p", spans, mapping, IngestPolicy())
+    found, _ = otlp.log_evaluations(request)
+    return telemetry.receive_evaluations(table, eval_stream, "p", found, mapping, IngestPolicy())
+
+
+@pytest.mark.parametrize("order", ["span_first", "scores_first", "inline"])
+def test_a_span_and_its_overall_score_make_one_record_whatever_comes_first(order: str) -> None:
+    table, stream = MemoryTable(), Stream()
+    mapping = otlp.Mapping(overall="helpfulness", low=1, high=5)
+    span = chat(scores={"helpfulness": 4, "toxicity": 0.0} if order == "inline" else None,
+                **{"feedback_loop.user_cohort": "pro"})
+    steps = {"span_first": [traces(span), logs((TRACE, SPAN, "toxicity", 0.0)), logs((TRACE, SPAN, "helpfulness", 4))],
+             "scores_first": [logs((TRACE, SPAN, "helpfulness", 4), (TRACE, SPAN, "toxicity", 0.0)), traces(span)],
+             "inline": [traces(span)]}[order]
+    outcomes = [receive(table, stream, step, mapping) for step in steps]
+    assert sum(o.records for o in outcomes) == 1 and not any(o.retry for o in outcomes)
+    [line] = stream.lines()
+    assert line["request_id"] == TRACE.hex() and line["eval_scores"] == {"overall": 0.75, "toxicity": 0.0}
+    assert line["timestamp"] == "2026-05-17T06:40:00.000000Z"
+    assert line["metadata"]["user_cohort"] == "pro" and line["_feedback_loop"]["project"] == "p"
+    # sent again (an exporter's retry): nothing delivered twice; a late score is said, not sent
+    again = receive(table, stream, traces(span), mapping)
+    late = receive(table, stream, logs((TRACE, SPAN, "relevance", 0.5)), mapping)
+    assert len(stream.lines()) == 1 and again.records == 0 and late.passed_over["late_scores"] == 1
+
+
+def test_nothing_is_acknowledged_that_was_not_kept() -> None:
+    table, stream = MemoryTable(fail={SPAN.hex()}), Stream()
+    outcome = receive(table, stream, traces(chat(scores={"overall": 0.9})))
+    assert outcome.retry and not stream.calls  # the item could not be written: 503, the exporter resends
+    table.fail.clear()
+    refused = receive(table, stream, traces(chat(scores={"overall": 0.9}, **{"feedback_loop.x": "refuse-me"})))
+    assert refused.retry and refused.records == 0  # the stream did not take it: not marked, sent again later
+    assert not any(item.get(telemetry.EMITTED) for item in table.items.values())
+    taken = receive(table, stream, traces(chat(scores={"overall": 0.9})))
+    assert not taken.retry and taken.records == 1
+
+
+def test_refused_records_and_unusable_evaluations_are_counted_by_reason() -> None:
+    table, stream = MemoryTable(), Stream()
+    out_of_range = receive(table, stream, traces(chat(scores={"overall": 1.5})))
+    assert out_of_range.rejected == {"record_refused_422:eval_scores.overall": 1} and not stream.calls
+    found, rejected = otlp.log_evaluations(logs((b"", b"", "overall", 0.5), (TRACE, SPAN, "", 0.5)))
+    assert not found and rejected == {"evaluation_without_span_context": 1, "evaluation_without_name": 1}
+    spans, rejected = otlp.spans(traces(chat(span_id=b"\0" * 8), Span(trace_id=TRACE, span_id=SPAN, name="x")))
+    assert not spans and rejected == {"invalid_trace_or_span_id": 1, "no_start_time": 1}
+    # two evaluated spans of one trace, request id = trace: the second is a conflict, said
+    other = chat(span_id=bytes.fromhex("aaaaaaaaaaaaaaaa"), scores={"overall": 0.2})
+    both = receive(MemoryTable(), Stream(), traces(chat(scores={"overall": 0.9}), other))
+    assert both.records == 1 and both.rejected == {"record_refused_409:request_id": 1}
+
+
+def test_the_request_id_and_the_fields_each_mapping_reads() -> None:
+    span = chat(**{"gen_ai.response.id": "chatcmpl-1", "gen_ai.request.model": "m-1", "gen_ai.input.messages":
+                   '[{"role": "user", "content": "hi"}]', "output.value": "hello", "session.id": "s-9"})
+    [read], _ = otlp.spans(traces(span, resource={"service.name": "bot", "feedback_loop.prompt_version": "v7"}))
+    base = otlp.record_base(read, otlp.Mapping(request_id="gen_ai.response.id"))
+    assert base["request_id"] == "chatcmpl-1" and base["prompt"] == [{"role": "user", "content": "hi"}]
+    assert base["output"] == "hello"
+    assert {k: base["metadata"][k] for k in ("model", "operation", "service", "session_id", "prompt_version")} == {
+        "model": "m-1", "operation": "chat", "service": "bot", "session_id": "s-9", "prompt_version": "v7"}
+    assert otlp.record_base(read, otlp.Mapping(request_id="span"))["request_id"] == SPAN.hex()
+    assert otlp.record_base(read, otlp.Mapping(request_id="no.such.attribute")) is None
+    # a child span that is not a GenAI one is not a request; a root span is
+    plain = Span(trace_id=TRACE, span_id=SPAN, parent_span_id=b"\1" * 8, name="db", start_time_unix_nano=START)
+    root = Span(trace_id=TRACE, span_id=SPAN, name="POST /chat", start_time_unix_nano=START)
+    assert [otlp.can_be_request(s) for s in otlp.spans(traces(plain, root))[0]] == [False, True]
+
+
+def test_mapping_headers() -> None:
+    mapping = otlp.Mapping.from_headers({"X-Feedback-Loop-Overall": "Builtin.Helpfulness",
+                                         "x-feedback-loop-overall-range": "1, 5", "x-feedback-loop-request-id": "span"})
+    assert (mapping.overall, mapping.low, mapping.high, mapping.request_id) == ("Builtin.Helpfulness", 1, 5, "span")
+    assert mapping.overall_score(2) == 0.25 and otlp.Mapping.from_headers({}) == otlp.Mapping()
+    for bad in ("5,1", "1", "a,b"):
+        with pytest.raises(otlp.OtlpError) as error:
+            otlp.Mapping.from_headers({"x-feedback-loop-overall-range": bad})
+        assert error.value.field == "x-feedback-loop-overall-range"
+
+
+def test_otlp_json_protobuf_and_compression_read_the_same() -> None:
+    request = traces(chat(scores={"overall": 0.5}))
+    binary = request.SerializeToString()
+    from google.protobuf.json_format import MessageToDict
+
+    document = MessageToDict(request)  # protobuf's JSON: base64 ids; OTLP/JSON's are hex
+    span = document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["traceId"], span["spanId"] = TRACE.hex().upper(), SPAN.hex()
+    span["unknownField"] = {"ignored": True}
+    text = json.dumps(document).encode()
+    read = [otlp.decode("traces", binary, otlp.PROTOBUF),
+            otlp.decode("traces", gzip.compress(binary), otlp.PROTOBUF, "gzip"),
+            otlp.decode("traces", zlib.compress(binary), otlp.PROTOBUF, "deflate"),
+            otlp.decode("traces", text, "application/json; charset=utf-8"),
+            otlp.decode("traces", gzip.compress(text), otlp.JSON, "gzip")]
+    assert all(r == request for r in read)
+    for body, media, encoding, field in ((b"\x0a\xff", otlp.PROTOBUF, None, "body"), (b"[]", otlp.JSON, None, "body"),
+                                         (b"{", otlp.JSON, None, "body"), (binary, "text/plain", None, "content-type"),
+                                         (binary, otlp.PROTOBUF, "br", "content-encoding"),
+                                         (binary, otlp.PROTOBUF, "gzip", "body")):
+        with pytest.raises(otlp.OtlpError) as error:
+            otlp.decode("traces", body, media, encoding)
+        assert error.value.field == field
+
+
+def test_a_compressed_body_inflating_past_the_limit_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(otlp, "MAX_INFLATED_BYTES", 1000)
+    with pytest.raises(otlp.OtlpError, match="inflates to more than"):
+        otlp.decode("traces", gzip.compress(b"\0" * 10_000), otlp.PROTOBUF, "gzip")
+
+
+def test_openinference_annotations_split_into_scores_and_peoples_feedback() -> None:
+    span = chat(**{"annotations.0.annotation.name": "correctness", "annotations.0.annotation.score": 0.8,
+                   "annotations.0.annotation.annotator_kind": "LLM",
+                   "annotations.1.annotation.name": "user_feedback", "annotations.1.annotation.label": "thumbs_up",
+                   "annotations.1.annotation.annotator_kind": "HUMAN",
+                   "annotations.1.annotation.metadata": '{"user_id": "u-1"}'})
+    [read], _ = otlp.spans(traces(span))
+    assert [(e.name, e.score) for e in read.evaluations] == [("correctness", 0.8)]
+    [person] = read.annotations
+    assert (person.value, person.user_id, person.human) == ("thumbs_up", "u-1", True)
+    table, stream = MemoryTable(), Stream()
+    outcome = receive(table, stream, traces(span), otlp.Mapping(overall="correctness"))
+    assert outcome.feedback == 1 and outcome.records == 1
+    [stored] = [i for i in table.items.values() if i.get("feedback_type")]
+    assert (stored["feedback_type"], stored["request_id"], stored["user_id"]) == ("explicit_thumbs_up", TRACE.hex(), "u-1")
+    assert receive(table, stream, traces(span), otlp.Mapping(overall="correctness")).feedback == 0  # once
+
+
+def test_records_as_cloudwatch_keeps_them() -> None:
+    """AgentCore's evaluation results and Transaction Search's spans: flat JSON objects."""
+    result = otlp.from_cloudwatch({"traceId": TRACE.hex(), "spanId": SPAN.hex(), "timeUnixNano": START,
+                                   "attributes": {"gen_ai.evaluation.name": "Builtin.Helpfulness",
+                                                  "gen_ai.evaluation.score.value": 0.83,
+                                                  "gen_ai.evaluation.score.label": "Very Helpful", "session.id": "s"},
+                                   "body": {"explanation": "..."}})
+    assert result == otlp.Evaluation(TRACE.hex(), SPAN.hex(), "Builtin.Helpfulness", 0.83, "Very Helpful", None)
+    span = otlp.from_cloudwatch({"traceId": TRACE.hex(), "spanId": SPAN.hex(), "name": "invoke_agent",
+                                 "startTimeUnixNano": START, "endTimeUnixNano": START + 10**9,
+                                 "attributes": {"gen_ai.operation.name": "invoke_agent", "session.id": "s"},
+                                 "resource": {"attributes": {"service.name": "agent"}}})
+    assert isinstance(span, otlp.Span) and span.start == datetime.fromtimestamp(START / 1e9, timezone.utc)
+    assert span.attributes["service.name"] == "agent" and otlp.can_be_request(span)
+    assert otlp.from_cloudwatch({"message": "plain log line"}) is None
