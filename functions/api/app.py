@@ -24,9 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
-from feedback_loop.interop import otlp
 from feedback_loop.logic import changes, evals, ingest, summary
-from feedback_loop.logic import otlp as telemetry
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, ChangeName, StoredChange
@@ -119,6 +117,7 @@ limiter = RateLimiter(table, settings.rate_limit_per_minute, batch=settings.rate
 policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 OTLP_PATHS = {"/v1/traces", "/v1/logs"}  # OpenTelemetry exporters' paths: protobuf or JSON, maybe compressed
+OTLP_MEDIA = ("application/x-protobuf", "application/json")
 RETRY_AFTER_SECONDS = "1"
 DEADLINE_MARGIN_SECONDS = 1.0
 
@@ -163,10 +162,10 @@ def _gatekeeper(event: dict) -> Response | None:
     kind = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), "")
     media = kind.split(";")[0].strip().lower()
     if event.get("resource") in OTLP_PATHS:  # read by interop/otlp.py, which names what it cannot read
-        if media not in (otlp.PROTOBUF, otlp.JSON):
+        if media not in OTLP_MEDIA:
+            expected = " or ".join(OTLP_MEDIA)
             return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"content-type {media!r} is not supported: send OTLP "
-                          f"as {otlp.PROTOBUF} or {otlp.JSON}", [FieldError(
-                              field="content-type", message=f"must be {otlp.PROTOBUF} or {otlp.JSON}")])
+                          f"as {expected}", [FieldError(field="content-type", message=f"must be {expected}")])
         return None
     if event.get("body") and media and media != "application/json" and not media.endswith("+json"):
         return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"content-type {media!r} is not supported: send JSON",
@@ -277,7 +276,11 @@ def post_evals(batch: Annotated[EvalBatchRequest, Body()]) -> Response[EvalBatch
 def _otlp(kind: str) -> Response:
     """An OTLP/HTTP export (interop/otlp.py reads it, logic/otlp.py keeps it): 200 with the
     export's partial success, 400 naming what cannot be read, 503 when something was not kept
-    (exporters resend on 503; every step is idempotent)."""
+    (exporters resend on 503; every step is idempotent). Its modules are imported on the first
+    export, not at cold start."""
+    from feedback_loop.interop import otlp
+    from feedback_loop.logic import otlp as telemetry
+
     request = app.current_event
     headers = {k.lower(): v for k, v in (request.headers or {}).items()}
     media = headers.get("content-type", "").split(";")[0].strip().lower()

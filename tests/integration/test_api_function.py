@@ -135,8 +135,9 @@ def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, authorize
 
 FORBIDDEN = {  # cold start and bundle size: what each function must never import
     # the X-Ray SDK only with ApiDetailedTracing=true (feedback_loop/tracing.py): 0.2 s of cold start
+    # protobuf (google) and the OTLP messages on the first OpenTelemetry export, not at cold start
     "ApiFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers",
-                    "aws_xray_sdk"},
+                    "aws_xray_sdk", "google", "opentelemetry"},
     "AuthorizerFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
     "AnalysisFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},
     "RetrainFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},

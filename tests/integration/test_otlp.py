@@ -235,3 +235,60 @@ def test_a_gzip_protobuf_export_and_the_protobuf_answer(stack, api_key: str, pro
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     assert not ExportTraceServiceResponse.FromString(answer.content).HasField("partial_success")
+
+
+def _awslogs(log_group: str, messages: list[dict]) -> dict:
+    """A CloudWatch Logs subscription's event, as Lambda receives it."""
+    import base64
+
+    data = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": log_group, "logStream": "s",
+            "subscriptionFilters": ["f"], "logEvents": [
+                {"id": str(i), "timestamp": 1779000000000, "message": json.dumps(m)} for i, m in enumerate(messages)]}
+    return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(data).encode())).decode()}}
+
+
+def test_agentcore_results_and_spans_through_the_log_subscription(stack, project: str, monkeypatch) -> None:
+    """The template's AgentCore option: the subscription function, as the template configures it for
+    a project, pairs AgentCore's evaluation results (their log group) with the agent's spans
+    (aws/spans, Transaction Search) into eval records; a batch not kept fails for Lambda to retry."""
+    from pathlib import Path
+
+    from feedback_loop.local.runtime import LambdaContext, load_module
+    from feedback_loop.local.template import Template
+
+    template = Template(Path(stack.template.path), stack_name=stack.template.stack_name, parameters={
+        "AgentCoreProject": project, "AgentCoreEvaluationLogGroup": "/aws/bedrock-agentcore/evaluations/results/c-1",
+        "AgentCoreRequestId": "session.id"})
+    assert {"AgentCoreEvaluationSubscription", "AgentCoreSpanSubscription"} <= set(
+        template.of_type("AWS::Logs::SubscriptionFilter"))
+    spec = next(f for f in template.functions() if f.logical_id == "AgentCoreFunction")
+    for name, value in spec.environment.items():
+        monkeypatch.setenv(name, value)
+    handler = load_module(spec).lambda_handler
+    context = LambdaContext("AgentCoreFunction", timeout_seconds=120)
+    trace_id, span_id, start = "6d8efff798038103d269b633813fc60c", "ace19b7ec3c1b174", 1779000000000000000
+    result = {"traceId": trace_id, "spanId": span_id, "timeUnixNano": start + 5 * 10**9,
+              "attributes": {"gen_ai.evaluation.name": "Builtin.Helpfulness", "gen_ai.evaluation.score.value": 0.83,
+                             "gen_ai.evaluation.score.label": "Very Helpful", "session.id": "sess-1"}}
+    other = {**result, "attributes": {**result["attributes"], "gen_ai.evaluation.name": "Builtin.Correctness",
+                                      "gen_ai.evaluation.score.value": 1.0}}
+    span = {"traceId": trace_id, "spanId": span_id, "name": "invoke_agent support", "startTimeUnixNano": start,
+            "endTimeUnixNano": start + 3 * 10**9, "resource": {"attributes": {"service.name": "support-agent"}},
+            "attributes": {"gen_ai.operation.name": "invoke_agent", "session.id": "sess-1",
+                           "gen_ai.request.model": "claude-sonnet"}}
+    first = handler(_awslogs("/aws/bedrock-agentcore/evaluations/results/c-1", [result, other, {"plain": 1}]), context)
+    assert (first["evaluations"], first["records"], first["skipped"]) == (2, 0, {"not_a_span_or_evaluation": 1})
+    second = handler(_awslogs("aws/spans", [span]), context)
+    assert (second["spans"], second["records"]) == (1, 1)
+    assert handler({"awslogs": _awslogs("x", [])["awslogs"]}, context)["records"] == 0
+    s3 = boto3.client("s3")
+    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/")["Contents"]]
+    [record] = [json.loads(line) for line in gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()).splitlines()]
+    assert record["request_id"] == "sess-1" and record["eval_scores"] == {"overall": 0.83, "Builtin.Correctness": 1.0}
+    assert record["metadata"]["model"] == "claude-sonnet" and record["metadata"]["service"] == "support-agent"
+    # the stream unavailable: the invocation fails (Lambda retries, then FailedEventsQueue), nothing marked
+    monkeypatch.setenv("EVAL_LOG_STREAM", "no-such-stream")
+    handler = load_module(spec).lambda_handler
+    later = {**span, "spanId": "bce19b7ec3c1b174", "attributes": {**span["attributes"], "session.id": "sess-2"}}
+    with pytest.raises(Exception, match="not kept"):
+        handler(_awslogs("aws/spans", [later, {**result, "spanId": "bce19b7ec3c1b174"}]), context)

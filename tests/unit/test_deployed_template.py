@@ -9,7 +9,7 @@ import pytest
 
 from ..deployed_template import transformed
 
-ASYNC_FUNCTIONS = ("AnalysisFunction", "RetrainFunction", "RegisterFunction", "DeployFunction")
+ASYNC_FUNCTIONS = ("AnalysisFunction", "RetrainFunction", "RegisterFunction", "DeployFunction", "AgentCoreFunction")
 FUNCTIONS = ("ApiFunction", "AuthorizerFunction", *ASYNC_FUNCTIONS)
 PUBLIC = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 
@@ -265,3 +265,27 @@ def test_the_eval_log_stream_writes_where_the_analysis_reads(deployed) -> None:
                 if any(str(a).startswith("firehose:") for a in (s["Action"] if isinstance(s["Action"], list)
                                                                  else [s["Action"]]))]
     assert firehose and all("EvalLogStream" in str(s["Resource"]) for s in firehose)
+
+
+def test_the_agentcore_option_subscribes_its_function_to_the_two_log_groups_only(deployed) -> None:
+    """AgentCoreProject set: the evaluation results' and the spans' log groups each deliver to the
+    function, which logs may invoke for those log groups only; unset: none of it exists."""
+    filters = of_type(deployed, "AWS::Logs::SubscriptionFilter")
+    assert set(filters) == {"AgentCoreEvaluationSubscription", "AgentCoreSpanSubscription"}
+    permissions = {k: v for k, v in of_type(deployed, "AWS::Lambda::Permission").items()
+                   if v["Properties"].get("Principal") == "logs.amazonaws.com"}
+    for name, subscription in filters.items():
+        kind = name.removeprefix("AgentCore").removesuffix("Subscription")
+        assert refs(subscription["Properties"]["DestinationArn"]) == {"AgentCoreFunction"}
+        assert subscription["Properties"]["LogGroupName"] == {"Ref": f"AgentCore{kind}LogGroup"}
+        assert subscription["Condition"] == f"AgentCore{kind}s" and f"AgentCore{kind}Permission" in str(
+            subscription.get("DependsOn"))
+        permission = permissions[f"AgentCore{kind}Permission"]["Properties"]
+        assert f"AgentCore{kind}LogGroup" in refs(permission["SourceArn"])
+    conditions = deployed["Conditions"]
+    assert "AgentCoreOn" in str(conditions["AgentCoreEvaluations"]) and "AgentCoreOn" in str(conditions["AgentCoreSpans"])
+    for name in ("AgentCoreFunction", "AgentCoreFunctionLogGroup", "AgentCoreFunctionErrorsAlarm"):
+        assert deployed["Resources"][name]["Condition"] == "AgentCoreOn", name
+    role = deployed["Resources"]["AgentCoreFunctionRole"]["Properties"]["Policies"]
+    assert {"FeedbackTable", "EvalLogStream"} <= refs(role)
+    assert deployed["Parameters"]["AgentCoreProject"]["Default"] == ""

@@ -204,5 +204,26 @@ def clear_cached() -> None:
     Lambda each container is its own process and reads once; the local stack imports many
     containers into one process, each of which must read its own environment."""
     for cached in (api_settings, authorizer_settings, analysis_settings, retrain_settings, register_settings,
-                   deploy_settings):
+                   deploy_settings, agentcore_settings):
         cached.cache_clear()
+
+
+class AgentCoreSettings(BaseSettings):
+    """The CloudWatch Logs subscription function (template option AgentCoreProject): which project
+    the records belong to and how the telemetry maps onto eval records (interop/otlp.Mapping)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    table_name: str = Field(validation_alias="TABLE_NAME")
+    retention_days: int = Field(default=0, ge=0, validation_alias="RETENTION_DAYS")
+    day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
+    eval_log_stream: str = Field(validation_alias="EVAL_LOG_STREAM")
+    project: str = Field(min_length=1, validation_alias="AGENTCORE_PROJECT")
+    overall: str = Field(default="Builtin.Helpfulness", min_length=1, validation_alias="AGENTCORE_OVERALL_EVALUATION")
+    overall_range: str = Field(default="0,1", validation_alias="AGENTCORE_OVERALL_RANGE")
+    request_id: str = Field(default="trace", min_length=1, validation_alias="AGENTCORE_REQUEST_ID")
+
+
+@lru_cache(maxsize=1)
+def agentcore_settings() -> AgentCoreSettings:
+    return AgentCoreSettings()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import json
 import re
 import zlib
@@ -486,3 +485,41 @@ def from_cloudwatch(document: dict[str, Any]) -> Span | Evaluation | None:
                 start=_moment(int(start)), end=_moment(int(end)) if end else None, attributes=attributes)
     _annotations(span)
     return span
+
+
+def read_log_messages(messages: Iterable[str]) -> tuple[list[Span], list[Evaluation], Counter[str]]:
+    """CloudWatch Logs messages (a subscription's log events): each an OpenTelemetry record as
+    CloudWatch keeps it (`from_cloudwatch`) or a whole OTLP/JSON export; the spans, the evaluation
+    results, and the messages passed over, by reason."""
+    found_spans: list[Span] = []
+    found_evaluations: list[Evaluation] = []
+    skipped: Counter[str] = Counter()
+    for message in messages:
+        try:
+            document = json.loads(message)
+        except (ValueError, RecursionError):
+            skipped["not_json"] += 1
+            continue
+        if not isinstance(document, dict):
+            skipped["not_an_object"] += 1
+            continue
+        for kind, key in (("traces", "resourceSpans"), ("logs", "resourceLogs")):
+            if key in document:
+                try:
+                    export = decode(kind, message.encode(), JSON)
+                except OtlpError:
+                    skipped[f"invalid_otlp_{kind}"] += 1
+                    break
+                read, rejected = spans(export) if kind == "traces" else log_evaluations(export)
+                (found_spans if kind == "traces" else found_evaluations).extend(read)
+                skipped.update(rejected)
+                break
+        else:
+            read_one = from_cloudwatch(document)
+            if isinstance(read_one, Span):
+                found_spans.append(read_one)
+            elif isinstance(read_one, Evaluation):
+                found_evaluations.append(read_one)
+            else:
+                skipped["not_a_span_or_evaluation"] += 1
+    return found_spans, found_evaluations, skipped

@@ -185,7 +185,9 @@ class Template:
     # --- what the local stack builds --------------------------------------------------------------
 
     def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if v["Type"] == kind}
+        """The resources of that type that this stack's parameters create (their Condition holds)."""
+        return {k: v for k, v in self.resources.items()
+                if v["Type"] == kind and ("Condition" not in v or self.condition(v["Condition"]))}
 
     def functions(self) -> list[FunctionSpec]:
         defaults = self.body.get("Globals", {}).get("Function", {})
