@@ -159,6 +159,10 @@ def test_the_request_id_and_the_fields_each_mapping_reads() -> None:
     assert {k: base["metadata"][k] for k in ("model", "operation", "service", "session_id", "prompt_version")} == {
         "model": "m-1", "operation": "chat", "service": "bot", "session_id": "s-9", "prompt_version": "v7"}
     assert otlp.record_base(read, otlp.Mapping(request_id="span"))["request_id"] == SPAN.hex()
+    [long], _ = otlp.spans(traces(chat(**{"input.value": "é" * 200_000, "output.value": "short"})))
+    cut = otlp.record_base(long, otlp.Mapping())
+    assert len(cut["prompt"].encode()) <= otlp.MAX_TEXT_BYTES and cut["prompt"] == "é" * (otlp.MAX_TEXT_BYTES // 2)
+    assert cut["metadata"]["prompt_truncated"] == "true" and "output_truncated" not in cut["metadata"]
     assert otlp.record_base(read, otlp.Mapping(request_id="no.such.attribute")) is None
     # a child span that is not a GenAI one is not a request; a root span is
     plain = Span(trace_id=TRACE, span_id=SPAN, parent_span_id=b"\1" * 8, name="db", start_time_unix_nano=START)

@@ -80,6 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  data:     {Path(args.data_dir).resolve()} (saved every {args.snapshot_seconds:g} s and at Ctrl-C; "
               f"restored: {restored or 'nothing'})")
         print(f"  docs:     {stack.api_url}/v1/docs")
+        print(f"  OTLP:     OTEL_EXPORTER_OTLP_ENDPOINT={stack.api_url} "
+              f"OTEL_EXPORTER_OTLP_HEADERS=x-api-key={issued.plaintext} (docs/INTEROP.md)")
         print("  try:")
         print(f"    curl -s -X POST {stack.api_url}/v1/feedback -H 'Authorization: Bearer {issued.plaintext}' \\")
         print("      -H 'Content-Type: application/json' \\")

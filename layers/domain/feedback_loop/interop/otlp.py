@@ -40,6 +40,9 @@ from feedback_loop.interop.tools import Annotation
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_INFLATED_BYTES = 64 * 1024 * 1024  # what a compressed export may inflate to
+# a prompt's or an output's bytes in a record: both and the rest fit a DynamoDB item (400 KB), where
+# the span waits for its scores (logic/otlp.py)
+MAX_TEXT_BYTES = 150_000
 _ANNOTATION = re.compile(r"^annotations\.(\d+)\.annotation\.(\w+)$")
 REQUEST_KINDS = {"LLM", "AGENT", "CHAIN"}  # OpenInference span kinds that can be a request
 PROMPT_KEYS = ("gen_ai.input.messages", "input.value", "gen_ai.prompt", "agentcore.invocation.user_prompt",
@@ -407,8 +410,14 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
     record: dict[str, Any] = {"request_id": request_id, "timestamp": _timestamp(span.start)}
     for name, keys in (("prompt", PROMPT_KEYS), ("output", OUTPUT_KEYS)):
         value = _first(a, keys)
-        if value is not None:
-            record[name] = _parsed(value)
+        if value is None:
+            continue
+        value = _parsed(value)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if len(text.encode()) > MAX_TEXT_BYTES:  # kept as text, cut: the record must fit a table item
+            value = text.encode()[:MAX_TEXT_BYTES].decode("utf-8", errors="ignore")
+            metadata[f"{name}_truncated"] = "true"
+        record[name] = value
     record["metadata"] = metadata
     return record
 
