@@ -3,7 +3,7 @@ for each of its steps, `{"phase": ...}`: plan, embedded, start (Athena), finish 
 with a schedule's event (or by hand), it analyses every project on the embedded engine at once.
 Reports go to S3, AnalysisCompleted to the bus."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
@@ -28,8 +28,12 @@ place = AthenaPlace(settings.athena_database, f"s3://{settings.data_bucket}/athe
 
 
 def _window_end(event: dict[str, Any]) -> datetime:
-    # The schedule's own time, so a late or repeated invocation analyses the same window.
+    # The schedule's own time, so a late or repeated invocation analyses the same window; a
+    # schedule's run (EventBridge's event) the window that ended AnalysisLagMinutes before it, a
+    # run by hand ({"time": ...}) the window that ends at its time.
     moment = datetime.fromisoformat(event["time"].replace("Z", "+00:00")) if event.get("time") else datetime.now(timezone.utc)
+    if event.get("source") == "aws.events":
+        moment -= timedelta(minutes=settings.lag_minutes)
     return moment.replace(second=0, microsecond=0)
 
 

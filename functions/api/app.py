@@ -302,6 +302,9 @@ def _otlp(kind: str) -> Response:
         found, unreadable = otlp.log_evaluations(export)
         outcome = telemetry.receive_evaluations(table, eval_stream(), project, found, mapping, policy)
     outcome.rejected.update(unreadable)
+    _count(Counter({key: n for key, n in ((("Accepted", "otlp_record"), outcome.records),
+                                          (("Accepted", "otlp_feedback"), outcome.feedback),
+                                          (("Rejected", f"otlp_{kind}"), sum(outcome.rejected.values()))) if n}))
     logger.info("otlp export", extra={"kind": kind, "spans": outcome.spans, "evaluations": outcome.evaluations,
                                       "records": outcome.records, "feedback": outcome.feedback,
                                       "rejected": dict(outcome.rejected), "passed_over": dict(outcome.passed_over)})

@@ -51,7 +51,8 @@ def week(stack, table, tmp_path_factory):
     before = stack.states.execute("AnalysisStateMachine", {"time": (_END - timedelta(days=7)).strftime(
         "%Y-%m-%dT%H:%M:%SZ"), "engine": "embedded", "projects": [project]})
     assert before["status"] == "SUCCEEDED", before
-    result = stack.fire_schedule(SCENARIO.end, "AnalysisStateMachine")["AnalysisStateMachine"]
+    # the schedule runs AnalysisLagMinutes after the window's end, for the window that ended then
+    result = stack.fire_schedule(SCENARIO.end + stack.analysis_lag(), "AnalysisStateMachine")["AnalysisStateMachine"]
     delivered = stack.bus.wait_for("AnalysisCompleted", where=lambda event: event["detail"]["project"] == project
                                    and event["detail"]["window"]["until"] == _END.strftime("%Y-%m-%dT%H:%M:%SZ"))
     local = tmp_path_factory.mktemp("weekly")
@@ -115,7 +116,7 @@ def test_the_analysis_reads_feedback_through_the_day_index_without_scans(stack, 
     client = patient_dynamodb_client()  # the scheduled functions' shared client
     client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
     try:
-        stack.fire_schedule(SCENARIO.end, "AnalysisStateMachine")
+        stack.fire_schedule(SCENARIO.end + stack.analysis_lag(), "AnalysisStateMachine")
     finally:
         client.meta.events.unregister("before-call.dynamodb.*")
     # other functions (the retrain function, triggered by the run's event) share the client: the
@@ -135,7 +136,7 @@ def test_the_function_emits_emf_metrics_per_project(stack, week, monkeypatch, ca
         spec = next(f for f in stack.template.functions() if f.logical_id == "AnalysisFunction")
         module = load_module(spec)
         scheduled = {"version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
-                     "account": "123456789012", "time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "account": "123456789012", "time": (_END + stack.analysis_lag()).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "region": "us-east-1", "resources": [], "detail": {}}
         module.lambda_handler(scheduled, LambdaContext("AnalysisFunction", timeout_seconds=900))
     finally:

@@ -63,6 +63,9 @@ class AnalysisFunctionSettings(BaseSettings):
     event_bus_name: str = Field(validation_alias="EVENT_BUS_NAME")
     day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
     window_days: float = Field(default=7, gt=0, validation_alias="ANALYSIS_WINDOW_DAYS")
+    # a schedule's run analyses the window that ended this long before it: eval records still in the
+    # eval-log stream's buffer at the window's end (EvalLogBufferSeconds) are in S3 by then
+    lag_minutes: int = Field(default=0, ge=0, le=1440, validation_alias="ANALYSIS_LAG_MINUTES")
     projects_csv: str = Field(default="", validation_alias="ANALYSIS_PROJECTS")
     threshold: float = Field(default=0.7, ge=0, le=1, validation_alias="EVALUATOR_THRESHOLD")
     min_segment_n: int = Field(default=30, ge=2, validation_alias="MIN_SEGMENT_N")

@@ -227,10 +227,10 @@ class Demo:
         return DemoResult(verdicts, weeks, gate, deployed, comparison, 0.0, self.steps.seconds)
 
     def _analyse(self, stack: LocalStack, s3: Any, until: datetime, week: int) -> dict[str, Any]:
-        """Fires the weekly schedule (the weekly state machine) at `until`, waits for AnalysisCompleted
-        and what it set off."""
+        """Fires the weekly schedule (the weekly state machine) for the window that ends at `until`
+        (AnalysisLagMinutes after it), waits for AnalysisCompleted and what it set off."""
         stamp = until.strftime("%Y-%m-%dT%H:%M:%S")
-        stack.fire_schedule(until, "AnalysisStateMachine")
+        stack.fire_schedule(until + stack.analysis_lag(), "AnalysisStateMachine")
         project = self.settings.project
         [delivery] = stack.bus.wait_for(
             "AnalysisCompleted", timeout=120,

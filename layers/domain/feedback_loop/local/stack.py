@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,10 @@ class LocalStack:
     @property
     def bus_name(self) -> str:
         return self.name_of("EventBus")
+
+    def analysis_lag(self) -> timedelta:
+        """How long after a window's end the schedule runs its analysis (AnalysisLagMinutes)."""
+        return timedelta(minutes=int(self.template.parameters["AnalysisLagMinutes"]))
 
     def fire_schedule(self, at: datetime, target: str | None = None) -> dict[str, Any]:
         """Runs what is scheduled (or the one function or state machine named) as its schedule would

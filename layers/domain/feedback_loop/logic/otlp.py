@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.interop import otlp
 from feedback_loop.interop.mapping import convert
+from feedback_loop.interop.tools import Annotation
 from feedback_loop.logic import evals, ingest
 from feedback_loop.logic.ingest import IngestPolicy
 
@@ -162,13 +163,12 @@ def receive_evaluations(table: FeedbackTable, stream: evals.EvalStream, project:
     return outcome
 
 
-def _with_request_id(annotation: Any, request_id: str) -> Any:
-    from dataclasses import replace
-
+def _with_request_id(annotation: Annotation, request_id: str) -> Annotation:
+    """The annotation about the span's request id (the importers' mapping reads it as the trace id)."""
     return replace(annotation, trace_id=request_id)
 
 
-def _feedback(table: FeedbackTable, project: str, annotations: list[Any], policy: IngestPolicy,
+def _feedback(table: FeedbackTable, project: str, annotations: list[Annotation], policy: IngestPolicy,
               outcome: Outcome, now: datetime) -> None:
     imported = convert(annotations, request_id="trace")
     for reason, n in imported.skipped.items():
