@@ -72,11 +72,17 @@ def _plan(request: dict[str, Any]) -> dict[str, Any]:
     engine = request.get("engine", settings.engine)
     if engine not in ENGINES:
         raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
-    projects = request.get("projects") or _projects()
+    named = request.get("projects") or settings.projects
+    projects = named or projects_with_eval_logs(s3, settings.data_bucket)
     planned = plan(projects, until, s3=s3, table=table, bucket=settings.data_bucket, engine=engine,
                    threshold=settings.athena_threshold_bytes, window=settings.window, settings=settings.analysis())
-    logger.info("planned", extra={"projects": planned})
-    return {"window_end": until.isoformat(), "projects": planned, "poll_seconds": settings.athena_poll_seconds,
+    # found by their folders, projects without an eval log in the pass's range are not analysed (no
+    # empty report, no event); a project named (AnalysisProjects, or by hand) always is
+    idle = [] if named else [p["project"] for p in planned if not p["bytes"]]
+    planned = [p for p in planned if p["project"] not in idle]
+    logger.info("planned", extra={"projects": planned, "idle": idle})
+    return {"window_end": until.isoformat(), "projects": planned, "idle": idle,
+            "poll_seconds": settings.athena_poll_seconds,
             "max_polls": max(1, settings.athena_max_wait_seconds // settings.athena_poll_seconds)}
 
 

@@ -116,7 +116,10 @@ def test_the_analysis_reads_feedback_through_the_day_index_without_scans(stack, 
     client = patient_dynamodb_client()  # the scheduled functions' shared client
     client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
     try:
-        stack.fire_schedule(SCENARIO.end + stack.analysis_lag(), "AnalysisStateMachine")
+        # this project's week only (the schedule would analyse every project the suite wrote before)
+        execution = stack.states.execute("AnalysisStateMachine", {"time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                                  "engine": "embedded", "projects": [week[0]]})
+        assert execution["status"] == "SUCCEEDED", execution
     finally:
         client.meta.events.unregister("before-call.dynamodb.*")
     # other functions (the retrain function, triggered by the run's event) share the client: the
@@ -240,3 +243,21 @@ def test_a_run_asked_for_an_unknown_engine_fails_naming_it(stack, week) -> None:
                                                               "engine": "spark", "projects": [week[0]]})
     assert execution["status"] == "FAILED"
     assert execution["error"] == "ValueError" and "engine: 'spark' is not one of" in execution["cause"]
+
+
+def test_the_plan_leaves_out_projects_without_eval_logs_in_the_window_unless_named(stack, week) -> None:
+    from feedback_loop.local.runtime import LambdaContext, load_module
+
+    project, s3 = week[0], week[5]
+    s3.put_object(Bucket=stack.bucket, Key="eval-logs/idle-since-2020/dt=2020-01-06/app.jsonl", Body=b"{}\n")
+    spec = next(f for f in stack.template.functions() if f.logical_id == "AnalysisFunction")
+    handler = load_module(spec).lambda_handler
+    context = LambdaContext("AnalysisFunction", timeout_seconds=900)
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event",
+                 "time": (_END + stack.analysis_lag()).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    found = handler({"phase": "plan", "request": scheduled}, context)
+    assert found["window_end"] == _END.isoformat()  # the schedule's time less AnalysisLagMinutes
+    assert project in {p["project"] for p in found["projects"]} and "idle-since-2020" in found["idle"]
+    assert all(p["bytes"] > 0 for p in found["projects"])
+    named = handler({"phase": "plan", "request": {"time": _END.isoformat(), "projects": ["idle-since-2020"]}}, context)
+    assert [p["project"] for p in named["projects"]] == ["idle-since-2020"] and named["idle"] == []
