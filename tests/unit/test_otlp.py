@@ -117,22 +117,32 @@ def test_a_span_and_its_overall_score_make_one_record_whatever_comes_first(order
     assert line["request_id"] == TRACE.hex() and line["eval_scores"] == {"overall": 0.75, "toxicity": 0.0}
     assert line["timestamp"] == "2026-05-17T06:40:00.000000Z"
     assert line["metadata"]["user_cohort"] == "pro" and line["_feedback_loop"]["project"] == "p"
-    # sent again (an exporter's retry): nothing delivered twice; a late score is said, not sent
+    # sent again (an exporter's retry): nothing delivered twice; a late score is not sent (said where
+    # the span waited in an item; a span that came with its score was sent without one)
     again = receive(table, stream, traces(span), mapping)
     late = receive(table, stream, logs((TRACE, SPAN, "relevance", 0.5)), mapping)
-    assert len(stream.lines()) == 1 and again.records == 0 and late.passed_over["late_scores"] == 1
+    assert len(stream.lines()) == 1 and again.records == 0 and late.records == 0
+    assert late.passed_over["late_scores"] == (order != "inline")
+    stored = [i for i in table.items.values() if i.get("entity") == "otel"]
+    assert (order == "inline") == (not any("span" in i for i in stored))  # the inline span was never stored
 
 
 def test_nothing_is_acknowledged_that_was_not_kept() -> None:
     table, stream = MemoryTable(fail={SPAN.hex()}), Stream()
-    outcome = receive(table, stream, traces(chat(scores={"overall": 0.9})))
-    assert outcome.retry and not stream.calls  # the item could not be written: 503, the exporter resends
+    outcome = receive(table, stream, traces(chat()))
+    assert outcome.retry and not stream.calls  # the span's item could not be written: 503, the exporter resends
     table.fail.clear()
-    refused = receive(table, stream, traces(chat(scores={"overall": 0.9}, **{"feedback_loop.x": "refuse-me"})))
-    assert refused.retry and refused.records == 0  # the stream did not take it: not marked, sent again later
+    assert not receive(table, stream, traces(chat(**{"feedback_loop.x": "refuse-me"}))).retry
+    refused = receive(table, stream, logs((TRACE, SPAN, "overall", 0.9)))
+    assert refused.retry and refused.records == 0  # the stream did not take the record: not marked
     assert not any(item.get(telemetry.EMITTED) for item in table.items.values())
-    taken = receive(table, stream, traces(chat(scores={"overall": 0.9})))
-    assert not taken.retry and taken.records == 1
+    assert receive(table, stream, traces(chat())).records == 1  # the span resent completes it
+    # a span with its own score: refused by the stream, nothing kept, sent again whole
+    other = chat(trace_id=b"\2" * 16, scores={"overall": 0.4}, **{"feedback_loop.x": "refuse-me"})
+    direct = receive(table, stream, traces(other))
+    assert direct.retry and not any(b"\2" * 16 == bytes.fromhex(k[0].split("#")[2]) for k in table.items
+                                    if k[0].startswith("OTEL#"))
+    assert receive(table, stream, traces(chat(trace_id=b"\2" * 16, scores={"overall": 0.4}))).records == 1
 
 
 def test_refused_records_and_unusable_evaluations_are_counted_by_reason() -> None:

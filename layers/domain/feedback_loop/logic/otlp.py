@@ -9,6 +9,10 @@ annotations. The write that leaves the item holding both the span and the evalua
 names `overall` sends the record to the eval-log stream (logic/evals.record_evals: once per
 request id) and marks the item `emitted`; scores arriving after that are not added (counted as
 `late_scores`). Items expire after PENDING_DAYS (the table's TTL), whether completed or not.
+A span that carries its own `overall` evaluation and finds no item (nothing about it came before)
+is sent at once without one (a consistent BatchGetItem per 100 spans is its only table cost): an
+evaluation result of it that comes later, or at that very moment from another export, is not
+added, as if late.
 
 People's OpenInference annotations (HUMAN) become feedback events (logic/ingest.record_batch) with
 ids derived from the span and the annotation, so a resent export stores nothing twice.
@@ -37,6 +41,7 @@ from feedback_loop.logic.ingest import IngestPolicy
 PENDING_DAYS = 14
 SCORE = "score:"
 EMITTED = "emitted"
+DIRECT = "_direct"  # a span sent with its own scores, without an item (never stored)
 MAX_RECORDS_A_CALL = 500
 
 
@@ -118,8 +123,9 @@ def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items
             elif answer.status != 200:
                 fields = ",".join(sorted({e.field for e in answer.errors})) or "record"
                 outcome.rejected[f"record_refused_{answer.status}:{fields}"] += 1
-            done.append((item["pk"], item["sk"], {EMITTED: record["request_id"],
-                                                 "emitted_scores": sorted(_scores(item))}))
+            if not item.get(DIRECT):
+                done.append((item["pk"], item["sk"], {EMITTED: record["request_id"],
+                                                     "emitted_scores": sorted(_scores(item))}))
         if any(marked is None for marked in table.merge_many(done)):
             outcome.retry = True  # delivered; a resend finds the record accepted and marks it
 
@@ -142,7 +148,15 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
                         {"span": json.dumps(base, ensure_ascii=False), **_score_values(span.evaluations, outcome)}))
         people += [_with_request_id(a, base["request_id"]) for a in span.annotations]
         outcome.spans += 1
-    _deliver(table, stream, project, _merge(table, project, updates, outcome, now), mapping, policy, outcome, now)
+    # A span that brings its overall score and has no item yet (no evaluation came before it) is
+    # sent at once, without an item: one read per 100 spans instead of two writes each.
+    keys = [pair_key(project, trace, span) for trace, span, _ in updates]
+    waiting = table.get_many([k for k, (_, _, values) in zip(keys, updates) if SCORE + mapping.overall in values])
+    direct = [{"pk": k[0], "sk": k[1], DIRECT: True, **values} for k, (_, _, values) in zip(keys, updates)
+              if SCORE + mapping.overall in values and k not in waiting]
+    paired = [u for k, u in zip(keys, updates) if not (SCORE + mapping.overall in u[2] and k not in waiting)]
+    _deliver(table, stream, project, direct + _merge(table, project, paired, outcome, now), mapping, policy,
+             outcome, now)
     if people:
         _feedback(table, project, people, policy, outcome, now)
     return outcome
