@@ -255,3 +255,52 @@ def test_records_as_cloudwatch_keeps_them() -> None:
     assert isinstance(span, otlp.Span) and span.start == datetime.fromtimestamp(START / 1e9, timezone.utc)
     assert span.attributes["service.name"] == "agent" and otlp.can_be_request(span)
     assert otlp.from_cloudwatch({"message": "plain log line"}) is None
+
+
+def _read_all(kind: str, body: bytes, media: str) -> None:
+    """Everything the API does with an export before storage: read, list, map. Only OtlpError may come out."""
+    try:
+        export = otlp.decode(kind, body, media)
+    except otlp.OtlpError:
+        return
+    if kind == "traces":
+        found, _ = otlp.spans(export)
+        for span in found:
+            otlp.can_be_request(span)
+            otlp.record_base(span, otlp.Mapping(request_id="gen_ai.response.id"))
+            otlp.record_base(span, otlp.Mapping())
+    else:
+        otlp.log_evaluations(export)
+
+
+HOSTILE = [b'{"resourceSpans": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+           b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "0102", '
+           b'"startTimeUnixNano": "' + b"9" * 5000 + b'"}]}]}]}',
+           b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "a", "value": '
+           + b'{"kvlistValue": {"values": [{"key": "b", "value": ' * 200 + b'{"intValue": 1}' + b"}]}}" * 200
+           + b"}]}]}]}]}",
+           b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "\\ud800", "startTimeUnixNano": 1}]}]}]}',
+           b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"eventName": "gen_ai.evaluation.result", '
+           b'"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "attributes": '
+           b'[{"key": "gen_ai.evaluation.name", "value": {"arrayValue": {}}}]}]}]}]}']
+
+
+@pytest.mark.parametrize("body", HOSTILE, ids=["deep", "huge-number", "deep-attribute", "surrogate", "array-name"])
+def test_hostile_json_exports_are_refused_or_read_never_a_crash(body: bytes) -> None:
+    for kind in ("traces", "logs"):
+        _read_all(kind, body, otlp.JSON)
+
+
+def test_random_bytes_and_mutated_exports_are_refused_or_read() -> None:
+    from hypothesis import given, settings, strategies as st
+
+    valid = traces(chat(scores={"overall": 0.5}, **{"input.value": "hi"})).SerializeToString()
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(st.binary(max_size=400), st.integers(0, len(valid) - 1), st.binary(min_size=1, max_size=8))
+    def check(noise: bytes, at: int, patch: bytes) -> None:
+        for body in (noise, valid[:at] + patch + valid[at + len(patch):], valid[:at]):
+            for kind in ("traces", "logs"):
+                _read_all(kind, body, otlp.PROTOBUF)
+
+    check()
