@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 import requests
 
@@ -54,12 +56,40 @@ def test_serve_prints_a_working_key_manages_keys_and_stops_cleanly(tmp_path: Pat
         requested = run_cli(tmp_path, "retrain", "--project", "shop")
         assert requested.returncode == 0, requested.stderr
         assert json.loads(requested.stdout)["project"] == "shop"
+
+        # an app's OpenTelemetry exporter set up as serve prints it: its span and score become a record
+        [otlp_line] = [line for line in output.splitlines() if line.strip().startswith("OTLP:")]
+        assert f"OTEL_EXPORTER_OTLP_ENDPOINT={url} " in otlp_line and f"x-api-key={key}" in otlp_line
+        exported = _export_one_scored_span(url, key)
+        s3 = boto3.client("s3", endpoint_url=state["aws_endpoint"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        [file] = s3.list_objects_v2(Bucket=state["bucket"], Prefix="eval-logs/shop/")["Contents"]  # serve --project shop
+        [record] = [json.loads(line) for line in gzip.decompress(
+            s3.get_object(Bucket=state["bucket"], Key=file["Key"])["Body"].read()).splitlines()]
+        assert record["request_id"] == exported and record["eval_scores"] == {"overall": 0.9}
     finally:
         code, out, err = served.stop(timeout=30)
     assert code == 0, err
     assert "stopped." in out
     assert "Traceback" not in err
     assert not (tmp_path / "local.json").exists()
+
+
+def _export_one_scored_span(url: str, key: str) -> str:
+    """One GenAI span with its evaluation, through the OpenTelemetry SDK's OTLP/HTTP exporter; its trace id."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces",
+                                                                     headers={"x-api-key": key})))
+    with provider.get_tracer("app").start_as_current_span("chat", attributes={"gen_ai.operation.name": "chat"}) as span:
+        span.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "overall",
+                                                    "gen_ai.evaluation.score.value": 0.9})
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    return trace_id
 
 
 def test_keys_without_a_running_stack_say_what_to_do(tmp_path: Path) -> None:
