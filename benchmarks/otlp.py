@@ -80,25 +80,20 @@ def run(stack: LocalStack, n: int) -> dict[str, float]:
         _post(stack.api_url, key, "/v1/evals", {"records": records}, protobuf=False)
     figures["POST /v1/evals (records)"] = n / (time.perf_counter() - started)
 
-    key = create_key(table, f"bench-inline-{uuid.uuid4().hex[:6]}").plaintext
-    started = time.perf_counter()
-    for start in range(0, n, BATCH):
-        spans = [_span(i, at, inline=True) for i in range(start, min(n, start + BATCH))]
-        request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
-        _post(stack.api_url, key, "/v1/traces", request.SerializeToString(), protobuf=True)
-    figures["POST /v1/traces, evaluations on the spans"] = n / (time.perf_counter() - started)
-
-    key = create_key(table, f"bench-split-{uuid.uuid4().hex[:6]}").plaintext
-    started = time.perf_counter()
-    for start in range(0, n, BATCH):
-        spans = [_span(i, at, inline=False) for i in range(start, min(n, start + BATCH))]
-        request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
-        _post(stack.api_url, key, "/v1/traces", request.SerializeToString(), protobuf=True)
-        logs = [LogRecord(trace_id=s.trace_id, span_id=s.span_id, event_name=EVENT,
-                          attributes=_evaluation((i % 100) / 100)) for i, s in enumerate(spans)]
-        export = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=logs)])])
-        _post(stack.api_url, key, "/v1/logs", export.SerializeToString(), protobuf=True)
-    figures["POST /v1/traces then /v1/logs"] = n / (time.perf_counter() - started)
+    for name, inline in (("POST /v1/traces, evaluations on the spans", True), ("POST /v1/traces then /v1/logs", False)):
+        key = create_key(table, f"bench-{'inline' if inline else 'split'}-{uuid.uuid4().hex[:6]}").plaintext
+        started = time.perf_counter()
+        for start in range(0, n, BATCH):
+            spans = [_span(i, at, inline) for i in range(start, min(n, start + BATCH))]
+            request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+            _post(stack.api_url, key, "/v1/traces", request.SerializeToString(), protobuf=True)
+            if inline:
+                continue
+            logs = [LogRecord(trace_id=s.trace_id, span_id=s.span_id, event_name=EVENT,
+                              attributes=_evaluation((i % 100) / 100)) for i, s in enumerate(spans)]
+            export = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=logs)])])
+            _post(stack.api_url, key, "/v1/logs", export.SerializeToString(), protobuf=True)
+        figures[name] = n / (time.perf_counter() - started)
     return figures
 
 
