@@ -177,7 +177,10 @@ def test_the_request_id_and_the_fields_each_mapping_reads() -> None:
     # a child span that is not a GenAI one is not a request; a root span is
     plain = Span(trace_id=TRACE, span_id=SPAN, parent_span_id=b"\1" * 8, name="db", start_time_unix_nano=START)
     root = Span(trace_id=TRACE, span_id=SPAN, name="POST /chat", start_time_unix_nano=START)
-    assert [otlp.can_be_request(s) for s in otlp.spans(traces(plain, root))[0]] == [False, True]
+    annotated = Span(trace_id=TRACE, span_id=SPAN, parent_span_id=b"\1" * 8, name="step", start_time_unix_nano=START,
+                     attributes=[kv("annotations.0.annotation.name", "liked"), kv("annotations.0.annotation.score", 1.0),
+                                 kv("annotations.0.annotation.annotator_kind", "HUMAN")])
+    assert [otlp.can_be_request(s) for s in otlp.spans(traces(plain, root, annotated))[0]] == [False, True, True]
 
 
 def test_mapping_headers() -> None:

@@ -371,9 +371,9 @@ def log_evaluations(request: Any) -> tuple[list[Evaluation], Counter[str]]:
 
 def can_be_request(span: Span) -> bool:
     """Whether the span may be what a request id names: a root span, a GenAI or OpenInference
-    request span, or one that was evaluated."""
+    request span, or one that was evaluated or annotated."""
     kind = str(span.attributes.get("openinference.span.kind", "")).upper()
-    return (not span.parent_span_id or kind in REQUEST_KINDS or bool(span.evaluations)
+    return (not span.parent_span_id or kind in REQUEST_KINDS or bool(span.evaluations) or bool(span.annotations)
             or any(key.startswith("gen_ai.") for key in span.attributes))
 
 
