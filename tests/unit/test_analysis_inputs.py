@@ -249,3 +249,50 @@ def test_long_reads_report_progress(tmp_path: Path) -> None:
     run_analysis("t", EvalLogSource(str(write_eval_logs(records, tmp_path / "logs"))), FeedbackIndex(), [], SINCE,
                  UNTIL, progress=messages.append)
     assert messages and messages[0].startswith("[1/1]")
+
+
+class SlowBucket:
+    """download_fileobj and list_objects_v2 of a bucket in memory; a key named `broken` fails."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+        self.downloaded: list[str] = []
+
+    def get_paginator(self, _: str) -> "SlowBucket":
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> list[dict]:  # noqa: N803
+        return [{"Contents": [{"Key": k, "Size": len(v)} for k, v in self.objects.items() if k.startswith(Prefix)]}]
+
+    def download_fileobj(self, bucket: str, key: str, out) -> None:
+        if "broken" in key:
+            raise OSError(f"cannot read {key}")
+        self.downloaded.append(key)
+        out.write(self.objects[key])
+
+
+def test_s3_files_are_prefetched_in_order_handed_over_once_and_never_left_on_disk(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    objects = {f"logs/dt=2026-05-1{i % 7 + 1}/part-{i:03d}.jsonl": f"line {i}\n".encode() for i in range(30)}
+    objects["logs/dt=2026-05-12/broken.jsonl"] = b"x"
+    bucket = SlowBucket(objects)
+    source = EvalLogSource("s3://b/logs/", bucket)
+    names = source.files(datetime(2026, 5, 10, tzinfo=timezone.utc), datetime(2026, 5, 20, tzinfo=timezone.utc))
+    read = {}
+    with source.prefetching(names):
+        for name in names[:20]:
+            if "broken" in name:
+                with pytest.raises(OSError, match="cannot read"):  # where it is asked for, as without prefetching
+                    with source.local_copy(name):
+                        pass
+                continue
+            with source.local_copy(name) as path:
+                read[name] = Path(path).read_bytes()
+    assert all(read[n] == objects[n.removeprefix("s3://b/")] for n in read) and len(read) == 19
+    assert len(bucket.downloaded) <= 30 and set(bucket.downloaded) >= {n.removeprefix("s3://b/") for n in read}
+    assert list(tmp_path.iterdir()) == []  # handed-over files deleted after use, prefetched ones at the end
+    with source.local_copy(names[25]) as path:  # outside prefetching: downloaded in its turn
+        assert Path(path).read_bytes() == objects[names[25].removeprefix("s3://b/")]
+    assert list(tmp_path.iterdir()) == []

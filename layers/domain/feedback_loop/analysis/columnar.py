@@ -323,7 +323,8 @@ def load_records(scanner: Scanner, source: EvalLogSource, read_since: float, unt
     pass's relations (analysis/queries.py) ready to be created as its results need them."""
     files = source.files(datetime.fromtimestamp(read_since, timezone.utc),
                          datetime.fromtimestamp(until, timezone.utc))
-    _load(scanner, source, files, skipped, progress)
+    with source.prefetching(files):  # S3: the next files download while one loads
+        _load(scanner, source, files, skipped, progress)
     _recheck_lenient(scanner.connection, skipped)
     scanner.relations.update(queries.pass_relations(read_since, until))
 
