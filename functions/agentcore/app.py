@@ -42,14 +42,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"message_type": data.message_type}
     table, stream, mapping, policy, project = _setup()
     spans, evaluations, skipped = otlp.read_log_messages(e.message for e in data.log_events)
-    from_spans = telemetry.receive_spans(table, stream, project, spans, mapping, policy)
-    from_evaluations = telemetry.receive_evaluations(table, stream, project, evaluations, mapping, policy)
-    summary = {"log_group": data.log_group, "events": len(data.log_events), "spans": from_spans.spans,
-               "evaluations": from_evaluations.evaluations, "records": from_spans.records + from_evaluations.records,
-               "feedback": from_spans.feedback, "skipped": dict(skipped),
-               "rejected": dict(from_spans.rejected + from_evaluations.rejected),
-               "passed_over": dict(from_spans.passed_over + from_evaluations.passed_over)}
+    outcome = (telemetry.receive_spans(table, stream, project, spans, mapping, policy)
+               + telemetry.receive_evaluations(table, stream, project, evaluations, mapping, policy))
+    summary = {"log_group": data.log_group, "events": len(data.log_events), **outcome.counts(),
+               "skipped": dict(skipped)}
     logger.info("subscription batch", extra=summary)
-    if from_spans.retry or from_evaluations.retry:
+    if outcome.retry:
         raise StorageUnavailable("part of the batch was not kept: Lambda retries it")  # idempotent throughout
     return summary

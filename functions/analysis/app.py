@@ -73,7 +73,7 @@ def _plan(request: dict[str, Any]) -> dict[str, Any]:
     if engine not in ENGINES:
         raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
     named = request.get("projects") or settings.projects
-    projects = named or projects_with_eval_logs(s3, settings.data_bucket)
+    projects = named or _projects()
     planned = plan(projects, until, s3=s3, table=table, bucket=settings.data_bucket, engine=engine,
                    threshold=settings.athena_threshold_bytes, window=settings.window, settings=settings.analysis())
     # found by their folders, projects without an eval log in the pass's range are not analysed (no

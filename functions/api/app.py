@@ -2,7 +2,6 @@
 
 
 import base64
-import binascii
 import functools
 import json
 import re
@@ -291,7 +290,7 @@ def _otlp(kind: str) -> Response:
         mapping = otlp.Mapping.from_headers(headers)
     except otlp.OtlpError as error:
         return _error(HTTPStatus.BAD_REQUEST, str(error), [FieldError(field=error.field, message=error.message)])
-    except (ValueError, binascii.Error):
+    except ValueError:  # binascii.Error: the body API Gateway passed as base64 is not
         return _error(HTTPStatus.BAD_REQUEST, "body: is not valid base64",
                       [FieldError(field="body", message="is not valid base64")])
     project = app.context["project"]
@@ -305,9 +304,7 @@ def _otlp(kind: str) -> Response:
     _count(Counter({key: n for key, n in ((("Accepted", "otlp_record"), outcome.records),
                                           (("Accepted", "otlp_feedback"), outcome.feedback),
                                           (("Rejected", f"otlp_{kind}"), sum(outcome.rejected.values()))) if n}))
-    logger.info("otlp export", extra={"kind": kind, "spans": outcome.spans, "evaluations": outcome.evaluations,
-                                      "records": outcome.records, "feedback": outcome.feedback,
-                                      "rejected": dict(outcome.rejected), "passed_over": dict(outcome.passed_over)})
+    logger.info("otlp export", extra={"kind": kind, **outcome.counts()})
     if outcome.retry:
         raise StorageUnavailable("part of the export was not kept")
     return Response(status_code=HTTPStatus.OK.value, content_type=media,

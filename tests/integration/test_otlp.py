@@ -19,6 +19,7 @@ from feedback_loop.analysis.weekly import reports_prefix
 from feedback_loop.client import FeedbackClient
 
 from ..conftest import Api
+from .test_eval_pipe import _objects
 
 pytestmark = pytest.mark.integration
 
@@ -118,13 +119,7 @@ def test_an_instrumented_app_is_analysed_by_the_weekly_run(stack, table, api_key
         labelled[request_id] = (float(good), (helpfulness - 1) / 4)
 
     # the records, as the stream wrote them
-    s3 = boto3.client("s3")
-    records = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/"):
-        for o in page.get("Contents", []):
-            for line in gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=o["Key"])["Body"].read()).splitlines():
-                record = json.loads(line)
-                records[record["request_id"]] = record
+    records = {record["request_id"]: record for rows in _objects(stack, project).values() for record in rows}
     assert set(records) == {request_id for request_id, _, _ in sent}
     for request_id, cohort, helpfulness in sent:
         record = records[request_id]
@@ -138,7 +133,7 @@ def test_an_instrumented_app_is_analysed_by_the_weekly_run(stack, table, api_key
     execution = stack.states.execute("AnalysisStateMachine", {
         "time": until.strftime("%Y-%m-%dT%H:%M:%SZ"), "engine": "embedded", "projects": [project]})
     assert execution["status"] == "SUCCEEDED", execution
-    report = json.loads(s3.get_object(Bucket=stack.bucket, Key=reports_prefix(project, until) + "report.json")["Body"].read())
+    report = json.loads(boto3.client("s3").get_object(Bucket=stack.bucket, Key=reports_prefix(project, until) + "report.json")["Body"].read())
     assert report["counts"]["eval_records"] == 60
     assert report["counts"]["requests_with_feedback"] == 40 and report["counts"]["skipped_lines"] == 0
     assert {c: report["cohorts"][c]["requests"] for c in ("free", "pro")} == {"free": 20, "pro": 40}
@@ -184,10 +179,9 @@ def test_otlp_json_people_annotations_and_refusals(stack, http: Api, api_key: st
     summary = http.get(f"/v1/requests/{span_id}/feedback").json()
     assert summary["counts"]["explicit_thumbs_down"] == 1 and summary["counts"]["explicit_text_comment"] == 1
 
-    s3 = boto3.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/").get("Contents", [])]
-    assert len(keys) == 1 and "dt=2026-05-17" in keys[0]
-    [record] = [json.loads(line) for line in gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=keys[0])["Body"].read()).splitlines()]
+    files = _objects(stack, project)
+    assert len(files) == 1 and "dt=2026-05-17" in next(iter(files))
+    [[record]] = files.values()
     assert record["request_id"] == span_id and record["eval_scores"] == {"overall": 0.9}
     assert record["prompt"] == "What is 2+2?" and record["metadata"]["model"] == "claude"
     assert record["metadata"]["trace_id"] == trace_id
@@ -213,7 +207,7 @@ def test_otlp_json_people_annotations_and_refusals(stack, http: Api, api_key: st
     assert refused.status_code == 200
     partial = refused.json()["partialSuccess"]
     assert partial["rejectedSpans"] == "1" and "eval_scores.overall" in partial["errorMessage"]
-    assert len(s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/").get("Contents", [])) == 1
+    assert len(_objects(stack, project)) == 1
 
 
 def test_a_gzip_protobuf_export_and_the_protobuf_answer(stack, api_key: str, project: str) -> None:
@@ -224,9 +218,7 @@ def test_a_gzip_protobuf_export_and_the_protobuf_answer(stack, api_key: str, pro
     span.add_event(EVALUATION, app.evaluation("overall", 0.75))
     span.end()
     app.flush()
-    s3 = boto3.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/").get("Contents", [])]
-    assert len(keys) == 1
+    assert len(_objects(stack, project)) == 1
     # the answer in the request's encoding
     request = ExportTraceServiceRequest()
     answer = requests.post(f"{stack.api_url}/v1/traces", data=request.SerializeToString(), timeout=30,
@@ -281,9 +273,7 @@ def test_agentcore_results_and_spans_through_the_log_subscription(stack, project
     second = handler(_awslogs("aws/spans", [span]), context)
     assert (second["spans"], second["records"]) == (1, 1)
     assert handler({"awslogs": _awslogs("x", [])["awslogs"]}, context)["records"] == 0
-    s3 = boto3.client("s3")
-    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/")["Contents"]]
-    [record] = [json.loads(line) for line in gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()).splitlines()]
+    [[record]] = _objects(stack, project).values()
     assert record["request_id"] == "sess-1" and record["eval_scores"] == {"overall": 0.83, "Builtin.Correctness": 1.0}
     assert record["metadata"]["model"] == "claude-sonnet" and record["metadata"]["service"] == "support-agent"
     # the stream unavailable: the invocation fails (Lambda retries, then FailedEventsQueue), nothing marked

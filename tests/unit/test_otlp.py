@@ -245,19 +245,27 @@ def test_openinference_annotations_split_into_scores_and_peoples_feedback() -> N
 
 def test_records_as_cloudwatch_keeps_them() -> None:
     """AgentCore's evaluation results and Transaction Search's spans: flat JSON objects."""
-    result = otlp.from_cloudwatch({"traceId": TRACE.hex(), "spanId": SPAN.hex(), "timeUnixNano": START,
-                                   "attributes": {"gen_ai.evaluation.name": "Builtin.Helpfulness",
-                                                  "gen_ai.evaluation.score.value": 0.83,
-                                                  "gen_ai.evaluation.score.label": "Very Helpful", "session.id": "s"},
-                                   "body": {"explanation": "..."}})
+    result_document = {"traceId": TRACE.hex(), "spanId": SPAN.hex(), "timeUnixNano": START,
+                       "attributes": {"gen_ai.evaluation.name": "Builtin.Helpfulness",
+                                      "gen_ai.evaluation.score.value": 0.83,
+                                      "gen_ai.evaluation.score.label": "Very Helpful", "session.id": "s"},
+                       "body": {"explanation": "..."}}
+    result = otlp.from_cloudwatch(result_document)
     assert result == otlp.Evaluation(TRACE.hex(), SPAN.hex(), "Builtin.Helpfulness", 0.83, "Very Helpful", None)
-    span = otlp.from_cloudwatch({"traceId": TRACE.hex(), "spanId": SPAN.hex(), "name": "invoke_agent",
-                                 "startTimeUnixNano": START, "endTimeUnixNano": START + 10**9,
-                                 "attributes": {"gen_ai.operation.name": "invoke_agent", "session.id": "s"},
-                                 "resource": {"attributes": {"service.name": "agent"}}})
+    span_document = {"traceId": TRACE.hex(), "spanId": SPAN.hex(), "name": "invoke_agent",
+                     "startTimeUnixNano": START, "endTimeUnixNano": START + 10**9,
+                     "attributes": {"gen_ai.operation.name": "invoke_agent", "session.id": "s"},
+                     "resource": {"attributes": {"service.name": "agent"}}}
+    span = otlp.from_cloudwatch(span_document)
     assert isinstance(span, otlp.Span) and span.start == datetime.fromtimestamp(START / 1e9, timezone.utc)
     assert span.attributes["service.name"] == "agent" and otlp.can_be_request(span)
     assert otlp.from_cloudwatch({"message": "plain log line"}) is None
+    # numbers no clock or score holds: not a span, no score; never an error
+    for start in (10**400, "1e300", -1e30):
+        assert otlp.from_cloudwatch({**span_document, "startTimeUnixNano": start}) is None
+    huge = otlp.from_cloudwatch({**result_document, "attributes": {"gen_ai.evaluation.name": "x",
+                                                                    "gen_ai.evaluation.score.value": 10**400}})
+    assert huge is not None and huge.score is None
 
 
 def _read_all(kind: str, body: bytes, media: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -127,34 +127,25 @@ class FeedbackTable:
     def delete(self, pk: str, sk: str) -> None:
         self.client.delete_item(TableName=self.table_name, Key=_to_dynamo({"pk": pk, "sk": sk}))
 
-    def update(self, pk: str, sk: str, values: dict[str, Any]) -> None:
-        names = {f"#f{i}": name for i, name in enumerate(values)}
-        placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}
-        assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
-        self.client.update_item(
+    def _set(self, pk: str, sk: str, values: dict[str, Any], **call: Any) -> dict[str, Any]:
+        """One UpdateItem setting the attributes; `call` adds the call's other arguments."""
+        return self.client.update_item(
             TableName=self.table_name,
             Key=_to_dynamo({"pk": pk, "sk": sk}),
-            UpdateExpression=f"SET {assignments}",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=placeholders,
+            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values))),
+            ExpressionAttributeNames={f"#f{i}": name for i, name in enumerate(values)},
+            ExpressionAttributeValues={f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())},
+            **call,
         )
+
+    def update(self, pk: str, sk: str, values: dict[str, Any]) -> None:
+        self._set(pk, sk, values, ConditionExpression="attribute_exists(pk)")
 
     def merge(self, pk: str, sk: str, values: dict[str, Any]) -> dict[str, Any]:
         """Sets the attributes, creating the item if need be, and returns the whole item as it is
         after this write: one UpdateItem, so two callers merging into one item each see the other's
         attributes or are seen by it (numbers as Decimal, as DynamoDB keeps them)."""
-        names = {f"#f{i}": name for i, name in enumerate(values)}
-        placeholders = {f":v{i}": _serializer.serialize(v) for i, v in enumerate(values.values())}
-        answer = self.client.update_item(
-            TableName=self.table_name,
-            Key=_to_dynamo({"pk": pk, "sk": sk}),
-            UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values))),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=placeholders,
-            ReturnValues="ALL_NEW",
-        )
-        return _from_dynamo(answer["Attributes"])
+        return _from_dynamo(self._set(pk, sk, values, ReturnValues="ALL_NEW")["Attributes"])
 
     def merge_many(self, updates: Sequence[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
         """merge for each (pk, sk, values), WRITE_CONCURRENCY at a time; None for one that failed
@@ -162,16 +153,12 @@ class FeedbackTable:
 
         def one(update: tuple[str, str, dict[str, Any]]) -> dict[str, Any] | None:
             try:
-                if not self._can_call():
-                    raise StorageUnavailable("no time left to write within the request's budget")
+                self._check_deadline()
                 return self.merge(*update)
             except (ClientError, StorageUnavailable):
                 return None
 
-        if len(updates) <= 1:
-            return [one(u) for u in updates]
-        with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(updates))) as pool:
-            return list(pool.map(one, updates))
+        return self._concurrently(one, updates)
 
     def add_to_counter(self, pk: str, sk: str, amount: int, expires_at: int) -> int:
         """Adds `amount` to the item's counter `n` (creating the item) and returns the new total.
@@ -224,8 +211,7 @@ class FeedbackTable:
             request = {self.table_name: [{"PutRequest": {"Item": _to_dynamo(item)}} for item in chunk]}
             try:
                 for attempt in range(UNPROCESSED_RETRIES + 1):
-                    if not self._can_call():
-                        raise StorageUnavailable("no time left to write within the request's budget")
+                    self._check_deadline()
                     request = self.client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
                     if not request:
                         break
@@ -245,8 +231,7 @@ class FeedbackTable:
 
         def put(item: dict[str, Any]) -> None:
             try:
-                if not self._can_call():
-                    raise StorageUnavailable("no time left to write within the request's budget")
+                self._check_deadline()
                 existing = self.put_if_absent(item)
             except (ClientError, StorageUnavailable):
                 outcome.not_written.append(item)  # list.append is atomic
@@ -254,13 +239,20 @@ class FeedbackTable:
             if existing is not None:
                 outcome.found[keys.item_key(item)] = existing
 
-        if len(new_items) <= 1:
-            for item in new_items:
-                put(item)
-        else:
-            with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(new_items))) as pool:
-                list(pool.map(put, new_items))
+        self._concurrently(put, new_items)
         return outcome
+
+    def _check_deadline(self) -> None:
+        if not self._can_call():
+            raise StorageUnavailable("no time left to write within the request's budget")
+
+    @staticmethod
+    def _concurrently(work: Callable[[Any], Any], inputs: Sequence[Any]) -> list[Any]:
+        """work on each input, WRITE_CONCURRENCY at a time (one alone in this thread); the results in order."""
+        if len(inputs) <= 1:
+            return [work(x) for x in inputs]
+        with ThreadPoolExecutor(max_workers=min(WRITE_CONCURRENCY, len(inputs))) as pool:
+            return list(pool.map(work, inputs))
 
     # --- queries ------------------------------------------------------------------------------
 

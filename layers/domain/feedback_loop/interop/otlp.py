@@ -24,8 +24,8 @@ OTLP/JSON differs from protobuf's JSON mapping in one point: trace and span ids 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
 import re
 import zlib
 from collections import Counter
@@ -163,14 +163,12 @@ def _hex_ids_to_base64(node: Any) -> None:
 
 def decode(kind: str, body: bytes, content_type: str | None, encoding: str | None = None) -> Any:
     """The ExportTraceServiceRequest (`kind` traces) or ExportLogsServiceRequest (logs) in the body."""
-    from google.protobuf import json_format
     from google.protobuf.message import DecodeError
 
-    message_type = _request_type(kind)
     media = (content_type or "").split(";")[0].strip().lower()
     raw = _inflate(body, encoding)
-    message = message_type()
     if media == PROTOBUF:
+        message = _service(kind)[0]()
         try:
             message.ParseFromString(raw)
         except DecodeError as error:
@@ -182,21 +180,32 @@ def decode(kind: str, body: bytes, content_type: str | None, encoding: str | Non
         document = json.loads(raw)
     except (ValueError, RecursionError) as error:
         raise OtlpError("body", f"is not valid JSON ({error})") from None
+    return from_json(kind, document)
+
+
+def from_json(kind: str, document: Any) -> Any:
+    """The export of an OTLP/JSON document already parsed (its hex ids read in place)."""
+    from google.protobuf import json_format
+
     if not isinstance(document, dict):
         raise OtlpError("body", f"must be an OTLP {kind} JSON object")
     _hex_ids_to_base64(document)
     try:
-        return json_format.ParseDict(document, message, ignore_unknown_fields=True)
+        return json_format.ParseDict(document, _service(kind)[0](), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise OtlpError("body", f"is not an OTLP {kind} JSON message ({error})") from None
 
 
-def _request_type(kind: str) -> Any:
+def _service(kind: str) -> tuple[Any, Any, str]:
+    """The export's request and response messages (`kind` traces or logs), and the response's
+    count of what it rejected."""
     if kind == "traces":
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-        return ExportTraceServiceRequest
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-    return ExportLogsServiceRequest
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as traces
+
+        return traces.ExportTraceServiceRequest, traces.ExportTraceServiceResponse, "rejected_spans"
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs
+
+    return logs.ExportLogsServiceRequest, logs.ExportLogsServiceResponse, "rejected_log_records"
 
 
 def response(kind: str, media: str, rejected: int, message: str) -> bytes | str:
@@ -204,13 +213,8 @@ def response(kind: str, media: str, rejected: int, message: str) -> bytes | str:
     request's encoding, with partial_success when something was rejected or needs saying."""
     from google.protobuf import json_format
 
-    if kind == "traces":
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse as Answer
-        counted = "rejected_spans"
-    else:
-        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse as Answer
-        counted = "rejected_log_records"
-    answer = Answer()
+    _, answer_type, counted = _service(kind)
+    answer = answer_type()
     if rejected or message:
         setattr(answer.partial_success, counted, rejected)
         answer.partial_success.error_message = message
@@ -239,8 +243,16 @@ def attributes_of(key_values: Iterable[Any]) -> dict[str, Any]:
     return {kv.key: value_of(kv.value) for kv in key_values}
 
 
-def _moment(nanos: int) -> datetime | None:
-    return datetime.fromtimestamp(nanos / 1e9, timezone.utc) if nanos else None
+def _moment(nanos: Any) -> datetime | None:
+    """Nanoseconds since the epoch (a number, or numeric text as OTLP/JSON writes 64-bit integers)
+    as a UTC time; None when absent, zero or past the calendar."""
+    number = _number(nanos)
+    if not number:
+        return None
+    try:
+        return datetime.fromtimestamp(number / 1e9, timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _id(raw: bytes, size: int) -> str | None:
@@ -250,17 +262,14 @@ def _id(raw: bytes, size: int) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value) if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if number == number and abs(number) != float("inf") else None
-    return None
+    """A finite number from a bool, a number or numeric text; None otherwise."""
+    if not isinstance(value, (bool, int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # text that is no number; an integer past float's range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _text(value: Any) -> str | None:
@@ -448,7 +457,7 @@ def hex_or_none(value: Any, size: int) -> str | None:
         return None
     try:
         raw = bytes.fromhex(value) if re.fullmatch(r"[0-9a-fA-F]+", value) else base64.b64decode(value, validate=True)
-    except (ValueError, binascii.Error):
+    except ValueError:  # binascii.Error included
         return None
     return _id(raw, size)
 
@@ -485,13 +494,12 @@ def from_cloudwatch(document: dict[str, Any]) -> Span | Evaluation | None:
         return None
     if "gen_ai.evaluation.name" in attributes:
         return evaluation_from(trace_id, span_id, attributes)
-    start = _number(document.get("startTimeUnixNano"))
-    if not start or not isinstance(document.get("name"), str):
+    start = _moment(document.get("startTimeUnixNano"))
+    if start is None or not isinstance(document.get("name"), str):
         return None
-    end = _number(document.get("endTimeUnixNano"))
     span = Span(trace_id=trace_id, span_id=span_id,
                 parent_span_id=hex_or_none(document.get("parentSpanId"), 8) or "", name=document["name"],
-                start=_moment(int(start)), end=_moment(int(end)) if end else None, attributes=attributes)
+                start=start, end=_moment(document.get("endTimeUnixNano")), attributes=attributes)
     _annotations(span)
     return span
 
@@ -512,23 +520,22 @@ def read_log_messages(messages: Iterable[str]) -> tuple[list[Span], list[Evaluat
         if not isinstance(document, dict):
             skipped["not_an_object"] += 1
             continue
-        for kind, key in (("traces", "resourceSpans"), ("logs", "resourceLogs")):
-            if key in document:
-                try:
-                    export = decode(kind, message.encode(), JSON)
-                except OtlpError:
-                    skipped[f"invalid_otlp_{kind}"] += 1
-                    break
-                read, rejected = spans(export) if kind == "traces" else log_evaluations(export)
-                (found_spans if kind == "traces" else found_evaluations).extend(read)
-                skipped.update(rejected)
-                break
+        kind = "traces" if "resourceSpans" in document else "logs" if "resourceLogs" in document else None
+        if kind is not None:  # a whole OTLP/JSON export
+            try:
+                export = from_json(kind, document)
+            except OtlpError:
+                skipped[f"invalid_otlp_{kind}"] += 1
+                continue
+            read, rejected = spans(export) if kind == "traces" else log_evaluations(export)
+            (found_spans if kind == "traces" else found_evaluations).extend(read)
+            skipped.update(rejected)
+            continue
+        read_one = from_cloudwatch(document)
+        if isinstance(read_one, Span):
+            found_spans.append(read_one)
+        elif isinstance(read_one, Evaluation):
+            found_evaluations.append(read_one)
         else:
-            read_one = from_cloudwatch(document)
-            if isinstance(read_one, Span):
-                found_spans.append(read_one)
-            elif isinstance(read_one, Evaluation):
-                found_evaluations.append(read_one)
-            else:
-                skipped["not_a_span_or_evaluation"] += 1
+            skipped["not_a_span_or_evaluation"] += 1
     return found_spans, found_evaluations, skipped

@@ -42,6 +42,13 @@ def _json_response(status: int, message: str) -> Response:
     return Response(f'{{"message": "{message}"}}', status=status, content_type="application/json")
 
 
+def _utf8(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 WIDGET = Path(__file__).resolve().parents[1] / "widget"
 _WIDGET_TYPES = {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8"}
 
@@ -84,10 +91,8 @@ class LocalGateway:
     def proxy_event(self, request: Request, route: Route, path_parameters: dict[str, str], body: bytes) -> dict:
         media = (request.content_type or "").split(";")[0].strip().lower()
         binary = media in self.binary_types or f"{media.partition('/')[0]}/*" in self.binary_types
-        try:
-            text, encoded = (None, True) if binary else (body.decode("utf-8"), False)
-        except UnicodeDecodeError:
-            text, encoded = None, True
+        text = None if binary else _utf8(body)
+        encoded = text is None  # binary, or bytes that are not text: base64
         if encoded:
             text = base64.b64encode(body).decode()
         headers = {k: v for k, v in request.headers.items()}

@@ -63,6 +63,16 @@ class Outcome:
         parts += [f"{n} {reason}" for reason, n in sorted(self.passed_over.items())]
         return "; ".join(parts)
 
+    def __add__(self, other: "Outcome") -> "Outcome":
+        return Outcome(self.spans + other.spans, self.evaluations + other.evaluations, self.records + other.records,
+                       self.feedback + other.feedback, self.rejected + other.rejected,
+                       self.passed_over + other.passed_over, self.retry or other.retry)
+
+    def counts(self) -> dict[str, Any]:
+        """The figures, for a log line."""
+        return {"spans": self.spans, "evaluations": self.evaluations, "records": self.records,
+                "feedback": self.feedback, "rejected": dict(self.rejected), "passed_over": dict(self.passed_over)}
+
 
 def pair_key(project: str, trace_id: str, span_id: str) -> tuple[str, str]:
     return f"OTEL#{project}#{trace_id}#{span_id}", "OTEL"
@@ -151,10 +161,14 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
     # A span that brings its overall score and has no item yet (no evaluation came before it) is
     # sent at once, without an item: one read per 100 spans instead of two writes each.
     keys = [pair_key(project, trace, span) for trace, span, _ in updates]
-    waiting = table.get_many([k for k, (_, _, values) in zip(keys, updates) if SCORE + mapping.overall in values])
-    direct = [{"pk": k[0], "sk": k[1], DIRECT: True, **values} for k, (_, _, values) in zip(keys, updates)
-              if SCORE + mapping.overall in values and k not in waiting]
-    paired = [u for k, u in zip(keys, updates) if not (SCORE + mapping.overall in u[2] and k not in waiting)]
+    scored = [SCORE + mapping.overall in values for _, _, values in updates]
+    waiting = table.get_many([key for key, has in zip(keys, scored) if has])
+    direct, paired = [], []
+    for key, update, has in zip(keys, updates, scored):
+        if has and key not in waiting:
+            direct.append({"pk": key[0], "sk": key[1], DIRECT: True, **update[2]})
+        else:
+            paired.append(update)
     _deliver(table, stream, project, direct + _merge(table, project, paired, outcome, now), mapping, policy,
              outcome, now)
     if people:
