@@ -1,6 +1,7 @@
 """The AWS emulator of the local stack: moto's server, one request at a time, DynamoDB writes durable;
 Athena's API answered by local/athena.py, Firehose's by local/firehose.py; Lambda's Invoke answered by the local stack's functions
-(so that moto's Step Functions interpreter, which executes the state machines here, calls them).
+(so that moto's Step Functions interpreter, which executes the state machines here, calls them). Those
+three are read in whichever protocol the client's botocore speaks (local/protocols.py).
 
 moto keeps each table in plain dicts and is not safe under concurrent requests: two PutItems that
 create the same new partition at the same moment can each install their own partition dict, and
@@ -19,12 +20,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.config import default_user_config
@@ -37,13 +36,12 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from feedback_loop.local.athena import LocalAthena
 from feedback_loop.local.firehose import LocalFirehose
 from feedback_loop.local.journal import Change, Journal
+from feedback_loop.local.protocols import LocalApis, signed_for
 from feedback_loop.local.template import REGION
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 # PartiQL can write items in ways the journal does not follow; the product never uses it
 UNJOURNALED = {"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"}
-_REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/")
-_INVOKE = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 # a function's invocation: (payload) -> (the response payload, the error kind or None)
 Invoker = Callable[[str, bytes], tuple[bytes, str | None]]
 
@@ -125,27 +123,26 @@ class SerializedEmulator:
         self.athena = LocalAthena()
         self.firehose = LocalFirehose()
         self.invoke: Invoker | None = None  # set by the local stack once its functions exist
+        self.apis = LocalApis({"athena": None, "firehose": None, "lambda": {"Invoke"}})
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         body = _read_body(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        target = environ.get("HTTP_X_AMZ_TARGET", "")
-        local = self.athena if target.startswith("AmazonAthena.") else \
-            self.firehose if target.startswith("Firehose_") else None
-        if local is not None:  # answered here, outside the lock: a query, a delivery runs on its own
-            status, answer_body = local.handle(target.partition(".")[2], json.loads(body or b"{}"))
-            content = json.dumps(answer_body, default=str).encode()
-            start_response(f"{status} {'OK' if status == 200 else 'Bad Request'}",
-                           [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(content)))])
+        local = self.apis.read(environ, body)
+        if local is not None and (local[1].service != "lambda" or self.invoke is not None):
+            api, call = local  # answered here, outside the lock: a query, a delivery, a function runs on its own
+            if call.service == "lambda":
+                payload, error = self.invoke(call.params["FunctionName"], call.params.get("Payload", body))
+                headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                           ("X-Amz-Executed-Version", "$LATEST")]
+                start_response("200 OK", headers + ([("X-Amz-Function-Error", error)] if error else []))
+                return [payload]
+            service = self.athena if call.service == "athena" else self.firehose
+            status, headers, content = api.answer(call, *service.handle(call.operation, call.params))
+            start_response(status, headers)
             return [content]
-        invocation = _INVOKE.match(environ.get("PATH_INFO", ""))
-        if invocation and self.invoke is not None:  # outside the lock: the function calls the emulator itself
-            payload, error = self.invoke(unquote(invocation.group("name")), body)
-            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-                       ("X-Amz-Executed-Version", "$LATEST")]
-            start_response("200 OK", headers + ([("X-Amz-Function-Error", error)] if error else []))
-            return [payload]
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
         operation = target.partition(".")[2] if target.startswith("DynamoDB_") else ""
         answer: dict[str, Any] = {}
 
@@ -175,8 +172,8 @@ class SerializedEmulator:
 
 
 def _region(environ: dict[str, Any]) -> str:
-    found = _REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
-    return found.group(1) if found else REGION
+    scope = signed_for(environ)
+    return scope[0] if scope else REGION
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
