@@ -29,27 +29,36 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
     return parameters
 
 
-def _table(args: argparse.Namespace):
-    """The table to manage keys in: --table (AWS, or wherever AWS_ENDPOINT_URL points), else the
-    running local stack's."""
+def stack_output(stack: str, output: str) -> str:
+    """One output of a deployed stack (CloudFormation's DescribeStacks, in the configured account and region)."""
     import boto3
 
-    from feedback_loop.dal.store import CLIENT_CONFIG, FeedbackTable
-    from feedback_loop.local.stack import local_aws_environment, read_state
+    described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    found = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    if output not in found:
+        raise SystemExit(f"stack {stack} ({described['StackStatus']}) has no output {output}: "
+                         "is it a feedback-loop stack, and has its deploy finished?")
+    return found[output]
 
+
+def _table(args: argparse.Namespace):
+    """The table to manage keys in: --table NAME, else the output TableName of --stack NAME (both in
+    AWS, or wherever AWS_ENDPOINT_URL points), else the running local stack's. Imports nothing the
+    package's core dependencies lack."""
+    from feedback_loop.dal.store import CLIENT_CONFIG, FeedbackTable
+    from feedback_loop.local.state import local_client, read_state
+
+    if args.table and args.stack:
+        raise SystemExit("give --table or --stack, not both")
     if args.table:
         return FeedbackTable(args.table)
+    if args.stack:
+        return FeedbackTable(stack_output(args.stack, "TableName"))
     state = read_state(args.data_dir)
     if state is None:
         raise SystemExit(f"no local stack is running (no {args.data_dir}/local.json): start "
-                         "`feedback-loop serve`, or pass --table NAME for a deployed stack")
-    env = local_aws_environment(state["aws_endpoint"])
-    client = boto3.client(
-        "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=CLIENT_CONFIG,
-    )
-    return FeedbackTable(state["table"], client=client)
+                         "`feedback-loop serve`, or pass --stack NAME (or --table NAME) for a deployed stack")
+    return FeedbackTable(state["table"], client=local_client("dynamodb", state["aws_endpoint"], config=CLIENT_CONFIG))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -96,22 +105,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from feedback_loop.logic import keys
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    table = _table(args)
-    if args.keys_command == "create":
-        issued = keys.create_key(table, args.project, args.label)
-        print(json.dumps({"project": issued.key.project, "key_id": issued.key.key_id, "api_key": issued.plaintext}))
-        print("Store the key now: only its hash is kept.", file=sys.stderr)
-    elif args.keys_command == "revoke":
-        try:
-            revoked = keys.revoke_key(table, args.key_id)
-        except KeyError as error:
-            raise SystemExit(str(error.args[0]))
-        print(json.dumps({"key_id": revoked.key_id, "project": revoked.project, "revoked_at": revoked.revoked_at}))
-    else:
-        for key in keys.list_keys(table, args.project):
-            print(json.dumps(key.__dict__))
+    from feedback_loop.logic import keys
+    from feedback_loop.models.errors import StorageUnavailable
+
+    try:
+        table = _table(args)
+        if args.keys_command == "create":
+            issued = keys.create_key(table, args.project, args.label)
+            print(json.dumps({"project": issued.key.project, "key_id": issued.key.key_id,
+                              "api_key": issued.plaintext}))
+            print("Store the key now: only its hash is kept.", file=sys.stderr)
+        elif args.keys_command == "revoke":
+            try:
+                revoked = keys.revoke_key(table, args.key_id)
+            except KeyError as error:
+                raise SystemExit(str(error.args[0]))
+            print(json.dumps({"key_id": revoked.key_id, "project": revoked.project,
+                              "revoked_at": revoked.revoked_at}))
+        else:
+            for key in keys.list_keys(table, args.project):
+                print(json.dumps(key.__dict__))
+    except ValueError as error:  # a project name outside the rule
+        raise SystemExit(f"feedback-loop keys: {error}")
+    except (ClientError, BotoCoreError, StorageUnavailable) as error:  # credentials, region, permissions
+        denied = isinstance(error, ClientError) and "AccessDenied" in error.response.get("Error", {}).get("Code", "")
+        raise SystemExit(f"feedback-loop keys: {error}" +
+                         (" (the permissions each command needs: docs/DEPLOY.md, API keys)" if denied else ""))
     return 0
 
 
@@ -273,7 +294,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     import boto3
 
-    from feedback_loop.local.stack import local_aws_environment, read_state
+    from feedback_loop.local.state import local_client, read_state
     from feedback_loop.retraining.launch import request_retrain
 
     if args.bus:
@@ -283,11 +304,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         if state is None:
             raise SystemExit(f"no local stack is running (no {args.data_dir}/local.json): start "
                              "`feedback-loop serve`, or pass --bus NAME for a deployed stack")
-        env = local_aws_environment(state["aws_endpoint"])
-        events = boto3.client("events", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-        bus = state["bus"]
+        events, bus = local_client("events", state["aws_endpoint"]), state["bus"]
     print(json.dumps(request_retrain(events, bus, args.project, "cli")))
     return 0
 
@@ -303,6 +320,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 DEMO = DemoSettings()
+
+
+def _where_keys_are(parser: argparse.ArgumentParser, argparse_default: object) -> None:
+    parser.add_argument("--stack", default=argparse_default,
+                        help="name of a deployed stack: its TableName output is the table (needs cloudformation:DescribeStacks)")
+    parser.add_argument("--table", default=argparse_default,
+                        help="DynamoDB table of a deployed stack (default: the running local stack)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     keys = commands.add_parser("keys", help="create, revoke and list per-project API keys")
-    keys.add_argument("--table", help="DynamoDB table of a deployed stack (default: the running local stack)")
+    _where_keys_are(keys, argparse_default=None)
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key (printed once)")
     create.add_argument("--project", required=True)
@@ -334,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     listing = key_commands.add_parser("list", help="list a project's keys (never the secrets)")
     listing.add_argument("--project", required=True)
+    for command in (create, revoke, listing):  # before or after the command: `keys create --stack S ...`
+        _where_keys_are(command, argparse_default=argparse.SUPPRESS)
     keys.set_defaults(run=cmd_keys)
 
     openapi = commands.add_parser("openapi", help="print the API's OpenAPI document")

@@ -28,6 +28,7 @@ from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.sagemaker import LocalSageMaker
 from feedback_loop.local.journal import Journal
 from feedback_loop.local.snapshots import JOURNAL_DIR, Snapshots
+from feedback_loop.local.state import STATE_FILE, local_aws_environment, read_state  # noqa: F401 (re-exported)
 from feedback_loop.local.statemachines import LocalStateMachines
 from feedback_loop.local.template import REGION, Template
 
@@ -38,7 +39,6 @@ _TABLE_PROPERTIES = (
     "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode",
     "ProvisionedThroughput", "StreamSpecification",
 )
-STATE_FILE = "local.json"
 
 
 def find_template(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -55,18 +55,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
-
-
-def local_aws_environment(endpoint: str) -> dict[str, str]:
-    """What points boto3 at the emulator; the only difference between local and AWS."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }
 
 
 class LocalStack:
@@ -300,8 +288,3 @@ class LocalStack:
         state = {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "table": self.table_name,
                  "bucket": self.bucket, "bus": self.bus_name, "pid": os.getpid()}
         (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-
-
-def read_state(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    path = Path(data_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

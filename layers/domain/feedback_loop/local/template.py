@@ -15,8 +15,9 @@ from typing import Any
 
 from cfnlint.decode import decode
 
+from feedback_loop.local.state import REGION
+
 ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
 _SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
 
 
