@@ -143,6 +143,7 @@ FORBIDDEN = {  # cold start and bundle size: what each function must never impor
     "RetrainFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},
     "RegisterFunction": {"sagemaker", "torch", "transformers", "sentence_transformers"},
     "DeployFunction": {"numpy", "scipy", "sagemaker", "torch", "transformers", "sentence_transformers"},
+    "LogRoleFunction": {"numpy", "scipy", "sagemaker", "pandas", "torch", "transformers", "sentence_transformers"},
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from ..deployed_template import transformed
 
 ASYNC_FUNCTIONS = ("AnalysisFunction", "RetrainFunction", "RegisterFunction", "DeployFunction", "AgentCoreFunction")
-FUNCTIONS = ("ApiFunction", "AuthorizerFunction", *ASYNC_FUNCTIONS)
+FUNCTIONS = ("ApiFunction", "AuthorizerFunction", "LogRoleFunction", *ASYNC_FUNCTIONS)
 PUBLIC = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 
 
@@ -88,7 +88,14 @@ def test_the_api_has_one_stage_with_access_logs_throttling_and_tracing(deployed)
     assert "$context.requestId" in stage["Properties"]["AccessLogSetting"]["Format"]
     assert stage["Properties"]["TracingEnabled"] is True
     assert stage["Properties"]["MethodSettings"][0]["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
-    assert "ApiGatewayAccount" in deployed["Resources"]  # access logs need the region's CloudWatch role
+    # access logs need the region's CloudWatch role: the setting is made before the API, hence its stage
+    [(api_id, api)] = of_type(deployed, "AWS::ApiGateway::RestApi").items()
+    assert api["DependsOn"] == "ApiGatewayLogRoleSetting" or "ApiGatewayLogRoleSetting" in api["DependsOn"]
+    assert api_id in refs(stage["Properties"]["RestApiId"])
+    setting = deployed["Resources"]["ApiGatewayLogRoleSetting"]
+    assert setting["Type"] == "Custom::ApiGatewayLogRole" and "Condition" not in setting
+    assert refs(setting["Properties"]["ServiceToken"]) == {"LogRoleFunction"}
+    assert not of_type(deployed, "AWS::ApiGateway::Account")  # it replaces other APIs' role, and stays after delete
 
 
 def test_every_route_but_the_public_ones_passes_the_key_authorizer(deployed) -> None:
@@ -184,12 +191,14 @@ def test_roles_have_least_privilege(deployed) -> None:
             if statement["Resource"] == "*":
                 assert set(statement["Action"]) <= UNSCOPABLE, (name, statement["Action"])
             if "iam:PassRole" in statement["Action"]:
-                assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+                service = "apigateway" if name == "LogRoleFunctionRole" else "sagemaker"
+                assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": f"{service}.amazonaws.com"}}
     # training jobs and endpoints run under different roles, each passed by the function that needs it
     passed = {name: refs([s["Resource"] for s in statements(role) if "iam:PassRole" in s["Action"]])
               for name, role in roles.items()}
     assert passed["RetrainFunctionRole"] == {"TrainingRole"}
     assert passed["DeployFunctionRole"] == {"EndpointRole"}
+    assert passed["LogRoleFunctionRole"] == {"ApiGatewayLogRole"}
     deploy_env = deployed["Resources"]["DeployFunction"]["Properties"]["Environment"]["Variables"]
     assert refs(deploy_env["MODEL_EXECUTION_ROLE_ARN"]) == {"EndpointRole"}
     endpoint_writes = [s for s in statements(roles["EndpointRole"]) if "s3:PutObject" in s["Action"]]
