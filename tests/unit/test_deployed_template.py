@@ -78,6 +78,10 @@ def test_alarms_cover_the_api_every_function_failed_events_and_training(deployed
         assert refs(alarm["Properties"]["AlarmActions"]) == {"AlarmTopic"}
     [subscription] = of_type(deployed, "AWS::SNS::Subscription").values()
     assert subscription["Condition"] == "HasAlarmEmail" and subscription["Properties"]["Protocol"] == "email"
+    # without AlarmEmail nobody is told: the deploy's outputs say so, loudly
+    condition, emailed, nobody = deployed["Outputs"]["AlarmsGoTo"]["Value"]["Fn::If"]
+    assert condition == "HasAlarmEmail" and nobody.startswith("NOBODY") and "AlarmEmail" in nobody
+    assert deployed["Parameters"]["AlarmEmail"]["Description"].startswith("SET THIS")
 
 
 def test_the_api_has_one_stage_with_access_logs_throttling_and_tracing(deployed) -> None:
