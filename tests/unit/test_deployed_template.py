@@ -3,6 +3,8 @@ log kept for a bounded time, the data bucket TLS-only with lifecycle rules, size
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -302,3 +304,42 @@ def test_the_agentcore_option_subscribes_its_function_to_the_two_log_groups_only
     role = deployed["Resources"]["AgentCoreFunctionRole"]["Properties"]["Policies"]
     assert {"FeedbackTable", "EvalLogStream"} <= refs(role)
     assert deployed["Parameters"]["AgentCoreProject"]["Default"] == ""
+
+
+def _s3_grants(role: dict[str, Any]) -> dict[str, set[str]]:
+    """action -> the resources it is granted on (Fn::Sub text, ${DataBucket} as written)."""
+    grants: dict[str, set[str]] = {}
+    for statement in statements(role):
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        texts = {r["Fn::Sub"] if isinstance(r, dict) and isinstance(r.get("Fn::Sub"), str) else json.dumps(r, sort_keys=True)
+                 for r in resources}
+        for action in statement["Action"]:
+            if action.startswith("s3:"):
+                grants.setdefault(action, set()).update(texts)
+    return grants
+
+
+def test_the_analysis_and_retrain_functions_touch_only_their_prefixes(deployed) -> None:
+    bucket = "arn:${AWS::Partition}:s3:::${DataBucket}"
+    roles = of_type(deployed, "AWS::IAM::Role")
+    analysis, retrain = _s3_grants(roles["AnalysisFunctionRole"]), _s3_grants(roles["RetrainFunctionRole"])
+    for grants in (analysis, retrain):  # nothing deleted in the versioned bucket, its settings untouched
+        assert not {a for a in grants if a.startswith(("s3:Delete", "s3:PutBucket", "s3:PutLifecycle"))}
+        assert all(r == bucket or r.startswith(bucket + "/") for resources in grants.values() for r in resources)
+    assert analysis["s3:GetObject"] == {f"{bucket}/{p}/*" for p in ("eval-logs", "reports", "feedback-export",
+                                                                    "athena-results")}
+    assert analysis["s3:PutObject"] == {f"{bucket}/{p}/*" for p in ("reports", "feedback-export", "athena-results")}
+    assert retrain == {"s3:ListBucket": {bucket}, "s3:GetObject": {f"{bucket}/reports/*"},
+                       "s3:PutObject": {f"{bucket}/code/*", f"{bucket}/training/*"}}
+    [listing] = [s for s in statements(roles["RetrainFunctionRole"]) if "s3:ListBucket" in s["Action"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "reports/*"}}
+
+
+def test_the_agentcore_project_follows_the_project_name_rule(deployed) -> None:
+    from feedback_loop.logic.keys import PROJECT_PATTERN
+
+    allowed = re.compile(deployed["Parameters"]["AgentCoreProject"]["AllowedPattern"])
+    for name in ("", "shop", "a-b_c9", "x" * 63):
+        assert allowed.match(name) and (name == "" or PROJECT_PATTERN.match(name))
+    for name in ("Shop", ".", "..", "a.b", "-a", "x" * 64, "a/b"):
+        assert not allowed.match(name) and not PROJECT_PATTERN.match(name)
