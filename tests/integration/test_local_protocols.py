@@ -128,7 +128,8 @@ def test_lambda_invoke_in_each_protocol(stack: LocalStack, protocol: str, tmp_pa
 
 # What the suite runs each service the product calls in, through the local stack (moto answers the
 # rest): a botocore that moves one to another protocol fails here by name, before a user sees it.
-TESTED_PROTOCOLS = {"athena": {"rest-json", "json"}, "cloudwatch": {"smithy-rpc-v2-cbor"},
+TESTED_PROTOCOLS = {"apigateway": {"rest-json"}, "athena": {"rest-json", "json"}, "cloudformation": {"query"},
+                    "cloudwatch": {"smithy-rpc-v2-cbor"}, "iam": {"query"},
                     "dynamodb": {"json"}, "events": {"json"}, "firehose": {"json"}, "glue": {"json"},
                     "lambda": {"rest-json"}, "s3": {"rest-xml"}, "sagemaker": {"json"},
                     "sagemaker-runtime": {"rest-json"}, "sqs": {"json"}, "stepfunctions": {"json"}}
