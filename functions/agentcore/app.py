@@ -31,7 +31,8 @@ def _setup() -> tuple[FeedbackTable, evals.EvalStream, otlp.Mapping, IngestPolic
                                          otlp.HEADER_RANGE: settings.overall_range,
                                          otlp.HEADER_REQUEST_ID: settings.request_id})
     return (FeedbackTable(settings.table_name), evals.EvalStream(boto3.client("firehose"), settings.eval_log_stream),
-            mapping, IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days),
+            mapping, IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days,
+                               eval_dedup_days=settings.eval_dedup_days),
             settings.project)
 
 

@@ -113,7 +113,8 @@ def events() -> Any:
 
 
 limiter = RateLimiter(table, settings.rate_limit_per_minute, batch=settings.rate_limit_batch or None)
-policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days)
+policy = ingest.IngestPolicy(day_shards=settings.day_shards, retention_days=settings.retention_days,
+                               eval_dedup_days=settings.eval_dedup_days)
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/v1/docs"}
 OTLP_PATHS = {"/v1/traces", "/v1/logs"}  # OpenTelemetry exporters' paths: protobuf or JSON, maybe compressed
 OTLP_MEDIA = ("application/x-protobuf", "application/json")

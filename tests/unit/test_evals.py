@@ -3,6 +3,7 @@ what is reported for each item, and the stream's call limits."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from feedback_loop.logic import evals
@@ -40,6 +41,14 @@ def test_each_item_gets_its_own_answer_and_only_taken_records_are_marked() -> No
     assert len(client.calls) == 1 and len(client.calls[0]) == 2  # a request_id twice in a batch: sent once
     again = evals.record_evals(table, stream, "p", [record("a"), record("a", prompt="other")], IngestPolicy())
     assert [r.status for r in again.results] == [200, 409]
+
+
+def test_a_marker_is_kept_for_the_dedup_window_not_the_feedbacks_retention() -> None:
+    table, now = FlakyTable(refuse=set()), datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
+    policy = IngestPolicy(retention_days=730, eval_dedup_days=14)
+    evals.record_evals(table, evals.EvalStream(Client(), "s"), "p", [record("a")], policy, now)
+    [marker] = table.items.values()
+    assert marker["expires_at"] == int((now + timedelta(days=14)).timestamp())
 
 
 def test_calls_to_the_stream_stay_within_its_limits() -> None:

@@ -22,6 +22,7 @@ class ApiSettings(BaseSettings):
 
     table_name: str = Field(validation_alias="TABLE_NAME")
     retention_days: int = Field(default=0, ge=0, validation_alias="RETENTION_DAYS")
+    eval_dedup_days: int = Field(default=14, ge=1, validation_alias="EVAL_DEDUP_DAYS")
     day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
     max_body_bytes: int = Field(default=5_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
     event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
@@ -219,6 +220,7 @@ class AgentCoreSettings(BaseSettings):
 
     table_name: str = Field(validation_alias="TABLE_NAME")
     retention_days: int = Field(default=0, ge=0, validation_alias="RETENTION_DAYS")
+    eval_dedup_days: int = Field(default=14, ge=1, validation_alias="EVAL_DEDUP_DAYS")
     day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
     eval_log_stream: str = Field(validation_alias="EVAL_LOG_STREAM")
     project: str = Field(min_length=1, validation_alias="AGENTCORE_PROJECT")

@@ -6,7 +6,9 @@ An item is reported 201 only once the stream has taken it (the stream keeps a re
 it is in S3, retrying, and puts what S3 refuses under `eval-logs-errors/`); 200 when its request_id
 was accepted before with the same record, 409 with another record; 422 with the fields that break
 the contract; 503 when the stream did not take it (send it again). The table keeps one small item
-per accepted record, its fingerprint, which is what makes a resent batch safe. Written after the
+per accepted record, its fingerprint, which is what makes a resent batch safe, for `eval_dedup_days`
+(EvalDedupDays, 14: TTL), not for the feedback's retention: a record resent later is delivered again,
+and the analysis skips the repeat as a duplicate_request_id. Written after the
 stream took the record, 25 to a BatchWriteItem call (a conditional write per record would cost
 500 calls a batch and guard nothing: the record is delivered by then): if that write fails, the
 record is still answered 201, and only a resend of it would be delivered twice (the analysis then
@@ -104,10 +106,7 @@ def record_evals(table: FeedbackTable, stream: EvalStream, project: str, raw_rec
             continue
         marker = {**keys.eval_key(project, record.request_id), "entity": "eval", "project": project,
                   "request_id": record.request_id, "fingerprint": fingerprint(raw),
-                  "received_at": keys.timestamp_text(now)}
-        expires_at = policy.expires_at(now)
-        if expires_at is not None:
-            marker["expires_at"] = expires_at
+                  "received_at": keys.timestamp_text(now), "expires_at": policy.eval_marker_expires_at(now)}
         line = _line(raw, record, project, now)
         if len(line) > MAX_RECORD_BYTES:
             results[index] = EvalItemResult(index=index, status=422, request_id=record.request_id, errors=[FieldError(

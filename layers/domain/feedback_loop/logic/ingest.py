@@ -31,11 +31,15 @@ class IngestPolicy:
 
     day_shards: int = 8
     retention_days: int = 0  # 0 keeps events for ever
+    eval_dedup_days: int = 14  # how long an accepted eval record's request_id is remembered (logic/evals.py)
 
     def expires_at(self, received_at: datetime) -> int | None:
         if self.retention_days <= 0:
             return None
         return int((received_at + timedelta(days=self.retention_days)).timestamp())
+
+    def eval_marker_expires_at(self, received_at: datetime) -> int:
+        return int((received_at + timedelta(days=self.eval_dedup_days)).timestamp())
 
 
 @dataclass(frozen=True)
