@@ -136,6 +136,30 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from feedback_loop import doctor
+
+    session = boto3.session.Session()
+    try:
+        stack = doctor.describe(session.client("cloudformation"), args.stack)
+    except (ClientError, BotoCoreError) as error:
+        raise SystemExit(f"feedback-loop doctor: {error}")
+    services = {"cloudformation": "cloudformation", "dynamodb": "dynamodb", "s3": "s3", "events": "events",
+                "sns": "sns", "quotas": "service-quotas"}
+    checks = doctor.run_checks(stack, {name: session.client(service) for name, service in services.items()})
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+        if check.fix and check.status != doctor.OK:
+            print(f"{'':<4}  {'':<{width}}  -> {check.fix}")
+    failed = [check.name for check in checks if check.status == doctor.FAIL]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def api_module(template: str | None = None):
     """The API function's module, loaded from the template without touching AWS."""
     from feedback_loop.local.runtime import load_module
@@ -361,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (create, revoke, listing):  # before or after the command: `keys create --stack S ...`
         _where_keys_are(command, argparse_default=argparse.SUPPRESS)
     keys.set_defaults(run=cmd_keys)
+
+    doctor = commands.add_parser("doctor", help="check what a deployed stack needs from its account "
+                                                "(quotas, table, bucket, schedule, alarm subscription, images)")
+    doctor.add_argument("--stack", required=True, help="the deployed stack's name (samconfig.toml: feedback-loop)")
+    doctor.set_defaults(run=cmd_doctor)
 
     openapi = commands.add_parser("openapi", help="print the API's OpenAPI document")
     openapi.add_argument("--template")
