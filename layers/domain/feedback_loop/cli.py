@@ -160,6 +160,30 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_teardown(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from feedback_loop import teardown
+
+    try:
+        table = stack_output(args.stack, "TableName")
+        sagemaker, cloudwatch = boto3.client("sagemaker"), boto3.client("cloudwatch")
+        found = teardown.find(boto3.client("dynamodb"), sagemaker, cloudwatch, table)
+        if not found.lines():
+            print(f"nothing that {args.stack}'s functions created is left")
+            return 0
+        if not args.yes:
+            print("\n".join(found.lines()))
+            print(f"nothing deleted: run again with --yes to delete these {len(found.lines())}")
+            return 0
+        deleted = teardown.remove(found, sagemaker, cloudwatch)
+    except (ClientError, BotoCoreError) as error:
+        raise SystemExit(f"feedback-loop teardown: {error}")
+    print(f"{deleted} deleted; now `sam delete --stack-name {args.stack}` (the table and the bucket are kept)")
+    return 0
+
+
 def api_module(template: str | None = None):
     """The API function's module, loaded from the template without touching AWS."""
     from feedback_loop.local.runtime import load_module
@@ -390,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(quotas, table, bucket, schedule, alarm subscription, images)")
     doctor.add_argument("--stack", required=True, help="the deployed stack's name (samconfig.toml: feedback-loop)")
     doctor.set_defaults(run=cmd_doctor)
+
+    teardown = commands.add_parser("teardown", help="delete what a stack's functions created outside "
+                                                    "CloudFormation (evaluator endpoints, their configs, models, alarms)")
+    teardown.add_argument("--stack", required=True, help="the deployed stack's name")
+    teardown.add_argument("--yes", action="store_true", help="delete (without it: only list)")
+    teardown.set_defaults(run=cmd_teardown)
 
     openapi = commands.add_parser("openapi", help="print the API's OpenAPI document")
     openapi.add_argument("--template")
