@@ -4,6 +4,9 @@ and nothing is stored."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
+
 import pytest
 import requests
 
@@ -65,3 +68,80 @@ def test_comments_and_edits_are_stored_as_given(client) -> None:
     client.edited("hostile-text", payload)
     summary = client.summary("hostile-text")
     assert summary.comments[0].text == payload  # data, byte for byte; the report and widget escape it
+
+
+def _nested(levels: int) -> str:
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+@pytest.mark.parametrize("levels", [330, 600, 890])
+def test_an_item_nested_hundreds_deep_is_refused_alone_and_its_batch_stored(stack, table, project, api_key,
+                                                                          levels) -> None:
+    request_id = f"deep-batch-{levels}"
+    ok = json.dumps({"request_id": request_id, "feedback_type": "implicit_usage", "value": True, "event_id": "ok"})
+    deep = (f'{{"request_id": "{request_id}", "feedback_type": "implicit_usage", "value": true, '
+            f'"event_id": "deep", "metadata": {_nested(levels)}}}')
+    answer = requests.post(f"{stack.api_url}/v1/feedback/batch", data=f'{{"events": [{ok}, {deep}]}}'.encode(),
+                           timeout=60, headers={"x-api-key": api_key, "Content-Type": "application/json"})
+    assert answer.status_code == 207, answer.text[:300]
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [201, 422]
+    assert [f["field"] for f in results[1]["errors"]] == ["metadata"]
+    assert [i["event_id"] for i in table.query_partition(items.request_pk(project, request_id))] == ["ok"]
+
+
+def test_an_eval_record_nested_deep_or_in_the_future_is_refused_naming_the_field(stack, api_key) -> None:
+    now = datetime.now(timezone.utc)
+    base = {"timestamp": now.isoformat(), "eval_scores": {"overall": 0.5}}
+    records = [{**base, "request_id": "deep-prompt", "prompt": json.loads(_nested(256))},
+               {**base, "request_id": "deep-output", "output": [json.loads(_nested(40))]},
+               {**base, "request_id": "deep-extra", "trace": json.loads(_nested(40))},
+               {**base, "request_id": "future", "timestamp": "2099-01-01T00:00:00Z"},
+               {**base, "request_id": "fine", "prompt": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}]
+    answer = requests.post(f"{stack.api_url}/v1/evals", json={"records": records}, timeout=60,
+                           headers={"x-api-key": api_key})
+    assert answer.status_code == 207, answer.text[:300]
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [422, 422, 422, 422, 201]
+    assert [[f["field"] for f in r["errors"]] for r in results[:4]] == [["prompt"], ["output"], ["trace"],
+                                                                       ["timestamp"]]
+    assert "must be nested at most 32 levels deep" in results[2]["errors"][0]["message"]
+
+
+def test_a_poison_eval_record_in_s3_does_not_stop_the_projects_week(stack, table) -> None:
+    """A record nested 256 levels deep (orjson writes 255) and one nested 1,100 (past what orjson
+    reads), written to S3 by hand as the API would refuse them, each with a thumbs-up: the weekly
+    state machine still writes the report and the datasets and announces AnalysisCompleted."""
+    import boto3
+
+    from feedback_loop.client import FeedbackClient
+    from feedback_loop.logic.keys import create_key
+
+    project = "poison-week"
+    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    moment = (end - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [f'{{"request_id": "ok-{i}", "timestamp": "{moment}", "prompt": "p", "output": "o", '
+             f'"eval_scores": {{"overall": {i / 10}}}, "metadata": {{"user_cohort": "pro"}}}}' for i in range(10)]
+    lines.append(f'{{"request_id": "poison-256", "timestamp": "{moment}", "prompt": {_nested(256)}, '
+                 f'"output": "o", "eval_scores": {{"overall": 0.9}}}}')
+    lines.append(f'{{"request_id": "poison-1100", "timestamp": "{moment}", "prompt": "p", '
+                 f'"output": {_nested(1100)}, "eval_scores": {{"overall": 0.9}}}}')
+    boto3.client("s3").put_object(Bucket=stack.bucket, Key=f"eval-logs/{project}/dt={moment[:10]}/app.jsonl",
+                                  Body="\n".join(lines).encode())
+    client = FeedbackClient(stack.api_url, create_key(table, project).plaintext)
+    sent = client.send_batch([{"request_id": r, "feedback_type": "explicit_thumbs_up", "value": True,
+                               "timestamp": moment, "event_id": f"up-{r}"}
+                              for r in ["poison-256", "poison-1100", *(f"ok-{i}" for i in range(10))]])
+    assert sent.rejected == 0
+    execution = stack.states.execute("AnalysisStateMachine", {"time": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                              "engine": "embedded", "projects": [project]})
+    assert execution["status"] == "SUCCEEDED" and execution["output"]["results"][0]["failed"] is False, execution
+    prefix = f"reports/{project}/{end:%Y-%m-%dT%H-%M-%SZ}/"
+    s3 = boto3.client("s3")
+    report = json.loads(s3.get_object(Bucket=stack.bucket, Key=prefix + "report.json")["Body"].read())
+    assert report["counts"]["requests_with_human_score"] == 12
+    labelled = {entry["request_id"]: entry for entry in map(json.loads, s3.get_object(
+        Bucket=stack.bucket, Key=prefix + "labelled.jsonl")["Body"].read().splitlines())}
+    assert json.loads(labelled["poison-256"]["prompt"]) == json.loads(_nested(256))  # kept as its JSON text
+    assert isinstance(labelled["poison-1100"]["output"], str) and labelled["ok-3"]["prompt"] == "p"
+    stack.bus.wait_for("AnalysisCompleted", where=lambda event: event["detail"]["project"] == project)

@@ -239,8 +239,15 @@ class Scanner:
 
 
 def _python_lines(source: EvalLogSource, name: str, skipped: Counter[str]) -> list[bytes]:
-    """A file's valid records as JSON lines, read as the Python reader reads them (reasons counted)."""
-    return [orjson.dumps(row, default=str) for row in source.rows(name, skipped)]
+    """A file's valid records as JSON lines, read as the Python reader reads them (reasons counted;
+    a record nested past what orjson writes, 255 levels, is skipped as too_deeply_nested)."""
+    lines = []
+    for row in source.rows(name, skipped):
+        try:
+            lines.append(orjson.dumps(row, default=str))
+        except orjson.JSONEncodeError:
+            skipped["too_deeply_nested"] += 1
+    return lines
 
 
 def _load(scanner: Scanner, source: EvalLogSource, files: list[str], skipped: Counter[str],
@@ -395,6 +402,16 @@ def _fill_sides(change_sides: ChangeSides, rows: list[tuple[Any, ...]]) -> None:
         side.human += human_scores
 
 
+def _output_text(output: str) -> str | None:
+    """An output's text (JSON text in the rows), None if it is not a string (messages, or JSON nested
+    past the reader's limit)."""
+    try:
+        value = orjson.loads(output)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:
     """The labelled rows (queries.rows) into result.rows, with their implicit scores, then in the
     order read (by position: the query leaves them in no order, which DuckDB would otherwise sort
@@ -409,7 +426,7 @@ def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:
             kinds, texts = (orjson.loads(kinds), orjson.loads(texts)) if kinds else (None, None)  # JSON text
             latest = signals(kinds, texts)
             edited = latest and "implicit_edit" in kinds
-            text = orjson.loads(output) if edited and output is not None else None
+            text = _output_text(output) if edited and output is not None else None
             rows.request_id.append(request_id)
             rows.at.append(moment)
             rows.overall.append(overall)
@@ -419,7 +436,7 @@ def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:
             rows.cohort.append(same.setdefault(cohort_name, cohort_name))
             values = tuple(segments)
             rows.segments.append(same.setdefault(values, values))
-            implicit = implicit_score(latest, text if isinstance(text, str) else None).value
+            implicit = implicit_score(latest, text).value
             rows.implicit.append(math.nan if implicit is None else implicit)
             rows.prompt.append(prompt)
             rows.output.append(output)

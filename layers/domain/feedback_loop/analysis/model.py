@@ -23,6 +23,8 @@ import orjson
 
 from feedback_loop import scoring
 from feedback_loop.models.changes import Change
+from feedback_loop.models.evallog import MAX_FIELD_DEPTH
+from feedback_loop.models.strict_json import nesting_depth
 
 SCHEMA_VERSION = 1
 UNKNOWN = "unknown"
@@ -279,7 +281,15 @@ def _number(value: float) -> float | None:
 
 
 def _json(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
+    """A prompt or output as its JSON value; one nested deeper than the contract allows (written to
+    S3 by hand: the API refuses it) stays its JSON text, which every JSON writer and reader can take."""
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:  # nested past orjson's own limit
+        return text
+    return value if nesting_depth(value, stop_above=MAX_FIELD_DEPTH) <= MAX_FIELD_DEPTH else text
 
 
 @dataclass

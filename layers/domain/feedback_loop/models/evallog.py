@@ -8,11 +8,24 @@ validate against (docs/schemas/eval-record.schema.json).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from feedback_loop.models.feedback import FieldError, RequestId, Timestamp
+from feedback_loop.models.feedback import FieldError, RequestId, Timestamp, in_time
+from feedback_loop.models.strict_json import nesting_depth
+
+# how deep a prompt, an output, the metadata or an unknown field may nest (chat messages with their
+# parts nest 5 or 6 levels): deeper records stop JSON writers (orjson's limit is 255) and readers
+MAX_FIELD_DEPTH = 32
+
+
+def shallow_json(value: Any) -> Any:
+    if nesting_depth(value, stop_above=MAX_FIELD_DEPTH) > MAX_FIELD_DEPTH:
+        raise ValueError(f"must be nested at most {MAX_FIELD_DEPTH} levels deep")
+    return value
+
 
 # numbers as JSON has them: text and booleans are not scores (the analysis reads only numbers)
 Score = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -33,7 +46,9 @@ class EvalRecord(BaseModel):
     """One LLM request as its app logged it, with the evaluator's scores. Unknown fields are kept
     (a top-level text field can be a segment, like a metadata field)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+    # unknown fields are checked one by one, so that a refusal names the field
+    __pydantic_extra__: dict[str, Annotated[Any, BeforeValidator(shallow_json)]] = Field(init=False)
 
     request_id: RequestId = Field(description="the id the app's feedback refers to")
     timestamp: Timestamp = Field(description=(
@@ -44,6 +59,16 @@ class EvalRecord(BaseModel):
     metadata: dict[str, Any] | None = Field(default=None, description=(
         "segment fields: user_cohort (who the user is: the feedback rates and weights), query_type, "
         "prompt_version, model, or any other; text values"))
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_time(cls, moment: datetime) -> datetime:
+        return in_time(moment)
+
+    @field_validator("prompt", "output", "metadata", mode="before")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        return shallow_json(value)
 
 
 MAX_BATCH_RECORDS = 500

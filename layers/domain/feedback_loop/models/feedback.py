@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from feedback_loop.models.strict_json import nesting_depth
+
 MAX_COMMENT_CHARS = 10_000
 MAX_EDIT_CHARS = 50_000
 MAX_METADATA_BYTES = 4096
@@ -112,22 +114,25 @@ def _iso_text(moment: Any) -> Any:
     raise ValueError("must be an ISO 8601 date-time, e.g. 2026-05-15T10:00:00Z")
 
 
-def _json_depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_json_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_json_depth(v) for v in value), default=0)
-    return 0
+def in_time(moment: datetime) -> datetime:
+    """The time rule of feedback and eval records: UTC, from EARLIEST to MAX_FUTURE_SKEW after now."""
+    moment = _utc(moment)
+    if moment > datetime.now(timezone.utc) + MAX_FUTURE_SKEW:
+        raise ValueError("must not be more than 5 minutes in the future")
+    if moment < EARLIEST:  # before any LLM app, and before the epoch that TTLs count from
+        raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
+    return moment
 
 
 def _bounded_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     if metadata is None:
         return None
+    # the depth first, without recursion: json.dumps of a value nested hundreds deep is a RecursionError
+    if nesting_depth(metadata, stop_above=MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise ValueError(f"must be nested at most {MAX_METADATA_DEPTH} levels deep")
     size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
-    if _json_depth(metadata) > MAX_METADATA_DEPTH:
-        raise ValueError(f"must be nested at most {MAX_METADATA_DEPTH} levels deep")
     return metadata
 
 
@@ -173,14 +178,7 @@ class _EventFields(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _not_in_future(cls, moment: datetime | None) -> datetime | None:
-        if moment is None:
-            return None
-        moment = _utc(moment)
-        if moment > datetime.now(timezone.utc) + MAX_FUTURE_SKEW:
-            raise ValueError("must not be more than 5 minutes in the future")
-        if moment < EARLIEST:  # before any LLM app, and before the epoch that TTLs count from
-            raise ValueError(f"must not be before {EARLIEST:%Y-%m-%d}")
-        return moment
+        return None if moment is None else in_time(moment)
 
 
 class ThumbsUp(_EventFields):

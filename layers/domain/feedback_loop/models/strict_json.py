@@ -11,10 +11,32 @@ import base64
 import binascii
 import json
 import math
+from typing import Any
 
 # Python's own ceiling for reading an integer (sys.get_int_max_str_digits): JSON sets none, and the
 # store keeps metadata as JSON text, so any integer short of it is taken as written.
 MAX_INTEGER_DIGITS = 4300
+
+
+def nesting_depth(value: Any, stop_above: int | None = None) -> int:
+    """How deep objects and arrays nest in a parsed JSON value (a scalar is 0, `{}` and `[1]` are 1),
+    without recursion: a value nested thousands of levels deep is measured, not a RecursionError.
+    With `stop_above`, stops as soon as the depth passes it (and returns that depth)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if stop_above is not None and deepest > stop_above:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
 
 
 def _constant(name: str) -> float:
