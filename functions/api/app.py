@@ -42,6 +42,7 @@ from feedback_loop.models.feedback import (
     BatchResult,
     FeedbackEvent,
     FeedbackEventIn,
+    FeedbackType,
     FieldError,
     RequestId,
 )
@@ -184,6 +185,9 @@ def _authorized(event: dict) -> tuple[str, str]:
     return context["project"], context["key_id"]
 
 
+FEEDBACK_TYPES = frozenset(kind.value for kind in FeedbackType)
+
+
 def _count(outcomes: Counter[tuple[str, str]]) -> None:
     if settings.metrics_disabled:
         return
@@ -248,7 +252,9 @@ def post_feedback_batch(batch: Annotated[BatchRequest, Body()]) -> Response[Batc
     outcomes: Counter[tuple[str, str]] = Counter()
     for item, raw in zip(result.results, batch.events):
         outcome = {201: "Accepted", 200: "Duplicate"}.get(item.status, "Rejected")
-        outcomes[(outcome, str(raw.get("feedback_type", "unknown"))[:40])] += 1
+        # a dimension only for the contract's types: a refused item's own text would make a new metric
+        kind = raw.get("feedback_type")
+        outcomes[(outcome, kind if kind in FEEDBACK_TYPES else "other")] += 1
     _count(outcomes)
     return Response(status_code=HTTPStatus.MULTI_STATUS.value, content_type="application/json",
                     body=result)

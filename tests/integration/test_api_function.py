@@ -133,6 +133,17 @@ def test_accepted_and_rejected_events_are_counted_per_type_in_emf(api, authorize
     }
 
 
+def test_a_refused_items_own_text_never_becomes_a_metric_dimension(api, authorizer, table, project, capfd) -> None:
+    key = create_key(table, project).plaintext
+    event = sample("api_post_feedback_batch.json", key, authorizer)
+    event["body"] = json.dumps({"events": [{"request_id": "r", "feedback_type": f"made-up-{i}", "value": True}
+                                           for i in range(500)]})
+    assert api.lambda_handler(event, CONTEXT())["statusCode"] == 207
+    metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    assert {(m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], m["feedback_type"]) for m in metrics} == {
+        ("FeedbackRejected", "other")}
+
+
 FORBIDDEN = {  # cold start and bundle size: what each function must never import
     # the X-Ray SDK only with ApiDetailedTracing=true (feedback_loop/tracing.py): 0.2 s of cold start
     # protobuf (google) and the OTLP messages on the first OpenTelemetry export, not at cold start

@@ -141,6 +141,16 @@ def test_x_api_key_header_and_revocation(stack, table: FeedbackTable, project: s
     assert "revoked" in refused.json()["error"]["message"]
 
 
+def test_two_different_keys_in_one_request_are_refused(stack, table: FeedbackTable, project: str) -> None:
+    mine, theirs = create_key(table, project).plaintext, create_key(table, "someone-else").plaintext
+    body = {"request_id": rid(), "feedback_type": "implicit_discard", "value": True}
+    plain = Api(stack.api_url, None)
+    both = plain.post("/v1/feedback", body, headers={"x-api-key": mine, "Authorization": f"Bearer {theirs}"})
+    assert both.status_code == 401 and "two different API keys" in both.json()["error"]["message"]
+    same = plain.post("/v1/feedback", body, headers={"x-api-key": mine, "Authorization": f"Bearer {mine}"})
+    assert same.status_code == 201
+
+
 def test_a_key_never_reaches_another_projects_data(stack, table: FeedbackTable) -> None:
     key_a, key_b = create_key(table, "tenant-a").plaintext, create_key(table, "tenant-b").plaintext
     tenant_a, tenant_b = Api(stack.api_url, key_a), Api(stack.api_url, key_b)

@@ -145,3 +145,12 @@ def test_a_poison_eval_record_in_s3_does_not_stop_the_projects_week(stack, table
     assert json.loads(labelled["poison-256"]["prompt"]) == json.loads(_nested(256))  # kept as its JSON text
     assert isinstance(labelled["poison-1100"]["output"], str) and labelled["ok-3"]["prompt"] == "p"
     stack.bus.wait_for("AnalysisCompleted", where=lambda event: event["detail"]["project"] == project)
+
+
+def test_the_emulator_stays_on_loopback_whatever_address_the_api_is_given(tmp_path) -> None:
+    from feedback_loop.local.stack import LocalStack
+
+    with LocalStack(host="0.0.0.0", data_dir=tmp_path) as exposed:  # noqa: S104 (what serve --host 0.0.0.0 does)
+        assert exposed.aws_endpoint.startswith("http://127.0.0.1:")
+        assert exposed._emulator._server.server_address[0] == "127.0.0.1"
+        assert exposed._gateway._server.server_address[0] == "0.0.0.0"

@@ -383,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start the local stack and its API")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the API's address (0.0.0.0: every interface; anyone who reaches it with a key can "
+                            "use the API); the AWS emulator behind it always stays on 127.0.0.1")
     serve.add_argument("--port", type=int, default=8080, help="API port (0 picks a free one)")
     serve.add_argument("--project", default="default", help="project of the API key printed at start")
     serve.add_argument("--template", help="template.yaml to build from")

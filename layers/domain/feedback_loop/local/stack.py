@@ -57,6 +57,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+# Anyone who reaches the emulator can read every project's data and write a key item: it answers on
+# loopback only, whatever address the API is given (`serve --host`).
+EMULATOR_HOST = "127.0.0.1"
+
+
 class LocalStack:
     def __init__(
         self,
@@ -78,14 +83,15 @@ class LocalStack:
         # every second, unless asked otherwise
         self.template = Template(find_template(template), parameters={"EvaluatorTrainingMode": "frozen",
                                                                       "AthenaPollSeconds": "1", **(parameters or {})})
-        self.host = host
+        self.host = host  # the API's address; the emulator, which has no authentication, stays on loopback
         self.api_port = api_port
-        self.aws_port = aws_port or free_port(host)
+        self.aws_host = EMULATOR_HOST
+        self.aws_port = aws_port or free_port(EMULATOR_HOST)
         self.data_dir = Path(data_dir) if data_dir else None
         self.max_concurrency = max_concurrency
         self.metrics = metrics
         self.log_level = log_level
-        self.aws_endpoint = f"http://{host}:{self.aws_port}"
+        self.aws_endpoint = f"http://{EMULATOR_HOST}:{self.aws_port}"
         self.api_url = ""
         self._emulator: LocalEmulator | None = None
         self._gateway: LocalGateway | None = None
@@ -172,7 +178,7 @@ class LocalStack:
 
     def start(self) -> "LocalStack":
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per emulator call
-        self._emulator = LocalEmulator(self.host, self.aws_port)
+        self._emulator = LocalEmulator(self.aws_host, self.aws_port)
         self._emulator.start()
         os.environ.update(local_aws_environment(self.aws_endpoint))
         dynamodb_client.cache_clear()

@@ -89,14 +89,15 @@ def _api_key(item: dict) -> ApiKey:
 
 
 def key_from_headers(headers: dict[str, str] | None) -> str | None:
-    """The key from `Authorization: Bearer <key>` or `x-api-key: <key>` (header names in any case)."""
+    """The key from `Authorization: Bearer <key>` or `x-api-key: <key>` (header names in any case).
+    Both with different keys is refused (Unauthorized): no silent choice of whose request this is."""
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    if lowered.get("x-api-key"):
-        return lowered["x-api-key"].strip()
+    header = (lowered.get("x-api-key") or "").strip() or None
     scheme, _, credentials = (lowered.get("authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
+    bearer = credentials.strip() or None if scheme.lower() == "bearer" else None
+    if header and bearer and header != bearer:
+        raise Unauthorized("two different API keys: send one, in Authorization or x-api-key")
+    return header or bearer
 
 
 class KeyAuthenticator:
