@@ -296,7 +296,8 @@ def _otlp(kind: str) -> Response:
         export = otlp.decode(kind, raw, media, headers.get("content-encoding"))
         mapping = otlp.Mapping.from_headers(headers)
     except otlp.OtlpError as error:
-        return _error(HTTPStatus.BAD_REQUEST, str(error), [FieldError(field=error.field, message=error.message)])
+        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if isinstance(error, otlp.OtlpTooLarge) else HTTPStatus.BAD_REQUEST
+        return _error(status, str(error), [FieldError(field=error.field, message=error.message)])
     except ValueError:  # binascii.Error: the body API Gateway passed as base64 is not
         return _error(HTTPStatus.BAD_REQUEST, "body: is not valid base64",
                       [FieldError(field="body", message="is not valid base64")])

@@ -154,3 +154,38 @@ def test_the_emulator_stays_on_loopback_whatever_address_the_api_is_given(tmp_pa
         assert exposed.aws_endpoint.startswith("http://127.0.0.1:")
         assert exposed._emulator._server.server_address[0] == "127.0.0.1"
         assert exposed._gateway._server.server_address[0] == "0.0.0.0"
+
+
+def _otlp_bomb(inflated_mib: int) -> bytes:
+    """A gzip OTLP/JSON export of a few hundred KiB that inflates to `inflated_mib` MiB."""
+    import gzip
+
+    span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "chat",
+            "startTimeUnixNano": "1700000000000000000",
+            "attributes": [{"key": "gen_ai.input.messages", "value": {"stringValue": "x" * 4000}}]}
+    one = json.dumps(span)
+    count = inflated_mib * 1024 * 1024 // len(one)
+    document = '{"resourceSpans": [{"scopeSpans": [{"spans": [' + ",".join([one] * count) + "]}]}]}"
+    return gzip.compress(document.encode(), compresslevel=9)
+
+
+def test_a_gzip_bomb_is_a_413_read_within_the_functions_memory(stack, api_key) -> None:
+    import subprocess
+    import sys
+    import time
+
+    body = _otlp_bomb(60)
+    assert len(body) < 400 * 1024
+    started = time.monotonic()
+    answer = requests.post(f"{stack.api_url}/v1/traces", data=body, timeout=60, headers={
+        "x-api-key": api_key, "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert answer.status_code == 413, answer.text[:300]  # not a 503 that exporters would send again
+    assert answer.json()["error"]["fields"][0]["field"] == "body" and time.monotonic() - started < 10
+    # what reading it costs, alone in a process as in the function: well under its 512 MB
+    code = ("import resource, sys\nfrom feedback_loop.interop import otlp\nbody = sys.stdin.buffer.read()\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    otlp.decode('traces', body, 'application/json', 'gzip')\nexcept otlp.OtlpTooLarge:\n    pass\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    grown = subprocess.run([sys.executable, "-c", code], input=body, capture_output=True, timeout=60)
+    assert grown.returncode == 0, grown.stderr[-500:]
+    assert int(grown.stdout) < 64  # MB: the inflater stops at the limit

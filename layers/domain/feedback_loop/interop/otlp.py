@@ -39,7 +39,11 @@ from feedback_loop.interop.tools import Annotation
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-MAX_INFLATED_BYTES = 64 * 1024 * 1024  # what a compressed export may inflate to
+# What a compressed export may inflate to: the API's limit on a body as sent (MAX_BODY_BYTES), so that
+# gzip changes nothing. Reading OTLP/JSON took about 10 MB of memory and 0.4 s per inflated MiB here
+# (2026-12-07): 5 MB is ~50 MB and ~2 s in the 512 MB function, where the 64 MiB allowed before took
+# 766 MB and 18 s, and a 327 KiB gzip body could ask for it.
+MAX_INFLATED_BYTES = 5_000_000
 # a prompt's or an output's bytes in a record: both and the rest fit a DynamoDB item (400 KB), where
 # the span waits for its scores (logic/otlp.py)
 MAX_TEXT_BYTES = 150_000
@@ -66,6 +70,10 @@ class OtlpError(ValueError):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
         self.message = message
+
+
+class OtlpTooLarge(OtlpError):
+    """An export that inflates past MAX_INFLATED_BYTES (the API's 413: not worth resending as it is)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,8 @@ def _inflate(body: bytes, encoding: str | None) -> bytes:
     except zlib.error as error:
         raise OtlpError("body", f"is not valid {encoding} data ({error})") from None
     if len(out) > MAX_INFLATED_BYTES:
-        raise OtlpError("body", f"inflates to more than {MAX_INFLATED_BYTES:,} bytes")
+        raise OtlpTooLarge("body", f"inflates to more than {MAX_INFLATED_BYTES:,} bytes: send smaller exports "
+                                   "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BLRP_MAX_EXPORT_BATCH_SIZE)")
     return out
 
 
