@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.logic import changes, evals, ingest, summary
+from feedback_loop.logic.keys import ROUTE_SCOPES, SCOPES, read_scopes
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
 from feedback_loop.models.changes import Change, ChangeList, ChangeName, StoredChange
@@ -144,8 +145,13 @@ def _gatekeeper(event: dict) -> Response | None:
     or None with the project in the app context."""
     if event.get("resource") not in PUBLIC_PATHS and event.get("httpMethod") != "OPTIONS":
         try:
-            project, key_id = _authorized(event)
+            project, key_id, scopes = _authorized(event)
             logger.append_keys(project=project)
+            needed = ROUTE_SCOPES.get((event.get("httpMethod", ""), event.get("resource", "")))
+            if needed is not None and needed not in scopes:
+                return _error(HTTPStatus.FORBIDDEN, f"this key may not {SCOPES[needed]} (scope {needed}; its scopes: "
+                              f"{' '.join(sorted(scopes)) or 'none'})",
+                              [FieldError(field="authorization", message=f"needs the scope {needed}")])
             limiter.check(key_id)
         except Unauthorized as error:
             return unauthorized(error)
@@ -177,12 +183,12 @@ def _gatekeeper(event: dict) -> Response | None:
     return None
 
 
-def _authorized(event: dict) -> tuple[str, str]:
-    """(project, key_id) as the authorizer passed them; a request that did not pass it is refused."""
+def _authorized(event: dict) -> tuple[str, str, frozenset[str]]:
+    """(project, key_id, scopes) as the authorizer passed them; a request that did not pass it is refused."""
     context = (event.get("requestContext") or {}).get("authorizer") or {}
     if not context.get("project") or not context.get("key_id"):
         raise Unauthorized("the request did not pass the API's authorizer")
-    return context["project"], context["key_id"]
+    return context["project"], context["key_id"], read_scopes(context.get("scopes"))
 
 
 FEEDBACK_TYPES = frozenset(kind.value for kind in FeedbackType)

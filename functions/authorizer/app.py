@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 
 from feedback_loop.dal.store import FeedbackTable
-from feedback_loop.logic.keys import KeyAuthenticator, key_from_headers
+from feedback_loop.logic.keys import KeyAuthenticator, key_from_headers, scopes_text
 from feedback_loop.models.errors import Unauthorized
 from feedback_loop.settings import authorizer_settings
 
@@ -33,13 +33,15 @@ def lambda_handler(event: APIGatewayAuthorizerRequestEvent, context: Any) -> dic
     # the route's resource with its path parameters as wildcards: request ids may hold any character
     route = _PATH_PARAMETER.sub("*", event.resource)
     try:
-        project, key_id = authenticator.authenticate(key_from_headers(event.headers))
+        caller = authenticator.caller(key_from_headers(event.headers))
     except Unauthorized as refusal:
         logger.info("refused", extra={"reason": str(refusal), "route": event.resource})
         policy = _policy(arn, "anonymous", {"reason": str(refusal)})
         policy.deny_route(http_method=arn.http_method, resource=route)
         return policy.asdict()
-    policy = _policy(arn, key_id, {"project": project, "key_id": key_id})
+    # what the key may do goes along; the function refuses a route outside it (403, naming the scope)
+    policy = _policy(arn, caller.key_id, {"project": caller.project, "key_id": caller.key_id,
+                                          "scopes": scopes_text(caller.scopes)})
     policy.allow_route(http_method=arn.http_method, resource=route)
     return policy.asdict()
 

@@ -130,3 +130,19 @@ def test_keys_take_the_table_before_or_after_the_command(stack: LocalStack) -> N
         assert json.loads(created.stdout)["project"] == argv[argv.index("--project") + 1]
     both = run(["keys", "list", "--project", "p", "--table", "t", "--stack", "s"], stack, allowed)
     assert both.returncode == 1 and "not both" in both.stderr
+
+
+def test_a_browser_key_is_made_with_its_scope_and_listed_with_it(stack) -> None:
+    from feedback_loop.cli import SCOPE_NAMES
+    from feedback_loop.logic.keys import SCOPES
+
+    assert set(SCOPE_NAMES) == set(SCOPES)
+    allowed = core_modules()
+    created = run(["keys", "create", "--project", "site", "--label", "website", "--scope", "feedback:write",
+                   "--table", stack.table_name], stack, allowed)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["scopes"] == ["feedback:write"]
+    listed = run(["keys", "list", "--project", "site", "--table", stack.table_name], stack, allowed)
+    assert [json.loads(line)["scopes"] for line in listed.stdout.splitlines()] == [["feedback:write"]]
+    wrong = run(["keys", "create", "--project", "site", "--scope", "admin", "--table", stack.table_name], stack, allowed)
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr

@@ -347,3 +347,41 @@ def test_the_docs_page_and_the_document_are_served_without_a_key(stack) -> None:
     assert "SwaggerUIBundle" in page.text and '"/v1/feedback"' in page.text  # the UI, inline, with the document
     as_json = requests.get(f"{stack.api_url}/v1/docs", params={"format": "json"}, timeout=30)
     assert as_json.json() == document.json()
+
+
+def test_a_keys_scopes_are_enforced_route_by_route(stack, table: FeedbackTable, project: str) -> None:
+    from feedback_loop.logic.keys import ROUTE_SCOPES, SCOPES
+
+    browser = Api(stack.api_url, create_key(table, project, label="website", scopes=["feedback:write"]).plaintext)
+    reader = Api(stack.api_url, create_key(table, project, scopes=["feedback:read", "changes:read"]).plaintext)
+    request_id = rid()
+    feedback = {"request_id": request_id, "feedback_type": "explicit_thumbs_up", "value": True}
+    assert browser.post("/v1/feedback", feedback).status_code == 201
+    assert browser.post("/v1/feedback/batch", {"events": [feedback]}).status_code == 207
+    refused = {
+        "feedback:read": browser.get(f"/v1/requests/{request_id}/feedback"),
+        "evals:write": browser.post("/v1/evals", {"records": [{"request_id": request_id}]}),
+        "changes:write": browser.post("/v1/changes", {"name": "c-scope", "effective_at": "2026-05-01T00:00:00Z"}),
+        "changes:read": browser.get("/v1/changes"),
+        "retrain": browser.post("/v1/retrain", {}),
+    }
+    for scope, answer in refused.items():
+        assert answer.status_code == 403, (scope, answer.text)
+        error = answer.json()["error"]
+        assert error["fields"] == [{"field": "authorization", "message": f"needs the scope {scope}"}]
+        assert SCOPES[scope] in error["message"] and "its scopes: feedback:write" in error["message"]
+    otlp = requests.post(f"{stack.api_url}/v1/traces", data=b"{}", timeout=30, headers={
+        **browser.headers, "Content-Type": "application/json"})
+    assert otlp.status_code == 403
+    # the other way round: a reading key writes nothing
+    assert reader.get(f"/v1/requests/{request_id}/feedback").json()["events"] == 2
+    assert reader.get("/v1/changes").status_code == 200
+    assert reader.post("/v1/feedback", feedback).status_code == 403
+    assert {scope for scope in ROUTE_SCOPES.values()} == set(SCOPES)  # every scope guards a route
+
+
+def test_a_key_cannot_be_made_with_an_unknown_scope(table: FeedbackTable, project: str) -> None:
+    with pytest.raises(ValueError, match="scopes must be some of"):
+        create_key(table, project, scopes=["feedback:delete"])
+    with pytest.raises(ValueError, match="scopes must be some of"):
+        create_key(table, project, scopes=[])

@@ -17,6 +17,8 @@ from pathlib import Path
 from feedback_loop.demo.settings import DemoSettings
 
 DEFAULT_DATA_DIR = ".feedback-loop"
+# logic/keys.py's SCOPES, written here so that the parser imports nothing (a test holds them equal)
+SCOPE_NAMES = ("feedback:write", "feedback:read", "evals:write", "changes:write", "changes:read", "retrain")
 
 
 def _parameters(pairs: list[str]) -> dict[str, str]:
@@ -113,9 +115,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         table = _table(args)
         if args.keys_command == "create":
-            issued = keys.create_key(table, args.project, args.label)
+            issued = keys.create_key(table, args.project, args.label, args.scope)
             print(json.dumps({"project": issued.key.project, "key_id": issued.key.key_id,
-                              "api_key": issued.plaintext}))
+                              "scopes": keys.scopes_text(issued.key.scopes).split(), "api_key": issued.plaintext}))
             print("Store the key now: only its hash is kept.", file=sys.stderr)
         elif args.keys_command == "revoke":
             try:
@@ -126,7 +128,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                               "revoked_at": revoked.revoked_at}))
         else:
             for key in keys.list_keys(table, args.project):
-                print(json.dumps(key.__dict__))
+                print(json.dumps({**key.__dict__, "scopes": keys.scopes_text(key.scopes).split()}))
     except ValueError as error:  # a project name outside the rule
         raise SystemExit(f"feedback-loop keys: {error}")
     except (ClientError, BotoCoreError, StorageUnavailable) as error:  # credentials, region, permissions
@@ -404,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create a key (printed once)")
     create.add_argument("--project", required=True)
     create.add_argument("--label")
+    create.add_argument("--scope", action="append", choices=sorted(SCOPE_NAMES), metavar="SCOPE",
+                        help="what the key may do, repeatable: " + ", ".join(sorted(SCOPE_NAMES)) + " (default: "
+                             "everything, a server's key; a key in a web page: --scope feedback:write alone)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its key_id")
     revoke.add_argument("key_id")
     listing = key_commands.add_parser("list", help="list a project's keys (never the secrets)")

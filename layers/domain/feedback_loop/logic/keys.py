@@ -19,6 +19,30 @@ from feedback_loop.dal import items as keys
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.models.errors import Unauthorized
 
+# What a key may do. A key without scopes (every key made before them, and `keys create` without
+# --scope) may do everything: a server's key. A key in a web page can be read by anyone, so a
+# browser's key should have feedback:write alone.
+SCOPES = {
+    "feedback:write": "send feedback events",
+    "feedback:read": "read a request's feedback summary (users' comments and ids)",
+    "evals:write": "log eval records (POST /v1/evals, OpenTelemetry in)",
+    "changes:write": "register prompt and model changes",
+    "changes:read": "list the registered changes",
+    "retrain": "ask for the evaluator to be retrained",
+}
+# (method, API Gateway resource) -> the scope it needs; public routes need none
+ROUTE_SCOPES = {
+    ("POST", "/v1/feedback"): "feedback:write",
+    ("POST", "/v1/feedback/batch"): "feedback:write",
+    ("GET", "/v1/requests/{request_id}/feedback"): "feedback:read",
+    ("POST", "/v1/evals"): "evals:write",
+    ("POST", "/v1/traces"): "evals:write",
+    ("POST", "/v1/logs"): "evals:write",
+    ("POST", "/v1/changes"): "changes:write",
+    ("GET", "/v1/changes"): "changes:read",
+    ("GET", "/v1/changes/{name}"): "changes:read",
+    ("POST", "/v1/retrain"): "retrain",
+}
 KEY_PREFIX = "flk"
 PROJECT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})$")
@@ -31,6 +55,29 @@ class ApiKey:
     created_at: str
     revoked_at: str | None = None
     label: str | None = None
+    scopes: tuple[str, ...] | None = None  # None: every scope
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a valid key says is calling: its project, its id and what it may do."""
+
+    project: str
+    key_id: str
+    scopes: frozenset[str]
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def scopes_text(scopes: frozenset[str] | tuple[str, ...] | None) -> str:
+    """The scopes as the authorizer hands them to the function (context values are strings)."""
+    return " ".join(sorted(SCOPES if scopes is None else scopes))
+
+
+def read_scopes(text: str | None) -> frozenset[str]:
+    """The authorizer's scopes text; a context without it (an authorizer from before scopes) is every scope."""
+    return frozenset(SCOPES) if text is None else frozenset(text.split())
 
 
 @dataclass(frozen=True)
@@ -49,8 +96,15 @@ def validate_project(project: str) -> str:
     return project
 
 
-def create_key(table: FeedbackTable, project: str, label: str | None = None) -> IssuedKey:
+def create_key(table: FeedbackTable, project: str, label: str | None = None,
+               scopes: list[str] | tuple[str, ...] | None = None) -> IssuedKey:
+    """A new key of `project`; with `scopes`, it may do only those (SCOPES), else everything."""
     validate_project(project)
+    if scopes is not None:
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; not {', '.join(unknown) or 'none'}")
+        scopes = tuple(sorted(set(scopes)))
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     created_at = keys.timestamp_text(datetime.now(timezone.utc))
     item = {
@@ -65,9 +119,11 @@ def create_key(table: FeedbackTable, project: str, label: str | None = None) -> 
     }
     if label:
         item["label"] = label
+    if scopes is not None:
+        item["scopes"] = list(scopes)
     if table.put_if_absent(item) is not None:  # 64 random bits collided: astronomically unlikely
-        return create_key(table, project, label)
-    return IssuedKey(ApiKey(key_id, project, created_at, None, label), f"{KEY_PREFIX}_{key_id}_{secret}")
+        return create_key(table, project, label, scopes)
+    return IssuedKey(ApiKey(key_id, project, created_at, None, label, scopes), f"{KEY_PREFIX}_{key_id}_{secret}")
 
 
 def revoke_key(table: FeedbackTable, key_id: str) -> ApiKey:
@@ -85,7 +141,9 @@ def list_keys(table: FeedbackTable, project: str) -> list[ApiKey]:
 
 
 def _api_key(item: dict) -> ApiKey:
-    return ApiKey(item["key_id"], item["project"], item["created_at"], item.get("revoked_at"), item.get("label"))
+    scopes = tuple(item["scopes"]) if item.get("scopes") is not None else None
+    return ApiKey(item["key_id"], item["project"], item["created_at"], item.get("revoked_at"), item.get("label"),
+                  scopes)
 
 
 def key_from_headers(headers: dict[str, str] | None) -> str | None:
@@ -115,6 +173,11 @@ class KeyAuthenticator:
 
     def authenticate(self, presented: str | None) -> tuple[str, str]:
         """(project, key_id) of a valid, unrevoked key; Unauthorized otherwise."""
+        caller = self.caller(presented)
+        return caller.project, caller.key_id
+
+    def caller(self, presented: str | None) -> Caller:
+        """The Caller of a valid, unrevoked key; Unauthorized otherwise."""
         match = _KEY_PATTERN.match(presented or "")
         if not match:
             raise Unauthorized("missing or malformed API key")
@@ -130,4 +193,5 @@ class KeyAuthenticator:
             raise Unauthorized("unknown API key")
         if "revoked_at" in item:
             raise Unauthorized("revoked API key")
-        return item["project"], key_id
+        scopes = frozenset(SCOPES) if item.get("scopes") is None else frozenset(item["scopes"])
+        return Caller(item["project"], key_id, scopes)
