@@ -385,3 +385,15 @@ def test_a_key_cannot_be_made_with_an_unknown_scope(table: FeedbackTable, projec
         create_key(table, project, scopes=["feedback:delete"])
     with pytest.raises(ValueError, match="scopes must be some of"):
         create_key(table, project, scopes=[])
+
+
+def test_serves_key_replaces_the_one_it_printed_before(table: FeedbackTable, project: str) -> None:
+    from feedback_loop.logic.keys import list_keys, replace_key
+
+    kept = create_key(table, project, label="my app")
+    first, revoked = replace_key(table, project, "feedback-loop serve")
+    assert revoked == []
+    second, revoked = replace_key(table, project, "feedback-loop serve")
+    assert [k.key_id for k in revoked] == [first.key.key_id]
+    live = {k.key_id for k in list_keys(table, project) if k.revoked_at is None}
+    assert live == {kept.key.key_id, second.key.key_id}

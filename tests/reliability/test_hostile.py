@@ -189,3 +189,38 @@ def test_a_gzip_bomb_is_a_413_read_within_the_functions_memory(stack, api_key) -
     grown = subprocess.run([sys.executable, "-c", code], input=body, capture_output=True, timeout=60)
     assert grown.returncode == 0, grown.stderr[-500:]
     assert int(grown.stdout) < 64  # MB: the inflater stops at the limit
+
+
+@pytest.mark.parametrize("path", ["/v1//changes", "/v1/feedback/", "/v1/changes/", "/v1/requests//feedback",
+                                  "/v1/requests/a%2Fb/feedback", "/v1/requests/x/feedback/"])
+def test_odd_paths_are_api_gateways_403_not_a_500_or_a_401_without_reason(stack, api_key, path) -> None:
+    for method in ("GET", "POST"):
+        answer = requests.request(method, stack.api_url + path, headers={"x-api-key": api_key}, json={}, timeout=10,
+                                  allow_redirects=False)
+        assert (answer.status_code, answer.json()) == (403, {"message": "Missing Authentication Token"}), path
+
+
+def test_a_half_sent_request_is_closed_after_the_read_timeout(stack, monkeypatch) -> None:
+    import socket
+    import time
+
+    from feedback_loop.local import gateway
+
+    monkeypatch.setattr(gateway._TimedRequestHandler, "timeout", 1)
+    host, port = stack.api_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as half:
+        half.sendall(b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        started = time.monotonic()
+        half.recv(1024)  # returns when the gateway closes; without a read timeout this waits 10 s and raises
+        assert time.monotonic() - started < 5
+
+
+def test_a_template_in_the_working_directory_is_not_trusted(tmp_path, monkeypatch) -> None:
+    from feedback_loop.local.stack import find_template
+
+    (tmp_path / "template.yaml").write_text("Resources: {}\n")  # someone else's folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FEEDBACK_LOOP_TEMPLATE", raising=False)
+    found = find_template()
+    assert found != (tmp_path / "template.yaml").resolve() and found.parent.joinpath("functions").is_dir()
+    assert find_template(tmp_path / "template.yaml") == (tmp_path / "template.yaml").resolve()  # asked for by name

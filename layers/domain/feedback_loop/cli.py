@@ -66,7 +66,7 @@ def _table(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     from feedback_loop.dal.store import FeedbackTable
     from feedback_loop.local.stack import LocalStack
-    from feedback_loop.logic.keys import create_key
+    from feedback_loop.logic.keys import replace_key
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.fresh:
@@ -82,11 +82,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     stack.start()
     try:
-        issued = create_key(FeedbackTable(stack.table_name), args.project, label="feedback-loop serve")
+        issued, revoked = replace_key(FeedbackTable(stack.table_name), args.project, label="feedback-loop serve")
         print(f"feedback-loop {stack.template.path.name} is up (emulated AWS at {stack.aws_endpoint})")
         print(f"  API:      {stack.api_url}/v1")
         print(f"  project:  {args.project}")
-        print(f"  API key:  {issued.plaintext}")
+        print(f"  API key:  {issued.plaintext}" + (f" (the {len(revoked)} earlier key(s) serve printed are revoked)"
+                                                    if revoked else ""))
         restored = ", ".join(f"{n:,} {what}" for what, n in stack.restored.items() if n)
         print(f"  data:     {Path(args.data_dir).resolve()} (saved every {args.snapshot_seconds:g} s and at Ctrl-C; "
               f"restored: {restored or 'nothing'})")

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.routing import Map, RequestRedirect, Rule
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from feedback_loop.local.authorizer import API_ID, GatewayResponse, authorize, render
 from feedback_loop.local.endpoints import LocalEndpointRuntime
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.template import ACCOUNT_ID, Route
+
+READ_TIMEOUT_SECONDS = 30
 
 log = logging.getLogger("feedback_loop.local.gateway")
 
@@ -61,6 +63,13 @@ def _widget_file(name: str) -> Response:
                     headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
+class _TimedRequestHandler(WSGIRequestHandler):
+    """A connection that sends nothing for READ_TIMEOUT_SECONDS is closed (API Gateway's own limit on a
+    request is 30 s): a client that half-sends requests cannot hold the gateway's threads."""
+
+    timeout = READ_TIMEOUT_SECONDS
+
+
 class LocalGateway:
     def __init__(self, routes: Iterable[Route], functions: dict[str, LocalFunction], stage: str = "prod",
                  runtime: LocalEndpointRuntime | None = None, responses: dict[str, GatewayResponse] | None = None,
@@ -80,9 +89,12 @@ class LocalGateway:
         if runtime is not None:  # SageMaker runtime's own path, for boto3's sagemaker-runtime client
             rules.append(Rule("/endpoints/<name>/invocations", methods=["POST"], endpoint="invocations"))
         # the browser widget and its example page (local only: in AWS, your site serves the script)
-        rules.append(Rule("/widget/", methods=["GET"], endpoint="widget", defaults={"name": "index.html"}))
+        rules.append(Rule("/widget/", methods=["GET"], endpoint="widget", defaults={"name": "index.html"},
+                          strict_slashes=False))
         rules.append(Rule("/widget/<name>", methods=["GET"], endpoint="widget"))
-        self.url_map = Map(rules, strict_slashes=False)
+        # paths as API Gateway matches them: `/v1//changes` and `/v1/feedback/` are other paths (403,
+        # Missing Authentication Token), not redirects to the route
+        self.url_map = Map(rules, strict_slashes=True, merge_slashes=False)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -152,7 +164,7 @@ class LocalGateway:
     def handle(self, request: Request) -> Response:
         try:
             route, path_parameters = self.url_map.bind_to_environ(request.environ).match()
-        except (NotFound, MethodNotAllowed):
+        except (NotFound, MethodNotAllowed, RequestRedirect):
             return self.gateway_response("MISSING_AUTHENTICATION_TOKEN")
         if route == "widget":
             return _widget_file(path_parameters["name"])
@@ -183,7 +195,7 @@ class LocalGateway:
     # --- serving ---------------------------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._server = make_server(host, port, self, threaded=True)
+        self._server = make_server(host, port, self, threaded=True, request_handler=_TimedRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
         self._thread.start()
         return f"http://{host}:{self._server.server_port}"

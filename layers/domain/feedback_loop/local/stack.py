@@ -42,13 +42,16 @@ _TABLE_PROPERTIES = (
 
 
 def find_template(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The template: as given, else FEEDBACK_LOOP_TEMPLATE, else ./template.yaml, else the checkout's."""
-    candidates = [explicit, os.environ.get("FEEDBACK_LOOP_TEMPLATE"), "template.yaml",
+    """The template: as given, else FEEDBACK_LOOP_TEMPLATE, else the checkout's that this package is
+    part of. Never a template.yaml that merely lies in the working directory: the stack runs the code
+    its functions name, so `serve` in a folder someone else wrote would run theirs."""
+    candidates = [explicit, os.environ.get("FEEDBACK_LOOP_TEMPLATE"),
                   Path(feedback_loop.__file__).resolve().parents[3] / "template.yaml"]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate).resolve()
-    raise FileNotFoundError("template.yaml not found: run from the repository or pass --template")
+    raise FileNotFoundError("template.yaml not found: install from the repository's checkout (pip install -e .) "
+                            "or pass --template")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -126,6 +126,15 @@ def create_key(table: FeedbackTable, project: str, label: str | None = None,
     return IssuedKey(ApiKey(key_id, project, created_at, None, label, scopes), f"{KEY_PREFIX}_{key_id}_{secret}")
 
 
+def replace_key(table: FeedbackTable, project: str, label: str) -> tuple[IssuedKey, list[ApiKey]]:
+    """A new key labelled `label`, and the earlier unrevoked keys of that label revoked (what `serve`
+    does at each start: its key is printed once, so an earlier one is of no use to anybody)."""
+    issued = create_key(table, project, label)
+    earlier = [key for key in list_keys(table, project)
+               if key.label == label and key.revoked_at is None and key.key_id != issued.key.key_id]
+    return issued, [revoke_key(table, key.key_id) for key in earlier]
+
+
 def revoke_key(table: FeedbackTable, key_id: str) -> ApiKey:
     item = table.get(**keys.api_key_key(key_id))
     if item is None:
