@@ -194,3 +194,29 @@ def test_analyze_refuses_a_memory_limit_that_is_not_a_size(tmp_path: Path) -> No
                      "--out", str(tmp_path / "out"), "--memory-limit", "lots")
     assert result.returncode == 2
     assert "--memory-limit" in result.stderr and "512MB" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_prints_the_same_key_after_a_restart_and_a_new_one_once_it_is_revoked(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    first = serve(tmp_path, "KeyCacheSeconds=0", startup_seconds=60)
+    assert "(new)" in first.output
+    assert first.stop()[0] == 0
+    saved = tmp_path / "serve-key.json"
+    assert stat.S_IMODE(os.stat(saved).st_mode) == 0o600 and json.loads(saved.read_text()) == {"shop": first.key}
+    second = serve(tmp_path, "KeyCacheSeconds=0", startup_seconds=60)
+    try:
+        assert second.key == first.key and "(the one printed before)" in second.output  # no key piles up
+        revoked = run_cli(tmp_path, "keys", "revoke", first.key.split("_")[1])
+        assert revoked.returncode == 0, revoked.stderr
+    finally:
+        assert second.stop()[0] == 0
+    third = serve(tmp_path, "KeyCacheSeconds=0", startup_seconds=60)
+    try:
+        assert third.key != first.key and "(new)" in third.output
+        body = {"request_id": "r", "feedback_type": "implicit_usage", "value": True}
+        assert requests.post(f"{third.url}/v1/feedback", json=body, headers={"x-api-key": third.key},
+                             timeout=10).status_code == 201
+    finally:
+        third.stop()

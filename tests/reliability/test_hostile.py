@@ -224,3 +224,29 @@ def test_a_template_in_the_working_directory_is_not_trusted(tmp_path, monkeypatc
     found = find_template()
     assert found != (tmp_path / "template.yaml").resolve() and found.parent.joinpath("functions").is_dir()
     assert find_template(tmp_path / "template.yaml") == (tmp_path / "template.yaml").resolve()  # asked for by name
+
+
+def test_the_data_directory_is_the_users_alone_and_a_foreign_pickle_is_not_loaded(tmp_path, caplog) -> None:
+    import os
+    import pickle
+    import stat
+
+    from feedback_loop.local.snapshots import SAGEMAKER, SNAPSHOT_DIR
+    from feedback_loop.local.stack import LocalStack
+
+    data = tmp_path / "state"
+    with LocalStack(data_dir=data, persist=True, snapshot_seconds=3600) as first:
+        assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+        first.snapshot()
+    snapshot = data / SNAPSHOT_DIR
+    assert (snapshot / SAGEMAKER).exists()
+
+    class Planted:  # what someone else's folder could hold: unpickling it would run this
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    (snapshot / SAGEMAKER).write_bytes(pickle.dumps(Planted()))
+    with LocalStack(data_dir=data, persist=True, snapshot_seconds=3600) as second:
+        assert second.restored["SageMaker resources"] == 0
+    assert not (tmp_path / "pwned").exists()
+    assert "was not written by this user's local stack" in caplog.text

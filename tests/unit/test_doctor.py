@@ -1,15 +1,16 @@
-"""`feedback-loop doctor`: each check against a stack in moto's CloudFormation (its table, bucket,
-schedule rule and alarm topic made by moto from a template), Service Quotas answered by a fake
-(moto serves no SageMaker quota): what passes, what fails with what to do, and the exit code."""
+"""`feedback-loop doctor`: each check against a stack in the emulator's CloudFormation (its table,
+bucket, schedule rule and alarm topic made from a template; the session's local stack, since moto's
+in-process mock would reset the backends that stack runs on), Service Quotas answered by a fake (the
+emulator serves no SageMaker quota): what passes, what fails with what to do, and the exit code."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from feedback_loop import cli, doctor
 from feedback_loop.local.template import Template
@@ -54,8 +55,9 @@ def template(schedule_state: str = "ENABLED", mapped: bool = True) -> str:
 
 def run(body: str, quotas: Quotas, alarm_email: str = "") -> dict[str, doctor.Check]:
     cloudformation = boto3.client("cloudformation", region_name=REGION)
-    cloudformation.create_stack(StackName="feedback-loop", TemplateBody=body)
-    stack = doctor.describe(cloudformation, "feedback-loop")
+    name = f"doctor-{uuid.uuid4().hex[:8]}"
+    cloudformation.create_stack(StackName=name, TemplateBody=body)
+    stack = doctor.describe(cloudformation, name)
     if alarm_email:  # the template's AWS::SNS::Subscription, which moto's CloudFormation does not make
         boto3.client("sns", region_name=REGION).subscribe(TopicArn=stack.outputs["AlarmTopicArn"],
                                                           Protocol="email", Endpoint=alarm_email)
@@ -70,8 +72,7 @@ def run(body: str, quotas: Quotas, alarm_email: str = "") -> dict[str, doctor.Ch
 GPU_TRAINING, ENDPOINT = "ml.g5.xlarge for training job usage", "ml.m5.large for endpoint usage"
 
 
-@mock_aws
-def test_a_new_account_without_gpu_quota_or_alarm_address_fails_with_what_to_do() -> None:
+def test_a_new_account_without_gpu_quota_or_alarm_address_fails_with_what_to_do(stack) -> None:
     checks = run(template(), Quotas(applied={}, defaults={GPU_TRAINING: 0, ENDPOINT: 4}))
     assert {name: c.status for name, c in checks.items()} == {
         "stack": "ok", "table": "ok", "bucket": "ok", "schedule": "ok", "alarms": "FAIL",
@@ -81,17 +82,15 @@ def test_a_new_account_without_gpu_quota_or_alarm_address_fails_with_what_to_do(
     assert "cron(15 0 ? * MON *)" in checks["schedule"].detail
 
 
-@mock_aws
-def test_an_account_with_its_quota_and_a_subscription_passes_but_an_unconfirmed_email() -> None:
+def test_an_account_with_its_quota_and_a_subscription_passes(stack) -> None:
     checks = run(template(), Quotas(applied={GPU_TRAINING: 1}, defaults={GPU_TRAINING: 0, ENDPOINT: 4}),
                  alarm_email="ops@example.com")
     assert checks["training quota"].status == "ok"  # the account's applied value before AWS's default
-    # moto confirms email subscriptions at once; in AWS one is PendingConfirmation until clicked
+    # the emulator confirms email subscriptions at once; in AWS one is PendingConfirmation until clicked
     assert checks["alarms"].status == "ok" and "ops@example.com" in checks["alarms"].detail
 
 
-@mock_aws
-def test_a_disabled_schedule_an_unmapped_region_and_an_unknown_quota_are_said() -> None:
+def test_a_disabled_schedule_an_unmapped_region_and_an_unknown_quota_are_said(stack) -> None:
     checks = run(template(schedule_state="DISABLED", mapped=False), Quotas(applied={}, defaults={}),
                  alarm_email="ops@example.com")
     assert checks["schedule"].status == "FAIL" and "enable-rule" in checks["schedule"].fix
@@ -99,16 +98,15 @@ def test_a_disabled_schedule_an_unmapped_region_and_an_unknown_quota_are_said() 
     assert checks["training quota"].status == "warn" and checks["endpoint quota"].status == "warn"
 
 
-@mock_aws
-def test_the_command_prints_each_check_and_exits_1_on_a_failure(capsys: pytest.CaptureFixture[str],
+def test_the_command_prints_each_check_and_exits_1_on_a_failure(stack, capsys: pytest.CaptureFixture[str],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    boto3.client("cloudformation", region_name=REGION).create_stack(StackName="feedback-loop",
-                                                                    TemplateBody=template())
+    name = f"doctor-cli-{uuid.uuid4().hex[:8]}"
+    boto3.client("cloudformation", region_name=REGION).create_stack(StackName=name, TemplateBody=template())
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     real = boto3.session.Session.client
     monkeypatch.setattr(boto3.session.Session, "client", lambda self, name, **kw: Quotas(
         {}, {GPU_TRAINING: 0, ENDPOINT: 1}) if name == "service-quotas" else real(self, name, **kw))
-    assert cli.main(["doctor", "--stack", "feedback-loop"]) == 1
+    assert cli.main(["doctor", "--stack", name]) == 1
     printed = capsys.readouterr().out
     assert "FAIL  alarms" in printed and "-> sam deploy --parameter-overrides AlarmEmail=" in printed
     assert printed.strip().endswith("6 of 8 checks passed; failed: alarms, training quota")

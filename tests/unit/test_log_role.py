@@ -1,4 +1,5 @@
-"""The region's API Gateway logging role (logic/log_role.py), against moto's API Gateway and IAM: set
+"""The region's API Gateway logging role (logic/log_role.py), against the emulator's API Gateway and IAM
+(the session's local stack: moto's in-process mock would reset the backends that stack runs on): set
 only where none works, another API's role never replaced unless asked, put back when the stack goes;
 and the custom resource's answer as CloudFormation reads it (a PUT to its URL)."""
 
@@ -6,13 +7,12 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from feedback_loop.logic import log_role
 
 TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
@@ -20,13 +20,15 @@ TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
 
 
 @pytest.fixture
-def aws() -> Any:
-    with mock_aws():
-        yield boto3.client("apigateway", region_name="us-east-1"), boto3.client("iam", region_name="us-east-1")
+def aws(stack: Any) -> Any:
+    apigateway, iam = boto3.client("apigateway"), boto3.client("iam")
+    log_role._set(apigateway, "")  # the region as a new account has it
+    yield apigateway, iam
+    log_role._set(apigateway, "")
 
 
 def role(iam: Any, name: str) -> str:
-    return iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+    return iam.create_role(RoleName=f"{name}-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
 
 
 def event(kind: str, ours: str, mode: str = "true", **extra: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from feedback_loop.demo.settings import DemoSettings
 
 DEFAULT_DATA_DIR = ".feedback-loop"
+SERVE_KEY_FILE = "serve-key.json"  # the key serve printed, per project
 # logic/keys.py's SCOPES, written here so that the parser imports nothing (a test holds them equal)
 SCOPE_NAMES = ("feedback:write", "feedback:read", "evals:write", "changes:write", "changes:read", "retrain")
 
@@ -66,7 +67,7 @@ def _table(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     from feedback_loop.dal.store import FeedbackTable
     from feedback_loop.local.stack import LocalStack
-    from feedback_loop.logic.keys import replace_key
+    from feedback_loop.logic.keys import reused_or_new_key
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.fresh:
@@ -82,20 +83,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     stack.start()
     try:
-        issued, revoked = replace_key(FeedbackTable(stack.table_name), args.project, label="feedback-loop serve")
+        # the key printed at the last start while it is valid (kept in the data directory, the user's
+        # alone), so apps configured with it keep working; else a new one, the earlier ones revoked
+        saved = Path(args.data_dir) / SERVE_KEY_FILE
+        known = json.loads(saved.read_text()) if saved.is_file() else {}
+        key, new = reused_or_new_key(FeedbackTable(stack.table_name), args.project, "feedback-loop serve",
+                                     known.get(args.project))
+        if new:
+            descriptor = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                json.dump({**known, args.project: key}, out)
         print(f"feedback-loop {stack.template.path.name} is up (emulated AWS at {stack.aws_endpoint})")
         print(f"  API:      {stack.api_url}/v1")
         print(f"  project:  {args.project}")
-        print(f"  API key:  {issued.plaintext}" + (f" (the {len(revoked)} earlier key(s) serve printed are revoked)"
-                                                    if revoked else ""))
+        print(f"  API key:  {key}" + (" (new)" if new else " (the one printed before)"))
         restored = ", ".join(f"{n:,} {what}" for what, n in stack.restored.items() if n)
         print(f"  data:     {Path(args.data_dir).resolve()} (saved every {args.snapshot_seconds:g} s and at Ctrl-C; "
               f"restored: {restored or 'nothing'})")
         print(f"  docs:     {stack.api_url}/v1/docs")
         print(f"  OTLP:     OTEL_EXPORTER_OTLP_ENDPOINT={stack.api_url} "
-              f"OTEL_EXPORTER_OTLP_HEADERS=x-api-key={issued.plaintext} (docs/INTEROP.md)")
+              f"OTEL_EXPORTER_OTLP_HEADERS=x-api-key={key} (docs/INTEROP.md)")
         print("  try:")
-        print(f"    curl -s -X POST {stack.api_url}/v1/feedback -H 'Authorization: Bearer {issued.plaintext}' \\")
+        print(f"    curl -s -X POST {stack.api_url}/v1/feedback -H 'Authorization: Bearer {key}' \\")
         print("      -H 'Content-Type: application/json' \\")
         print("      -d '{\"request_id\": \"req_1\", \"feedback_type\": \"explicit_rating\", \"value\": 4}'")
         print("Ctrl-C stops it.", flush=True)

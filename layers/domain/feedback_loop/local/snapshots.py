@@ -20,10 +20,13 @@ held (a clean stop snapshots last, after the API stopped taking requests).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import pickle
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,11 +45,29 @@ log = logging.getLogger("feedback_loop.local.snapshots")
 TABLES = "tables"
 BUCKETS = "buckets"
 SAGEMAKER = "sagemaker.pickle"
+SAGEMAKER_MAC = "sagemaker.pickle.hmac"  # a pickle runs code when loaded: only this user's stack's are
 COUNTS = "counts.json"
 WRITE_BATCH = 25
 SNAPSHOT_DIR = "snapshot"
 JOURNAL_DIR = "journal"
 SAVED = (SNAPSHOT_DIR, f"{SNAPSHOT_DIR}.previous", f"{SNAPSHOT_DIR}.partial", JOURNAL_DIR)
+
+
+def _user_key() -> bytes:
+    """This user's secret for the snapshots' SageMaker pickle (made on first use, readable by the user
+    alone): a pickle found in a folder someone else wrote has no valid MAC and is not loaded."""
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "feedback-loop"
+    path = home / "snapshot.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def _mac(state: bytes) -> str:
+    return hmac.new(_user_key(), state, hashlib.sha256).hexdigest()
 
 
 def forget(data_dir: Path) -> None:
@@ -112,6 +133,7 @@ class Snapshots:
         with self.lock:
             state = pickle.dumps(sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION])
         (partial / SAGEMAKER).write_bytes(state)
+        (partial / SAGEMAKER_MAC).write_text(_mac(state))
         (partial / COUNTS).write_text(json.dumps({**counts, "journal_from": journal_from, "moto": moto.__version__}))
         previous = self.folder.with_name(self.folder.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
@@ -167,7 +189,12 @@ class Snapshots:
         if saved_by != moto.__version__:  # moto's objects change between versions: start without them
             log.warning("SageMaker state saved by moto %s, this is moto %s: not restored", saved_by, moto.__version__)
             return 0
-        saved = pickle.loads(path.read_bytes())  # written by this stack into its own data directory
+        state = path.read_bytes()
+        mac = (folder / SAGEMAKER_MAC).read_text().strip() if (folder / SAGEMAKER_MAC).exists() else ""
+        if not hmac.compare_digest(mac, _mac(state)):
+            log.warning("%s was not written by this user's local stack: not loaded (SageMaker starts empty)", path)
+            return 0
+        saved = pickle.loads(state)  # noqa: S301 (written by this user's stack: its MAC says so)
         with self.lock:
             vars(sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]).update(vars(saved))
         kinds = ("training_jobs", "_models", "endpoint_configs", "endpoints", "model_packages", "model_package_groups")

@@ -181,6 +181,9 @@ class LocalStack:
 
     def start(self) -> "LocalStack":
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per emulator call
+        if self.data_dir is not None:  # every project's feedback and the key hashes: the user's alone
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.data_dir, 0o700)
         self._emulator = LocalEmulator(self.aws_host, self.aws_port)
         self._emulator.start()
         os.environ.update(local_aws_environment(self.aws_endpoint))

@@ -126,6 +126,19 @@ def create_key(table: FeedbackTable, project: str, label: str | None = None,
     return IssuedKey(ApiKey(key_id, project, created_at, None, label, scopes), f"{KEY_PREFIX}_{key_id}_{secret}")
 
 
+def reused_or_new_key(table: FeedbackTable, project: str, label: str, saved: str | None) -> tuple[str, bool]:
+    """`saved` (a key printed before) while it is a valid key of `project`, else a new key labelled
+    `label` with the earlier ones of that label revoked. Returns (the key, whether it is new)."""
+    if saved:
+        try:
+            if KeyAuthenticator(table, cache_seconds=0).caller(saved).project == project:
+                return saved, False
+        except Unauthorized:
+            pass
+    issued, _ = replace_key(table, project, label)
+    return issued.plaintext, True
+
+
 def replace_key(table: FeedbackTable, project: str, label: str) -> tuple[IssuedKey, list[ApiKey]]:
     """A new key labelled `label`, and the earlier unrevoked keys of that label revoked (what `serve`
     does at each start: its key is printed once, so an earlier one is of no use to anybody)."""
