@@ -250,3 +250,11 @@ def test_the_data_directory_is_the_users_alone_and_a_foreign_pickle_is_not_loade
         assert second.restored["SageMaker resources"] == 0
     assert not (tmp_path / "pwned").exists()
     assert "was not written by this user's local stack" in caplog.text
+
+
+def test_a_file_name_with_an_ansi_escape_is_printed_escaped(capsys) -> None:
+    from feedback_loop.analysis.run import print_progress
+
+    print_progress("[1/1] eval-logs/p/dt=2026-12-01/\x1b[2J\x1b]0;owned\x07.jsonl (0.1 s)")
+    shown = capsys.readouterr().err
+    assert "\x1b" not in shown and "\x07" not in shown and "\\x1b[2J" in shown and shown.endswith(".jsonl (0.1 s)\n")

@@ -235,7 +235,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from feedback_loop.analysis.model import AnalysisSettings
     from feedback_loop.analysis.evallogs import EvalLogSource
     from feedback_loop.analysis.feedback import FeedbackIndex
-    from feedback_loop.analysis.run import load_changes, print_progress, run_analysis, write_local, write_s3
+    from feedback_loop.analysis.run import (load_changes, print_progress, printable, run_analysis, write_local,
+                                            write_s3)
     from feedback_loop.logic.changes import list_changes
 
     until = _moment(args.until) if args.until else datetime.now(timezone.utc)
@@ -254,7 +255,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if Path(args.feedback).is_file():
         feedback.add_export_file(args.feedback)
     else:
-        table = _table(argparse.Namespace(table=None if args.feedback == "local" else args.feedback,
+        table = _table(argparse.Namespace(table=None if args.feedback == "local" else args.feedback, stack=None,
                                           data_dir=args.data_dir))
         if not args.project:
             raise SystemExit("--project is required when feedback comes from a table")
@@ -295,7 +296,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
           f"flagged segments {[(f['field'], f['value']) for f in report['miscalibration']['flagged_segments']]}, "
           f"regressions {list(dict.fromkeys(r['change'] for r in report['regressions']))}")
     for name, where in written.items():
-        print(f"  {name}: {where}")
+        print(printable(f"  {name}: {where}"))
     return 0
 
 

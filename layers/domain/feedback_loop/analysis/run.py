@@ -132,5 +132,10 @@ def write_s3(analysis: Analysis, s3: Any, bucket: str, prefix: str) -> dict[str,
     return written
 
 
+def printable(text: str) -> str:
+    """Text for a terminal: control characters (an ANSI escape in a file or S3 key name) shown escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def print_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
