@@ -174,3 +174,16 @@ def test_topical_chat_system_level_and_grouped_correlations_equal_independent_co
                                              system_field="system", group_field="dialogue")).report).split())
     assert "system level: mean scores of each system" in page and f"{grouped['groups_used']} of 60 groups" in page
     assert "Krippendorff's alpha" in page and "the evaluator against the other users" in page
+    ordinal = raters["alpha_ordinal"]
+    assert f"ordinal ({ordinal['units']} requests, {ordinal['values']} votes)" in page
+    assert_no_object_leaks(page)
+
+
+def assert_no_object_leaks(page: str) -> None:
+    """No Python object's repr, and no None or nan, where a rendered figure belongs."""
+    import re
+
+    for leak in ("<built-in", "<function", "<bound method", "object at 0x", "Undefined"):
+        assert leak not in page, leak
+    shown = re.findall(r">\s*(None|nan|NaN|inf|-inf)\s*<|[(\[,]\s*(None|nan|NaN)\s*[,)\]]", page)
+    assert not shown, shown
