@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,15 @@ def test_serve_prints_a_working_key_manages_keys_and_stops_cleanly(tmp_path: Pat
         [record] = [json.loads(line) for line in gzip.decompress(
             s3.get_object(Bucket=state["bucket"], Key=file["Key"])["Body"].read()).splitlines()]
         assert record["request_id"] == exported and record["eval_scores"] == {"overall": 0.9}
+
+        # what the running stack holds, analysed with the command serve prints
+        [analyze_line] = [line for line in output.splitlines() if line.strip().startswith("analyze:")]
+        command = shlex.split(analyze_line.split("analyze:", 1)[1])[1:]  # without "feedback-loop"
+        command[command.index("--out") + 1] = str(tmp_path / "local-report")
+        analysed = run_cli(tmp_path, *command)
+        assert analysed.returncode == 0, analysed.stderr
+        report = json.loads((tmp_path / "local-report" / "report.json").read_text())
+        assert report["project"] == "shop" and report["counts"]["eval_records"] == 1
     finally:
         code, out, err = served.stop(timeout=30)
     assert code == 0, err

@@ -101,6 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  data:     {Path(args.data_dir).resolve()} (saved every {args.snapshot_seconds:g} s and at Ctrl-C; "
               f"restored: {restored or 'nothing'})")
         print(f"  docs:     {stack.api_url}/v1/docs")
+        print(f"  bucket:   s3://{stack.bucket}/ (eval logs under eval-logs/{args.project}/, at {stack.aws_endpoint})")
+        print(f"  analyze:  feedback-loop analyze --eval-logs local --feedback local --project {args.project} "
+              "--out ./report")
         print(f"  OTLP:     OTEL_EXPORTER_OTLP_ENDPOINT={stack.api_url} "
               f"OTEL_EXPORTER_OTLP_HEADERS=x-api-key={key} (docs/INTEROP.md)")
         print("  try:")
@@ -239,6 +242,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                             write_s3)
     from feedback_loop.logic.changes import list_changes
 
+    if "local" in (args.eval_logs, args.feedback):  # what the running local stack holds: its emulator and bucket
+        from feedback_loop.local.state import local_aws_environment, read_state
+
+        state = read_state(args.data_dir)
+        if state is None:
+            raise SystemExit(f"no local stack is running (no {args.data_dir}/local.json): start `feedback-loop serve`")
+        if not args.project:
+            raise SystemExit("--project is required with the local stack")
+        os.environ.update(local_aws_environment(state["aws_endpoint"]))
+        if args.eval_logs == "local":
+            args.eval_logs = f"s3://{state['bucket']}/eval-logs/{args.project}/"
     until = _moment(args.until) if args.until else datetime.now(timezone.utc)
     since = _moment(args.since) if args.since else until - timedelta(days=7)
     if since >= until:
@@ -470,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     exports.set_defaults(run=cmd_export)
 
     analyze = commands.add_parser("analyze", help="run the weekly analysis on files, S3 or a table")
-    analyze.add_argument("--eval-logs", required=True, help="folder or s3://bucket/prefix of eval logs")
+    analyze.add_argument("--eval-logs", required=True, help="folder or s3://bucket/prefix of eval logs, or 'local': the running local stack's (with --project)")
     analyze.add_argument("--feedback", required=True,
                          help="JSON Lines export, a DynamoDB table name, or 'local' for the running local stack")
     analyze.add_argument("--project", help="project (needed with a table)")
