@@ -169,14 +169,37 @@ def test_topical_chat_system_level_and_grouped_correlations_equal_independent_co
     assert raters["alpha_interval"]["alpha"] == pytest.approx(_interval_alpha(units), abs=1e-9)
     from feedback_loop.analysis.html import render_html
 
-    page = " ".join(render_html(run_analysis("topical-chat", EvalLogSource(str(tmp_path / "logs-dialogue")), feedback,
-                                             [], SINCE, UNTIL, AnalysisSettings(segment_fields=("user_cohort",),
-                                             system_field="system", group_field="dialogue")).report).split())
+    full = run_analysis("topical-chat", EvalLogSource(str(tmp_path / "logs-dialogue")), feedback, [], SINCE, UNTIL,
+                        AnalysisSettings(segment_fields=("user_cohort",), system_field="system",
+                                         group_field="dialogue")).report
+    page = " ".join(render_html(full).split())
     assert "system level: mean scores of each system" in page and f"{grouped['groups_used']} of 60 groups" in page
     assert "Krippendorff's alpha" in page and "the evaluator against the other users" in page
+    assert_intervals_hold(full)
     ordinal = raters["alpha_ordinal"]
     assert f"ordinal ({ordinal['units']} requests, {ordinal['values']} votes)" in page
     assert_no_object_leaks(page)
+
+
+def assert_intervals_hold(report: dict) -> None:
+    """Every interval in a report is ordered, and holds the estimate it is the interval of."""
+    seen = 0
+    stack = [report]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key.endswith("ci") and isinstance(value, (list, tuple)) and len(value) == 2 \
+                        and all(isinstance(v, (int, float)) for v in value):
+                    seen += 1
+                    assert value[0] <= value[1], (key, value, node)
+                    point = {"ci": "estimate", "diff_ci": "diff", "rate_ci": "rate"}.get(key)
+                    if isinstance(node.get(point), (int, float)):
+                        assert value[0] - 1e-12 <= node[point] <= value[1] + 1e-12, (key, value, node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    assert seen > 0
 
 
 def assert_no_object_leaks(page: str) -> None:

@@ -199,9 +199,10 @@ def test_the_report_opens_with_its_findings_most_important_first(result) -> None
     low = [name for name, c in report["cohorts"].items() if c["below_target"]]
     assert low and all(name in texts["cohorts"] for name in low)
     html = render_html(report)
-    from .test_analysis_real_data import assert_no_object_leaks
+    from .test_analysis_real_data import assert_intervals_hold, assert_no_object_leaks
 
     assert_no_object_leaks(html)
+    assert_intervals_hold(report)
     assert html.index('id="findings"') < html.index('id="correlation"')
     assert html.count('<a href="#miscalibration">') >= 1 and 'id="miscalibration"' in html
 

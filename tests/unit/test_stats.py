@@ -481,6 +481,19 @@ def test_the_corrected_pass_rate_follows_its_formula() -> None:
     assert stats.rogan_gladen(50, 100, 5, 10, 5, 10).note.startswith("the judge is no better than chance")
 
 
+@pytest.mark.parametrize("good_verdicts", [0, 1, 20_000, 50_000, 990_000, 1_000_000])
+def test_the_corrected_pass_rates_interval_is_ordered_and_holds_its_estimate(good_verdicts: int) -> None:
+    """At 1M requests a verdict rate far from what the labels' sensitivity and specificity allow put
+    the raw value at -0.49, and clipping each end apart gave the interval [0.0, -0.43]."""
+    result = stats.rogan_gladen(good_verdicts, 1_000_000, 90, 100, 60, 100)
+    low, high = result.ci
+    assert 0.0 <= low <= result.estimate <= high <= 1.0
+    raw = (good_verdicts / 1_000_000 + 0.6 - 1) / 0.5
+    assert (result.note is not None) == (not 0.0 <= raw <= 1.0)
+    if raw < 0:
+        assert result.estimate == 0.0 and result.ci == (0.0, 0.0) and "outside [0, 1]" in result.note
+
+
 # --- selection by cohort: who gives feedback depends on the cohort, not on the answer -------------
 # three cohorts with different shares, mean quality, evaluator bias and feedback rates (the
 # enterprise users answer ten times as often as the free ones and are happier): the labelled

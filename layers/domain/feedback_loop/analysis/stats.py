@@ -802,8 +802,16 @@ def rogan_gladen(good_verdicts: int, requests: int, true_positives: int, n_good:
         return CorrectedRate(None, None, q, e, s, requests, n_good, n_bad,
                              note="the judge is no better than chance (sensitivity + specificity <= 1)")
     raw = (q + s - 1) / youden
-    estimate = min(max(raw, 0.0), 1.0)
     variance = (q * (1 - q) / requests + raw**2 * e * (1 - e) / n_good
                 + (1 - raw) ** 2 * s * (1 - s) / n_bad) / youden**2
     half = _z(confidence) * math.sqrt(variance)
-    return CorrectedRate(estimate, (max(raw - half, 0.0), min(raw + half, 1.0)), q, e, s, requests, n_good, n_bad)
+
+    def clip(value: float) -> float:
+        return min(max(value, 0.0), 1.0)
+
+    # the estimate and both ends clipped alike: the interval stays ordered and holds its estimate
+    note = None if 0.0 <= raw <= 1.0 else (
+        f"the corrected value {raw:.3f} fell outside [0, 1] and was clipped: the judge's sensitivity and "
+        "specificity on the labelled requests do not hold over all traffic")
+    return CorrectedRate(clip(raw), (clip(raw - half), clip(raw + half)), q, e, s, requests, n_good, n_bad,
+                         note=note)
