@@ -47,9 +47,14 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Any:
     first = records[0]
     records += [{**first, "eval_scores": {"overall": 0.01}},  # read twice: the first record wins
                 {**records[1], "request_id": "bad-score", "eval_scores": {"overall": 1.5}},
-                {**records[2], "request_id": ""}]
+                {**records[2], "request_id": ""},
+                # in the last day's file, but 11.5 hours after the window in UTC: read, and outside it
+                {**records[3], "request_id": "after-the-window",
+                 "timestamp": f"{(scenario.end - timedelta(days=1)).date()}T23:30:00-12:00"}]
     at = (scenario.end - timedelta(hours=1)).isoformat()
     events += [{"request_id": "no-such-request", "feedback_type": "explicit_thumbs_up", "value": True,
+                "timestamp": at},
+               {"request_id": "after-the-window", "feedback_type": "explicit_thumbs_down", "value": True,
                 "timestamp": at},
                {"request_id": first["request_id"], "feedback_type": "explicit_thumbs_up", "value": True,
                 "user_id": "a", "timestamp": at},
@@ -117,7 +122,8 @@ def test_the_odd_records_reach_the_results(loaded: Any) -> None:
     problems = dict(scanner.run(results["problems"]))
     assert problems["overall_score_out_of_range"] == 1 and problems["missing_request_id"] == 1
     assert scanner.run(results["duplicates"])[0][0] == 1
-    assert scanner.run(results["orphans"])[0] == (1, 1)
+    # one request no record names (an orphan); one whose record was read but lies outside the window
+    assert scanner.run(results["orphans"])[0] == (1, 1, 1, 1)
     assert sum(row[4] for row in scanner.run(results["cohorts"])) >= 1  # the contradictory request
     side_rows = [scanner.run(results[f"side {i}"]) for i in range(3)]
     assert all({row[0] for row in rows} == {"c", "t"} for rows in side_rows)

@@ -347,8 +347,9 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
         skipped["duplicate_request_id"] += int(duplicates)
     result = Pass()
     result.read = engine.run(results["read"])[0][0]
-    result.orphan_requests, orphan_events = engine.run(results["orphans"])[0]
-    result.orphan_events = int(orphan_events)
+    orphans, orphan_events, outside, outside_events = engine.run(results["orphans"])[0]
+    result.orphan_requests, result.orphan_events = int(orphans), int(orphan_events)
+    result.outside_requests, result.outside_events = int(outside), int(outside_events)
     for name, requests, with_feedback, explicit, contradictory, total, squares, good in engine.run(results["cohorts"]):
         result.cohort_overall[name] = (total, squares)
         result.good_verdicts += good

@@ -338,8 +338,10 @@ class Pass:
     # per segment field (its index), value and cohort: requests, and the sum and the sum of squares
     # of the evaluator's score over them (queries.segment_cohorts)
     segment_cohorts: dict[tuple[int, str], dict[str, tuple[int, float, float]]] = field(default_factory=dict)
-    orphan_requests: int = 0  # requests with feedback that no eval record read matched
+    orphan_requests: int = 0  # requests with feedback that no eval record read names
     orphan_events: int = 0  # and their feedback events
+    outside_requests: int = 0  # requests with feedback whose records read all lie outside the read range
+    outside_events: int = 0  # and their feedback events
     rows: Rows = field(default_factory=Rows)
 
 

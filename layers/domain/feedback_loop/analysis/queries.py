@@ -110,14 +110,21 @@ SELECT *,
 FROM records""", (), table=False)
 
 
-# the requests with feedback that a record matched, with the position of their first record and how
-# many records they have; later records of such a request are skipped (the first record wins)
+# the requests with feedback that a record read names: the position of their first kept record and how
+# many kept records they have (0: only records outside the read range), in one pass over the records
+SEEN = Relation("seen", """
+SELECT request_id, min(position) FILTER (WHERE problem IS NULL) AS first,
+       count(*) FILTER (WHERE problem IS NULL) AS records
+FROM checked
+WHERE (problem IS NULL OR problem = 'outside_window') AND request_id IN (SELECT request_id FROM feedback)
+GROUP BY request_id""", ("checked", "feedback"))
+
+# the requests with feedback that a kept record matched; later records of such a request are skipped
+# (the first record wins)
 MATCHED = Relation("matched", """
-SELECT f.*, firsts.first, firsts.records
-FROM feedback AS f
-     JOIN (SELECT request_id, min(position) AS first, count(*) AS records FROM checked
-           WHERE problem IS NULL AND request_id IN (SELECT request_id FROM feedback)
-           GROUP BY request_id) AS firsts ON firsts.request_id = f.request_id""", ("checked", "feedback"))
+SELECT f.*, s.first, s.records
+FROM feedback AS f JOIN seen AS s ON s.request_id = f.request_id
+WHERE s.records > 0""", ("feedback", "seen"))
 
 # every record kept, with its request's feedback (a view: the records are not copied)
 KEPT = Relation("kept", """
@@ -130,8 +137,12 @@ PROBLEMS = Query("SELECT problem, count(*) FROM checked WHERE problem IS NOT NUL
                  ("checked",))
 DUPLICATES = Query("SELECT coalesce(sum(records - 1), 0) FROM matched", ("matched",))
 READ = Query("SELECT count(*) FROM checked WHERE problem IS NULL", ("checked",))
-ORPHANS = Query("SELECT count(*), coalesce(sum(events), 0) FROM feedback "
-                "WHERE request_id NOT IN (SELECT request_id FROM matched)", ("feedback", "matched"))
+# feedback whose request no record read names (orphans), and feedback whose request's records all lie
+# outside the read range: requests and events of each
+ORPHANS = Query("""
+SELECT count(*) FILTER (WHERE s.request_id IS NULL), coalesce(sum(f.events) FILTER (WHERE s.request_id IS NULL), 0),
+       count(*) FILTER (WHERE s.records = 0), coalesce(sum(f.events) FILTER (WHERE s.records = 0), 0)
+FROM feedback AS f LEFT JOIN seen AS s ON s.request_id = f.request_id""", ("feedback", "seen"))
 
 # the cohort of a kept record: the eval log's, else the feedback's first, else unknown
 COHORT = f"coalesce(nullif(cohort_field, ''), nullif(fb_cohort, ''), {literal(UNKNOWN)})"
@@ -251,7 +262,7 @@ def columns(fields: tuple[str, ...], sides: list[ChangeSides]) -> Columns:
 
 def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
     """The relations of a pass over the records read from read_since to until, by name."""
-    return {r.name: r for r in (*FEEDBACK_RELATIONS, checked(read_since, until), MATCHED, KEPT)}
+    return {r.name: r for r in (*FEEDBACK_RELATIONS, checked(read_since, until), SEEN, MATCHED, KEPT)}
 
 
 def pass_queries(window: tuple[float, float], fields: tuple[str, ...], columns: Columns,

@@ -56,6 +56,8 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
             "requests_with_human_score": len(rows),
             "orphan_feedback_requests": collected.orphan_requests,
             "orphan_feedback_events": collected.orphan_events,
+            "outside_window_feedback_requests": collected.outside_requests,
+            "outside_window_feedback_events": collected.outside_events,
             "skipped_lines": sum(v for k, v in skipped.items() if k != "outside_window")
             + sum(feedback.skipped.values()),
             "skipped_by_reason": dict(sorted((skipped + feedback.skipped).items())),
