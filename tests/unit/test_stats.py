@@ -600,3 +600,22 @@ def test_the_corrected_pass_rate_covers_under_selection_by_cohort() -> None:
         truth = float((np.bincount(cohort, minlength=3) / 20_000 * truth_by_cohort).sum())
         covered += result.ci[0] <= truth <= result.ci[1]
     assert 0.93 <= covered / 1000 <= 0.97
+
+
+def test_systems_with_equal_means_tie_whatever_the_order_of_their_items() -> None:
+    """Two systems' human scores 0.1, 0.2, 0.3 in two orders: numpy's sums make their means differ in
+    the last bit (0.20000000000000004 and 0.2), which ranked one above the other; exact means tie."""
+    assert np.mean([0.1, 0.2, 0.3]) != np.mean([0.3, 0.2, 0.1])  # the trap
+    human = np.array([0.1, 0.2, 0.3, 0.3, 0.2, 0.1, 0.5, 0.6, 0.7, 0.9, 0.8, 0.7])
+    evaluator = np.array([0.3, 0.3, 0.3, 0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.9, 0.9, 0.9])
+    system = np.array(["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["d"] * 3)
+    result = stats.system_level(evaluator, human, system, resamples=200)
+    assert result["per_system"]["a"]["human_mean"] == result["per_system"]["b"]["human_mean"]
+    exact_x, exact_y = [0.3, 0.5, 0.4, 0.9], [0.2, 0.2, 0.6, 0.8]  # the means as written, ties tied
+    assert result["spearman"]["r"] == pytest.approx(sps.spearmanr(exact_x, exact_y).statistic, abs=1e-12)
+    assert result["kendall"]["r"] == pytest.approx(sps.kendalltau(exact_x, exact_y).statistic, abs=1e-12)
+    # the same items in any order: the same figures, intervals included
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        order = rng.permutation(len(human))
+        assert stats.system_level(evaluator[order], human[order], system[order], resamples=200) == result

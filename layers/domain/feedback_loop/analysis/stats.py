@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from collections.abc import Iterator
 from typing import Any
 
@@ -492,6 +493,11 @@ def _percentile_ci(draws: Any, confidence: float) -> tuple[float, float] | None:
     return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 
+def exact_mean(values: np.ndarray) -> float:
+    """The mean of the values as exact fractions, rounded once to a float: the same for any order."""
+    return float(sum(map(Fraction, values.tolist()), Fraction(0)) / len(values))
+
+
 def system_level(evaluator: np.ndarray, human: np.ndarray, system: np.ndarray, group: np.ndarray | None = None,
                  resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """The correlation, over systems, of each system's mean evaluator score with its mean human
@@ -499,11 +505,18 @@ def system_level(evaluator: np.ndarray, human: np.ndarray, system: np.ndarray, g
     the groups (inputs) resampled when `group` is given (each system keeps its outputs for the
     drawn inputs: Deutsch et al. 2021's input resampling), else each system's items resampled
     apart. Needs 3 systems."""
+    # one canonical order of the items, whatever order they came in: the bootstrap draws the same items
+    order = np.lexsort((human, evaluator, *([np.asarray(group).astype(str)] if group is not None else []),
+                        np.asarray(system).astype(str)))
+    evaluator, human, system = evaluator[order], human[order], np.asarray(system)[order]
+    group = np.asarray(group)[order] if group is not None else None
     names, codes = np.unique(system, return_inverse=True)
     result: dict[str, Any] = {"systems": len(names), "n": len(evaluator), "resamples": resamples,
                               "ci_method": "percentile bootstrap over " + ("inputs" if group is not None else
                                                                           "items within each system")}
-    means = [(float(evaluator[codes == k].mean()), float(human[codes == k].mean())) for k in range(len(names))]
+    # exact means (the sum of the values as fractions, rounded once): systems whose means are equal
+    # tie whatever order the sums would have met their values in
+    means = [(exact_mean(evaluator[codes == k]), exact_mean(human[codes == k])) for k in range(len(names))]
     result["per_system"] = {str(name): {"n": int((codes == k).sum()), "evaluator_mean": e, "human_mean": h}
                             for k, (name, (e, h)) in enumerate(zip(names, means))}
     x, y = np.array([m[0] for m in means]), np.array([m[1] for m in means])
