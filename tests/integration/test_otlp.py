@@ -282,3 +282,39 @@ def test_agentcore_results_and_spans_through_the_log_subscription(stack, project
     later = {**span, "spanId": "bce19b7ec3c1b174", "attributes": {**span["attributes"], "session.id": "sess-2"}}
     with pytest.raises(Exception, match="not kept"):
         handler(_awslogs("aws/spans", [later, {**result, "spanId": "bce19b7ec3c1b174"}]), context)
+
+
+@pytest.mark.parametrize("value, rating, score", [({"intValue": "1"}, 1, 0.0), ({"intValue": "4"}, 4, 0.75),
+                                                  ({"doubleValue": 1.0}, 5, 1.0), ({"doubleValue": 0.25}, 2, 0.25)])
+def test_a_lone_human_rating_is_read_by_the_rule_not_by_its_batch(stack, http: Api, api_key: str, value: dict,
+                                                                   rating: int, score: float) -> None:
+    """Phoenix's register() sends one span per export: a rating of 1 (intValue) alone was read as a 0-1
+    score of 1.0, 'ratings 1, mean_rating 5.0, human score 1.0'. Integers 1-5 are ratings, floats 0-1 scores."""
+    span_id = f"{rating:02d}{int(score * 100):03d}".ljust(16, "a")
+    attributes = [_string("openinference.span.kind", "LLM"),
+                  _string("annotations.0.annotation.name", "user_rating"),
+                  {"key": "annotations.0.annotation.score", "value": value},
+                  _string("annotations.0.annotation.annotator_kind", "HUMAN")]
+    headers = {"x-api-key": api_key, "content-type": "application/json", "x-feedback-loop-request-id": "span"}
+    answer = requests.post(f"{stack.api_url}/v1/traces", timeout=30, headers=headers,
+                           data=json.dumps(_export("7b8efff798038103d269b633813fc60c", span_id, attributes)))
+    assert answer.status_code == 200, answer.text
+    summary = http.get(f"/v1/requests/{span_id}/feedback").json()
+    assert summary["counts"]["explicit_rating"] == 1
+    assert summary["mean_rating"] == rating and summary["human"]["score"] == score
+
+
+def test_a_declared_human_scale_maps_the_scores(stack, http: Api, api_key: str) -> None:
+    span_id = "bbbbbbbbbbbbbbb1"
+    attributes = [_string("openinference.span.kind", "LLM"), _string("annotations.0.annotation.name", "stars"),
+                  {"key": "annotations.0.annotation.score", "value": {"intValue": "10"}},
+                  _string("annotations.0.annotation.annotator_kind", "HUMAN")]
+    headers = {"x-api-key": api_key, "content-type": "application/json", "x-feedback-loop-request-id": "span",
+               "x-feedback-loop-human-range": "1,10"}
+    answer = requests.post(f"{stack.api_url}/v1/traces", timeout=30, headers=headers,
+                           data=json.dumps(_export("8b8efff798038103d269b633813fc60c", span_id, attributes)))
+    assert answer.status_code == 200, answer.text
+    assert http.get(f"/v1/requests/{span_id}/feedback").json()["mean_rating"] == 5
+    wrong = requests.post(f"{stack.api_url}/v1/traces", timeout=30, data=b"{}",
+                          headers={**headers, "x-feedback-loop-human-range": "ten"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["fields"][0]["field"] == "x-feedback-loop-human-range"

@@ -315,3 +315,16 @@ def test_random_bytes_and_mutated_exports_are_refused_or_read() -> None:
                 _read_all(kind, body, otlp.PROTOBUF)
 
     check()
+
+
+def test_openinference_evaluations_are_read_like_its_annotations() -> None:
+    span = chat(**{"evaluations.0.evaluation.name": "correctness", "evaluations.0.evaluation.score": 0.7,
+                   "evaluations.0.evaluation.annotator_kind": "LLM",
+                   "annotations.0.annotation.name": "relevance", "annotations.0.annotation.score": 0.4,
+                   "annotations.0.annotation.annotator_kind": "CODE",
+                   "evaluations.1.evaluation.name": "user_rating", "evaluations.1.evaluation.score": 2,
+                   "evaluations.1.evaluation.annotator_kind": "HUMAN"})
+    [read], _ = otlp.spans(traces(span))
+    assert sorted((e.name, e.score) for e in read.evaluations) == [("correctness", 0.7), ("relevance", 0.4)]
+    [person] = read.annotations
+    assert (person.name, person.value, person.human) == ("user_rating", 2, True)

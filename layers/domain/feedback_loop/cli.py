@@ -225,6 +225,16 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _low_high(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not two numbers LOW,HIGH such as 1,10: {text!r}") from None
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH: {text!r}")
+    return low, high
+
+
 def _memory_size(text: str) -> str:
     """A size as DuckDB reads it (512MB, 2GB, 1.5GiB)."""
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)", text.strip(), re.IGNORECASE):
@@ -328,7 +338,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     skipped: Counter[str] = Counter()
     annotations = tools.read(args.tool, args.file, skipped)
     imported = mapping.convert(annotations, args.request_id or ("span" if args.tool == "phoenix" else "trace"),
-                               args.overall)
+                               args.overall, args.human_range)
     imported.skipped.update(skipped)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -470,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which id your eval logs use as request_id (default: span for phoenix, else trace)")
     imports.add_argument("--overall", metavar="NAME",
                          help="the judge's score that is the evaluator's overall: its scores become eval records")
+    imports.add_argument("--human-range", type=_low_high, metavar="LOW,HIGH",
+                         help="the scale of people's numeric scores, e.g. 1,10 (default: integers 1-5 are "
+                              "ratings, other numbers from 0 to 1 are 0-1 scores: docs/INTEROP.md)")
     imports.add_argument("--api-url", help="also send the feedback to this API (with --key)")
     imports.add_argument("--key", help="the project's API key, for --api-url")
     imports.set_defaults(run=cmd_import)

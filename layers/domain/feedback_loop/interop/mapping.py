@@ -5,9 +5,12 @@ People's judgements, by what they hold:
 - named after one of our feedback types (what `feedback-loop export` writes): that type, its value
   from the score (a rating r from the score (r - 1) / 4), so an export imports back unchanged;
 - a bool: a thumb, up or down;
-- a number: a 1-5 rating. Per annotation name, the scale is read from the file: if any of the
-  name's scores is above 1 the scores are a 1-5 rating (a whole number; others are skipped), else
-  a 0-1 score s, the rating round(1 + 4 s) (its human score is s on the quarter steps);
+- a number: by a fixed rule, never by what else the batch holds. A declared scale first (`low,high`:
+  `--human-range`, the `x-feedback-loop-human-range` header): s = (v - low) / (high - low), the
+  rating round(1 + 4 s). Without one: an integer 1-5 (a JSON integer, OTLP intValue) is that
+  rating; a number from 0 to 1 otherwise (0, or a float such as 0.75 or 1.0) is a 0-1 score s, the
+  rating round(1 + 4 s) (its human score is s on the quarter steps); a float 2.0-5.0 with no
+  fraction is a rating; anything else is skipped (no_value);
 - a label: a thumb if it says so (GOOD_LABELS, BAD_LABELS), else a text comment with the label;
 - an explanation (comment, rationale) besides a value: a text comment as well.
 Every event is checked against the contract; one that fails (a request id with '/', say) is
@@ -50,27 +53,34 @@ def _event_id(a: Annotation, suffix: str = "") -> str:
     return re.sub(r"[^A-Za-z0-9._:\-]", "-", f"{a.tool}-{base}")[:128 - len(suffix)] + suffix
 
 
-def _five_point_names(annotations: list[Annotation]) -> set[str]:
-    return {a.name for a in annotations if a.human and isinstance(a.value, (int, float))
-            and not isinstance(a.value, bool) and a.value > 1}
+def rating(value: int | float, scale: tuple[float, float] | None = None) -> int | None:
+    """The 1-5 rating a person's number stands for (module docstring: the rule), or None."""
+    if scale is not None:
+        low, high = scale
+        return round(1 + 4 * (value - low) / (high - low)) if low <= value <= high else None
+    if isinstance(value, int):
+        return value if 1 <= value <= 5 else 1 if value == 0 else None
+    if 0 <= value <= 1:
+        return round(1 + 4 * value)
+    return int(value) if value.is_integer() and 2 <= value <= 5 else None
 
 
-def _judgement(a: Annotation, five_point: bool) -> tuple[str, Any] | None:
+def _judgement(a: Annotation, scale: tuple[float, float] | None) -> tuple[str, Any] | None:
     """(feedback type, value) of a person's judgement, or None."""
     v = a.value
     if a.name in set(FeedbackType):  # our own export, back
         if a.name in (FeedbackType.THUMBS_UP, FeedbackType.THUMBS_DOWN, FeedbackType.USAGE, FeedbackType.DISCARD):
             return a.name, True
         if a.name == FeedbackType.RATING and isinstance(v, (int, float)) and not isinstance(v, bool):
-            return a.name, round(1 + 4 * v) if not five_point else v
+            found = rating(v, scale)
+            return (a.name, found) if found is not None else None
         if a.name in (FeedbackType.COMMENT, FeedbackType.EDIT):
             return (a.name, a.explanation) if a.explanation is not None else None
     if isinstance(v, bool):
         return (FeedbackType.THUMBS_UP if v else FeedbackType.THUMBS_DOWN), True
     if isinstance(v, (int, float)):
-        if five_point:
-            return (FeedbackType.RATING, int(v)) if float(v).is_integer() and 1 <= v <= 5 else None
-        return (FeedbackType.RATING, round(1 + 4 * v)) if 0 <= v <= 1 else None
+        found = rating(v, scale)
+        return (FeedbackType.RATING, found) if found is not None else None
     if isinstance(v, str):
         label = v.strip().lower()
         if label in GOOD_LABELS or label in BAD_LABELS:
@@ -89,11 +99,12 @@ def _checked(event: dict[str, Any], imported: Imported) -> None:
     imported.feedback.append(event)
 
 
-def convert(annotations: list[Annotation], request_id: str = "trace", overall: str | None = None) -> Imported:
+def convert(annotations: list[Annotation], request_id: str = "trace", overall: str | None = None,
+            human_range: tuple[float, float] | None = None) -> Imported:
     """Feedback events from people's judgements, eval records from the judges' (module docstring).
-    `request_id`: which id the app's requests are known by, `trace` or `span`."""
+    `request_id`: which id the app's requests are known by, `trace` or `span`; `human_range`: the
+    declared scale of people's numeric judgements."""
     imported = Imported()
-    five_point = _five_point_names(annotations)
     scores: dict[str, dict[str, Any]] = defaultdict(lambda: {"scores": {}, "at": None, "tool": None})
     for a in annotations:
         request = a.trace_id if request_id == "trace" else a.span_id
@@ -119,7 +130,7 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             base["user_id"] = a.user_id
         if (a.metadata or {}).get("user_cohort"):  # our own export carries it
             base["user_cohort"] = a.metadata["user_cohort"]
-        judgement = _judgement(a, a.name in five_point)
+        judgement = _judgement(a, human_range)
         if judgement is None:
             imported.skipped["no_value"] += 1
         else:

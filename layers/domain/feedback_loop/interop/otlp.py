@@ -47,7 +47,8 @@ MAX_INFLATED_BYTES = 5_000_000
 # a prompt's or an output's bytes in a record: both and the rest fit a DynamoDB item (400 KB), where
 # the span waits for its scores (logic/otlp.py)
 MAX_TEXT_BYTES = 150_000
-_ANNOTATION = re.compile(r"^annotations\.(\d+)\.annotation\.(\w+)$")
+# OpenInference's annotations, and its evaluations, which its spec says to read the same way
+_ANNOTATION = re.compile(r"^(annotations\.(\d+)\.annotation|evaluations\.(\d+)\.evaluation)\.(\w+)$")
 REQUEST_KINDS = {"LLM", "AGENT", "CHAIN"}  # OpenInference span kinds that can be a request
 PROMPT_KEYS = ("gen_ai.input.messages", "input.value", "gen_ai.prompt", "agentcore.invocation.user_prompt",
                "gen_ai.prompt.0.content", "llm.input_messages.0.message.content")
@@ -61,6 +62,7 @@ METADATA_KEYS = {"model": ("gen_ai.response.model", "gen_ai.request.model", "llm
 HEADER_OVERALL = "x-feedback-loop-overall"
 HEADER_RANGE = "x-feedback-loop-overall-range"
 HEADER_REQUEST_ID = "x-feedback-loop-request-id"
+HEADER_HUMAN_RANGE = "x-feedback-loop-human-range"
 
 
 class OtlpError(ValueError):
@@ -76,18 +78,34 @@ class OtlpTooLarge(OtlpError):
     """An export that inflates past MAX_INFLATED_BYTES (the API's 413: not worth resending as it is)."""
 
 
+def _range(headers: MappingType[str, str], name: str) -> tuple[float, float] | None:
+    """A `low,high` header, or None without it."""
+    if name not in headers:
+        return None
+    try:
+        low, high = (float(part) for part in headers[name].split(","))
+    except ValueError:
+        raise OtlpError(name, "must be two numbers, low,high (for example 1,5)") from None
+    if not low < high or not all(abs(x) < 1e12 for x in (low, high)):
+        raise OtlpError(name, "low must be below high")
+    return low, high
+
+
 @dataclass(frozen=True)
 class Mapping:
     """How an app's telemetry maps onto the eval log contract, from the exporter's headers
     (OTEL_EXPORTER_OTLP_HEADERS): which evaluation is `overall` (x-feedback-loop-overall, default
     `overall`), the range its scores come in (x-feedback-loop-overall-range `low,high`, default
     `0,1`), and which id the app's feedback refers to (x-feedback-loop-request-id: `trace`, the
-    default, `span`, or the name of a span attribute such as `gen_ai.response.id`)."""
+    default, `span`, or the name of a span attribute such as `gen_ai.response.id`), and the scale of
+    people's numeric annotations (x-feedback-loop-human-range `low,high`; without it, interop/mapping's
+    rule: integers 1-5 are ratings, other numbers 0-1 scores)."""
 
     overall: str = "overall"
     low: float = 0.0
     high: float = 1.0
     request_id: str = "trace"
+    human_range: tuple[float, float] | None = None  # the declared scale of people's numeric annotations
 
     @classmethod
     def from_headers(cls, headers: MappingType[str, str] | None) -> "Mapping":
@@ -98,15 +116,9 @@ class Mapping:
             raise OtlpError(HEADER_OVERALL, "must name an evaluation (1-200 characters)")
         if not request_id or len(request_id) > 200:
             raise OtlpError(HEADER_REQUEST_ID, "must be trace, span or a span attribute's name")
-        low, high = 0.0, 1.0
-        if HEADER_RANGE in lower:
-            try:
-                low, high = (float(part) for part in lower[HEADER_RANGE].split(","))
-            except ValueError:
-                raise OtlpError(HEADER_RANGE, "must be two numbers, low,high (for example 1,5)") from None
-            if not low < high or not all(abs(x) < 1e12 for x in (low, high)):
-                raise OtlpError(HEADER_RANGE, "low must be below high")
-        return cls(overall=overall, low=low, high=high, request_id=request_id)
+        low, high = _range(lower, HEADER_RANGE) or (0.0, 1.0)
+        return cls(overall=overall, low=low, high=high, request_id=request_id,
+                   human_range=_range(lower, HEADER_HUMAN_RANGE))
 
     def overall_score(self, raw: float) -> float:
         return (raw - self.low) / (self.high - self.low)
@@ -298,14 +310,21 @@ def evaluation_from(trace_id: str, span_id: str, attributes: dict[str, Any]) -> 
                       explanation=_text(attributes.get("gen_ai.evaluation.explanation")))
 
 
+def _place(index: tuple[str, int]) -> str:
+    """An annotation's place among the span's: `3` for annotations.3 (as before evaluations were read), `e3`
+    for evaluations.3."""
+    return str(index[1]) if index[0] == "annotations" else f"e{index[1]}"
+
+
 def _annotations(span: Span) -> None:
     """OpenInference annotations among the span's attributes, into its evaluations (LLM, CODE) or
     its people's annotations (HUMAN)."""
-    found: dict[int, dict[str, Any]] = {}
+    found: dict[tuple[str, int], dict[str, Any]] = {}
     for key, value in span.attributes.items():
         match = _ANNOTATION.match(key)
         if match:
-            found.setdefault(int(match.group(1)), {})[match.group(2)] = value
+            family, index = ("annotations", match.group(2)) if match.group(2) else ("evaluations", match.group(3))
+            found.setdefault((family, int(index)), {})[match.group(4)] = value
     for index in sorted(found):
         note = found[index]
         name = note.get("name")
@@ -317,6 +336,9 @@ def _annotations(span: Span) -> None:
         if str(note.get("annotator_kind", "")).upper() != "HUMAN":
             span.evaluations.append(Evaluation(span.trace_id, span.span_id, name, score, label, explanation))
             continue
+        raw = note.get("score")
+        if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) < 2**53:
+            score = raw  # an integer stays one: people's integers 1-5 are ratings (interop/mapping.py)
         metadata = note.get("metadata")
         if isinstance(metadata, str):
             try:
@@ -326,7 +348,7 @@ def _annotations(span: Span) -> None:
         metadata = metadata if isinstance(metadata, dict) else {}
         identifier = note.get("identifier")
         span.annotations.append(Annotation(
-            tool="openinference", annotation_id=f"{span.trace_id}-{span.span_id}-{identifier or index}-{name}",
+            tool="openinference", annotation_id=f"{span.trace_id}-{span.span_id}-{identifier or _place(index)}-{name}",
             trace_id=span.trace_id, span_id=span.span_id, name=name, human=True,
             value=score if score is not None else label, explanation=explanation, at=span.end or span.start,
             user_id=_text(metadata.get("user_id") or span.attributes.get("user.id")), metadata=metadata))

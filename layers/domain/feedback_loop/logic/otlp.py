@@ -172,7 +172,7 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
     _deliver(table, stream, project, direct + _merge(table, project, paired, outcome, now), mapping, policy,
              outcome, now)
     if people:
-        _feedback(table, project, people, policy, outcome, now)
+        _feedback(table, project, people, mapping, policy, outcome, now)
     return outcome
 
 
@@ -196,9 +196,9 @@ def _with_request_id(annotation: Annotation, request_id: str) -> Annotation:
     return replace(annotation, trace_id=request_id)
 
 
-def _feedback(table: FeedbackTable, project: str, annotations: list[Annotation], policy: IngestPolicy,
-              outcome: Outcome, now: datetime) -> None:
-    imported = convert(annotations, request_id="trace")
+def _feedback(table: FeedbackTable, project: str, annotations: list[Annotation], mapping: otlp.Mapping,
+              policy: IngestPolicy, outcome: Outcome, now: datetime) -> None:
+    imported = convert(annotations, request_id="trace", human_range=mapping.human_range)
     for reason, n in imported.skipped.items():
         outcome.rejected[f"annotation_{reason}"] += n
     for start in range(0, len(imported.feedback), 500):
