@@ -147,13 +147,30 @@ def test_a_poison_eval_record_in_s3_does_not_stop_the_projects_week(stack, table
     stack.bus.wait_for("AnalysisCompleted", where=lambda event: event["detail"]["project"] == project)
 
 
-def test_the_emulator_stays_on_loopback_whatever_address_the_api_is_given(tmp_path) -> None:
-    from feedback_loop.local.stack import LocalStack
+def _listening(port: int) -> set[str]:
+    """The IPv4 addresses a TCP port of this machine listens on (/proc/net/tcp: no traffic sent)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # LISTEN
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
 
-    with LocalStack(host="0.0.0.0", data_dir=tmp_path) as exposed:  # noqa: S104 (what serve --host 0.0.0.0 does)
-        assert exposed.aws_endpoint.startswith("http://127.0.0.1:")
-        assert exposed._emulator._server.server_address[0] == "127.0.0.1"
-        assert exposed._gateway._server.server_address[0] == "0.0.0.0"
+
+def test_the_emulator_stays_on_loopback_whatever_address_the_api_is_given(tmp_path) -> None:
+    """serve --host 0.0.0.0 in its own process (a second stack in this one would reset the session's)."""
+    from ..serving import serve
+
+    served = serve(tmp_path, extra=("--host", "0.0.0.0"))  # noqa: S104 (what a user may ask for)
+    try:
+        state = json.loads((tmp_path / "local.json").read_text())
+        aws_port = int(state["aws_endpoint"].rsplit(":", 1)[1])
+        api_port = int(served.url.rsplit(":", 1)[1])
+        assert state["aws_endpoint"].startswith("http://127.0.0.1:")
+        assert _listening(aws_port) == {"127.0.0.1"} and _listening(api_port) == {"0.0.0.0"}
+    finally:
+        served.stop()
 
 
 def _otlp_bomb(inflated_mib: int) -> bytes:
@@ -226,30 +243,48 @@ def test_a_template_in_the_working_directory_is_not_trusted(tmp_path, monkeypatc
     assert find_template(tmp_path / "template.yaml") == (tmp_path / "template.yaml").resolve()  # asked for by name
 
 
-def test_the_data_directory_is_the_users_alone_and_a_foreign_pickle_is_not_loaded(tmp_path, caplog) -> None:
+SNAPSHOT_RUN = """
+import json, sys
+from feedback_loop.local.stack import LocalStack
+with LocalStack(data_dir=sys.argv[1], persist=True, snapshot_seconds=3600) as stack:
+    stack.snapshot()
+    print(json.dumps(stack.restored))
+"""
+
+
+def test_the_data_directory_is_the_users_alone_and_a_foreign_pickle_is_not_loaded(tmp_path) -> None:
+    """Each stack in its own process: a second stack in this one would reset the session's."""
     import os
     import pickle
     import stat
+    import subprocess
+    import sys
 
     from feedback_loop.local.snapshots import SAGEMAKER, SNAPSHOT_DIR
-    from feedback_loop.local.stack import LocalStack
+
+    from ..conftest import ROOT
 
     data = tmp_path / "state"
-    with LocalStack(data_dir=data, persist=True, snapshot_seconds=3600) as first:
-        assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
-        first.snapshot()
-    snapshot = data / SNAPSHOT_DIR
-    assert (snapshot / SAGEMAKER).exists()
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", SNAPSHOT_RUN, str(data)], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120)
+
+    first = run()
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    assert (data / SNAPSHOT_DIR / SAGEMAKER).exists()
 
     class Planted:  # what someone else's folder could hold: unpickling it would run this
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    (snapshot / SAGEMAKER).write_bytes(pickle.dumps(Planted()))
-    with LocalStack(data_dir=data, persist=True, snapshot_seconds=3600) as second:
-        assert second.restored["SageMaker resources"] == 0
+    (data / SNAPSHOT_DIR / SAGEMAKER).write_bytes(pickle.dumps(Planted()))
+    second = run()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads(second.stdout.splitlines()[-1])["SageMaker resources"] == 0
     assert not (tmp_path / "pwned").exists()
-    assert "was not written by this user's local stack" in caplog.text
+    assert "was not written by this user's local stack" in second.stderr
 
 
 def test_a_file_name_with_an_ansi_escape_is_printed_escaped(capsys) -> None:
