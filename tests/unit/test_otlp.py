@@ -328,3 +328,22 @@ def test_openinference_evaluations_are_read_like_its_annotations() -> None:
     assert sorted((e.name, e.score) for e in read.evaluations) == [("correctness", 0.7), ("relevance", 0.4)]
     [person] = read.annotations
     assert (person.name, person.value, person.human) == ("user_rating", 2, True)
+
+
+def test_an_openinference_llm_spans_prompt_and_output_are_its_messages_not_its_bodies() -> None:
+    body_in = json.dumps({"messages": [{"role": "user", "content": "2+2?"}], "model": "gpt-x", "temperature": 0})
+    body_out = json.dumps({"id": "chatcmpl-1", "choices": [{"message": {"role": "assistant", "content": "4"}}],
+                           "usage": {"total_tokens": 9}})
+    span = chat(**{"openinference.span.kind": "LLM", "input.value": body_in, "output.value": body_out,
+                   "llm.input_messages.0.message.role": "system", "llm.input_messages.0.message.content": "Be brief.",
+                   "llm.input_messages.1.message.role": "user",
+                   "llm.input_messages.1.message.contents.0.message_content.text": "2+2?",
+                   "llm.output_messages.0.message.role": "assistant", "llm.output_messages.0.message.content": "4"})
+    [read], _ = otlp.spans(traces(span))
+    record = otlp.record_base(read, otlp.Mapping())
+    assert record["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+    assert record["output"] == [{"role": "assistant", "content": "4"}]
+    # a CHAIN span with only its bodies keeps them
+    [chain], _ = otlp.spans(traces(chat(**{"openinference.span.kind": "CHAIN", "input.value": "question",
+                                           "output.value": "answer"})))
+    assert otlp.record_base(chain, otlp.Mapping())["prompt"] == "question"

@@ -448,8 +448,12 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
     metadata.update({"span_name": span.name, "trace_id": span.trace_id, "span_id": span.span_id,
                      "source": "otlp"})
     record: dict[str, Any] = {"request_id": request_id, "timestamp": _timestamp(span.start)}
-    for name, keys in (("prompt", PROMPT_KEYS), ("output", OUTPUT_KEYS)):
-        value = _first(a, keys)
+    for name, keys, messages in (("prompt", PROMPT_KEYS, "llm.input_messages"),
+                                 ("output", OUTPUT_KEYS, "llm.output_messages")):
+        # the messages themselves before OpenInference's input.value/output.value, which on an LLM
+        # span is the whole request or response body (model, ids, usage besides the messages)
+        value = a.get(keys[0]) if a.get(keys[0]) not in (None, "", []) else None
+        value = value if value is not None else _openinference_messages(a, messages) or _first(a, keys)
         if value is None:
             continue
         value = _parsed(value)
@@ -460,6 +464,31 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
         record[name] = value
     record["metadata"] = metadata
     return record
+
+
+_MESSAGE = re.compile(r"^(llm\.(?:input|output)_messages)\.(\d+)\.message\.(role|content|contents\.(\d+)\."
+                      r"message_content\.text)$")
+
+
+def _openinference_messages(attributes: dict[str, Any], prefix: str) -> list[dict[str, str]] | None:
+    """OpenInference's flattened messages (`llm.input_messages.<i>.message.role`, `.content`, or the
+    text parts `.contents.<j>.message_content.text`) as a list of {role, content}, or None."""
+    found: dict[int, dict[str, Any]] = {}
+    for key, value in attributes.items():
+        match = _MESSAGE.match(key)
+        if not match or match.group(1) != prefix or not isinstance(value, str):
+            continue
+        message = found.setdefault(int(match.group(2)), {})
+        if match.group(3) in ("role", "content"):
+            message[match.group(3)] = value
+        else:
+            message.setdefault("parts", {})[int(match.group(4))] = value
+    messages = []
+    for index in sorted(found):
+        message = found[index]
+        content = message.get("content") or "\n".join(message.get("parts", {})[j] for j in sorted(message.get("parts", {})))
+        messages.append({"role": message.get("role", ""), "content": content})
+    return messages or None
 
 
 def _parsed(value: Any) -> Any:
