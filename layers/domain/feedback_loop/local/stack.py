@@ -30,7 +30,7 @@ from feedback_loop.local.journal import Journal
 from feedback_loop.local.snapshots import JOURNAL_DIR, Snapshots
 from feedback_loop.local.state import STATE_FILE, local_aws_environment, read_state  # noqa: F401 (re-exported)
 from feedback_loop.local.statemachines import LocalStateMachines
-from feedback_loop.local.template import REGION, Template
+from feedback_loop.local.template import Template
 
 log = logging.getLogger("feedback_loop.local")
 
