@@ -56,6 +56,7 @@ class _Route:
     labels: tuple[str, ...]  # the path's labels, in order
     query: tuple[str, ...]  # keys the requestUri fixes in the query (`/x?tagging`)
     operation: OperationModel
+    literal: int  # how many characters of the path are not labels
 
 
 def _route(operation: OperationModel) -> _Route:
@@ -67,7 +68,8 @@ def _route(operation: OperationModel) -> _Route:
         start = label.end()
     pattern += re.escape(path[start:])
     fixed = tuple(key.partition("=")[0] for key in query.split("&") if key)
-    return _Route(operation.http.get("method", "POST"), re.compile(f"^{pattern}/?$"), tuple(labels), fixed, operation)
+    return _Route(operation.http.get("method", "POST"), re.compile(f"^{pattern}/?$"), tuple(labels), fixed, operation,
+                  len(_LABEL.sub("", path)))
 
 
 def _typed(shape: Shape, values: list[str]) -> Any:
@@ -91,7 +93,7 @@ class ServiceApi:
         routes = [_route(self.model.operation_model(op)) for op in self.model.operation_names
                   if "requestUri" in self.model.operation_model(op).http]
         # the more literal a route, the earlier it is tried; routes fixing query keys before those that do not
-        self.routes = sorted(routes, key=lambda r: (-len(r.query), -len(_LABEL.sub("", r.path.pattern))))
+        self.routes = sorted(routes, key=lambda r: (-len(r.query), -r.literal))
         self.json_version = self.model.metadata.get("jsonVersion", "1.1")
 
     def read(self, environ: dict[str, Any], body: bytes) -> Call | None:
