@@ -226,13 +226,12 @@ def _moment(text: str) -> datetime:
 
 
 def _low_high(text: str) -> tuple[float, float]:
+    from feedback_loop.interop.mapping import read_scale
+
     try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not two numbers LOW,HIGH such as 1,10: {text!r}") from None
-    if not low < high:
-        raise argparse.ArgumentTypeError(f"LOW must be below HIGH: {text!r}")
-    return low, high
+        return read_scale(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def _memory_size(text: str) -> str:

@@ -70,14 +70,11 @@ def find(dynamodb: Any, sagemaker: Any, cloudwatch: Any, table: str) -> Leftover
         found.alarms.update(outcome.get("alarms", []))
         found.endpoints.add(outcome.get("endpoint") or endpoint_name(outcome["project"]))
     for endpoint in list(found.endpoints):
-        try:
-            config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
-        except ClientError as error:
-            if not _missing(error):
-                raise
+        described = _described(lambda: sagemaker.describe_endpoint(EndpointName=endpoint))
+        if described is None:
             found.endpoints.discard(endpoint)
-            continue
-        found.endpoint_configs.add(config)
+        else:
+            found.endpoint_configs.add(described["EndpointConfigName"])
     for config in list(found.endpoint_configs):
         variants = _described(lambda: sagemaker.describe_endpoint_config(EndpointConfigName=config))
         if variants is None:

@@ -53,6 +53,18 @@ def _event_id(a: Annotation, suffix: str = "") -> str:
     return re.sub(r"[^A-Za-z0-9._:\-]", "-", f"{a.tool}-{base}")[:128 - len(suffix)] + suffix
 
 
+def read_scale(text: str) -> tuple[float, float]:
+    """A declared scale `low,high` (`1,10`): the overall score's and people's numbers alike; ValueError
+    naming what is wrong."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError("must be two numbers, low,high (for example 1,5)") from None
+    if not low < high or not all(abs(x) < 1e12 for x in (low, high)):
+        raise ValueError("low must be below high")
+    return low, high
+
+
 def rating(value: int | float, scale: tuple[float, float] | None = None) -> int | None:
     """The 1-5 rating a person's number stands for (module docstring: the rule), or None."""
     if scale is not None:

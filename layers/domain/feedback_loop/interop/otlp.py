@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from feedback_loop.interop.export import EVENT_NAME
+from feedback_loop.interop.mapping import read_scale
 from feedback_loop.interop.tools import Annotation
 
 PROTOBUF = "application/x-protobuf"
@@ -83,12 +84,9 @@ def _range(headers: MappingType[str, str], name: str) -> tuple[float, float] | N
     if name not in headers:
         return None
     try:
-        low, high = (float(part) for part in headers[name].split(","))
-    except ValueError:
-        raise OtlpError(name, "must be two numbers, low,high (for example 1,5)") from None
-    if not low < high or not all(abs(x) < 1e12 for x in (low, high)):
-        raise OtlpError(name, "low must be below high")
-    return low, high
+        return read_scale(headers[name])
+    except ValueError as error:
+        raise OtlpError(name, str(error)) from None
 
 
 @dataclass(frozen=True)
