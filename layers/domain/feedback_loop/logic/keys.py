@@ -66,9 +66,6 @@ class Caller:
     key_id: str
     scopes: frozenset[str]
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes
-
 
 def scopes_text(scopes: frozenset[str] | tuple[str, ...] | None) -> str:
     """The scopes as the authorizer hands them to the function (context values are strings)."""
