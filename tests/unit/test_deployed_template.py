@@ -251,6 +251,63 @@ def test_the_schedule_starts_the_weekly_state_machine_which_retries_and_reports_
     assert {r for r in refs(athena[0]["Resource"]) if not r.startswith("AWS::")} == {"AnalysisWorkGroup"}
 
 
+DATA_BUCKET = {"Fn::If": ["CreateBucket", {"Ref": "DataBucket"}, {"Ref": "ExistingBucketName"}]}
+
+
+def bucket_sub(value: Any) -> str | None:
+    """The text of an Fn::Sub whose one variable ${Bucket} is the data bucket (the stack's own, or
+    the one ExistingBucketName attaches); None for any other value."""
+    sub = value.get("Fn::Sub") if isinstance(value, dict) else None
+    if isinstance(sub, list) and sub[1] == {"Bucket": DATA_BUCKET}:
+        return sub[0]
+    return None
+
+
+def _guarded(value: Any, created: dict[str, str], holds: set[str], conditions: dict[str, Any]) -> set[str]:
+    """Conditional resources (logical id -> its condition) that a value refers to where their condition
+    is not known to hold (`holds`: the conditions of the enclosing resource and Fn::If branches, and
+    what each of them implies through Fn::And)."""
+    def implied(names: set[str]) -> set[str]:
+        more = {inner["Condition"] for name in names for inner in conditions[name].get("Fn::And", [])
+                if isinstance(inner, dict) and "Condition" in inner}
+        return names if more <= names else implied(names | more)
+
+    holds = implied(holds)
+    if isinstance(value, list):
+        return set().union(*(_guarded(v, created, holds, conditions) for v in value))
+    if not isinstance(value, dict):
+        return set()
+    if set(value) == {"Fn::If"}:
+        name, when_true, when_false = value["Fn::If"]
+        return _guarded(when_true, created, holds | {name}, conditions) | _guarded(when_false, created, holds, conditions)
+    if set(value) == {"Fn::Sub"}:
+        text, variables = value["Fn::Sub"] if isinstance(value["Fn::Sub"], list) else (value["Fn::Sub"], {})
+        named = {part.split("}")[0].split(".")[0] for part in text.split("${")[1:]} - set(variables)
+        return {r for r in named if r in created and created[r] not in holds} | _guarded(
+            list(variables.values()), created, holds, conditions)
+    if set(value) <= {"Ref", "Fn::GetAtt"}:
+        return {r for r in refs(value) if r in created and created[r] not in holds}
+    return _guarded(list(value.values()), created, holds, conditions)
+
+
+def test_a_conditional_resource_is_referred_to_only_where_its_condition_holds(deployed) -> None:
+    """The table and the bucket exist only when no ExistingTableName/ExistingBucketName attaches a
+    retained one (CreateTable, CreateBucket); CloudFormation rejects a template that refers to a
+    resource its condition may leave out, so every reference sits in the true branch of an Fn::If on
+    that condition (or in a resource with the same condition)."""
+    resources = deployed["Resources"]
+    assert resources["FeedbackTable"]["Condition"] == "CreateTable"
+    assert resources["DataBucket"]["Condition"] == "CreateBucket"
+    created = {k: v["Condition"] for k, v in resources.items() if "Condition" in v}
+    outside = {}
+    for where, item in [*resources.items(), *((f"Outputs.{k}", v) for k, v in deployed["Outputs"].items())]:
+        holds = {item["Condition"]} if "Condition" in item else set()
+        bad = _guarded({k: v for k, v in item.items() if k != "Condition"}, created, holds, deployed["Conditions"])
+        if bad:
+            outside[where] = bad
+    assert outside == {}
+
+
 def test_the_eval_log_stream_writes_where_the_analysis_reads(deployed) -> None:
     """POST /v1/evals's stream: partitioned by the keys the API adds (logic/evals.py), into
     eval-logs/<project>/dt=YYYY-MM-DD/, files named as the analysis reads them; its role writes only
@@ -271,8 +328,8 @@ def test_the_eval_log_stream_writes_where_the_analysis_reads(deployed) -> None:
     role = deployed["Resources"]["EvalLogStreamRole"]["Properties"]
     [policy] = role["Policies"]
     writes = next(s for s in policy["PolicyDocument"]["Statement"] if "s3:PutObject" in s["Action"])
-    assert [r["Fn::Sub"] for r in writes["Resource"]] == ["${DataBucket.Arn}/eval-logs/*",
-                                                           "${DataBucket.Arn}/eval-logs-errors/*"]
+    assert [bucket_sub(r) for r in writes["Resource"]] == ["arn:${AWS::Partition}:s3:::${Bucket}/eval-logs/*",
+                                                            "arn:${AWS::Partition}:s3:::${Bucket}/eval-logs-errors/*"]
     api = deployed["Resources"]["ApiFunction"]["Properties"]
     assert api["Environment"]["Variables"]["EVAL_LOG_STREAM"] == {"Ref": "EvalLogStream"}
     role_policies = deployed["Resources"]["ApiFunctionRole"]["Properties"]["Policies"]
@@ -307,12 +364,11 @@ def test_the_agentcore_option_subscribes_its_function_to_the_two_log_groups_only
 
 
 def _s3_grants(role: dict[str, Any]) -> dict[str, set[str]]:
-    """action -> the resources it is granted on (Fn::Sub text, ${DataBucket} as written)."""
+    """action -> the resources it is granted on (Fn::Sub text, ${Bucket} the data bucket)."""
     grants: dict[str, set[str]] = {}
     for statement in statements(role):
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        texts = {r["Fn::Sub"] if isinstance(r, dict) and isinstance(r.get("Fn::Sub"), str) else json.dumps(r, sort_keys=True)
-                 for r in resources}
+        texts = {bucket_sub(r) or json.dumps(r, sort_keys=True) for r in resources}
         for action in statement["Action"]:
             if action.startswith("s3:"):
                 grants.setdefault(action, set()).update(texts)
@@ -320,7 +376,7 @@ def _s3_grants(role: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def test_the_analysis_and_retrain_functions_touch_only_their_prefixes(deployed) -> None:
-    bucket = "arn:${AWS::Partition}:s3:::${DataBucket}"
+    bucket = "arn:${AWS::Partition}:s3:::${Bucket}"
     roles = of_type(deployed, "AWS::IAM::Role")
     analysis, retrain = _s3_grants(roles["AnalysisFunctionRole"]), _s3_grants(roles["RetrainFunctionRole"])
     for grants in (analysis, retrain):  # nothing deleted in the versioned bucket, its settings untouched

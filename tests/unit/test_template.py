@@ -85,3 +85,28 @@ def test_the_athena_tables_of_the_template_are_those_the_analysis_reads(stack, t
     workgroup = template.resolve(template.resources["AnalysisWorkGroup"]["Properties"])
     assert workgroup["WorkGroupConfiguration"]["ResultConfiguration"]["OutputLocation"] == \
         f"s3://{bucket}/athena-results/"
+
+
+def test_a_retained_table_and_bucket_are_attached_by_name(template: Template) -> None:
+    """ExistingTableName/ExistingBucketName: no table or bucket is created, and every function,
+    policy, Glue table and output names the attached ones (what `sam delete` retained)."""
+    attached = Template(ROOT / "template.yaml", parameters={"ExistingTableName": "feedback-loop-old-table",
+                                                            "ExistingBucketName": "feedback-loop-old-bucket"})
+    assert attached.of_type("AWS::DynamoDB::Table") == {} and attached.of_type("AWS::S3::Bucket") == {}
+    assert (attached.output("TableName"), attached.output("DataBucket")) == \
+        ("feedback-loop-old-table", "feedback-loop-old-bucket")
+    for function in attached.functions():
+        assert function.environment["TABLE_NAME"] == "feedback-loop-old-table", function.logical_id
+        assert function.environment["DATA_BUCKET"] == "feedback-loop-old-bucket", function.logical_id
+    kinds = ("AWS::Serverless::Function", "AWS::IAM::Role", "AWS::Glue::Table", "AWS::S3::BucketPolicy",
+             "AWS::Athena::WorkGroup", "AWS::KinesisFirehose::DeliveryStream")
+    resolved = json.dumps([attached.resolve(r.get("Properties", {}).get("Policies", r.get("Properties")))
+                           for kind in kinds for r in attached.of_type(kind).values()])
+    own = (template.physical_name("FeedbackTable"), template.physical_name("DataBucket"))
+    assert not [name for name in own if name in resolved]
+    assert "arn:aws:s3:::feedback-loop-old-bucket/eval-logs/*" in resolved
+    assert "s3://feedback-loop-old-bucket/eval-logs/" in resolved
+    assert ":table/feedback-loop-old-table" in resolved
+    own_stack = json.dumps([template.resolve(r.get("Properties", {}).get("Policies", r.get("Properties")))
+                            for kind in kinds for r in template.of_type(kind).values()])
+    assert f"arn:aws:s3:::{own[1]}/eval-logs/*" in own_stack and "old-bucket" not in own_stack

@@ -124,11 +124,11 @@ class LocalStack:
 
     @property
     def table_name(self) -> str:
-        return self.name_of("FeedbackTable")
+        return self.template.output("TableName")  # the stack's own table or an attached one (ExistingTableName)
 
     @property
     def bucket(self) -> str:
-        return self.name_of("DataBucket")
+        return self.template.output("DataBucket")
 
     @property
     def bus_name(self) -> str:
@@ -228,7 +228,7 @@ class LocalStack:
         return self
 
     def _tables(self) -> list[str]:
-        return [self.name_of(t) for t in self.template.of_type("AWS::DynamoDB::Table")]
+        return sorted({self.name_of(t) for t in self.template.of_type("AWS::DynamoDB::Table")} | {self.table_name})
 
     def snapshot(self) -> dict[str, int]:
         """Saves every table, the data bucket and SageMaker's state to the data directory (atomically),

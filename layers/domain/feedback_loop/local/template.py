@@ -159,6 +159,10 @@ class Template:
                 raise KeyError(f"{key} is not emulated by the local stack")
         return {k: self.resolve(v) for k, v in value.items()}
 
+    def output(self, name: str) -> str:
+        """An output's value, as `aws cloudformation describe-stacks` would give it."""
+        return str(self.resolve(self.body["Outputs"][name]["Value"]))
+
     def condition(self, name: str) -> bool:
         return self._holds(self.body.get("Conditions", {})[name])
 
