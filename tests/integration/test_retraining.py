@@ -261,3 +261,73 @@ def test_a_failed_training_job_is_counted_for_the_alarm(stack, monkeypatch, caps
     directive = counted[0]["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "FeedbackLoop" and directive["Dimensions"] == [["service"]]
     assert counted[0]["service"] == "feedback-loop"  # the alarm's dimension
+
+
+class Recorder:
+    """A SageMaker client that keeps each create_training_job request instead of sending it."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+
+    def create_training_job(self, **request) -> dict:
+        self.requests.append(request)
+        return {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/recorded"}
+
+
+def test_a_staged_base_model_is_what_the_training_job_loads(stack, table, capsys) -> None:
+    """`feedback-loop stage-model` copies the encoder into the bucket (manifest last); the retrain
+    function then gives the job that prefix as its base_model channel, the hub switched off, and the
+    job trains from the copy (the local runner mounts channels as SageMaker does)."""
+    from feedback_loop.cli import main
+    from feedback_loop.evaluator import base_model
+    from feedback_loop.retraining.launch import launch_training
+    from feedback_loop.settings import RetrainFunctionSettings
+
+    s3 = boto3.client("s3")
+    uri = f"s3://{stack.bucket}/base-models/sentence-transformers--all-MiniLM-L6-v2/"
+    try:
+        assert main(["stage-model", "--bucket", stack.bucket]) == 0
+        assert f"staged sentence-transformers/all-MiniLM-L6-v2: {uri}" in capsys.readouterr().out
+        manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=uri.split("/", 3)[3] + "STAGED.json")["Body"].read())
+        assert {"config.json", "model.safetensors", "modules.json", "1_Pooling/config.json"} <= \
+            {f["path"] for f in manifest["files"]}
+        assert main(["stage-model", "--bucket", stack.bucket]) == 0
+        assert "already staged" in capsys.readouterr().out
+
+        project = "retrain-staged"
+        publish(stack, project, labelled(project, 240), {"disagreement_rate": 0.35, "spearman": 0.3})
+        [delivery] = wait_for_retrain(stack, project)
+        result = delivery.results["RetrainFunction"]
+        assert result["base_model_from"] == uri, result
+        run = stack.sagemaker.wait_for(result["job_name"], timeout=600)
+        assert run.status == "Completed", run.log[-2000:]
+        job = boto3.client("sagemaker").describe_training_job(TrainingJobName=result["job_name"])
+        channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+        assert channels["base_model"] == uri
+        assert json.loads(job["HyperParameters"]["base-model"]) == base_model.CHANNEL_PATH
+        artifacts = f"models/{project}/{result['job_name']}/output/output.tar.gz"
+        with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=stack.bucket, Key=artifacts)["Body"].read())) as tar:
+            metrics = json.load(tar.extractfile("metrics.json"))
+        assert metrics["hyperparameters"]["base_model"].endswith("/input/data/base_model")  # the mounted copy
+
+        settings = RetrainFunctionSettings(TABLE_NAME=stack.table_name, DATA_BUCKET=stack.bucket,
+                                           TRAINING_ROLE_ARN="arn:aws:iam::123456789012:role/t", TRAINING_IMAGE_URI="image")
+        for name in ("retrain-offline", "retrain-online"):  # an analysed window each, no event
+            s3.put_object(Bucket=stack.bucket, Key=f"reports/{name}/{END:%Y-%m-%dT%H-%M-%SZ}/labelled.jsonl",
+                          Body="".join(json.dumps(r) + "\n" for r in labelled(name, 240)).encode())
+        recorder = Recorder()
+        launch_training("retrain-offline", END, {"disagreement_rate": 0.35, "spearman": 0.3}, s3=s3,
+                        sagemaker=recorder, table=table, setup=settings.setup(), policy=settings.policy(), force=True)
+        [request] = recorder.requests
+        assert request["Environment"] == {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    finally:
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix="base-models/")
+                for o in page.get("Contents", [])]
+        for key in keys:
+            s3.delete_object(Bucket=stack.bucket, Key=key)
+    unstaged = Recorder()
+    launch = launch_training("retrain-online", END, {"disagreement_rate": 0.35, "spearman": 0.3}, s3=s3,
+                             sagemaker=unstaged, table=table, setup=settings.setup(), policy=settings.policy(), force=True)
+    [request] = unstaged.requests
+    assert launch.base_model_from == f"hub:{settings.base_model}" and request["Environment"] == {}
+    assert "base_model" not in {c["ChannelName"] for c in request["InputDataConfig"]}

@@ -385,10 +385,10 @@ def test_the_analysis_and_retrain_functions_touch_only_their_prefixes(deployed) 
     assert analysis["s3:GetObject"] == {f"{bucket}/{p}/*" for p in ("eval-logs", "reports", "feedback-export",
                                                                     "athena-results")}
     assert analysis["s3:PutObject"] == {f"{bucket}/{p}/*" for p in ("reports", "feedback-export", "athena-results")}
-    assert retrain == {"s3:ListBucket": {bucket}, "s3:GetObject": {f"{bucket}/reports/*"},
+    assert retrain == {"s3:ListBucket": {bucket}, "s3:GetObject": {f"{bucket}/reports/*", f"{bucket}/base-models/*"},
                        "s3:PutObject": {f"{bucket}/code/*", f"{bucket}/training/*"}}
     [listing] = [s for s in statements(roles["RetrainFunctionRole"]) if "s3:ListBucket" in s["Action"]]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": "reports/*"}}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["reports/*", "base-models/*"]}}
 
 
 def test_the_agentcore_project_follows_the_project_name_rule(deployed) -> None:

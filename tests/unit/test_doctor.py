@@ -76,7 +76,8 @@ def test_a_new_account_without_gpu_quota_or_alarm_address_fails_with_what_to_do(
     checks = run(template(), Quotas(applied={}, defaults={GPU_TRAINING: 0, ENDPOINT: 4}))
     assert {name: c.status for name, c in checks.items()} == {
         "stack": "ok", "table": "ok", "bucket": "ok", "schedule": "ok", "alarms": "FAIL",
-        "training quota": "FAIL", "endpoint quota": "ok", "images": "ok"}
+        "training quota": "FAIL", "endpoint quota": "ok", "images": "ok", "base model": "warn"}
+    assert checks["base model"].fix.startswith("feedback-loop stage-model --stack doctor-")
     assert "ResourceLimitExceeded" in checks["training quota"].detail
     assert "frozen" in checks["training quota"].fix and "AlarmEmail" in checks["alarms"].fix
     assert "cron(15 0 ? * MON *)" in checks["schedule"].detail
@@ -88,6 +89,22 @@ def test_an_account_with_its_quota_and_a_subscription_passes(stack) -> None:
     assert checks["training quota"].status == "ok"  # the account's applied value before AWS's default
     # the emulator confirms email subscriptions at once; in AWS one is PendingConfirmation until clicked
     assert checks["alarms"].status == "ok" and "ops@example.com" in checks["alarms"].detail
+    assert checks["base model"].status == "warn"
+
+
+def test_a_staged_base_model_is_seen(stack, tmp_path) -> None:
+    from feedback_loop.evaluator import base_model
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"0" * 1000)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=(bucket := f"doctor-{uuid.uuid4().hex[:8]}"))
+    base_model.stage(s3, bucket, "org/encoder", tmp_path)
+    stack = doctor.Stack("s", REGION, "CREATE_COMPLETE", {"DataBucket": bucket}, {"EvaluatorBaseModel": "org/encoder"})
+    check = doctor.check_base_model(stack, s3=s3)
+    assert check.status == "ok" and f"s3://{bucket}/base-models/org--encoder/ (2 files" in check.detail
+    other = doctor.check_base_model(doctor.Stack("s", REGION, "CREATE_COMPLETE", {"DataBucket": bucket}, {}), s3=s3)
+    assert other.status == "warn"  # the stack trains from another model than the one staged
 
 
 def test_a_disabled_schedule_an_unmapped_region_and_an_unknown_quota_are_said(stack) -> None:
@@ -109,7 +126,7 @@ def test_the_command_prints_each_check_and_exits_1_on_a_failure(stack, capsys: p
     assert cli.main(["doctor", "--stack", name]) == 1
     printed = capsys.readouterr().out
     assert "FAIL  alarms" in printed and "-> sam deploy --parameter-overrides AlarmEmail=" in printed
-    assert printed.strip().endswith("6 of 8 checks passed; failed: alarms, training quota")
+    assert printed.strip().endswith("7 of 9 checks passed; failed: alarms, training quota")
     with pytest.raises(SystemExit, match="no-such-stack"):
         cli.main(["doctor", "--stack", "no-such-stack"])
 

