@@ -11,12 +11,14 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import brier_score_loss, cohen_kappa_score, roc_auc_score
 
+from feedback_loop.analysis import stats
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.run import run_analysis, write_local
 from feedback_loop.simulate import Cohort, Scenario, expected_effect, population_satisfaction, simulate
 
 from ..analysis_data import read_jsonl, write_eval_logs, write_feedback
+from .test_small_samples import explicit_cross_fitted
 
 SCENARIO = Scenario(requests=20_000, seed=11)
 
@@ -271,27 +273,37 @@ def test_the_impact_on_all_traffic_is_the_authors_ppi_per_cohort_on_each_side(re
     for name, (low, high) in {"before": (start, cut), "after": (cut, end)}.items():
         side = [r for r in records if low <= r["timestamp"][:19] < high and r["metadata"]["query_type"] == "summarize"]
         rows = [e for e in labelled if low <= e["timestamp"][:19] < high and e["segments"]["query_type"] == "summarize"]
-        estimate, variance = 0.0, 0.0
+        estimate, parts = 0.0, []
         for cohort in sorted({r["metadata"]["user_cohort"] for r in side}):
             mine = [e for e in rows if e["cohort"] == cohort]
             y, yhat = np.array([e["human_score"] for e in mine]), np.array([e["overall"] for e in mine])
             unlabelled = np.array([r["eval_scores"]["overall"] for r in side
                                    if r["metadata"]["user_cohort"] == cohort and r["request_id"] not in labelled_ids])
             share = (len(mine) + len(unlabelled)) / len(side)
-            estimate += share * float(ppi_mean_pointestimate(y, yhat, unlabelled)[0])
-            low_ci, high_ci = ppi_mean_ci(y, yhat, unlabelled, alpha=0.05)
-            variance += share**2 * ((high_ci[0] - low_ci[0]) / 2 / 1.959963984540054) ** 2
-        sides[name] = (estimate, variance, len(rows), len(side))
+            if len(mine) >= stats.ASYMPTOTIC_FROM:  # the authors' PPI++, normal theory
+                mean = float(ppi_mean_pointestimate(y, yhat, unlabelled)[0])
+                low_ci, high_ci = ppi_mean_ci(y, yhat, unlabelled, alpha=0.05)
+                se, df = (high_ci[0] - low_ci[0]) / 2 / 1.959963984540054, math.inf
+            else:  # few labels: the leave-one-out lambdas and the t, written out
+                mean, se, df, _ = explicit_cross_fitted(y, yhat, unlabelled)
+            estimate += share * mean
+            parts.append((share**2 * se**2, df))
+        sides[name] = (estimate, parts, len(rows), len(side))
     entry = impact(report, "prompt-v8", "human_score_all_traffic")
-    (m_b, v_b, n_b, r_b), (m_a, v_a, n_a, r_a) = sides["before"], sides["after"]
+    (m_b, p_b, n_b, r_b), (m_a, p_a, n_a, r_a) = sides["before"], sides["after"]
     assert (entry["before"]["n"], entry["after"]["n"], entry["before"]["requests"], entry["after"]["requests"]) == (
         n_b, n_a, r_b, r_a)
     assert entry["before"]["mean"] == pytest.approx(m_b, abs=1e-9) and entry["after"]["mean"] == pytest.approx(m_a,
                                                                                                            abs=1e-9)
-    se = math.sqrt(v_a + v_b)
-    assert entry["diff_ci"] == pytest.approx((m_a - m_b - 1.959963984540054 * se, m_a - m_b + 1.959963984540054 * se),
-                                             abs=1e-9)
-    assert entry["p_value"] == pytest.approx(2 * sps.norm.sf(abs(m_a - m_b) / se), rel=1e-6, abs=1e-300)
+    variances = [v for v, _ in p_b + p_a]
+    se = math.sqrt(sum(variances))
+    finite = [(v, df) for v, df in p_b + p_a if math.isfinite(df)]
+    assert finite, "the planted change's sides have cohorts with few labels: the t applies"
+    df = sum(variances) ** 2 / sum(v * v / d for v, d in finite)
+    assert entry["df"] == pytest.approx(df, rel=1e-9) and entry["test"] == "ppi++_by_cohort_t"
+    critical = sps.t.ppf(0.975, df)
+    assert entry["diff_ci"] == pytest.approx((m_a - m_b - critical * se, m_a - m_b + critical * se), abs=1e-9)
+    assert entry["p_value"] == pytest.approx(2 * sps.t.sf(abs(m_a - m_b) / se, df), rel=1e-6, abs=1e-300)
     assert entry["significant"] and entry["note"] is None
     # the labels alone, re-weighted by the same cohort shares, give a wider interval for the same change
     alone = entry["labels_alone"]["diff_ci"]

@@ -14,7 +14,13 @@ is unchanged. Session 9 (issue 15) added the impact entries `human_score_all_tra
 Benjamini-Hochberg family grew, restated the other entries' `p_value_adjusted` and `significant`,
 `regressions` and `findings` (their texts); the random cases' sides compare their human scores as
 a multiset (collected cohort by cohort since); then added the reports' `trends` (one week: no
-history in these cases) and the AUROC's `se`."""
+history in these cases) and the AUROC's `se`. Session 12 (issue 28) restated the PPI++ figures of
+cohorts with fewer than stats.ASYMPTOTIC_FROM labels (cross-fitted lambda, t interval: their
+`estimate`, `ci`, `se`, `lam`, `method`, `note`, and every `ci` combined from them, in `quality`,
+`quality.segments`, `trends` and the `human_score_all_traffic` impact entries with their `test`,
+`p_value`, `p_value_adjusted` and the findings' texts), the added `df` keys, and the `se` of a
+cohort whose every request is labelled (n - 1 in the variance); no other field changed (checked
+path by path when restating)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,9 @@ def _by_cohort(y: np.ndarray, overall: np.ndarray, cohort_array: np.ndarray, req
         members = cohort_array == name
         total, squares = cohort_overall.get(name, (0.0, 0.0))
         strata[name] = stats.Stratum(y[members], overall[members], requests[name], total, squares)
-    return stats.stratified_ppi_mean(strata, settings.confidence)
+    mean = stats.stratified_ppi_mean(strata, settings.confidence)
+    mean.pop("parts")  # for differences of two such means (impact), not a figure
+    return mean
 
 
 def quality_by_segment(overall: np.ndarray, human: np.ndarray, cohort_array: np.ndarray,
@@ -297,20 +299,21 @@ def all_traffic(side: Side, confidence: float, lam: float | None = None) -> dict
         confidence, lam)
 
 
-def _all_traffic(c: Side, t: Side, confidence: float) -> tuple[stats.Comparison, dict[str, Any]]:
+def _all_traffic(c: Side, t: Side, confidence: float) -> tuple[stats.Comparison, float | None, dict[str, Any]]:
     """The change in the mean human score over all traffic (PPI++ per cohort on each side), and
     the same estimand from the labels alone (re-weighted by cohort), to show what the evaluator's
     scores add."""
     pc, pt = all_traffic(c, confidence), all_traffic(t, confidence)
+    df = stats.welch_satterthwaite(pc["parts"] + pt["parts"])
     result = stats.normal_difference(pc["estimate"], pc["se"], len(c.human), pt["estimate"], pt["se"], len(t.human),
-                                     confidence, "ppi++_by_cohort_z")
+                                     confidence, "ppi++_by_cohort_z" if df is None else "ppi++_by_cohort_t", df)
     missing = sorted({*pc["cohorts_without_labels"], *pt["cohorts_without_labels"]})
     if missing:
         result = replace(result, note=f"too few labels on a side in cohort {', '.join(missing)}")
     lc, lt = all_traffic(c, confidence, 0.0), all_traffic(t, confidence, 0.0)
     alone = stats.normal_difference(lc["estimate"], lc["se"], len(c.human), lt["estimate"], lt["se"], len(t.human),
-                                    confidence)
-    return result, {"diff": alone.diff, "diff_ci": alone.diff_ci,
+                                    confidence, df=stats.welch_satterthwaite(lc["parts"] + lt["parts"]))
+    return result, df, {"diff": alone.diff, "diff_ci": alone.diff_ci,
                     "note": "the same estimand from the labels alone, re-weighted by the cohorts' shares"}
 
 
@@ -330,7 +333,7 @@ def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[d
                 n_t, m_t, v_t = stats.mean_and_variance(np.array(t.human))
                 result = stats.welch(n_c, m_c, v_c, n_t, m_t, v_t, settings.confidence)
             elif metric == "human_score_all_traffic":
-                result, labels_alone = _all_traffic(c, t, settings.confidence)
+                result, df, labels_alone = _all_traffic(c, t, settings.confidence)
             elif metric == "thumbs_up_share":
                 result = stats.two_proportions(c.thumbs_up, c.thumbs, t.thumbs_up, t.thumbs, settings.confidence)
             else:
@@ -350,6 +353,7 @@ def impact(sides: list[ChangeSides], settings: AnalysisSettings) -> tuple[list[d
                 entry[names[0]]["requests"], entry[names[1]]["requests"] = c.requests, t.requests
                 entry["estimand"] = "mean human score over every request of each side (n: labelled requests)"
                 entry["labels_alone"] = labels_alone
+                entry["df"] = df  # the t test's degrees of freedom; None: the z-test (every cohort large)
             if srm is not None:
                 entry["sample_ratio"] = srm
             entries.append(entry)

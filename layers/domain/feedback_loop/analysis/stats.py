@@ -694,6 +694,12 @@ class PpiMean:
     n_unlabelled: int
     method: str = "ppi++ mean (Angelopoulos, Duchi and Zrnic 2023), lambda power-tuned and clipped to [0, 1]"
     note: str | None = None
+    df: float | None = None  # degrees of freedom of a t interval; None: a normal interval
+
+
+# labels in a cohort from which PPI++ takes its power-tuned lambda and a normal interval (as ppi_py);
+# below, each label's lambda is cross-fitted and the interval is a t (ppi_mean_cross_fitted)
+ASYMPTOTIC_FROM = 100
 
 
 def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled: float, squares_unlabelled: float,
@@ -721,6 +727,57 @@ def ppi_mean(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled:
     return PpiMean(estimate, (estimate - half, estimate + half), se, lam, n, big_n)
 
 
+def ppi_mean_cross_fitted(y: np.ndarray, yhat: np.ndarray, n_unlabelled: int, sum_unlabelled: float,
+                          squares_unlabelled: float, confidence: float = 0.95, lam: float | None = None) -> PpiMean:
+    """PPI++ of the mean for few labels, where the power-tuned lambda and the normal interval are
+    too optimistic (a lambda fitted on the same labels it weights shrinks the apparent variance):
+    each labelled pair i gets lambda_i fitted as ppi_mean does but without pair i (leave-one-out
+    cross-fitting, so no label chooses its own weight; closed form from the sums), the estimate is
+    mean(y_i - lambda_i yhat_i) + mean(lambda_i) x mean(yhat unlabelled), unbiased whatever the
+    lambdas; the variances divide by n - 1 and N - 1, and the interval is a t with the
+    Welch-Satterthwaite degrees of freedom of the two parts. A given `lam` is every pair's lambda."""
+    y, yhat = np.asarray(y, float), np.asarray(yhat, float)
+    n, big_n = len(y), n_unlabelled
+    if n < 3 or big_n < 2:
+        return PpiMean(None, None, None, None, n, big_n, note="needs 3 labelled and 2 unlabelled requests")
+    if lam is None:
+        m = n - 1  # the other labelled pairs
+        mean_y, mean_hat = (y.sum() - y) / m, (yhat.sum() - yhat) / m
+        covariance = (float((y * yhat).sum()) - y * yhat) / m - mean_y * mean_hat
+        total = float(yhat.sum()) + sum_unlabelled - yhat
+        squares = float((yhat**2).sum()) + squares_unlabelled - yhat**2
+        count = n + big_n - 1
+        variance = np.maximum((squares - total**2 / count) / (count - 1), 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tuned = covariance / ((1 + m / big_n) * variance)
+        lams = np.where(variance > 0, np.clip(np.nan_to_num(tuned, nan=0.0), 0.0, 1.0), 0.0)
+    else:
+        lams = np.full(n, float(lam))
+    unlabelled_mean = sum_unlabelled / big_n
+    residual = y - lams * yhat
+    mean_lam = float(lams.mean())
+    estimate = float(residual.mean()) + mean_lam * unlabelled_mean
+    rectifier = float(residual.var(ddof=1)) / n
+    unlabelled_variance = max((squares_unlabelled - big_n * unlabelled_mean**2) / (big_n - 1), 0.0)
+    imputed = mean_lam**2 * unlabelled_variance / big_n
+    se = math.sqrt(rectifier + imputed)
+    parts = [(rectifier, n - 1), (imputed, big_n - 1)]
+    df = welch_satterthwaite(parts)
+    half = _critical(confidence, df) * se
+    return PpiMean(estimate, (estimate - half, estimate + half), se, mean_lam, n, big_n,
+                   method="ppi++ mean, lambda cross-fitted (leave one out) for few labels, t interval", df=df)
+
+
+def welch_satterthwaite(parts: list[tuple[float, float]]) -> float | None:
+    """Degrees of freedom of a sum of independent variance estimates (variance, its df):
+    (sum v)^2 / sum(v^2 / df); None when every part's df is infinite (a normal reference) or the sum is 0."""
+    total = sum(v for v, _ in parts)
+    spread = sum(v * v / df for v, df in parts if math.isfinite(df) and df > 0)
+    if total <= 0 or spread <= 0:
+        return None
+    return total * total / spread
+
+
 @dataclass(frozen=True)
 class Stratum:
     """One stratum (a cohort) of a stratified PPI++ mean: its labelled pairs and all its requests'
@@ -735,42 +792,56 @@ class Stratum:
 
 def stratified_ppi_mean(strata: dict[str, Stratum], confidence: float = 0.95, lam: float | None = None
                         ) -> dict[str, Any]:
-    """PPI++ of the mean within each stratum (ppi_mean), combined by the strata's shares of the
-    requests: sum_k (N_k / N) m_k, variance sum_k (N_k / N)^2 se_k^2 (the strata are independent).
-    A stratum whose every request is labelled contributes its labelled mean; one without enough
-    labels leaves the estimate undefined and is named (`cohorts_without_labels`). With `lam` = 0:
-    the labels alone, re-weighted the same way (what the evaluator's scores add is the difference)."""
+    """PPI++ of the mean within each stratum, combined by the strata's shares of the requests:
+    sum_k (N_k / N) m_k, variance sum_k (N_k / N)^2 se_k^2 (the strata are independent). A stratum
+    with ASYMPTOTIC_FROM labels or more uses ppi_mean (power-tuned lambda, normal theory: ppi_py's);
+    one with fewer, ppi_mean_cross_fitted; the interval is then a t whose degrees of freedom are the
+    Welch-Satterthwaite combination of the strata's parts (`df`; None for a normal interval, when
+    every stratum is large). A stratum whose every request is labelled contributes its labelled mean;
+    one without enough labels leaves the estimate undefined and is named (`cohorts_without_labels`).
+    With `lam` = 0: the labels alone, re-weighted the same way (what the evaluator's scores add is the
+    difference). `parts`: each stratum's (share^2 x variance, df), for a difference of two such means."""
     total_requests = sum(s.requests for s in strata.values())
     per_stratum: dict[str, Any] = {}
     missing = []
-    combined, variance = 0.0, 0.0
+    combined, parts = 0.0, []
     for name in sorted(strata):
         s = strata[name]
         y, yhat = np.asarray(s.y, float), np.asarray(s.yhat, float)
-        estimate = ppi_mean(y, yhat, s.requests - len(y), s.total - float(yhat.sum()),
-                            s.squares - float((yhat**2).sum()), confidence, lam)
+        small = len(y) < ASYMPTOTIC_FROM
+        estimate = (ppi_mean_cross_fitted if small else ppi_mean)(
+            y, yhat, s.requests - len(y), s.total - float(yhat.sum()), s.squares - float((yhat**2).sum()),
+            confidence, lam)
         if estimate.estimate is None and len(y) >= 2 and s.requests == len(y):  # all labelled
-            estimate = PpiMean(float(y.mean()), None, float(y.std()) / math.sqrt(len(y)), 0.0, len(y), 0,
-                               note="every request labelled")
+            estimate = PpiMean(float(y.mean()), None, float(y.std(ddof=1)) / math.sqrt(len(y)), 0.0, len(y), 0,
+                               note="every request labelled", df=float(len(y) - 1) if small else None)
         share = s.requests / total_requests
         per_stratum[name] = {**asdict(estimate), "requests": s.requests, "share": share}
         if estimate.estimate is None:
             missing.append(name)
         else:
             combined += share * estimate.estimate
-            variance += share**2 * estimate.se**2
+            parts.append((share**2 * estimate.se**2, estimate.df if estimate.df is not None else math.inf))
     if missing or not strata:
-        return {"estimate": None, "ci": None, "se": None, "cohorts_without_labels": missing,
+        return {"estimate": None, "ci": None, "se": None, "df": None, "parts": [], "cohorts_without_labels": missing,
                 "by_cohort": per_stratum}
-    half = _z(confidence) * math.sqrt(variance)
-    return {"estimate": combined, "ci": (combined - half, combined + half), "se": math.sqrt(variance),
+    se = math.sqrt(sum(v for v, _ in parts))
+    df = welch_satterthwaite(parts)
+    half = _critical(confidence, df) * se
+    return {"estimate": combined, "ci": (combined - half, combined + half), "se": se, "df": df, "parts": parts,
             "cohorts_without_labels": missing, "by_cohort": per_stratum}
 
 
+def _critical(confidence: float, df: float | None) -> float:
+    """The two-sided critical value: Student's t with df degrees of freedom, the normal's without."""
+    return _z(confidence) if df is None else float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
 def normal_difference(mean_c: float | None, se_c: float | None, n_c: int, mean_t: float | None, se_t: float | None,
-                      n_t: int, confidence: float = 0.95, test: str = "z") -> Comparison:
+                      n_t: int, confidence: float = 0.95, test: str = "z", df: float | None = None) -> Comparison:
     """Treatment minus control from two independent, asymptotically normal estimates and their
-    standard errors: a z-test, a normal interval, and the relative difference by the delta method."""
+    standard errors: a z-test and a normal interval, or with `df` a t-test and t interval with those
+    degrees of freedom (small samples); the relative difference by the delta method."""
     if mean_c is None or mean_t is None or se_c is None or se_t is None:
         return Comparison(test, n_c, n_t, mean_c, mean_t, None, None, None, None, None, None, "none",
                           "no estimate on one side")
@@ -780,8 +851,9 @@ def normal_difference(mean_c: float | None, se_c: float | None, n_c: int, mean_t
     if se == 0:
         return Comparison(test, n_c, n_t, mean_c, mean_t, diff, (diff, diff), relative, relative_ci,
                           None if diff == 0 else 0.0, None, "none", "no uncertainty on either side")
-    half = _z(confidence) * se
-    p = float(2 * stats.norm.sf(abs(diff) / se))
+    half = _critical(confidence, df) * se
+    reference = stats.norm if df is None else stats.t(df)
+    p = float(2 * reference.sf(abs(diff) / se))
     return Comparison(test, n_c, n_t, mean_c, mean_t, diff, (diff - half, diff + half), relative, relative_ci, p,
                       None, "none")
 
