@@ -144,6 +144,9 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
     assert {i["change"] for i in expected.report["impact"]} == {"prompt-v8", "model-minor-bump", "ab"}
     assert_same(plain(expected.report), plain(got.report))
     assert list(expected.datasets.labelled()) == list(got.datasets.labelled())
+    disagreements = list(expected.datasets.disagreements())
+    assert disagreements == list(got.datasets.disagreements())
+    assert any(e["comments"] for e in disagreements)  # the users' comments, read alike by both engines
     # the results are where Athena writes them
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="athena-results/")["Contents"]}
     assert len([k for k in keys if k.endswith(".csv")]) >= 8

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+from html import unescape
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -296,3 +298,71 @@ def test_s3_files_are_prefetched_in_order_handed_over_once_and_never_left_on_dis
     with source.local_copy(names[25]) as path:  # outside prefetching: downloaded in its turn
         assert Path(path).read_bytes() == objects[names[25].removeprefix("s3://b/")]
     assert list(tmp_path.iterdir()) == []
+
+
+def _flagged_week(with_texts: bool) -> tuple[list[dict], list[dict]]:
+    """200 chat requests the evaluator and users agree on, and 40 code requests it rates good that
+    users rate bad (with a comment each on the first 10), its scores 0.71-0.99: code is flagged."""
+    records, events = [], []
+    for i in range(200):
+        good = i % 2 == 0
+        records.append(record(f"chat-{i}", overall=0.9 if good else 0.2, query_type="chat"))
+        events.append(vote(f"chat-{i}", "explicit_thumbs_up" if good else "explicit_thumbs_down", user=f"u{i}"))
+    for i in range(40):
+        entry = record(f"code-{i:02d}", overall=0.71 + i * 0.007, query_type="code")
+        if with_texts:
+            entry["prompt"] = f"Deduplicate a list, keep order <b>{i}</b>" + " please" * 80
+            entry["output"] = [{"role": "assistant", "content": f"def f(x): return list(set(x))  # {i}"}]
+        else:
+            entry.pop("prompt"), entry.pop("output")
+        records.append(entry)
+        events.append(vote(f"code-{i:02d}", "explicit_thumbs_down", user=f"c{i}", event_id=f"d{i}"))
+        if with_texts and i >= 30:
+            events.append(vote(f"code-{i:02d}", "explicit_text_comment", f"loses the order <script>alert({i})</script>",
+                               user=f"c{i}", event_id=f"t{i}"))
+    return records, events
+
+
+def test_a_flagged_segment_shows_the_disagreements_the_evaluator_was_surest_of(tmp_path: Path) -> None:
+    """Under the flagged segment: at most EXAMPLES disagreements, the evaluator's surest first (its
+    score farthest from the threshold), with the users' score, the prompt and output cut to a
+    readable length, the comments, all escaped, and the link to every one; the disagreements file
+    carries the comments too."""
+    from feedback_loop.analysis.run import outputs
+
+    records, events = _flagged_week(with_texts=True)
+    analysis = analyse_files(tmp_path, records, events)
+    [flagged] = analysis.report["miscalibration"]["flagged_segments"]
+    assert (flagged["field"], flagged["value"]) == ("query_type", "code")
+    page = b"".join(outputs(analysis)["report.html"]).decode()
+    start = page.index('<details class="examples"')
+    block = page[start:page.index("</details>", start)]
+    assert "the 5 disagreements the evaluator was surest of, of 40" in block
+    assert 'href="disagreements.jsonl"' in block
+    shown = re.findall(r"<tr><td>([0-9.]+) \(good\)</td><td>0\.000 \(bad\)</td>", block)
+    assert shown == ["0.983", "0.976", "0.969", "0.962", "0.955"]  # code-39 down to code-35
+    assert "<script>alert" not in page and "&lt;script&gt;alert(39)&lt;/script&gt;" in block
+    assert "&lt;b&gt;39&lt;/b&gt;" in block and "<b>39</b>" not in block
+    prompts = re.findall(r"<td>(Deduplicate[^<]*(?:&lt;[^<]*)*)</td>", block)
+    assert prompts and all(len(unescape(p)) <= html_module.SNIPPET_CHARS for p in prompts)
+    assert "please…" in block  # cut, and said so
+    assert "&#34;role&#34;: &#34;assistant&#34;" in block or "&quot;role&quot;: &quot;assistant&quot;" in block
+    disagreements = {e["request_id"]: e for e in analysis.disagreements}
+    assert disagreements["code-39"]["comments"] == ["loses the order <script>alert(39)</script>"]
+    assert disagreements["code-00"]["comments"] == []
+
+
+def test_no_examples_without_texts_and_the_same_ones_in_any_order(tmp_path: Path) -> None:
+    from feedback_loop.analysis.run import flagged_examples, outputs
+
+    records, events = _flagged_week(with_texts=False)
+    (tmp_path / "bare").mkdir()
+    analysis = analyse_files(tmp_path / "bare", records, events)
+    assert analysis.report["miscalibration"]["flagged_segments"]
+    assert '<details class="examples"' not in b"".join(outputs(analysis)["report.html"]).decode()
+
+    records, events = _flagged_week(with_texts=True)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    forward = flagged_examples(analyse_files(tmp_path / "a", records, events))
+    backward = flagged_examples(analyse_files(tmp_path / "b", records[::-1], events[::-1]))
+    assert forward == backward and [e["request_id"] for e in forward[0][1]] == [f"code-{i}" for i in range(39, 34, -1)]

@@ -20,7 +20,8 @@ cohorts with fewer than stats.ASYMPTOTIC_FROM labels (cross-fitted lambda, t int
 `quality.segments`, `trends` and the `human_score_all_traffic` impact entries with their `test`,
 `p_value`, `p_value_adjusted` and the findings' texts), the added `df` keys, and the `se` of a
 cohort whose every request is labelled (n - 1 in the variance); no other field changed (checked
-path by path when restating)."""
+path by path when restating). Then the disagreements' `comments` (each user's latest comment), the
+only field added to them: every other field equal to the fixture when restated."""
 
 from __future__ import annotations
 

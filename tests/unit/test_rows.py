@@ -44,6 +44,7 @@ def test_rows_reorder_every_column_alike() -> None:
         rows.human.append(i / 50)
         rows.n_users.append(i)
         rows.votes.append((0.0, i / 50) if i % 2 else None)
+        rows.comments.append((f"said {i}",) if i % 3 == 0 else None)
         rows.implicit.append(math.nan if i % 3 else i / 10)
         rows.cohort.append(f"c{i % 4}")
         rows.segments.append((f"s{i}",))
@@ -57,3 +58,4 @@ def test_rows_reorder_every_column_alike() -> None:
     assert [s[0] for s in rows.segments] == [f"s{i}" for i in order] and rows.cohort[1] == f"c{order[1] % 4}"
     assert math.isnan(rows.implicit[1]) == bool(order[1] % 3) and rows.output[49] == f"o{order[49]}"
     assert rows.votes == [(0.0, i / 50) if i % 2 else None for i in order]
+    assert rows.comments == [(f"said {i}",) if i % 3 == 0 else None for i in order]

@@ -270,8 +270,8 @@ SELECT CAST(json_extract_scalar(e, '$.position') AS BIGINT) AS position,
        CASE json_extract_scalar(e, '$.feedback_type') WHEN 'explicit_thumbs_up' THEN 1.0E0
             WHEN 'explicit_thumbs_down' THEN 0.0E0
             WHEN 'explicit_rating' THEN (CAST(json_extract_scalar(e, '$.value') AS DOUBLE) - 1) / 4 END AS vote,
-       CASE WHEN json_extract_scalar(e, '$.feedback_type') = 'implicit_edit'
-            THEN json_extract_scalar(e, '$.value') END AS edited,
+       CASE WHEN json_extract_scalar(e, '$.feedback_type') IN ('implicit_edit', 'explicit_text_comment')
+            THEN json_extract_scalar(e, '$.value') END AS free_text,
        json_extract_scalar(e, '$.user_id') AS user_id,
        to_unixtime(from_iso8601_timestamp_nanos(json_extract_scalar(e, '$.timestamp'))) AS event_at,
        json_extract_scalar(e, '$.event_id') AS event_id, json_extract_scalar(e, '$.user_cohort') AS user_cohort

@@ -422,7 +422,7 @@ def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:
     same: dict[Any, Any] = {}  # one object per distinct cohort and segment tuple, not one per row
     for batch in batches:
         for position, request_id, moment, overall, prompt, output, human, n_users, cohort_name, kinds, texts, votes, \
-                *segments in batch:
+                comments, *segments in batch:
             positions.append(position)
             kinds, texts = (orjson.loads(kinds), orjson.loads(texts)) if kinds else (None, None)  # JSON text
             latest = signals(kinds, texts)
@@ -434,6 +434,7 @@ def _rows(batches: Iterable[list[tuple[Any, ...]]], result: Pass) -> None:
             rows.human.append(human)
             rows.n_users.append(n_users)
             rows.votes.append(tuple(orjson.loads(votes)) if votes else None)  # JSON text
+            rows.comments.append(tuple(orjson.loads(comments)) if comments else None)  # JSON text
             rows.cohort.append(same.setdefault(cohort_name, cohort_name))
             values = tuple(segments)
             rows.segments.append(same.setdefault(values, values))

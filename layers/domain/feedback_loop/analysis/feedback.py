@@ -166,7 +166,7 @@ FROM (
 
 
 EVENTS_TABLE = """CREATE TEMP TABLE feedback_events (position BIGINT, request_id VARCHAR, kind VARCHAR, vote DOUBLE,
-                  edited VARCHAR, user_id VARCHAR, event_at DOUBLE, event_id VARCHAR, user_cohort VARCHAR)"""
+                  free_text VARCHAR, user_id VARCHAR, event_at DOUBLE, event_id VARCHAR, user_cohort VARCHAR)"""
 
 
 def _vote_sql(kind: str, value: str) -> str:
@@ -264,7 +264,8 @@ class FeedbackIndex:
     def load(self, connection: Any, now: datetime | None = None, keep_events: bool = False) -> None:
         """The checked events into `feedback_events`, reduced per request into `feedback` (request_id,
         events, explicit, thumbs_up, thumbs_down, contradictory, has_human, human, n_users, fb_cohort)
-        and `feedback_signals` (each user's latest implicit signal: request_id, kind, edited)."""
+        `feedback_signals` (each user's latest implicit signal: request_id, kind, edited text) and
+        `feedback_comments` (each user's latest comment)."""
         self.events, self.skipped = 0, Counter()
         now = now or datetime.now(timezone.utc)
         connection.execute("SET TimeZone = 'UTC'")  # a timestamp without an offset is UTC
@@ -304,7 +305,7 @@ class FeedbackIndex:
             connection.execute(f"""
                 INSERT INTO feedback_events
                 SELECT position, request_id, kind, {_vote_sql('kind', 'value')},
-                       CASE WHEN kind = 'implicit_edit' THEN value ->> '$' END, user_id, epoch(moment),
+                       CASE WHEN kind IN ('implicit_edit', 'explicit_text_comment') THEN value ->> '$' END, user_id, epoch(moment),
                        coalesce(event_id, 'line-' || number), user_cohort
                 FROM feedback_chunk WHERE plain AND moment IS NOT NULL AND NOT ({after})""")
             others = connection.execute("SELECT position, number FROM feedback_chunk "
@@ -348,11 +349,12 @@ def _insert_events(connection: Any, events: list[tuple[Any, ...]]) -> None:
         "request_id": np.array(columns[1], dtype=object),
         "kind": np.array([k.value for k in kinds], dtype=object),
         "vote": np.array([scoring.vote_score(k, v) for k, v in zip(kinds, columns[3])], dtype=float),
-        "edited": np.array([v if k is FeedbackType.EDIT else None for k, v in zip(kinds, columns[3])], dtype=object),
+        "free_text": np.array([v if k in (FeedbackType.EDIT, FeedbackType.COMMENT) else None
+                          for k, v in zip(kinds, columns[3])], dtype=object),
         "user_id": np.array(columns[4], dtype=object),
         "event_at": np.array(columns[5], dtype=float),
         "event_id": np.array(columns[6], dtype=object),
         "user_cohort": np.array(columns[7], dtype=object),
     }
     connection.execute("INSERT INTO feedback_events SELECT position, request_id, kind, CASE WHEN isnan(vote) "
-                       "THEN NULL ELSE vote END, edited, user_id, event_at, event_id, user_cohort FROM frame")
+                       "THEN NULL ELSE vote END, free_text, user_id, event_at, event_id, user_cohort FROM frame")

@@ -6,6 +6,8 @@ autoescaping in the page, by pygal's XML writer in the plots.
 
 from __future__ import annotations
 
+import json
+
 import math
 import re
 from collections import Counter
@@ -209,7 +211,37 @@ def render_index(project: str, points: list[dict[str, Any]], trends: dict[str, A
                                                           plots=trend_plots(trends))
 
 
-def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None = None) -> str:
+EXAMPLES = 5  # disagreements shown under each flagged segment (all of them: disagreements.jsonl)
+SNIPPET_CHARS = 280  # of a prompt, an output or a comment shown there
+
+
+def snippet(value: Any, limit: int = SNIPPET_CHARS) -> str | None:
+    """A prompt, output or comment as readable text of at most `limit` characters (a message list or
+    other JSON value as compact JSON), cut with an ellipsis; None for none. Escaped by the template."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def examples_with_text(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The examples that have something to read (a prompt, an output or a comment), as the page shows them."""
+    rows = []
+    for entry in shown:
+        prompt, output = snippet(entry.get("prompt")), snippet(entry.get("output"))
+        comments = [c for c in (snippet(c) for c in entry.get("comments") or ()) if c]
+        if prompt or output or comments:
+            rows.append({"request_id": entry["request_id"], "overall": entry["overall"],
+                         "human_score": entry["human_score"], "direction": entry["direction"],
+                         "prompt": prompt, "output": output, "comments": comments})
+    return rows
+
+
+def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None = None,
+                examples: list[tuple[int, list[dict[str, Any]]]] | None = None) -> str:
+    """The report page; `examples`: per flagged segment of miscalibration (in its order), how many
+    disagreements it has and the surest of them (Datasets.examples)."""
     plots = {
         "calibration": calibration_plot(report),
         "scatter": scatter_plot(points or []),
@@ -218,5 +250,7 @@ def render_html(report: dict[str, Any], points: list[tuple[float, float]] | None
         "impact": impact_plots(report),
         "trends": trend_plots(report.get("trends")),
     }
+    shown = [(count, examples_with_text(entries)) for count, entries in (examples or [])]
     return _environment.get_template("report.html").render(report=report, plots=plots,
-                                                           segment_rows=segment_rows(report))
+                                                           segment_rows=segment_rows(report), examples=shown,
+                                                           examples_limit=EXAMPLES)

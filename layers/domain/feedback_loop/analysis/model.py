@@ -215,6 +215,7 @@ class Rows:
     human: array = field(default_factory=lambda: array("d"))
     n_users: array = field(default_factory=lambda: array("q"))
     votes: list[tuple[float, ...] | None] = field(default_factory=list)  # each user's vote, where several voted
+    comments: list[tuple[str, ...] | None] = field(default_factory=list)  # each user's latest comment, if any
     cohort: list[str] = field(default_factory=list)
     segments: list[tuple[str, ...]] = field(default_factory=list)  # per row, the segment fields' values
     implicit: array = field(default_factory=lambda: array("d"))  # NaN: no implicit score
@@ -231,6 +232,7 @@ class Rows:
             setattr(self, name, array(column.typecode, (column[i] for i in order)))
         self.cohort = [self.cohort[i] for i in order]
         self.votes = [self.votes[i] for i in order]
+        self.comments = [self.comments[i] for i in order]
         self.segments = [self.segments[i] for i in order]
         for texts in (self.request_id, self.prompt, self.output):
             texts.reorder(order)
@@ -269,7 +271,25 @@ class Datasets:
 
     def disagreements(self) -> Iterator[dict[str, Any]]:
         for i, entry in self._entries(self.disagreeing):
-            yield {**entry, "direction": "evaluator_too_high" if self.verdict_good[i] else "evaluator_too_low"}
+            yield self._disagreement(i, entry)
+
+    def _disagreement(self, i: int, entry: dict[str, Any]) -> dict[str, Any]:
+        return {**entry, "direction": "evaluator_too_high" if self.verdict_good[i] else "evaluator_too_low",
+                "comments": list(self.rows.comments[i] or ())}
+
+    def examples(self, field: str, value: str, threshold: float, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """The disagreements of the requests whose `field` is `value`: how many, and the `limit` the
+        evaluator was surest of (its score farthest from the threshold, on the wrong side; equal
+        distances by request id, so the same ones whatever the order read), as disagreements()
+        gives them, surest first."""
+        if field not in self.fields:
+            return 0, []
+        position = self.fields.index(field)
+        members = [i for i in self.disagreeing if self.rows.segments[i][position] == value]
+        ids = dict(zip(members, self.rows.request_id.select(members)))
+        ranked = sorted(members, key=lambda i: (-abs(self.rows.overall[i] - threshold), ids[i] or ""))[:limit]
+        chosen = dict(self._entries(sorted(ranked)))
+        return len(members), [self._disagreement(i, chosen[i]) for i in ranked]
 
     def scatter(self) -> list[tuple[float, float]]:
         """(evaluator's overall score, human score) of every labelled request, for the report's plot."""

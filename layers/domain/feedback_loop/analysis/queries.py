@@ -8,7 +8,7 @@ analysis/columnar.py read the files into DuckDB):
   one VARCHAR column per field the pass reads (`f0`, `f1`, ...: Columns), `prompt` and `output`
   (JSON text, for labelled requests);
 - `feedback_events`: one row per checked feedback event: `position` (the order read), `request_id`,
-  `kind`, `vote` (the human score of a thumb or a rating, else NULL), `edited` (an edit's text),
+  `kind`, `vote` (the human score of a thumb or a rating, else NULL), `free_text` (an edit's or a comment's text),
   `user_id`, `event_at` (epoch seconds), `event_id`, `user_cohort`.
 
 From them, named relations (Relation: `feedback`, `checked`, `kept`, ...) and the results that the
@@ -81,14 +81,24 @@ GROUP BY e.request_id, v.human, v.n_users, v.votes""", ("feedback_votes",))
 FEEDBACK_SIGNALS = Relation("feedback_signals", f"""
 SELECT request_id, array_agg(kind ORDER BY first_position) AS signal_kinds,
        array_agg(edited ORDER BY first_position) AS signal_texts
-FROM (SELECT request_id, arg_max(kind, {LATEST}) AS kind, arg_max(edited, {LATEST}) AS edited,
+FROM (SELECT request_id, arg_max(kind, {LATEST}) AS kind, arg_max(free_text, {LATEST}) AS edited,
              min(position) AS first_position
       FROM feedback_events
       WHERE kind IN ({IMPLICIT}) AND request_id IN (SELECT request_id FROM feedback WHERE has_human)
       GROUP BY request_id, user_id) AS latest
 GROUP BY request_id""", ("feedback",))
 
-FEEDBACK_RELATIONS = (FEEDBACK_VOTES, FEEDBACK, FEEDBACK_SIGNALS)
+# each user's latest comment on a request with a human score, oldest first (by time, then text: the
+# same list whatever the order the events were read in), for the disagreements' examples
+FEEDBACK_COMMENTS = Relation("feedback_comments", f"""
+SELECT request_id, array_agg(comment ORDER BY commented_at, comment) AS comments
+FROM (SELECT request_id, arg_max(free_text, {LATEST}) AS comment, max(event_at) AS commented_at
+      FROM feedback_events
+      WHERE kind = 'explicit_text_comment' AND request_id IN (SELECT request_id FROM feedback WHERE has_human)
+      GROUP BY request_id, user_id) AS latest
+GROUP BY request_id""", ("feedback",))
+
+FEEDBACK_RELATIONS = (FEEDBACK_VOTES, FEEDBACK, FEEDBACK_SIGNALS, FEEDBACK_COMMENTS)
 
 LABELLED_COUNT = Query("SELECT count(*) FROM feedback WHERE has_human", ("feedback",))
 EVENTS_COUNT = Query("SELECT count(*) FROM feedback_events", ())
@@ -238,7 +248,7 @@ def rows(window: tuple[float, float], fields: tuple[str, ...], columns: Columns)
     segments = [segment_value(f, columns) for f in fields]
     return Query(f"""
 SELECT l.position, l.request_id, l.moment, l.overall, l.prompt, l.output, l.human, l.n_users, l.cohort,
-       to_json(s.signal_kinds), to_json(s.signal_texts), to_json(l.votes)
+       to_json(s.signal_kinds), to_json(s.signal_texts), to_json(l.votes), to_json(cm.comments)
        {''.join(f', l.segment_{i}' for i in range(len(fields)))}
 FROM (SELECT c.*, m.human, m.n_users, m.votes,
              m.fb_cohort{''.join(f', {e} AS segment_{i}' for i, e in enumerate(segments))}
@@ -246,7 +256,9 @@ FROM (SELECT c.*, m.human, m.n_users, m.votes,
       FROM (SELECT first, human, n_users, votes, fb_cohort FROM matched WHERE has_human) AS m
            JOIN checked AS c ON c.position = m.first
       WHERE {in_window(window)}) AS l
-     LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id""", ("matched", "checked", "feedback_signals"))
+     LEFT JOIN feedback_signals AS s ON s.request_id = l.request_id
+     LEFT JOIN feedback_comments AS cm ON cm.request_id = l.request_id""",
+                 ("matched", "checked", "feedback_signals", "feedback_comments"))
 
 
 def columns(fields: tuple[str, ...], sides: list[ChangeSides]) -> Columns:

@@ -22,7 +22,7 @@ from feedback_loop.analysis.model import Analysis, AnalysisSettings, change_side
 from feedback_loop.analysis.report import report
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
-from feedback_loop.analysis.html import render_html
+from feedback_loop.analysis.html import EXAMPLES, render_html
 from feedback_loop.models.changes import SEGMENT_TEXT, Change
 
 REPORT_JSON = trends.REPORT_JSON
@@ -74,12 +74,19 @@ def _json_lines(entries: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         yield orjson.dumps(entry) + b"\n"
 
 
+def flagged_examples(analysis: Analysis) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Per flagged segment of miscalibration, its disagreements' count and the surest of them."""
+    miscalibration = analysis.report["miscalibration"]
+    return [analysis.datasets.examples(f["field"], f["value"], miscalibration["threshold"], EXAMPLES)
+            for f in miscalibration["flagged_segments"]]
+
+
 def outputs(analysis: Analysis) -> dict[str, Iterable[bytes]]:
     """The files of one analysis, by name, each as the chunks to write (the datasets made entry by
     entry as they are written)."""
     return {
         REPORT_JSON: [json.dumps(analysis.report, indent=2, default=str).encode()],
-        REPORT_HTML: [render_html(analysis.report, analysis.datasets.scatter()).encode()],
+        REPORT_HTML: [render_html(analysis.report, analysis.datasets.scatter(), flagged_examples(analysis)).encode()],
         TREND_JSON: [trends.dumps(analysis.report)],
         DISAGREEMENTS: _json_lines(analysis.datasets.disagreements()),
         LABELLED: _json_lines(analysis.datasets.labelled()),
