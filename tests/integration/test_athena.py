@@ -203,3 +203,61 @@ def test_the_layout_names_what_each_table_reads() -> None:
     assert athena.Layout.of("bkt", keys) == athena.Layout(
         json_days=("2026-05-01", "2026-05-03"), parquet_days=("2026-05-02",),
         parquet_files=("s3://bkt/eval-logs/p/dt=2026-05-03/b.parquet",))
+
+
+def test_order_and_layout_never_change_the_athena_report(table, week, tmp_path) -> None:
+    """The order-and-layout guard on the Athena engine: the week's records shuffled, each day in a
+    Parquet and a JSON Lines file, two days merged into one file, and the feedback exported in reverse
+    order give, on Athena, the report the embedded engine gives on one file a day in time order and
+    the feedback as stored: every figure to 1e-12 (tests/unit/test_order_invariance.py)."""
+    import random
+
+    from ..unit.test_order_invariance import differences, write_layout
+
+    source, s3, _ = week
+    project = "athena-shuffled"
+    records, _ = simulate(SCENARIO)
+    items = list(table.feedback_in_window(source, SCENARIO.start, datetime.now(timezone.utc), 8))
+    since, until = SCENARIO.end - timedelta(days=7), SCENARIO.end
+    changes = [*SCENARIO.changes(), Change(name="ab", effective_at=SCENARIO.start, variant_field="prompt_version",
+                                           control="v7", treatment="v8")]
+    start, measured = read_range(since, until, changes, SETTINGS)
+    window = (since.timestamp(), until.timestamp())
+    generated = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    embedded_feedback = FeedbackIndex()
+    embedded_feedback.add_items(items)
+    embedded_sides = change_sides(measured, since, until, SETTINGS)
+    skipped: Counter[str] = Counter()
+    logs = write_layout(records, tmp_path / "logs", None)
+    embedded = scan_files(EvalLogSource(str(logs)), embedded_feedback, embedded_sides, start.timestamp(),
+                          until.timestamp(), window, SETTINGS.segment_fields, skipped)
+    expected = report("p", embedded, embedded_feedback, embedded_sides, since, until, SETTINGS, skipped,
+                      generated_at=generated)
+
+    rng = random.Random(4)
+    by_day = defaultdict(list)
+    for record in records:
+        by_day[record["timestamp"][:10]].append(record)
+    days = sorted(by_day)
+    by_day[days[3]] += by_day.pop(days[4])  # two days in one folder's files
+    for day, rows in by_day.items():
+        rng.shuffle(rows)
+        half = len(rows) // 2
+        s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/a.parquet", Body=parquet(rows[:half]))
+        s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/b.jsonl.gz",
+                      Body=gzip.compress("".join(json.dumps(r) + "\n" for r in rows[half:]).encode()))
+    run = run_name(until)
+    assert athena.export_feedback(items[::-1], s3, BUCKET, project, run) == len(items)
+    athena_sides = change_sides(measured, since, until, SETTINGS)
+    athena_skipped: Counter[str] = Counter()
+    collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
+                                           project, run, athena_sides, start.timestamp(), until.timestamp(), window,
+                                           SETTINGS.segment_fields, athena_skipped, poll=0.02,
+                                           layout=layout(s3, project))
+    athena_feedback = FeedbackIndex()
+    athena_feedback.events = events
+    got = report("p", collected, athena_feedback, athena_sides, since, until, SETTINGS, athena_skipped,
+                 generated_at=generated)
+    assert expected.report["counts"]["requests_with_human_score"] > 100 and skipped == athena_skipped
+    assert differences(plain(expected.report), plain(got.report)) == []

@@ -377,6 +377,9 @@ def test_the_bootstrap_of_alpha_equals_the_package_on_each_resample(rng, level) 
 
     units = [tuple(float(v) for v in rng.integers(0, 5, int(rng.integers(2, 4))) / 4) for _ in range(60)]
     result = stats.krippendorff_alpha(units, level, resamples=50, seed=3)
+    shuffled = [tuple(reversed(u)) for u in units[::-1]]
+    assert stats.krippendorff_alpha(shuffled, level, resamples=50, seed=3) == result  # any order: the same
+    units = sorted(tuple(sorted(u)) for u in units)  # the canonical order the bootstrap draws from
     draw = np.random.default_rng(3)
     expected = []
     for _ in range(50):
@@ -408,8 +411,13 @@ def test_the_evaluator_is_set_beside_the_users_as_another_annotator(rng) -> None
         np.corrcoef(np.repeat(like_a_user, 3), others)[0, 1], abs=1e-12)
     noise = stats.as_another_annotator(votes, rng.random(400), resamples=400)
     assert noise["difference"]["ci"][1] < 0
-    # the bootstrap from the requests' sums: each resample's correlations as numpy's on its pairs
+    # the bootstrap from the requests' sums: each resample's correlations as numpy's on its pairs,
+    # the requests in their canonical order (votes sorted, then the evaluator's score), any order in
     few = stats.as_another_annotator(votes, like_a_user, resamples=30, seed=5)
+    assert stats.as_another_annotator([tuple(reversed(u)) for u in votes[::-1]], like_a_user[::-1],
+                                      resamples=30, seed=5) == few
+    canonical = sorted(zip((tuple(sorted(u)) for u in votes), like_a_user.tolist()))
+    votes, like_a_user = [u for u, _ in canonical], np.array([e for _, e in canonical])
     draw, draws = np.random.default_rng(5), []
     for _ in range(30):
         picked = draw.integers(0, 400, 400)

@@ -611,7 +611,9 @@ def krippendorff_alpha(units: list[tuple[float, ...]], level: str, resamples: in
     `level`: ordinal or interval."""
     import krippendorff
 
-    units = [u for u in units if len(u) >= 2]
+    # one canonical order of the units (each unit's votes sorted, then the units), whatever order they
+    # came in: the bootstrap draws the same units
+    units = sorted(tuple(sorted(u)) for u in units if len(u) >= 2)
     result: dict[str, Any] = {"level": level, "units": len(units), "values": sum(len(u) for u in units)}
     values = {v for u in units for v in u}
     if len(units) < 2 or len(values) < 2:
@@ -642,10 +644,12 @@ def as_another_annotator(units: list[tuple[float, ...]], evaluator: np.ndarray, 
     of the vote with that mean (a user against the others), and of the evaluator's score with the
     same mean (the evaluator against the same users), over the same pairs; their difference. A
     percentile bootstrap over requests gives each an interval."""
+    # one canonical order of the requests (their votes sorted, then the evaluator's score), whatever
+    # order they came in: the bootstrap draws the same requests
+    rated = sorted((tuple(sorted(values)), float(overall)) for values, overall in zip(units, evaluator)
+                   if values is not None and len(values) >= 2)
     unit_of, vote, others, score = [], [], [], []
-    for k, (values, overall) in enumerate(zip(units, evaluator)):
-        if values is None or len(values) < 2:
-            continue
+    for k, (values, overall) in enumerate(rated):
         total = sum(values)
         for v in values:
             unit_of.append(k)
