@@ -21,7 +21,9 @@ cohorts with fewer than stats.ASYMPTOTIC_FROM labels (cross-fitted lambda, t int
 `p_value`, `p_value_adjusted` and the findings' texts), the added `df` keys, and the `se` of a
 cohort whose every request is labelled (n - 1 in the variance); no other field changed (checked
 path by path when restating). Then the disagreements' `comments` (each user's latest comment), the
-only field added to them: every other field equal to the fixture when restated."""
+only field added to them: every other field equal to the fixture when restated; then the raters'
+bootstrap intervals (`meta_evaluation.raters.*.ci`), drawn from one canonical order of the requests
+since, the only fields that changed."""
 
 from __future__ import annotations
 
