@@ -347,3 +347,51 @@ def test_an_openinference_llm_spans_prompt_and_output_are_its_messages_not_its_b
     [chain], _ = otlp.spans(traces(chat(**{"openinference.span.kind": "CHAIN", "input.value": "question",
                                            "output.value": "answer"})))
     assert otlp.record_base(chain, otlp.Mapping())["prompt"] == "question"
+
+
+def _chain(span_id: bytes, scores: dict[str, float] | None = None, **attributes: Any) -> Span:
+    span = Span(trace_id=TRACE, span_id=span_id, name="agent", start_time_unix_nano=START,
+                end_time_unix_nano=START + 3 * 10**9,
+                attributes=[kv("openinference.span.kind", "CHAIN"), kv("input.value", "What is our refund policy?"),
+                            kv("output.value", "30 days."), *(kv(k, v) for k, v in attributes.items())])
+    for name, score in (scores or {}).items():
+        span.events.add(name=otlp.EVENT_NAME, attributes=evaluation(name, score))
+    return span
+
+
+def _llm(span_id: bytes, parent: bytes, model: str) -> Span:
+    return Span(trace_id=TRACE, span_id=span_id, parent_span_id=parent, name="ChatCompletion",
+                start_time_unix_nano=START + 10**9, end_time_unix_nano=START + 2 * 10**9,
+                attributes=[kv("openinference.span.kind", "LLM"), kv("llm.model_name", model)])
+
+
+ROOT, CHILD, OTHER = bytes.fromhex("aaaaaaaaaaaaaaaa"), bytes.fromhex("bbbbbbbbbbbbbbbb"), bytes.fromhex("cccccccccccccccc")
+
+
+@pytest.mark.parametrize("exports", ["together", "child_first"])
+def test_a_chain_span_takes_the_model_of_its_child_llm_span(exports: str) -> None:
+    """A request judged on an OpenInference CHAIN (or AGENT) span has no model of its own: it takes
+    its child LLM span's, whether the child came in the same export or an earlier one (a child ends,
+    and is exported, first; Phoenix's register() sends one span per export)."""
+    table, stream = MemoryTable(), Stream()
+    mapping = otlp.Mapping(overall="helpfulness", low=1, high=5, request_id="span")
+    root, child = _chain(ROOT, {"helpfulness": 5}), _llm(CHILD, ROOT, "gpt-4o-mini-2024-07-18")
+    steps = [traces(root, child)] if exports == "together" else [traces(child), traces(root)]
+    assert not any(receive(table, stream, step, mapping).retry for step in steps)
+    [line] = [line for line in stream.lines() if line["request_id"] == ROOT.hex()]
+    assert line["metadata"]["model"] == "gpt-4o-mini-2024-07-18"
+    assert line["metadata"]["model_from"] == "child_llm_span" and "models" not in line["metadata"]
+
+
+def test_a_chain_span_keeps_its_own_model_and_never_guesses_between_two() -> None:
+    table, stream = MemoryTable(), Stream()
+    mapping = otlp.Mapping(overall="helpfulness", low=1, high=5, request_id="span")
+    receive(table, stream, traces(_llm(CHILD, ROOT, "model-a"), _llm(OTHER, ROOT, "model-b")), mapping)
+    receive(table, stream, traces(_chain(ROOT, {"helpfulness": 4})), mapping)
+    [line] = stream.lines()
+    assert "model" not in line["metadata"] and line["metadata"]["models"] == "model-a,model-b"
+    table, stream = MemoryTable(), Stream()
+    own = _chain(ROOT, {"helpfulness": 4}, **{"llm.model_name": "router-1"})
+    receive(table, stream, traces(own, _llm(CHILD, ROOT, "model-a")), mapping)
+    [line] = stream.lines()
+    assert line["metadata"]["model"] == "router-1" and "model_from" not in line["metadata"]

@@ -424,7 +424,7 @@ def request_id_of(span: Span, mapping: Mapping) -> str | None:
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
 
 
-def _first(attributes: dict[str, Any], keys: Iterable[str]) -> Any:
+def first_attribute(attributes: dict[str, Any], keys: Iterable[str]) -> Any:
     return next((attributes[k] for k in keys if attributes.get(k) not in (None, "", [])), None)
 
 
@@ -440,7 +440,7 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
         return None
     a = span.attributes
     metadata: dict[str, Any] = {name: str(v) for name, keys in METADATA_KEYS.items()
-                                if (v := _first(a, keys)) is not None}
+                                if (v := first_attribute(a, keys)) is not None}
     metadata.update({key.removeprefix("feedback_loop."): v if isinstance(v, str) else json.dumps(v)
                      for key, v in a.items() if key.startswith("feedback_loop.") and v not in (None, "")})
     metadata.update({"span_name": span.name, "trace_id": span.trace_id, "span_id": span.span_id,
@@ -451,7 +451,7 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
         # the messages themselves before OpenInference's input.value/output.value, which on an LLM
         # span is the whole request or response body (model, ids, usage besides the messages)
         value = a.get(keys[0]) if a.get(keys[0]) not in (None, "", []) else None
-        value = value if value is not None else _openinference_messages(a, messages) or _first(a, keys)
+        value = value if value is not None else _openinference_messages(a, messages) or first_attribute(a, keys)
         if value is None:
             continue
         value = _parsed(value)

@@ -78,6 +78,62 @@ def pair_key(project: str, trace_id: str, span_id: str) -> tuple[str, str]:
     return f"OTEL#{project}#{trace_id}#{span_id}", "OTEL"
 
 
+def trace_models_key(project: str, trace_id: str) -> tuple[str, str]:
+    """The item that keeps the models of a trace's child LLM spans (one attribute `model:<name>` each)."""
+    return pair_key(project, trace_id, "models")
+
+
+MODEL = "model:"
+
+
+def _llm_models(span: otlp.Span) -> str | None:
+    """The model of an OpenInference LLM span or a GenAI span that has a parent (a child of the
+    request's span), else None."""
+    kind = str(span.attributes.get("openinference.span.kind", "")).upper()
+    genai = any(key.startswith("gen_ai.") for key in span.attributes)
+    if not span.parent_span_id or not (kind == "LLM" or genai):
+        return None
+    model = otlp.first_attribute(span.attributes, otlp.METADATA_KEYS["model"])
+    return str(model) if model is not None else None
+
+
+def _with_child_models(table: FeedbackTable, project: str, spans: Sequence[otlp.Span],
+                       bases: list[dict[str, Any]], outcome: Outcome, now: datetime) -> None:
+    """A request span without a model of its own (an OpenInference CHAIN or AGENT span) takes the
+    model of its trace's child LLM spans: those of this export, and those an earlier export kept in
+    the trace's item (a child ends, and is exported, before its parent). One model: `model`, and
+    `model_from` "child_llm_span"; several: `models` (sorted, comma-separated), no `model` guessed.
+    A child exported after its parent's record was sent is not added."""
+    found: dict[str, set[str]] = {}
+    for span in spans:
+        model = _llm_models(span)
+        if model is not None:
+            found.setdefault(span.trace_id, set()).add(model)
+    if found:  # kept for the parents of later exports
+        written = table.merge_many([(*trace_models_key(project, trace), {
+            **{MODEL + model: True for model in sorted(models)}, "entity": "otel", "expires_at": _expires(now)})
+            for trace, models in found.items()])
+        if any(item is None for item in written):
+            outcome.retry = True
+    needing = {base["metadata"]["trace_id"] for base in bases if "model" not in base["metadata"]}
+    if not needing:
+        return
+    stored = table.get_many([trace_models_key(project, trace) for trace in sorted(needing - set(found))])
+    for trace in needing - set(found):
+        item = stored.get(trace_models_key(project, trace))
+        if item:
+            found[trace] = {key[len(MODEL):] for key in item if key.startswith(MODEL)}
+    for base in bases:
+        metadata = base["metadata"]
+        models = sorted(found.get(metadata["trace_id"], ()))
+        if "model" in metadata or not models:
+            continue
+        if len(models) == 1:
+            metadata["model"], metadata["model_from"] = models[0], "child_llm_span"
+        else:
+            metadata["models"] = ",".join(models)
+
+
 def _expires(now: datetime) -> int:
     return int((now + timedelta(days=PENDING_DAYS)).timestamp())
 
@@ -147,6 +203,7 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
     outcome = Outcome()
     updates = []
     people = []
+    requests = []
     for span in spans:
         if not otlp.can_be_request(span):
             continue
@@ -154,6 +211,9 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
         if base is None:
             outcome.passed_over[f"spans_without_{mapping.request_id}"] += 1
             continue
+        requests.append((span, base))
+    _with_child_models(table, project, spans, [base for _, base in requests], outcome, now)
+    for span, base in requests:
         updates.append((span.trace_id, span.span_id,
                         {"span": json.dumps(base, ensure_ascii=False), **_score_values(span.evaluations, outcome)}))
         people += [_with_request_id(a, base["request_id"]) for a in span.annotations]
