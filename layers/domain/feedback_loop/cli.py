@@ -423,6 +423,55 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_fit(args: argparse.Namespace) -> int:
+    from feedback_loop.calibration.fit import fit, read_labelled
+
+    fields = tuple(dict.fromkeys(args.field))
+    data, skipped = read_labelled(args.labelled, fields)
+    try:
+        fitted = fit(data, fields, args.min_segment_labels)
+    except ValueError as error:
+        raise SystemExit(f"feedback-loop calibrate fit: {error}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(fitted.map.dumps() + "\n")
+    figures = fitted.cross_validated["p_good"]
+    print(json.dumps({"map": args.out, "labelled": len(data), "skipped": dict(skipped),
+                      "p_good": {"chosen": figures["chosen"], "out_of_fold": figures["out_of_fold"]},
+                      "expected_human": {"chosen": fitted.cross_validated["expected_human"]["chosen"]}}, indent=1))
+    return 0
+
+
+def cmd_calibrate_apply(args: argparse.Namespace) -> int:
+    import gzip
+    from collections import Counter
+
+    from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, EvalLogSource
+    from feedback_loop.calibration.curves import CalibrationMap, calibrated_record, map_id
+
+    try:
+        calibration_map = CalibrationMap.loads(Path(args.map).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"feedback-loop calibrate apply: {args.map} is not a calibration map: {error}")
+    name = map_id(calibration_map)
+    source, out = Path(args.eval_logs), Path(args.out)
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*")
+                                                     if p.is_file() and p.name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES))
+    reader, skipped, counts = EvalLogSource(str(source)), Counter(), Counter()
+    for path in files:
+        relative = Path(path.name) if source.is_file() else path.relative_to(source)
+        if path.name.endswith(PARQUET_SUFFIXES):
+            relative = relative.with_name(relative.name + ".jsonl.gz")  # beside a JSON file of the same stem
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (gzip.open(target, "wt") if target.name.endswith(".gz") else open(target, "w")) as written:
+            for record in reader.rows(str(path), skipped):
+                done = calibrated_record(record, calibration_map, name) if isinstance(record, dict) else None
+                counts["calibrated" if done is not None else "without_a_score_in_0_1"] += 1
+                written.write(json.dumps(done if done is not None else record, ensure_ascii=False) + "\n")
+    print(json.dumps({"map": name, "files": len(files), **counts, "skipped": dict(skipped)}))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedback_loop.demo.run import run_demo
 
@@ -571,6 +620,26 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--project", required=True)
     retrain.add_argument("--bus", help="the deployed stack's EventBusName (default: the running local stack's)")
     retrain.set_defaults(run=cmd_retrain)
+
+    calibrate = commands.add_parser("calibrate", help="learn a calibration map of the evaluator's scores from "
+                                                      "labelled datasets, or apply one to eval logs")
+    calibrate_commands = calibrate.add_subparsers(dest="calibrate_command", required=True)
+    calibrate_fit = calibrate_commands.add_parser("fit", help="labelled datasets in, the map and its "
+                                                              "cross-validated figures out")
+    calibrate_fit.add_argument("--labelled", nargs="+", required=True, metavar="PATH",
+                               help="labelled.jsonl files, or folders holding them (a report folder, reports/<project>/)")
+    calibrate_fit.add_argument("--out", required=True, help="where to write the map (JSON)")
+    calibrate_fit.add_argument("--field", action="append", default=[], metavar="FIELD",
+                               help="a segment field the map may depend on (repeatable), e.g. query_type")
+    calibrate_fit.add_argument("--min-segment-labels", type=int, default=50,
+                               help="labels a segment value needs for its own map (default 50)")
+    calibrate_fit.set_defaults(run=cmd_calibrate_fit)
+    calibrate_apply = calibrate_commands.add_parser("apply", help="eval logs in, the same records with the "
+                                                                  "calibrated score beside the raw one out")
+    calibrate_apply.add_argument("--map", required=True, help="a map written by `calibrate fit`")
+    calibrate_apply.add_argument("--eval-logs", required=True, help="an eval-log file or folder (JSON Lines, gzip, Parquet)")
+    calibrate_apply.add_argument("--out", required=True, help="folder for the calibrated records (same layout)")
+    calibrate_apply.set_defaults(run=cmd_calibrate_apply)
 
     demo = commands.add_parser("demo", help="run the local demo")
     demo.add_argument("--template")

@@ -50,7 +50,8 @@ def _parquet_rows(path: str | Path, skipped: Counter[str]) -> Iterator[Any]:
 
     try:
         with duckdb.connect() as connection:
-            cursor = connection.execute("SELECT * FROM read_parquet(?)", [str(path)])
+            # the file's own columns: not a dt= folder's value as a column
+            cursor = connection.execute("SELECT * FROM read_parquet(?, hive_partitioning = false)", [str(path)])
             names = [column[0] for column in cursor.description]
             while batch := cursor.fetchmany(PARQUET_BATCH_ROWS):
                 for row in batch:
