@@ -424,12 +424,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate_fit(args: argparse.Namespace) -> int:
-    from feedback_loop.calibration.fit import fit, read_labelled
+    from feedback_loop.calibration.fit import fit, fit_gated, read_labelled
+    from feedback_loop.calibration.gate import CalibratorPolicy
 
     fields = tuple(dict.fromkeys(args.field))
     data, skipped = read_labelled(args.labelled, fields)
+    decision = None
     try:
-        fitted = fit(data, fields, args.min_segment_labels)
+        if args.held_out_share > 0:
+            fitted, decision = fit_gated(data, fields, args.min_segment_labels,
+                                         CalibratorPolicy(held_out_share=args.held_out_share), args.alpha, args.delta)
+        else:
+            fitted = fit(data, fields, args.min_segment_labels)
     except ValueError as error:
         raise SystemExit(f"feedback-loop calibrate fit: {error}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -437,7 +443,10 @@ def cmd_calibrate_fit(args: argparse.Namespace) -> int:
     figures = fitted.cross_validated["p_good"]
     print(json.dumps({"map": args.out, "labelled": len(data), "skipped": dict(skipped),
                       "p_good": {"chosen": figures["chosen"], "out_of_fold": figures["out_of_fold"]},
-                      "expected_human": {"chosen": fitted.cross_validated["expected_human"]["chosen"]}}, indent=1))
+                      "expected_human": {"chosen": fitted.cross_validated["expected_human"]["chosen"]},
+                      "gate": None if decision is None else {"status": decision.status, "reasons": decision.reasons},
+                      "escalation": {k: v for k, v in fitted.map.escalation.items() if k != "method"} or None},
+                     indent=1))
     return 0
 
 
@@ -633,6 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
                                help="a segment field the map may depend on (repeatable), e.g. query_type")
     calibrate_fit.add_argument("--min-segment-labels", type=int, default=50,
                                help="labels a segment value needs for its own map (default 50)")
+    calibrate_fit.add_argument("--held-out-share", type=float, default=0.2,
+                               help="the latest labels by time kept out to judge the map and set its review "
+                                    "thresholds (default 0.2; 0: fit on every label, no gate)")
+    calibrate_fit.add_argument("--alpha", type=float, default=0.1,
+                               help="trust or escalate: the disagreement rate allowed where the judge decides alone")
+    calibrate_fit.add_argument("--delta", type=float, default=0.1,
+                               help="trust or escalate: the chance that the guarantee fails")
     calibrate_fit.set_defaults(run=cmd_calibrate_fit)
     calibrate_apply = calibrate_commands.add_parser("apply", help="eval logs in, the same records with the "
                                                                   "calibrated score beside the raw one out")

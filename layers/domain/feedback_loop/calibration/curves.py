@@ -107,20 +107,40 @@ class CalibrationMap:
     fields: tuple[str, ...] = ()  # the segment fields the map reads
     min_segment_labels: int = 50
     trained: dict[str, Any] = field(default_factory=dict)  # what it was learned from, and its figures
+    # trust or escalate (calibration/gate.py): `alpha`, `delta`, `threshold` (the confidence
+    # max(p, 1 - p) at or above which the judge decides alone; None: never), `by_segment`
+    # (field -> value -> threshold, for the values with enough held-out labels); empty: not set
+    escalation: dict[str, Any] = field(default_factory=dict)
 
-    def apply(self, score: float, segments: Mapping[str, str] | None = None) -> dict[str, float]:
+    def apply(self, score: float, segments: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The calibrated figures of a raw score in [0, 1] (a value outside is clipped) and the
-        request's segment values (a missing field is `unknown`)."""
+        request's segment values (a missing field is `unknown`); with the escalation thresholds set,
+        `needs_review`: whether a person should look (the judge is not confident enough)."""
         if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
             raise ValueError("the score must be a finite number")
         score = min(max(float(score), 0.0), 1.0)
         values = {name: str((segments or {}).get(name) or UNKNOWN) for name in self.fields}
-        return {"p_good": self.p_good(score, values), "expected_human": self.expected_human(score, values)}
+        p_good = self.p_good(score, values)
+        out: dict[str, Any] = {"p_good": p_good, "expected_human": self.expected_human(score, values)}
+        if self.escalation:
+            threshold = self.review_threshold(values)
+            out["needs_review"] = threshold is None or max(p_good, 1 - p_good) < threshold
+        return out
+
+    def review_threshold(self, values: Mapping[str, str]) -> float | None:
+        """The escalation threshold of the request's segment (the highest of its values' own
+        thresholds, the strictest), else the global one."""
+        own = [by_value[values[name]] for name, by_value in self.escalation.get("by_segment", {}).items()
+               if values.get(name) in by_value]
+        if own:
+            return None if any(t is None for t in own) else max(own)
+        return self.escalation.get("threshold")
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "kind": "calibrator", "fields": list(self.fields),
                 "min_segment_labels": self.min_segment_labels, "p_good": self.p_good.to_json(),
-                "expected_human": self.expected_human.to_json(), "trained": self.trained}
+                "expected_human": self.expected_human.to_json(), "trained": self.trained,
+                "escalation": self.escalation}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=True)
@@ -131,7 +151,7 @@ class CalibrationMap:
             raise ValueError(f"not a calibration map of format {FORMAT}")
         return cls(Target.from_json(data["p_good"]), Target.from_json(data["expected_human"]),
                    tuple(data.get("fields", ())), int(data.get("min_segment_labels", 50)),
-                   dict(data.get("trained", {})))
+                   dict(data.get("trained", {})), dict(data.get("escalation") or {}))
 
     @classmethod
     def loads(cls, text: str | bytes) -> "CalibrationMap":
@@ -162,12 +182,16 @@ def calibrated_record(record: Mapping[str, Any], calibration_map: CalibrationMap
                       ) -> dict[str, Any] | None:
     """The record with its calibrated figures beside the raw score, never over it: eval_scores
     `calibrated` (p_good) and `expected_human`, metadata `calibration_map` (`name`, else the map's
-    id); None for a record without a raw `overall` in [0, 1]."""
+    id) and, where the map has review thresholds, `needs_review` ("true" or "false"); None for a
+    record without a raw `overall` in [0, 1]."""
     scores = record.get("eval_scores")
     overall = scores.get("overall") if isinstance(scores, Mapping) else None
     if not isinstance(overall, (int, float)) or isinstance(overall, bool) or not 0 <= overall <= 1:
         return None
     found = calibration_map.apply(overall, segment_values(record, calibration_map.fields))
-    metadata = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
+    metadata = dict(record.get("metadata")) if isinstance(record.get("metadata"), Mapping) else {}
+    metadata["calibration_map"] = name or map_id(calibration_map)
+    if "needs_review" in found:  # text, as metadata values are: a segment field the report can split on
+        metadata["needs_review"] = "true" if found["needs_review"] else "false"
     return {**record, "eval_scores": {**scores, "calibrated": found["p_good"], "expected_human": found["expected_human"]},
-            "metadata": {**metadata, "calibration_map": name or map_id(calibration_map)}}
+            "metadata": metadata}

@@ -376,3 +376,40 @@ def read_labelled(paths: Iterable[str], fields: tuple[str, ...] = ()) -> tuple[L
     data = labelled(rows, fields)
     skipped["without_a_score_and_a_human_score"] += len(rows) - len(data)
     return data, +skipped
+
+
+def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: int = 50,
+              policy: Any = None, alpha: float = 0.1, delta: float = 0.1) -> tuple[Fitted, Any]:
+    """The map learned on the earlier labels (all but the latest `policy.held_out_share` by time),
+    judged by the calibrator's gate against the raw score on the later ones, with its
+    trust-or-escalate thresholds set on them (globally and per segment value with `segment_min`
+    held-out labels). The map is the one the gate judged: `trained.gate` holds the decision,
+    `trained.split` the cut."""
+    import dataclasses
+
+    from feedback_loop.calibration import gate
+
+    policy = policy or gate.CalibratorPolicy()
+    binary = (data.human >= scoring.GOOD_AT) | (data.human <= scoring.BAD_AT)
+    train_index, held_index, cut = gate.time_split(data.timestamps, data.ids, policy.held_out_share)
+    fitted = fit(data.take(train_index), fields, min_segment_labels)
+    held = data.take(held_index[binary[held_index]])
+    labels = (held.human >= scoring.GOOD_AT).astype(float)
+    challenger = predict(fitted.map.p_good, held)
+    decision = gate.gate(challenger, held.score, labels, held.segments, policy)
+    found = gate.escalation(challenger, labels, alpha, delta)
+    by_segment: dict[str, dict[str, float | None]] = {}
+    for name, column in held.segments.items():
+        for value in sorted(set(column.tolist())):
+            member = column == value
+            if member.sum() >= policy.segment_min:
+                by_segment.setdefault(name, {})[str(value)] = gate.escalation(
+                    challenger[member], labels[member], alpha, delta).threshold
+    escalation = {"alpha": alpha, "delta": delta, "threshold": found.threshold, "held_out": found.n,
+                  "decided_alone": found.decided_alone, "upper_bound": found.upper_bound, "by_segment": by_segment,
+                  "method": "fixed-sequence testing, Clopper-Pearson (Jung et al. 2025)"}
+    trained = {**fitted.map.trained, "split": {"cut": cut, "training": len(train_index), "held_out": len(held_index),
+                                               "held_out_binary": len(held)},
+               "gate": decision.as_dict()}
+    gated = dataclasses.replace(fitted.map, trained=trained, escalation=escalation)
+    return Fitted(gated, fitted.cross_validated), decision
