@@ -24,6 +24,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 import feedback_loop
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.logic import changes, evals, ingest, summary
+from feedback_loop.logic.calibration import CurrentMaps
+from feedback_loop.models.calibration import Calibrated, CalibrateRequest, CalibrateResult
 from feedback_loop.logic.keys import ROUTE_SCOPES, SCOPES, read_scopes
 from feedback_loop.logic.ratelimit import RateLimiter
 from feedback_loop.retraining.launch import request_retrain
@@ -33,6 +35,7 @@ from feedback_loop.models.errors import (
     ChangeNotFound,
     DuplicateChange,
     EventConflict,
+    NoCalibrator,
     RateLimited,
     StorageUnavailable,
     Unauthorized,
@@ -106,6 +109,12 @@ def openapi_settings() -> dict[str, Any]:
 
 
 table = FeedbackTable(settings.table_name)
+
+
+@functools.cache
+def calibrators() -> CurrentMaps:
+    """The calibrator in service per project, read on the first calibration request (not at cold start)."""
+    return CurrentMaps(table, boto3.client("s3"), settings.data_bucket)
 
 
 @functools.cache
@@ -374,6 +383,35 @@ def post_retrain() -> Response[dict]:
                     body={**detail, "status": "requested"})
 
 
+@app.get("/v1/calibration", summary="The project's calibrator in service: its map (JSON), with the map id as ETag",
+         responses={200: {"description": "The map (docs/RETRAINING.md, the calibrator)"},
+                    304: {"description": "Not modified: If-None-Match named the map in service"},
+                    404: {"description": "No calibrator in service"}})
+def get_calibration():  # unannotated: the map's own JSON, and a 304 without a body, are not validated
+    found = calibrators().get(app.context["project"])
+    if found is None:
+        raise NoCalibrator()
+    identifier, text, _ = found
+    etag = f'"{identifier}"'
+    asked = next((v for k, v in (app.current_event.headers or {}).items() if k.lower() == "if-none-match"), None)
+    if asked is not None and etag in [tag.strip() for tag in asked.split(",")]:
+        return Response(status_code=HTTPStatus.NOT_MODIFIED.value, headers={"ETag": etag})
+    return Response(status_code=200, content_type="application/json", body=text, headers={"ETag": etag})
+
+
+@app.post("/v1/calibrate", summary="Calibrate up to 500 raw evaluator scores with the project's calibrator in service",
+          responses={200: {"description": "Each score's calibrated figures, in the order sent"},
+                     404: {"description": "No calibrator in service"}})
+def post_calibrate(request: Annotated[CalibrateRequest, Body()]) -> CalibrateResult:
+    found = calibrators().get(app.context["project"])
+    if found is None:
+        raise NoCalibrator()
+    identifier, _, calibration_map = found
+    return CalibrateResult(calibration_map=identifier, results=[
+        Calibrated(**calibration_map.apply(item.score, item.metadata))
+        for item in request.items])
+
+
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response:
     fields = field_errors(list(error.errors()))
@@ -402,6 +440,11 @@ def duplicate_change(error: DuplicateChange) -> Response:
 @app.exception_handler(ChangeNotFound)
 def change_not_found(error: ChangeNotFound) -> Response:
     return _error(HTTPStatus.NOT_FOUND, str(error), [FieldError(field="name", message=str(error))])
+
+
+@app.exception_handler(NoCalibrator)
+def no_calibrator(error: NoCalibrator) -> Response:
+    return _error(HTTPStatus.NOT_FOUND, str(error), [FieldError(field="project", message=str(error))])
 
 
 @app.exception_handler(StorageUnavailable)

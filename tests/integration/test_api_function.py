@@ -83,7 +83,8 @@ def test_the_authorizer_sample_event_gets_a_policy_for_its_method_only(authorize
     assert answer["policyDocument"]["Statement"] == [
         {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [request["methodArn"]]}]
     assert answer["context"] == {"project": project, "key_id": issued.key.key_id,  # a key without scopes: all
-                                 "scopes": "changes:read changes:write evals:write feedback:read feedback:write retrain"}
+                                 "scopes": "calibration:read changes:read changes:write evals:write feedback:read "
+                                           "feedback:write retrain"}
     browser = create_key(table, project, scopes=["feedback:write"])
     answer = authorizer(json.loads((ROOT / "events" / "authorizer_request.json").read_text()
                                    .replace("REPLACE_WITH_API_KEY", browser.plaintext)))

@@ -22,7 +22,16 @@ EXAMPLES = 100  # per operation and phase: about 1,700 requests, under a minute 
 SEED = 20261128
 
 
-def test_every_check_schemathesis_has_passes(stack, api_key: str, tmp_path: Path) -> None:
+def test_every_check_schemathesis_has_passes(stack, table, project: str, api_key: str, tmp_path: Path) -> None:
+    import boto3
+
+    from feedback_loop.calibration.fit import fit, labelled
+    from feedback_loop.logic.calibration import deploy
+
+    from ..unit.test_calibration import judged
+
+    # a calibrator in service, so that its routes answer from their core logic, not 404
+    deploy(table, boto3.client("s3"), stack.bucket, project, fit(labelled(judged(600))).map.dumps(), "fuzz", force=True)
     schemathesis.checks.load_all_checks()
     checks = set(schemathesis.checks.CHECKS.get_all_names())
     assert {"positive_data_acceptance", "negative_data_rejection", "unsupported_method"} <= checks

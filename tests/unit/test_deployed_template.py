@@ -139,7 +139,7 @@ def test_the_api_calls_a_published_alias_that_snapstart_can_snapshot(deployed) -
     targets = {(path, verb): refs(op["x-amazon-apigateway-integration"]["uri"])
                for path, ops in api["Properties"]["Body"]["paths"].items() for verb, op in ops.items()
                if "x-amazon-apigateway-integration" in op and op["x-amazon-apigateway-integration"]["type"] == "aws_proxy"}
-    assert len(targets) == 13 and all("ApiFunctionAliaslive" in t for t in targets.values()), targets
+    assert len(targets) == 15 and all("ApiFunctionAliaslive" in t for t in targets.values()), targets
     # OTLP/HTTP protobuf exports reach the function unaltered (base64), not read as text
     assert api["Properties"]["Body"]["x-amazon-apigateway-binary-media-types"] == ["application/x-protobuf"]
 

@@ -481,6 +481,39 @@ def cmd_calibrate_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_deploy(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from feedback_loop.local.state import local_client, read_state
+    from feedback_loop.logic import calibration
+    from feedback_loop.logic.keys import validate_project
+
+    try:
+        validate_project(args.project)
+    except ValueError as error:
+        raise SystemExit(f"feedback-loop calibrate deploy: {error}")
+    table = _table(args)
+    if args.stack:
+        s3, bucket = boto3.client("s3"), stack_output(args.stack, "DataBucket")
+    elif args.table:
+        raise SystemExit("feedback-loop calibrate deploy: with --table, give --stack too (the map goes to its bucket)")
+    else:
+        state = read_state(args.data_dir)
+        s3, bucket = local_client("s3", state["aws_endpoint"]), state["bucket"]
+    try:
+        pointer = calibration.deploy(table, s3, bucket, args.project, Path(args.map).read_text(),
+                                     deployed_by=args.by, force=args.force)
+    except calibration.NotDeployable as error:
+        raise SystemExit(f"feedback-loop calibrate deploy: {error} (--force)")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"feedback-loop calibrate deploy: {args.map} is not a calibration map: {error}")
+    except (ClientError, BotoCoreError) as error:
+        raise SystemExit(f"feedback-loop calibrate deploy: {error}")
+    print(json.dumps({k: v for k, v in pointer.items() if k not in ("pk", "sk")}))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from feedback_loop.demo.run import run_demo
 
@@ -656,6 +689,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate_apply.add_argument("--eval-logs", required=True, help="an eval-log file or folder (JSON Lines, gzip, Parquet)")
     calibrate_apply.add_argument("--out", required=True, help="folder for the calibrated records (same layout)")
     calibrate_apply.set_defaults(run=cmd_calibrate_apply)
+    calibrate_deploy = calibrate_commands.add_parser("deploy", help="put a map in service for a project: "
+                                                                    "GET /v1/calibration, POST /v1/calibrate")
+    calibrate_deploy.add_argument("--map", required=True, help="a map written by `calibrate fit`")
+    calibrate_deploy.add_argument("--project", required=True)
+    calibrate_deploy.add_argument("--by", default="cli", help="who deploys it (kept with the deployment)")
+    calibrate_deploy.add_argument("--force", action="store_true",
+                                  help="deploy a map its gate did not approve (or fitted without a held-out part)")
+    _where_keys_are(calibrate_deploy, argparse_default=None)
+    calibrate_deploy.set_defaults(run=cmd_calibrate_deploy)
 
     demo = commands.add_parser("demo", help="run the local demo")
     demo.add_argument("--template")

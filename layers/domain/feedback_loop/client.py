@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -25,6 +25,9 @@ from feedback_loop.models.changes import StoredChange
 from feedback_loop.models.evallog import EvalBatchResult
 from feedback_loop.models.feedback import BatchResult, FeedbackEvent, FeedbackType
 from feedback_loop.models.summary import RequestSummary
+
+if TYPE_CHECKING:
+    from feedback_loop.calibration.curves import CalibrationMap
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 _log = logging.getLogger("feedback_loop.client")
@@ -212,6 +215,43 @@ class FeedbackClient:
 
     def health(self) -> dict[str, str]:
         return self._call("GET", "/v1/health")
+
+    # --- the calibrator in service ----------------------------------------------------------------
+
+    def calibration_map(self, refresh_seconds: float = 300.0) -> CalibrationMap | None:
+        """The project's calibrator in service (GET /v1/calibration), kept and asked again with its
+        ETag every `refresh_seconds` (a 304 costs no body); None when none is in service."""
+        from feedback_loop.calibration.curves import CalibrationMap
+
+        kept = getattr(self, "_calibration", None)
+        if kept is not None and time.monotonic() - kept[2] < refresh_seconds:
+            return kept[1]
+        headers = {"If-None-Match": kept[0]} if kept is not None and kept[0] else {}
+        response = self.session.get(f"{self.base_url}/v1/calibration", headers=headers, timeout=self.timeout)
+        if response.status_code == 304 and kept is not None:
+            self._calibration = (kept[0], kept[1], time.monotonic())
+        elif response.status_code == 404:
+            self._calibration = ("", None, time.monotonic())
+        elif response.status_code == 200:
+            self._calibration = (response.headers.get("ETag", ""), CalibrationMap.loads(response.content),
+                                 time.monotonic())
+        else:
+            self._call("GET", "/v1/calibration")  # raises FeedbackApiError with the API's reason
+        return self._calibration[1]
+
+    def calibrate(self, score: float, metadata: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A raw evaluator score (0-1) and its request's metadata calibrated by the project's map,
+        applied here (no call per score: the map is fetched and refreshed by ETag); None when no
+        calibrator is in service. `p_good`, `expected_human`, and `needs_review` where the map has
+        review thresholds."""
+        calibration_map = self.calibration_map()
+        if calibration_map is None:
+            return None
+        return calibration_map.apply(score, {k: str(v) for k, v in (metadata or {}).items()})
+
+    def calibrate_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Up to 500 {"score", "metadata"} calibrated by the API (POST /v1/calibrate)."""
+        return self._call("POST", "/v1/calibrate", {"items": items})
 
 
 class EvalLogger:

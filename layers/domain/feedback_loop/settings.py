@@ -26,6 +26,8 @@ class ApiSettings(BaseSettings):
     day_shards: int = Field(default=8, ge=1, le=64, validation_alias="FEEDBACK_DAY_SHARDS")
     max_body_bytes: int = Field(default=5_000_000, ge=1024, validation_alias="MAX_BODY_BYTES")
     event_bus_name: str = Field(default="default", validation_alias="EVENT_BUS_NAME")
+    # the data bucket: the calibrator in service is kept there (logic/calibration.py)
+    data_bucket: str = Field(default="", validation_alias="DATA_BUCKET")
     # requests per API key and minute (0: no limit), counted across containers in the table
     rate_limit_per_minute: int = Field(default=0, ge=0, validation_alias="KEY_RATE_LIMIT_PER_MINUTE")
     # admitted requests per counter write (0: 1% of the limit, between 1 and 50); logic/ratelimit.py

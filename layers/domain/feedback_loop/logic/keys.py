@@ -29,6 +29,7 @@ SCOPES = {
     "changes:write": "register prompt and model changes",
     "changes:read": "list the registered changes",
     "retrain": "ask for the evaluator to be retrained",
+    "calibration:read": "read the calibrator in service and calibrate scores with it",
 }
 # (method, API Gateway resource) -> the scope it needs; public routes need none
 ROUTE_SCOPES = {
@@ -42,6 +43,8 @@ ROUTE_SCOPES = {
     ("GET", "/v1/changes"): "changes:read",
     ("GET", "/v1/changes/{name}"): "changes:read",
     ("POST", "/v1/retrain"): "retrain",
+    ("GET", "/v1/calibration"): "calibration:read",
+    ("POST", "/v1/calibrate"): "calibration:read",
 }
 KEY_PREFIX = "flk"
 PROJECT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

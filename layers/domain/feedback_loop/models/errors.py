@@ -37,6 +37,11 @@ class ChangeNotFound(FeedbackLoopError):
         self.name = name
 
 
+class NoCalibrator(FeedbackLoopError):
+    def __init__(self) -> None:
+        super().__init__("no calibrator is in service for this project (feedback-loop calibrate deploy)")
+
+
 class StorageUnavailable(FeedbackLoopError):
     """The store kept failing within the time budget; nothing was reported as stored."""
 
