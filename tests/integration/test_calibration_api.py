@@ -94,3 +94,43 @@ def test_a_map_its_gate_did_not_approve_needs_force(stack, table, project, tmp_p
     with pytest.raises(SystemExit, match="not a calibration map"):
         main(["--data-dir", data_dir, "calibrate", "deploy", "--map", str(tmp_path / "bad.json"), "--project", project])
     assert np.isfinite(result["expected_human"])
+
+
+def test_the_eval_logger_sends_the_calibrated_score_beside_the_raw_one(stack, table, project, tmp_path) -> None:
+    import gzip
+
+    import boto3
+
+    from feedback_loop.client import EvalLogger
+
+    key = create_key(table, project).plaintext
+    records = [{"request_id": f"cal-{i}", "timestamp": "2026-05-12T10:00:00Z", "prompt": "p", "output": "o",
+                "eval_scores": {"overall": i / 9}, "metadata": {"query_type": ["code", "chat"][i % 2]}}
+               for i in range(10)]
+    before = EvalLogger(stack.api_url, key, flush_interval=0.1, calibrate=True)
+    before.log(records[0])
+    before.close(timeout=30)
+    assert before.accepted == 1 and before.uncalibrated == 1  # no calibrator yet: sent as it was
+
+    fitted, _ = calibration.fit_gated(calibration.labelled(judged(6000), FIELDS), FIELDS)
+    (tmp_path / "map.json").write_text(fitted.map.dumps())
+    assert main(["--data-dir", local_state(stack, tmp_path / "state"), "calibrate", "deploy",
+                 "--map", str(tmp_path / "map.json"), "--project", project]) == 0
+    logger = EvalLogger(stack.api_url, key, flush_interval=0.1, calibrate=True)
+    for record in records[1:]:
+        logger.log(record)
+    logger.close(timeout=30)
+    assert (logger.accepted, logger.refused, logger.uncalibrated) == (9, 0, 0)
+    s3 = boto3.client("s3")
+    stored = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=f"eval-logs/{project}/"):
+        for item in page.get("Contents", []):
+            body = gzip.decompress(s3.get_object(Bucket=stack.bucket, Key=item["Key"])["Body"].read())
+            stored.update({r["request_id"]: r for r in map(json.loads, body.decode().splitlines())})
+    assert "calibrated" not in stored["cal-0"]["eval_scores"]
+    for record in records[1:]:
+        got, expected = stored[record["request_id"]], fitted.map.apply(record["eval_scores"]["overall"], record["metadata"])
+        assert got["eval_scores"]["overall"] == record["eval_scores"]["overall"]
+        assert got["eval_scores"]["calibrated"] == pytest.approx(expected["p_good"], abs=1e-12)
+        assert got["metadata"]["calibration_map"] == map_id(fitted.map)
+        assert got["metadata"]["needs_review"] == ("true" if expected["needs_review"] else "false")

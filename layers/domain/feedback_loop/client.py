@@ -239,6 +239,13 @@ class FeedbackClient:
             self._call("GET", "/v1/calibration")  # raises FeedbackApiError with the API's reason
         return self._calibration[1]
 
+    def calibration_map_id(self) -> str | None:
+        """The id of the map calibration_map() last fetched (its ETag), if any."""
+        kept = getattr(self, "_calibration", None)
+        if kept is None or kept[1] is None:
+            return None
+        return kept[0].strip('"') or None
+
     def calibrate(self, score: float, metadata: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """A raw evaluator score (0-1) and its request's metadata calibrated by the project's map,
         applied here (no call per score: the map is fetched and refreshed by ETag); None when no
@@ -261,11 +268,18 @@ class EvalLogger:
     errors, 5xx) with backoff. Nothing is raised into the app; the counters say what happened:
     `accepted` (stored, or stored before), `refused` (records that break the contract: each logged
     with its fields), `dropped` (the queue was full), `failed` (given up after the retries).
-    `close()` (also at exit) sends what is queued."""
+    `close()` (also at exit) sends what is queued. With `calibrate=True`, each record is sent with
+    the project's calibrator's figures beside its raw score (calibration.curves.calibrated_record:
+    `eval_scores.calibrated`, `expected_human`, `metadata.calibration_map`, `needs_review`), the map
+    fetched and refreshed by ETag in the background thread; without a calibrator in service, or when
+    it cannot be fetched, records go as they are (`uncalibrated` counts them)."""
 
     def __init__(self, base_url: str, api_key: str, *, batch_size: int = 500, flush_interval: float = 5.0,
-                 max_queue: int = 10_000, retries: int = 5, backoff: float = 0.5, timeout: float = 10.0):
+                 max_queue: int = 10_000, retries: int = 5, backoff: float = 0.5, timeout: float = 10.0,
+                 calibrate: bool = False):
         self.client = FeedbackClient(base_url, api_key, timeout=timeout, retries=retries, backoff_factor=backoff)
+        self.calibrate = calibrate
+        self.uncalibrated = 0
         self.batch_size = min(batch_size, 500)
         self.flush_interval = flush_interval
         self.accepted = self.refused = self.dropped = self.failed = 0
@@ -313,7 +327,30 @@ class EvalLogger:
                 batch.append(record)
             self._send(batch)
 
+    def _calibrated(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from feedback_loop.calibration.curves import calibrated_record
+
+        try:
+            calibration_map = self.client.calibration_map()
+        except (FeedbackApiError, requests.RequestException, ValueError):
+            calibration_map = None
+        if calibration_map is None:
+            self.uncalibrated += len(batch)
+            return batch
+        name = self.client.calibration_map_id()
+        out = []
+        for record in batch:
+            try:
+                done = calibrated_record(record, calibration_map, name)
+            except (TypeError, ValueError):  # the API says what is wrong with the record
+                done = None
+            self.uncalibrated += done is None
+            out.append(done if done is not None else record)
+        return out
+
     def _send(self, batch: list[dict[str, Any]]) -> None:
+        if self.calibrate:
+            batch = self._calibrated(batch)
         try:
             result = self.client.log_evals(batch)
         except (requests.RequestException, FeedbackApiError) as error:
