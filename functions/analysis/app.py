@@ -100,7 +100,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                             window=settings.window, settings=settings.analysis())
     if phase == "finish":
         return _done(finish_athena(event["state"], s3=s3, client=athena, events=events, bucket=settings.data_bucket,
-                                   bus_name=settings.event_bus_name, place=place, settings=settings.analysis()),
+                                   bus_name=settings.event_bus_name, place=place, settings=settings.analysis(),
+                                   table=table),
                      "athena")
     if phase is not None:
         raise ValueError(f"unknown phase {phase!r}: plan, embedded, start or finish")

@@ -261,3 +261,32 @@ def test_the_plan_leaves_out_projects_without_eval_logs_in_the_window_unless_nam
     assert all(p["bytes"] > 0 for p in found["projects"])
     named = handler({"phase": "plan", "request": {"time": _END.isoformat(), "projects": ["idle-since-2020"]}}, context)
     assert [p["project"] for p in named["projects"]] == ["idle-since-2020"] and named["idle"] == []
+
+
+def test_a_calibrator_in_service_is_judged_in_the_weekly_report(stack, table, week) -> None:
+    """A map put in service for the project (learned from the week's own labelled dataset, forced:
+    a plumbing check, not a fair test of the map) and the week run again by the state machine: the
+    report gives the calibrated score's figures beside the raw one's, the raw ones its own."""
+    from feedback_loop.calibration.fit import fit, labelled
+    from feedback_loop.calibration.curves import map_id
+    from feedback_loop.logic.calibration import deploy
+
+    project, _, _, _, _, s3, _ = week
+    rows = [json.loads(line) for line in s3.get_object(
+        Bucket=stack.bucket, Key=f"reports/{project}/{WINDOW_KEY}/labelled.jsonl")["Body"].read().splitlines()]
+    calibration_map = fit(labelled(rows, ("query_type",)), ("query_type",)).map
+    deploy(table, s3, stack.bucket, project, calibration_map.dumps(), "test", force=True)
+    execution = stack.states.execute("AnalysisStateMachine", {"time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                              "engine": "embedded", "projects": [project]})
+    assert execution["status"] == "SUCCEEDED", execution
+    report = json.loads(s3.get_object(Bucket=stack.bucket, Key=f"reports/{project}/{WINDOW_KEY}/report.json")
+                        ["Body"].read())
+    section = report["calibration"]
+    assert section["map_id"] == map_id(calibration_map) and section["n"] == report["agreement"]["n"]
+    assert section["raw"]["ece"] == report["agreement"]["ece"]
+    from feedback_loop.analysis import stats
+
+    binary = [r for r in rows if r["human_label"] in ("good", "bad")]
+    mapped = [calibration_map.apply(r["overall"], r["segments"])["p_good"] for r in binary]
+    assert section["calibrated"]["ece"] == pytest.approx(
+        stats.calibration(mapped, [r["human_label"] == "good" for r in binary]).ece, abs=1e-12)

@@ -383,7 +383,7 @@ def test_the_analysis_and_retrain_functions_touch_only_their_prefixes(deployed) 
         assert not {a for a in grants if a.startswith(("s3:Delete", "s3:PutBucket", "s3:PutLifecycle"))}
         assert all(r == bucket or r.startswith(bucket + "/") for resources in grants.values() for r in resources)
     assert analysis["s3:GetObject"] == {f"{bucket}/{p}/*" for p in ("eval-logs", "reports", "feedback-export",
-                                                                    "athena-results")}
+                                                                    "athena-results", "calibration")}
     assert analysis["s3:PutObject"] == {f"{bucket}/{p}/*" for p in ("reports", "feedback-export", "athena-results")}
     assert retrain == {"s3:ListBucket": {bucket}, "s3:GetObject": {f"{bucket}/reports/*", f"{bucket}/base-models/*"},
                        "s3:PutObject": {f"{bucket}/code/*", f"{bucket}/training/*"}}

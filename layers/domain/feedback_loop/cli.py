@@ -321,6 +321,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
     analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
                             since, until, settings, progress, memory_limit=args.memory_limit)
+    if args.calibration_map:  # the calibrator's figures beside the raw score's (report.json `calibration`)
+        from feedback_loop.analysis.calibrated import with_calibration
+        from feedback_loop.calibration.curves import CalibrationMap, map_id
+
+        try:
+            calibration_map = CalibrationMap.loads(Path(args.calibration_map).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(f"--calibration-map {args.calibration_map}: not a calibration map: {error}")
+        with_calibration(analysis, calibration_map, map_id(calibration_map))
     if args.history:  # earlier runs kept as folders beside this one: the trends, and the index page
         if args.out.startswith("s3://"):
             raise SystemExit("--history reads folders: write --out to a folder too")
@@ -649,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--target-rate", type=float, default=0.05, help="feedback rate a cohort should reach")
     analyze.add_argument("--trim", type=float, default=20.0, help="cap weights at this multiple of the mean")
     analyze.add_argument("--impact-days", type=float, default=7.0, help="before/after window on each side")
+    analyze.add_argument("--calibration-map", metavar="FILE",
+                         help="a calibration map (`calibrate fit`): the report gives its calibrated score's figures "
+                              "beside the raw score's (report.json `calibration`)")
     analyze.add_argument("--history", metavar="FOLDER",
                          help="a folder of earlier runs' folders (each an --out of this command): the report's "
                          "trends read them, and FOLDER/index.html links every run; put --out inside it")

@@ -115,9 +115,17 @@ def previous_points(s3: Any, bucket: str, project: str, skipped: Counter[str] | 
 
 
 def _publish(project: str, until: datetime, analysis: Analysis, changes: list[Change], *, s3: Any, events: Any,
-             bucket: str, bus_name: str) -> WeeklyResult:
-    """The report (with the trends of the project's earlier runs) and datasets written to S3, the
-    project's index page rewritten, and AnalysisCompleted put on the bus."""
+             bucket: str, bus_name: str, table: FeedbackTable | None = None) -> WeeklyResult:
+    """The report (with the trends of the project's earlier runs and, where a calibrator is in
+    service, its figures beside the raw score's) and datasets written to S3, the project's index
+    page rewritten, and AnalysisCompleted put on the bus."""
+    if table is not None:
+        from feedback_loop.analysis.calibrated import with_calibration
+        from feedback_loop.logic.calibration import CurrentMaps
+
+        current = CurrentMaps(table, s3, bucket).get(project)
+        if current is not None:
+            with_calibration(analysis, current[2], current[0])
     run = run_name(until)
     previous = [p for p in previous_points(s3, bucket, project) if p.get("run") != run]
     with_trends(analysis.report, previous, change_marks(changes))
@@ -153,7 +161,8 @@ def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: Fe
     feedback.add_items(_feedback_items(table, project, since, settings, now, day_shards))
     source = EvalLogSource(f"s3://{bucket}/{eval_logs_prefix(project)}", s3)
     analysis = run_analysis(project, source, feedback, changes, since, until, settings, progress)
-    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
+    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name,
+                    table=table)
 
 
 # --- the engine of each project -----------------------------------------------------------------------
@@ -239,7 +248,7 @@ def start_athena(project: str, until: datetime, *, s3: Any, client: Any, table: 
 
 
 def finish_athena(state_key: str, *, s3: Any, client: Any, events: Any, bucket: str, bus_name: str,
-                  place: AthenaPlace, settings: AnalysisSettings) -> WeeklyResult:
+                  place: AthenaPlace, settings: AnalysisSettings, table: FeedbackTable | None = None) -> WeeklyResult:
     """The started pass's results read into the report, written and announced as run_weekly does."""
     state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
     project, until = state["project"], datetime.fromisoformat(state["until"])
@@ -251,4 +260,5 @@ def finish_athena(state_key: str, *, s3: Any, client: Any, events: Any, bucket: 
     feedback = FeedbackIndex()
     feedback.events = exported
     analysis = report(project, collected, feedback, sides, until - window, until, settings, skipped)
-    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
+    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name,
+                    table=table)

@@ -147,7 +147,7 @@ class CalibrationMap:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "CalibrationMap":
-        if data.get("kind") != "calibrator" or data.get("format") != FORMAT:
+        if not isinstance(data, Mapping) or data.get("kind") != "calibrator" or data.get("format") != FORMAT:
             raise ValueError(f"not a calibration map of format {FORMAT}")
         return cls(Target.from_json(data["p_good"]), Target.from_json(data["expected_human"]),
                    tuple(data.get("fields", ())), int(data.get("min_segment_labels", 50)),
