@@ -58,6 +58,21 @@ def layout(s3, project: str) -> athena.Layout:
     return athena.Layout.of(BUCKET, [o["Key"] for page in pages for o in page.get("Contents", [])])
 
 
+def on_athena(s3, project: str, items: list, measured: list, since: datetime, until: datetime, start: datetime
+              ) -> tuple:
+    """A pass on the local Athena: the feedback `items` exported for the run, the statements run;
+    (collected, events exported, sides, skipped)."""
+    run = run_name(until)
+    assert athena.export_feedback(items, s3, BUCKET, project, run) == len(items)
+    sides = change_sides(measured, since, until, SETTINGS)
+    skipped: Counter[str] = Counter()
+    collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
+                                           project, run, sides, start.timestamp(), until.timestamp(),
+                                           (since.timestamp(), until.timestamp()), SETTINGS.segment_fields, skipped,
+                                           poll=0.02, layout=layout(s3, project))
+    return collected, events, sides, skipped
+
+
 @pytest.fixture(scope="module")
 def week(stack, table):
     """A project's two weeks: feedback through the API, eval logs in S3 (one file a day, and a
@@ -119,14 +134,7 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
                           embedded_sides, start.timestamp(), until.timestamp(), window, SETTINGS.segment_fields,
                           embedded_skipped)
 
-    run = run_name(until)
-    assert athena.export_feedback(items, s3, BUCKET, project, run) == len(items)
-    athena_sides = change_sides(measured, since, until, SETTINGS)
-    athena_skipped: Counter[str] = Counter()
-    collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
-                                           project, run, athena_sides, start.timestamp(), until.timestamp(), window,
-                                           SETTINGS.segment_fields, athena_skipped, poll=0.02,
-                                           layout=layout(s3, project))
+    collected, events, athena_sides, athena_skipped = on_athena(s3, project, items, measured, since, until, start)
     files = layout(s3, project)
     assert len(files.json_days) >= 8 and len(files.parquet_days) >= 4 and len(files.parquet_files) >= 4
     assert events == len(items) == embedded_feedback.events
@@ -247,14 +255,8 @@ def test_order_and_layout_never_change_the_athena_report(table, week, tmp_path) 
         s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/a.parquet", Body=parquet(rows[:half]))
         s3.put_object(Bucket=BUCKET, Key=f"eval-logs/{project}/dt={day}/b.jsonl.gz",
                       Body=gzip.compress("".join(json.dumps(r) + "\n" for r in rows[half:]).encode()))
-    run = run_name(until)
-    assert athena.export_feedback(items[::-1], s3, BUCKET, project, run) == len(items)
-    athena_sides = change_sides(measured, since, until, SETTINGS)
-    athena_skipped: Counter[str] = Counter()
-    collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
-                                           project, run, athena_sides, start.timestamp(), until.timestamp(), window,
-                                           SETTINGS.segment_fields, athena_skipped, poll=0.02,
-                                           layout=layout(s3, project))
+    collected, events, athena_sides, athena_skipped = on_athena(s3, project, items[::-1], measured, since, until,
+                                                                start)
     athena_feedback = FeedbackIndex()
     athena_feedback.events = events
     got = report("p", collected, athena_feedback, athena_sides, since, until, SETTINGS, athena_skipped,
