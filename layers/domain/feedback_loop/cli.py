@@ -19,7 +19,8 @@ from feedback_loop.demo.settings import DemoSettings
 DEFAULT_DATA_DIR = ".feedback-loop"
 SERVE_KEY_FILE = "serve-key.json"  # the key serve printed, per project
 # logic/keys.py's SCOPES, written here so that the parser imports nothing (a test holds them equal)
-SCOPE_NAMES = ("feedback:write", "feedback:read", "evals:write", "changes:write", "changes:read", "retrain")
+SCOPE_NAMES = ("feedback:write", "feedback:read", "evals:write", "changes:write", "changes:read", "retrain",
+               "calibration:read")
 
 
 def _parameters(pairs: list[str]) -> dict[str, str]:
