@@ -117,6 +117,12 @@ def calibrators() -> CurrentMaps:
     return CurrentMaps(table, boto3.client("s3"), settings.data_bucket)
 
 
+def _calibrator(project: str) -> tuple[str, Any] | None:
+    """The project's calibrator in service (its id and map), for the records OpenTelemetry brings."""
+    found = calibrators().get(project)
+    return None if found is None else (found[0], found[2])
+
+
 @functools.cache
 def events() -> Any:
     """The EventBridge client, made on the first /v1/retrain (a client costs tens of ms at cold start)."""
@@ -319,10 +325,12 @@ def _otlp(kind: str) -> Response:
     project = app.context["project"]
     if kind == "traces":
         spans, unreadable = otlp.spans(export)
-        outcome = telemetry.receive_spans(table, eval_stream(), project, spans, mapping, policy)
+        outcome = telemetry.receive_spans(table, eval_stream(), project, spans, mapping, policy,
+                                          calibrator=_calibrator(project))
     else:
         found, unreadable = otlp.log_evaluations(export)
-        outcome = telemetry.receive_evaluations(table, eval_stream(), project, found, mapping, policy)
+        outcome = telemetry.receive_evaluations(table, eval_stream(), project, found, mapping, policy,
+                                                calibrator=_calibrator(project))
     outcome.rejected.update(unreadable)
     _count(Counter({key: n for key, n in ((("Accepted", "otlp_record"), outcome.records),
                                           (("Accepted", "otlp_feedback"), outcome.feedback),

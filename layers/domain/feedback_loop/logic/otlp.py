@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from feedback_loop.calibration.curves import CalibrationMap, calibrated_record
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.interop import otlp
 from feedback_loop.interop.mapping import convert
@@ -39,6 +40,7 @@ from feedback_loop.logic import evals, ingest
 from feedback_loop.logic.ingest import IngestPolicy
 
 PENDING_DAYS = 14
+Calibrator = tuple[str, CalibrationMap]  # the calibrator in service: its id and its map
 SCORE = "score:"
 EMITTED = "emitted"
 DIRECT = "_direct"  # a span sent with its own scores, without an item (never stored)
@@ -165,8 +167,10 @@ def _merge(table: FeedbackTable, project: str, updates: list[tuple[str, str, dic
 
 
 def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items: list[dict[str, Any]],
-             mapping: otlp.Mapping, policy: IngestPolicy, outcome: Outcome, now: datetime) -> None:
-    """The records of the items that hold their span and their overall score, once."""
+             mapping: otlp.Mapping, policy: IngestPolicy, outcome: Outcome, now: datetime,
+             calibrator: Calibrator | None = None) -> None:
+    """The records of the items that hold their span and their overall score, once; with the
+    calibrator in service, its figures beside the raw score (calibration.curves.calibrated_record)."""
     ready = []
     for item in items:
         scores = _scores(item)
@@ -175,7 +179,10 @@ def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items
                 outcome.passed_over["late_scores"] += 1
             continue
         if "span" in item and mapping.overall in scores:
-            ready.append((item, otlp.scored_record(json.loads(item["span"]), scores, mapping)))
+            record = otlp.scored_record(json.loads(item["span"]), scores, mapping)
+            if calibrator is not None:
+                record = calibrated_record(record, calibrator[1], calibrator[0]) or record
+            ready.append((item, record))
     for start in range(0, len(ready), MAX_RECORDS_A_CALL):
         chunk = ready[start:start + MAX_RECORDS_A_CALL]
         result = evals.record_evals(table, stream, project, [record for _, record in chunk], policy, now)
@@ -197,7 +204,8 @@ def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items
 
 
 def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, spans: Sequence[otlp.Span],
-                  mapping: otlp.Mapping, policy: IngestPolicy, now: datetime | None = None) -> Outcome:
+                  mapping: otlp.Mapping, policy: IngestPolicy, now: datetime | None = None,
+                  calibrator: Calibrator | None = None) -> Outcome:
     """Spans (with their own evaluations and annotations) into pending items, records and feedback."""
     now = now or datetime.now(timezone.utc)
     outcome = Outcome()
@@ -230,7 +238,7 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
         else:
             paired.append(update)
     _deliver(table, stream, project, direct + _merge(table, project, paired, outcome, now), mapping, policy,
-             outcome, now)
+             outcome, now, calibrator)
     if people:
         _feedback(table, project, people, mapping, policy, outcome, now)
     return outcome
@@ -238,7 +246,7 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
 
 def receive_evaluations(table: FeedbackTable, stream: evals.EvalStream, project: str,
                         evaluations: Sequence[otlp.Evaluation], mapping: otlp.Mapping, policy: IngestPolicy,
-                        now: datetime | None = None) -> Outcome:
+                        now: datetime | None = None, calibrator: Calibrator | None = None) -> Outcome:
     """Evaluation results (from log records) into their spans' items, and the records they complete."""
     now = now or datetime.now(timezone.utc)
     outcome = Outcome()
@@ -247,7 +255,8 @@ def receive_evaluations(table: FeedbackTable, stream: evals.EvalStream, project:
         by_span.setdefault((evaluation.trace_id, evaluation.span_id), []).append(evaluation)
     updates = [(trace, span, values) for (trace, span), found in by_span.items()
                if (values := _score_values(found, outcome))]
-    _deliver(table, stream, project, _merge(table, project, updates, outcome, now), mapping, policy, outcome, now)
+    _deliver(table, stream, project, _merge(table, project, updates, outcome, now), mapping, policy, outcome, now,
+             calibrator)
     return outcome
 
 
