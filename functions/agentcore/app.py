@@ -17,6 +17,7 @@ from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.interop import otlp
 from feedback_loop.logic import evals
 from feedback_loop.logic import otlp as telemetry
+from feedback_loop.logic.calibration import CurrentMaps
 from feedback_loop.logic.ingest import IngestPolicy
 from feedback_loop.models.errors import StorageUnavailable
 from feedback_loop.settings import agentcore_settings
@@ -36,6 +37,11 @@ def _setup() -> tuple[FeedbackTable, evals.EvalStream, otlp.Mapping, IngestPolic
             settings.project)
 
 
+@functools.cache
+def _calibrators() -> CurrentMaps:
+    return CurrentMaps(_setup()[0], boto3.client("s3"), agentcore_settings().data_bucket)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     data = CloudWatchLogsEvent(event).parse_logs_data()
@@ -43,8 +49,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"message_type": data.message_type}
     table, stream, mapping, policy, project = _setup()
     spans, evaluations, skipped = otlp.read_log_messages(e.message for e in data.log_events)
-    outcome = (telemetry.receive_spans(table, stream, project, spans, mapping, policy)
-               + telemetry.receive_evaluations(table, stream, project, evaluations, mapping, policy))
+    found = _calibrators().get(project)  # the calibrator in service: its figures beside the raw score
+    calibrator = None if found is None else (found[0], found[2])
+    outcome = (telemetry.receive_spans(table, stream, project, spans, mapping, policy, calibrator=calibrator)
+               + telemetry.receive_evaluations(table, stream, project, evaluations, mapping, policy,
+                                               calibrator=calibrator))
     summary = {"log_group": data.log_group, "events": len(data.log_events), **outcome.counts(),
                "skipped": dict(skipped)}
     logger.info("subscription batch", extra=summary)

@@ -229,6 +229,7 @@ class AgentCoreSettings(BaseSettings):
     overall: str = Field(default="Builtin.Helpfulness", min_length=1, validation_alias="AGENTCORE_OVERALL_EVALUATION")
     overall_range: str = Field(default="0,1", validation_alias="AGENTCORE_OVERALL_RANGE")
     request_id: str = Field(default="trace", min_length=1, validation_alias="AGENTCORE_REQUEST_ID")
+    data_bucket: str = Field(default="", validation_alias="DATA_BUCKET")  # where the calibrator in service is kept
 
 
 @lru_cache(maxsize=1)
