@@ -129,3 +129,9 @@ def test_fit_gated_judges_the_map_on_later_labels_and_sets_who_needs_review() ->
             expected = threshold is None or max(found["p_good"], 1 - found["p_good"]) < threshold
             assert found["needs_review"] == expected
     assert calibration_map.review_threshold({"query_type": "other"}) == escalation["threshold"]
+
+
+def test_labels_without_times_cannot_be_split_by_time_and_say_so() -> None:
+    rows = [{**row, "timestamp": ""} for row in judged(500)]
+    with pytest.raises(ValueError, match="same timestamp.*--held-out-share 0"):
+        calibration.fit_gated(calibration.labelled(rows))

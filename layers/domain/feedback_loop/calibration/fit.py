@@ -392,6 +392,9 @@ def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: 
     policy = policy or gate.CalibratorPolicy()
     binary = (data.human >= scoring.GOOD_AT) | (data.human <= scoring.BAD_AT)
     train_index, held_index, cut = gate.time_split(data.timestamps, data.ids, policy.held_out_share)
+    if not len(train_index):
+        raise ValueError(f"every label has the same timestamp ({cut or 'none'}): nothing is earlier than the "
+                         "held-out part; give the labels their times, or fit without a gate (--held-out-share 0)")
     fitted = fit(data.take(train_index), fields, min_segment_labels)
     held = data.take(held_index[binary[held_index]])
     labels = (held.human >= scoring.GOOD_AT).astype(float)
