@@ -49,8 +49,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"message_type": data.message_type}
     table, stream, mapping, policy, project = _setup()
     spans, evaluations, skipped = otlp.read_log_messages(e.message for e in data.log_events)
-    found = _calibrators().get(project)  # the calibrator in service: its figures beside the raw score
-    calibrator = None if found is None else (found[0], found[2])
+    calibrator = _calibrators().get(project)  # the calibrator in service: its figures beside the raw score
     outcome = (telemetry.receive_spans(table, stream, project, spans, mapping, policy, calibrator=calibrator)
                + telemetry.receive_evaluations(table, stream, project, evaluations, mapping, policy,
                                                calibrator=calibrator))

@@ -117,12 +117,6 @@ def calibrators() -> CurrentMaps:
     return CurrentMaps(table, boto3.client("s3"), settings.data_bucket)
 
 
-def _calibrator(project: str) -> tuple[str, Any] | None:
-    """The project's calibrator in service (its id and map), for the records OpenTelemetry brings."""
-    found = calibrators().get(project)
-    return None if found is None else (found[0], found[2])
-
-
 @functools.cache
 def events() -> Any:
     """The EventBridge client, made on the first /v1/retrain (a client costs tens of ms at cold start)."""
@@ -326,11 +320,11 @@ def _otlp(kind: str) -> Response:
     if kind == "traces":
         spans, unreadable = otlp.spans(export)
         outcome = telemetry.receive_spans(table, eval_stream(), project, spans, mapping, policy,
-                                          calibrator=_calibrator(project))
+                                          calibrator=calibrators().get(project))
     else:
         found, unreadable = otlp.log_evaluations(export)
         outcome = telemetry.receive_evaluations(table, eval_stream(), project, found, mapping, policy,
-                                                calibrator=_calibrator(project))
+                                                calibrator=calibrators().get(project))
     outcome.rejected.update(unreadable)
     _count(Counter({key: n for key, n in ((("Accepted", "otlp_record"), outcome.records),
                                           (("Accepted", "otlp_feedback"), outcome.feedback),
@@ -399,12 +393,11 @@ def get_calibration():  # unannotated: the map's own JSON, and a 304 without a b
     found = calibrators().get(app.context["project"])
     if found is None:
         raise NoCalibrator()
-    identifier, text, _ = found
-    etag = f'"{identifier}"'
+    etag = f'"{found.id}"'
     asked = next((v for k, v in (app.current_event.headers or {}).items() if k.lower() == "if-none-match"), None)
     if asked is not None and etag in [tag.strip() for tag in asked.split(",")]:
         return Response(status_code=HTTPStatus.NOT_MODIFIED.value, headers={"ETag": etag})
-    return Response(status_code=200, content_type="application/json", body=text, headers={"ETag": etag})
+    return Response(status_code=200, content_type="application/json", body=found.text, headers={"ETag": etag})
 
 
 @app.post("/v1/calibrate", summary="Calibrate up to 500 raw evaluator scores with the project's calibrator in service",
@@ -414,10 +407,8 @@ def post_calibrate(request: Annotated[CalibrateRequest, Body()]) -> CalibrateRes
     found = calibrators().get(app.context["project"])
     if found is None:
         raise NoCalibrator()
-    identifier, _, calibration_map = found
-    return CalibrateResult(calibration_map=identifier, results=[
-        Calibrated(**calibration_map.apply(item.score, item.metadata))
-        for item in request.items])
+    return CalibrateResult(calibration_map=found.id, results=[
+        Calibrated(**found.map.apply(item.score, item.metadata)) for item in request.items])
 
 
 @app.exception_handler(RequestValidationError)

@@ -399,6 +399,7 @@ def test_a_chain_span_keeps_its_own_model_and_never_guesses_between_two() -> Non
 
 def test_records_carry_the_calibrators_figures_beside_the_raw_score() -> None:
     from feedback_loop.calibration.curves import CalibrationMap, Curve, Target
+    from feedback_loop.logic.calibration import InService
 
     curve = Target("isotonic", curve=Curve((0.0, 1.0), (0.1, 0.6)))
     calibration_map = CalibrationMap(curve, curve)
@@ -406,7 +407,7 @@ def test_records_carry_the_calibrators_figures_beside_the_raw_score() -> None:
     mapping = otlp.Mapping(overall="helpfulness", low=1, high=5)
     spans, _ = otlp.spans(traces(chat(scores={"helpfulness": 4})))
     telemetry.receive_spans(table, evals.EvalStream(stream, "s"), "p", spans, mapping, IngestPolicy(),
-                            calibrator=("map-1", calibration_map))
+                            calibrator=InService("map-1", calibration_map.dumps(), calibration_map))
     [line] = stream.lines()
     assert line["eval_scores"]["overall"] == 0.75 and line["eval_scores"]["calibrated"] == pytest.approx(0.475)
     assert line["metadata"]["calibration_map"] == "map-1"

@@ -78,6 +78,8 @@ class FeedbackClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"Authorization": f"Bearer {api_key}", "User-Agent": "feedback-loop-client"})
+        # the calibrator in service as last fetched: (ETag, map or None when none, when fetched)
+        self._calibration: tuple[str, CalibrationMap | None, float] | None = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class FeedbackClient:
         ETag every `refresh_seconds` (a 304 costs no body); None when none is in service."""
         from feedback_loop.calibration.curves import CalibrationMap
 
-        kept = getattr(self, "_calibration", None)
+        kept = self._calibration
         if kept is not None and time.monotonic() - kept[2] < refresh_seconds:
             return kept[1]
         headers = {"If-None-Match": kept[0]} if kept is not None and kept[0] else {}
@@ -241,7 +243,7 @@ class FeedbackClient:
 
     def calibration_map_id(self) -> str | None:
         """The id of the map calibration_map() last fetched (its ETag), if any."""
-        kept = getattr(self, "_calibration", None)
+        kept = self._calibration
         if kept is None or kept[1] is None:
             return None
         return kept[0].strip('"') or None

@@ -9,8 +9,6 @@ functions every other figure of the report uses.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -19,20 +17,7 @@ from feedback_loop import scoring
 from feedback_loop.analysis import stats
 from feedback_loop.analysis.model import Analysis
 from feedback_loop.calibration.curves import UNKNOWN, CalibrationMap
-
-
-def _log_loss(p: np.ndarray, y: np.ndarray) -> float | None:
-    if not len(p):
-        return None
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-def _figures(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    found = stats.calibration(p, y)
-    return {"ece": found.ece, "brier": found.brier, "log_loss": _log_loss(p, y),
-            "auroc": stats.auroc(p, y.astype(bool)).auroc if len(np.unique(y)) == 2 else None,
-            "reliability_bins": [asdict(b) for b in found.bins]}
+from feedback_loop.calibration.fit import figures
 
 
 def section(analysis: Analysis, calibration_map: CalibrationMap, map_id: str, threshold: float,
@@ -40,7 +25,8 @@ def section(analysis: Analysis, calibration_map: CalibrationMap, map_id: str, th
     """The `calibration` section of the analysis's report (its labelled rows, in the order read)."""
     rows, fields = analysis.datasets.rows, analysis.datasets.fields
     overall, human = np.array(rows.overall, float), np.array(rows.human, float)
-    values = [{name: (segment[fields.index(name)] if name in fields else UNKNOWN) for name in calibration_map.fields}
+    positions = {name: fields.index(name) for name in calibration_map.fields if name in fields}
+    values = [{name: segment[positions[name]] if name in positions else UNKNOWN for name in calibration_map.fields}
               for segment in rows.segments]
     applied = [calibration_map.apply(score, own) for score, own in zip(overall.tolist(), values)]
     calibrated = np.array([a["p_good"] for a in applied], float)
@@ -49,12 +35,11 @@ def section(analysis: Analysis, calibration_map: CalibrationMap, map_id: str, th
     out: dict[str, Any] = {
         "map_id": map_id, "method": calibration_map.p_good.method, "fields": list(calibration_map.fields),
         "fields_not_in_the_analysis": [f for f in calibration_map.fields if f not in fields],
-        "n": int(binary.sum()), "raw": _figures(overall[binary], y), "calibrated": _figures(calibrated[binary], y),
+        "n": int(binary.sum()), "raw": figures(overall[binary], y, bins=True),
+        "calibrated": figures(calibrated[binary], y, bins=True),
         "threshold": {"raw": threshold, "p_good_at_raw_threshold": calibration_map.apply(threshold, {})["p_good"]},
         "by_segment": {}}
-    for name in calibration_map.fields:
-        if name not in fields:
-            continue
+    for name in positions:
         column = np.array([v[name] for v in values], dtype=object)
         for value in sorted(set(column[binary].tolist())):
             member = binary & (column == value)
@@ -74,7 +59,7 @@ def section(analysis: Analysis, calibration_map: CalibrationMap, map_id: str, th
                              "needs_review_share": float(review.mean()) if len(review) else None,
                              "decided_alone": int(alone.sum()),
                              "agreement_decided_alone": float(agree.mean()) if len(agree) else None}
-    if out["calibrated"]["ece"] is not None and math.isfinite(out["calibrated"]["ece"] or math.nan):
+    if out["calibrated"]["ece"] is not None:  # None: no binary label
         out["ece_change"] = out["calibrated"]["ece"] - out["raw"]["ece"]
     return out
 

@@ -125,7 +125,7 @@ def _publish(project: str, until: datetime, analysis: Analysis, changes: list[Ch
 
         current = CurrentMaps(table, s3, bucket).get(project)
         if current is not None:
-            with_calibration(analysis, current[2], current[0])
+            with_calibration(analysis, current.map, current.id)
     run = run_name(until)
     previous = [p for p in previous_points(s3, bucket, project) if p.get("run") != run]
     with_trends(analysis.report, previous, change_marks(changes))

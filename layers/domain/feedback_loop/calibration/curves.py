@@ -29,6 +29,11 @@ UNKNOWN = "unknown"  # a segment field a request lacks (the analysis's name for 
 LOGIT_CLIP = 0.01
 
 
+def finite_number(value: Any) -> bool:
+    """A real number (an int or a float, not a bool), finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class Curve:
     x: tuple[float, ...]
@@ -116,7 +121,7 @@ class CalibrationMap:
         """The calibrated figures of a raw score in [0, 1] (a value outside is clipped) and the
         request's segment values (a missing field is `unknown`); with the escalation thresholds set,
         `needs_review`: whether a person should look (the judge is not confident enough)."""
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+        if not finite_number(score):
             raise ValueError("the score must be a finite number")
         score = min(max(float(score), 0.0), 1.0)
         values = {name: str((segments or {}).get(name) or UNKNOWN) for name in self.fields}
@@ -186,7 +191,7 @@ def calibrated_record(record: Mapping[str, Any], calibration_map: CalibrationMap
     record without a raw `overall` in [0, 1]."""
     scores = record.get("eval_scores")
     overall = scores.get("overall") if isinstance(scores, Mapping) else None
-    if not isinstance(overall, (int, float)) or isinstance(overall, bool) or not 0 <= overall <= 1:
+    if not finite_number(overall) or not 0 <= overall <= 1:
         return None
     found = calibration_map.apply(overall, segment_values(record, calibration_map.fields))
     metadata = dict(record.get("metadata")) if isinstance(record.get("metadata"), Mapping) else {}

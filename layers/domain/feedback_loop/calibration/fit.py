@@ -24,10 +24,9 @@ the raw score's order (its AUROC), and is kept within [floor, 1 - floor], floor 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from feedback_loop import scoring
 from feedback_loop.calibration.curves import (LOGIT_CLIP, UNKNOWN, CalibrationMap, Curve, Logistic, Target,
-                                              segment_values)
+                                              finite_number, segment_values)
 
 MAX_DISCRETE = 25  # distinct raw scores up to which binning is a candidate
 PRIOR_LABELS = 2.0  # Beta smoothing: pseudo-labels at the global mean added to each value's bin
@@ -82,11 +81,11 @@ def labelled(rows: Iterable[Mapping[str, Any]], fields: tuple[str, ...] = (), fo
     for row in rows:
         overall = row.get("overall", (row.get("eval_scores") or {}).get("overall"))
         h = row.get("human_score")
-        if not _number(overall) or not _number(h) or not 0 <= overall <= 1 or not 0 <= h <= 1:
+        if not finite_number(overall) or not finite_number(h) or not 0 <= overall <= 1 or not 0 <= h <= 1:
             continue
         score.append(float(overall))
         human.append(float(h))
-        weight.append(float(row["weight"]) if _number(row.get("weight")) and row["weight"] > 0 else 1.0)
+        weight.append(float(row["weight"]) if finite_number(row.get("weight")) and row["weight"] > 0 else 1.0)
         ids.append(str(row.get("request_id", len(ids))))
         stamps.append(str(row.get("timestamp", "")))
         own = segment_values(row, fields)
@@ -102,10 +101,6 @@ def labelled(rows: Iterable[Mapping[str, Any]], fields: tuple[str, ...] = (), fo
     return Labelled(np.array(score, float), np.array(human, float), np.array(weight, float),
                     np.array(ids, dtype=object), codes, np.array([fold_of(i, folds) for i in ids], dtype=np.int64),
                     np.array(stamps, dtype=object))
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fold_of(request_id: str, folds: int = FOLDS) -> int:
@@ -293,9 +288,28 @@ def predict(target: Target, data: Labelled) -> np.ndarray:
     return out
 
 
-def log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+def log_losses(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each request's log loss (probabilities clipped to [1e-15, 1 - 1e-15])."""
     p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.average(y * np.log(p) + (1 - y) * np.log(1 - p), weights=w))
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float:
+    return float(np.average(log_losses(p, y), weights=w))
+
+
+def figures(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, bins: bool = False) -> dict[str, Any]:
+    """How well probabilities p of good fit binary labels y: ECE (10 equal-width bins) and Brier
+    (stats.calibration), log loss (weighted by w when given), AUROC (None with one kind of label),
+    and with `bins` the reliability bins."""
+    from feedback_loop.analysis import stats
+
+    found = stats.calibration(p, y)
+    out = {"ece": found.ece, "brier": found.brier, "log_loss": log_loss(p, y, w) if len(p) else None,
+           "auroc": stats.auroc(p, np.asarray(y, bool)).auroc}
+    if bins:
+        out["reliability_bins"] = [asdict(b) for b in found.bins]
+    return out
 
 
 def squared_error(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
@@ -314,7 +328,8 @@ def _choose(data: Labelled, target: np.ndarray, loss: Any, fields: tuple[str, ..
     split = [(train, test) for train, test in split if len(train) and len(test)]
     parts = [(data.take(train), data.take(test)) for train, test in split]
     losses, out_of_fold = {}, {}
-    for candidate in candidates(data, fields, methods):
+    tried = candidates(data, fields, methods)
+    for candidate in tried:
         predicted = np.full(len(data), np.nan)
         for (train, test), (train_data, test_data) in zip(split, parts):
             chosen = fit_target(candidate, train_data, target[train], minimum)
@@ -323,7 +338,7 @@ def _choose(data: Labelled, target: np.ndarray, loss: Any, fields: tuple[str, ..
         losses[candidate.name] = loss(predicted[known], target[known], data.weight[known])
         out_of_fold[candidate.name] = predicted
     best = min(losses, key=lambda name: (losses[name], name))
-    candidate = next(c for c in candidates(data, fields, methods) if c.name == best)
+    candidate = next(c for c in tried if c.name == best)
     return fit_target(candidate, data, target, minimum), {"candidates": losses, "chosen": best}, out_of_fold[best]
 
 
@@ -331,8 +346,6 @@ def fit(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: int = 
         methods: tuple[str, ...] = METHODS, folds: int = FOLDS) -> Fitted:
     """The calibration map of the labelled requests: each target's method chosen by cross-validated
     loss and fitted on every label; with the raw and calibrated out-of-fold figures."""
-    from feedback_loop.analysis import stats
-
     binary = (data.human >= scoring.GOOD_AT) | (data.human <= scoring.BAD_AT)
     if binary.sum() < 2 * folds or len(np.unique(data.human[binary] >= scoring.GOOD_AT)) < 2:
         raise ValueError(f"needs at least {2 * folds} requests labelled good or bad, of both kinds "
@@ -342,19 +355,11 @@ def fit(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: int = 
     p_good, p_figures, p_oof = _choose(on_binary, good, log_loss, fields, min_segment_labels, methods, folds)
     expected, e_figures, _ = _choose(data, data.human, squared_error, fields, min_segment_labels, methods, folds)
     known = ~np.isnan(p_oof)
-    raw, calibrated = on_binary.score[known], p_oof[known]
-    labels = good[known]
-    weights = on_binary.weight[known]
-
-    def figures(p: np.ndarray) -> dict[str, Any]:
-        found = stats.calibration(p, labels)
-        return {"ece": found.ece, "brier": found.brier, "log_loss": log_loss(p, labels, weights),
-                "auroc": stats.auroc(p, labels.astype(bool)).auroc}
-
-    p_figures["out_of_fold"] = {"n": int(known.sum()), "raw": figures(raw), "calibrated": figures(calibrated)}
+    labels, weights = good[known], on_binary.weight[known]
+    p_figures["out_of_fold"] = {"n": int(known.sum()), "raw": figures(on_binary.score[known], labels, weights),
+                                "calibrated": figures(p_oof[known], labels, weights)}
     trained = {"labelled": len(data), "binary": int(binary.sum()), "good": int(good.sum()),
-               "folds": folds, "since": min(data.timestamps, default=None) if len(data.timestamps) else None,
-               "until": max(data.timestamps, default=None) if len(data.timestamps) else None,
+               "folds": folds, "since": min(data.timestamps, default=None), "until": max(data.timestamps, default=None),
                "p_good": p_figures, "expected_human": e_figures}
     calibration_map = CalibrationMap(p_good, expected, fields, min_segment_labels, trained)
     return Fitted(calibration_map, {"p_good": p_figures, "expected_human": e_figures})
@@ -398,11 +403,11 @@ def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: 
     fitted = fit(data.take(train_index), fields, min_segment_labels)
     held = data.take(held_index[binary[held_index]])
     labels = (held.human >= scoring.GOOD_AT).astype(float)
-    challenger = predict(fitted.map.p_good, held)
-    decision = gate.gate(challenger, held.score, labels, held.segments, policy)
+    challenger, segments = predict(fitted.map.p_good, held), held.segments
+    decision = gate.gate(challenger, held.score, labels, segments, policy)
     found = gate.escalation(challenger, labels, alpha, delta)
     by_segment: dict[str, dict[str, float | None]] = {}
-    for name, column in held.segments.items():
+    for name, column in segments.items():
         for value in sorted(set(column.tolist())):
             member = column == value
             if member.sum() >= policy.segment_min:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from feedback_loop.analysis import stats
+from feedback_loop.calibration import fit
 
 APPROVED, PENDING, REJECTED = "Approved", "PendingManualApproval", "Rejected"
 
@@ -52,11 +53,6 @@ def time_split(timestamps: np.ndarray, ids: np.ndarray, share: float = 0.2) -> t
     return np.flatnonzero(~later), np.flatnonzero(later), cut
 
 
-def _log_loss_each(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
 @dataclass(frozen=True)
 class CalibratorDecision:
     status: str
@@ -66,12 +62,6 @@ class CalibratorDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _figures(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    calibration = stats.calibration(p, y)
-    return {"ece": calibration.ece, "brier": calibration.brier, "log_loss": float(_log_loss_each(p, y).mean()),
-            "auroc": stats.auroc(p, y.astype(bool)).auroc}
 
 
 def gate(challenger: np.ndarray, champion: np.ndarray, labels: np.ndarray, segments: dict[str, np.ndarray],
@@ -85,12 +75,12 @@ def gate(challenger: np.ndarray, champion: np.ndarray, labels: np.ndarray, segme
                                             f"{policy.min_held_out}, of both kinds)"], n)
     # one canonical order, whatever order the requests came in: the bootstrap draws the same ones
     order = np.lexsort((challenger, champion, y))
-    improvement = (_log_loss_each(champion, y) - _log_loss_each(challenger, y))[order]
+    improvement = (fit.log_losses(champion, y) - fit.log_losses(challenger, y))[order]
     rng = np.random.default_rng(seed)
     draws = improvement[rng.integers(0, n, (policy.resamples, n))].mean(axis=1)
     tail = (1 - policy.confidence) / 2
     low, high = (float(v) for v in np.quantile(draws, [tail, 1 - tail]))
-    ours, theirs = _figures(challenger, y), _figures(champion, y)
+    ours, theirs = fit.figures(challenger, y), fit.figures(champion, y)
     figures: dict[str, Any] = {"challenger": ours, "champion": theirs,
                                "log_loss_improvement": float(improvement.mean()),
                                "log_loss_improvement_ci": (low, high), "segments": {}}

@@ -67,6 +67,15 @@ def deploy(table: FeedbackTable, s3: Any, bucket: str, project: str, text: str, 
     return pointer
 
 
+@dataclass(frozen=True)
+class InService:
+    """A project's calibrator in service: its id, its JSON as stored, and the map."""
+
+    id: str
+    text: str
+    map: CalibrationMap
+
+
 @dataclass
 class CurrentMaps:
     """The project's current map, read through the table's pointer and kept while it stays
@@ -77,19 +86,19 @@ class CurrentMaps:
     bucket: str
 
     def __post_init__(self) -> None:
-        self._maps: dict[str, tuple[str, str, CalibrationMap]] = {}  # project -> (id, text, map)
+        self._maps: dict[str, InService] = {}  # project -> the map last read
         self._lock = threading.Lock()
 
-    def get(self, project: str) -> tuple[str, str, CalibrationMap] | None:
+    def get(self, project: str) -> InService | None:
         pointer = self.table.get(**pointer_key(project))
         if pointer is None:
             return None
         with self._lock:
             kept = self._maps.get(project)
-        if kept is not None and kept[0] == pointer["map_id"]:
+        if kept is not None and kept.id == pointer["map_id"]:
             return kept
         text = self.s3.get_object(Bucket=self.bucket, Key=pointer["key"])["Body"].read().decode()
-        found = (pointer["map_id"], text, CalibrationMap.loads(text))
+        found = InService(pointer["map_id"], text, CalibrationMap.loads(text))
         with self._lock:
             self._maps[project] = found
         return found

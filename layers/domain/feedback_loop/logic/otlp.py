@@ -31,16 +31,16 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from feedback_loop.calibration.curves import CalibrationMap, calibrated_record
+from feedback_loop.calibration.curves import calibrated_record
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.interop import otlp
 from feedback_loop.interop.mapping import convert
 from feedback_loop.interop.tools import Annotation
 from feedback_loop.logic import evals, ingest
+from feedback_loop.logic.calibration import InService
 from feedback_loop.logic.ingest import IngestPolicy
 
 PENDING_DAYS = 14
-Calibrator = tuple[str, CalibrationMap]  # the calibrator in service: its id and its map
 SCORE = "score:"
 EMITTED = "emitted"
 DIRECT = "_direct"  # a span sent with its own scores, without an item (never stored)
@@ -88,7 +88,7 @@ def trace_models_key(project: str, trace_id: str) -> tuple[str, str]:
 MODEL = "model:"
 
 
-def _llm_models(span: otlp.Span) -> str | None:
+def _child_model(span: otlp.Span) -> str | None:
     """The model of an OpenInference LLM span or a GenAI span that has a parent (a child of the
     request's span), else None."""
     kind = str(span.attributes.get("openinference.span.kind", "")).upper()
@@ -108,7 +108,7 @@ def _with_child_models(table: FeedbackTable, project: str, spans: Sequence[otlp.
     A child exported after its parent's record was sent is not added."""
     found: dict[str, set[str]] = {}
     for span in spans:
-        model = _llm_models(span)
+        model = _child_model(span)
         if model is not None:
             found.setdefault(span.trace_id, set()).add(model)
     if found:  # kept for the parents of later exports
@@ -168,7 +168,7 @@ def _merge(table: FeedbackTable, project: str, updates: list[tuple[str, str, dic
 
 def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items: list[dict[str, Any]],
              mapping: otlp.Mapping, policy: IngestPolicy, outcome: Outcome, now: datetime,
-             calibrator: Calibrator | None = None) -> None:
+             calibrator: InService | None = None) -> None:
     """The records of the items that hold their span and their overall score, once; with the
     calibrator in service, its figures beside the raw score (calibration.curves.calibrated_record)."""
     ready = []
@@ -181,7 +181,7 @@ def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items
         if "span" in item and mapping.overall in scores:
             record = otlp.scored_record(json.loads(item["span"]), scores, mapping)
             if calibrator is not None:
-                record = calibrated_record(record, calibrator[1], calibrator[0]) or record
+                record = calibrated_record(record, calibrator.map, calibrator.id) or record
             ready.append((item, record))
     for start in range(0, len(ready), MAX_RECORDS_A_CALL):
         chunk = ready[start:start + MAX_RECORDS_A_CALL]
@@ -205,7 +205,7 @@ def _deliver(table: FeedbackTable, stream: evals.EvalStream, project: str, items
 
 def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, spans: Sequence[otlp.Span],
                   mapping: otlp.Mapping, policy: IngestPolicy, now: datetime | None = None,
-                  calibrator: Calibrator | None = None) -> Outcome:
+                  calibrator: InService | None = None) -> Outcome:
     """Spans (with their own evaluations and annotations) into pending items, records and feedback."""
     now = now or datetime.now(timezone.utc)
     outcome = Outcome()
@@ -246,7 +246,7 @@ def receive_spans(table: FeedbackTable, stream: evals.EvalStream, project: str, 
 
 def receive_evaluations(table: FeedbackTable, stream: evals.EvalStream, project: str,
                         evaluations: Sequence[otlp.Evaluation], mapping: otlp.Mapping, policy: IngestPolicy,
-                        now: datetime | None = None, calibrator: Calibrator | None = None) -> Outcome:
+                        now: datetime | None = None, calibrator: InService | None = None) -> Outcome:
     """Evaluation results (from log records) into their spans' items, and the records they complete."""
     now = now or datetime.now(timezone.utc)
     outcome = Outcome()
