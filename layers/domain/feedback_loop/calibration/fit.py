@@ -312,6 +312,26 @@ def figures(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, bins: boo
     return out
 
 
+def fold_auroc(p: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float | None:
+    """The mean over folds of each fold's AUROC (folds with both kinds of label), as scikit-learn's
+    cross_val_score scores a ranking: each fold's predictions come from one map, so a monotone map
+    keeps the raw score's AUROC there. The AUROC of the pooled predictions would also rank one map's
+    figures against another's, and a map fitted without a fold leans against that fold's labels
+    (fewer good labels in the fold leave more in the other four), which lowers it by construction."""
+    from feedback_loop.analysis import stats
+
+    areas = [stats.auroc(p[fold == k], np.asarray(y[fold == k], bool)).auroc for k in np.unique(fold)]
+    known = [a for a in areas if a is not None]
+    return float(np.mean(known)) if known else None
+
+
+def out_of_fold_figures(p: np.ndarray, y: np.ndarray, w: np.ndarray, fold: np.ndarray) -> dict[str, Any]:
+    """figures() of out-of-fold predictions, with the AUROC averaged over folds (fold_auroc) and the
+    pooled one beside it as `auroc_pooled`."""
+    found = figures(p, y, w)
+    return {**found, "auroc": fold_auroc(p, y, fold), "auroc_pooled": found["auroc"]}
+
+
 def squared_error(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return float(np.average((p - y) ** 2, weights=w))
 
@@ -355,9 +375,10 @@ def fit(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: int = 
     p_good, p_figures, p_oof = _choose(on_binary, good, log_loss, fields, min_segment_labels, methods, folds)
     expected, e_figures, _ = _choose(data, data.human, squared_error, fields, min_segment_labels, methods, folds)
     known = ~np.isnan(p_oof)
-    labels, weights = good[known], on_binary.weight[known]
-    p_figures["out_of_fold"] = {"n": int(known.sum()), "raw": figures(on_binary.score[known], labels, weights),
-                                "calibrated": figures(p_oof[known], labels, weights)}
+    labels, weights, folds_of = good[known], on_binary.weight[known], on_binary.fold[known]
+    p_figures["out_of_fold"] = {"n": int(known.sum()),
+                                "raw": out_of_fold_figures(on_binary.score[known], labels, weights, folds_of),
+                                "calibrated": out_of_fold_figures(p_oof[known], labels, weights, folds_of)}
     trained = {"labelled": len(data), "binary": int(binary.sum()), "good": int(good.sum()),
                "folds": folds, "since": min(data.timestamps, default=None), "until": max(data.timestamps, default=None),
                "p_good": p_figures, "expected_human": e_figures}
