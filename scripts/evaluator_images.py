@@ -28,22 +28,30 @@ TRAINING = {"version": "4.56.2", "base_framework_version": "pytorch2.8.0", "py_v
             "image_scope": "training"}
 INFERENCE = {"version": "4.51.3", "base_framework_version": "pytorch2.6.0", "py_version": "py312",
              "image_scope": "inference"}
-# column: (image, an instance type of the processor it is for)
-COLUMNS = {"Training": (TRAINING, "ml.g5.xlarge"), "Inference": (INFERENCE, "ml.m5.large"),
-           "InferenceGpu": (INFERENCE, "ml.g5.xlarge")}
+# the calibrator's job (calibration/train.py): numpy, scipy and scikit-learn are all it needs, and this
+# image carries them (Python 3.10, scikit-learn 1.4.2), so the job installs nothing
+CALIBRATION = {"version": "1.4-2", "py_version": "py3", "image_scope": "training"}
+# column: (framework, image, an instance type of the processor it is for)
+COLUMNS = {"Training": ("huggingface", TRAINING, "ml.g5.xlarge"),
+           "Inference": ("huggingface", INFERENCE, "ml.m5.large"),
+           "InferenceGpu": ("huggingface", INFERENCE, "ml.g5.xlarge"),
+           "Calibration": ("sklearn", CALIBRATION, "ml.m5.large")}
 
 
 def regions() -> list[str]:
     """Regions where the SDK knows every image."""
-    config = image_uris.config_for_framework("huggingface")
-    available = [set(config[image["image_scope"]]["versions"][image["version"]][image["base_framework_version"]]
-                     ["registries"]) for image, _ in COLUMNS.values()]
+    available = []
+    for framework, image, _ in COLUMNS.values():
+        versions = image_uris.config_for_framework(framework)[image["image_scope"]]["versions"][image["version"]]
+        if "base_framework_version" in image:
+            versions = versions[image["base_framework_version"]]
+        available.append(set(versions["registries"]))
     return sorted(set.intersection(*available))
 
 
 def image_map() -> dict[str, dict[str, str]]:
-    return {region: {column: image_uris.retrieve("huggingface", region, instance_type=instance_type, **image)
-                     for column, (image, instance_type) in COLUMNS.items()}
+    return {region: {column: image_uris.retrieve(framework, region, instance_type=instance_type, **image)
+                     for column, (framework, image, instance_type) in COLUMNS.items()}
             for region in regions()}
 
 

@@ -1,4 +1,5 @@
-"""Deployment: an approved model package in; the evaluator endpoint created or updated blue/green out."""
+"""Deployment: an approved model package in; the evaluator endpoint created or updated blue/green out, or
+for a calibrator its map put in service."""
 
 from typing import Any
 
@@ -14,6 +15,7 @@ logger = Logger()
 tracer = Tracer()
 settings = deploy_settings()
 sagemaker = boto3.client("sagemaker")
+s3 = boto3.client("s3")  # a calibrator: its map from the model data, into service in the data bucket
 cloudwatch = boto3.client("cloudwatch")
 events = boto3.client("events")
 table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
@@ -25,6 +27,6 @@ endpoints = (RecreatedEndpoints if settings.endpoint_updates == "recreate" else 
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
     outcome = deploy_package(event.detail, sagemaker=sagemaker, cloudwatch=cloudwatch, events=events,
-                             endpoints=endpoints, table=table, setup=settings.setup())
+                             endpoints=endpoints, table=table, setup=settings.setup(), s3=s3)
     logger.info("model package handled", extra={k: outcome.get(k) for k in ("project", "endpoint", "action")})
     return outcome

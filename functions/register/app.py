@@ -27,7 +27,8 @@ table = FeedbackTable(settings.table_name, client=patient_dynamodb_client())
 def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
     outcome = register_challenger(event.detail, s3=s3, sagemaker=sagemaker, events=events, table=table,
                                   bus=settings.event_bus_name, inference_image=settings.inference_image,
-                                  policy=settings.gate_policy())
+                                  policy=settings.gate_policy(), calibrator_policy=settings.calibrator_policy(),
+                                  calibration_image=settings.calibration_image)
     if outcome.get("status") in ("Failed", "Stopped") and not outcome.get("already_handled"):
         metrics.add_metric(name="TrainingJobsFailed", unit=MetricUnit.Count, value=1)
         metrics.flush_metrics()  # only then: a flush with nothing to publish warns on every registration

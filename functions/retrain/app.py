@@ -34,6 +34,6 @@ def lambda_handler(event: EventBridgeEvent, context: Any) -> dict[str, Any]:
             return {"project": detail["project"], "decision": {"launch": False, "reasons": ["no analysis report yet"]}}
     result = launch_training(detail["project"], window_end, detail, s3=s3, sagemaker=sagemaker, table=table,
                              setup=settings.setup(), policy=settings.policy(),
-                             force=event.detail_type == "RetrainRequested")
+                             force=event.detail_type == "RetrainRequested", kind=detail.get("kind"))
     logger.info("retraining decided", extra=asdict(result))
     return asdict(result)

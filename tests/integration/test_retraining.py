@@ -69,7 +69,8 @@ def test_analysis_completed_launches_one_real_training_job(stack, table) -> None
     assert event["source"] == "aws.sagemaker"
     artifacts = event["detail"]["ModelArtifacts"]["S3ModelArtifacts"]
     assert artifacts == f"s3://{stack.bucket}/models/{project}/{name}/output/model.tar.gz"
-    assert event["detail"]["Tags"] == {"feedback-loop:project": project, "feedback-loop:window": "2026-05-18T00:00:00.000000Z"}
+    assert event["detail"]["Tags"] == {"feedback-loop:project": project, "feedback-loop:window": "2026-05-18T00:00:00.000000Z",
+                                       "feedback-loop:kind": "finetune"}
     body = boto3.client("s3").get_object(Bucket=stack.bucket, Key=artifacts.split("/", 3)[3])["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         names = set(tar.getnames())
@@ -331,3 +332,83 @@ def test_a_staged_base_model_is_what_the_training_job_loads(stack, table, capsys
     [request] = unstaged.requests
     assert launch.base_model_from == f"hub:{settings.base_model}" and request["Environment"] == {}
     assert "base_model" not in {c["ChannelName"] for c in request["InputDataConfig"]}
+
+
+def judged_rows(project: str, n: int, seed: int = 3) -> list[dict]:
+    """An LLM judge grading 1-10 (as 0-1), overconfident and biased by query type, and users' thumbs,
+    over the window's week; no prompt or output text: a calibrator needs none."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    bias = {"code": 2.0, "chat": 0.5, "summarize": -0.5}
+    rows = []
+    for i in range(n):
+        query_type = ["code", "chat", "summarize"][int(rng.integers(3))]
+        quality = rng.beta(2, 2)
+        grade = int(np.clip(np.round(1 + 9 * quality + bias[query_type] + rng.normal(0, 1.2)), 1, 10))
+        good = bool(rng.random() < quality**1.5)
+        request_id = f"{project}-{i}"
+        rows.append({"request_id": request_id, "timestamp": f"2026-05-{11 + i * 7 // n:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+                     "overall": (grade - 1) / 9, "human_score": 1.0 if good else 0.0,
+                     "human_label": "good" if good else "bad", "weight": 1.0, "split": split_of(request_id, 0.2),
+                     "segments": {"query_type": query_type, "user_cohort": "all"}})
+    return rows
+
+
+def test_a_calibrator_is_trained_gated_registered_and_put_in_service(stack, table) -> None:
+    """EvaluatorKind calibrate (asked for in RetrainRequested): a calibrator's job on the scikit-learn
+    image's entry point, without texts; the register function gates it again on the job's held-out
+    rows (a time split) and registers it in the project's calibrator group; the approval deploys its
+    map (no endpoint), which GET /v1/calibration then serves, byte for byte, as a change."""
+    from feedback_loop.calibration.curves import CalibrationMap
+    from feedback_loop.logic.changes import list_changes
+    from feedback_loop.logic.keys import create_key
+    from feedback_loop.retraining.launch import calibration_job_name
+
+    from ..conftest import Api
+
+    project = "calibrate-sim"
+    s3, sagemaker = boto3.client("s3"), boto3.client("sagemaker")
+    s3.put_object(Bucket=stack.bucket, Key=f"reports/{project}/{END:%Y-%m-%dT%H-%M-%SZ}/labelled.jsonl",
+                  Body="".join(json.dumps(r) + "\n" for r in judged_rows(project, 1500)).encode())
+    boto3.client("events").put_events(Entries=[{
+        "Source": "feedback-loop", "DetailType": "RetrainRequested", "EventBusName": stack.bus_name,
+        "Detail": json.dumps({"project": project, "requested_by": "test", "kind": "calibrate"})}])
+    [delivery] = stack.bus.wait_for("RetrainRequested", timeout=60, where=lambda e: e["detail"]["project"] == project)
+    result = delivery.results["RetrainFunction"]
+    name = calibration_job_name(project, END)
+    assert result["kinds"] == ["calibrate"] and result["calibration_job"] == name == result["job_name"], result
+    job = sagemaker.describe_training_job(TrainingJobName=name)
+    assert job["AlgorithmSpecification"]["TrainingImage"] == stack.template.resolve(
+        {"Fn::FindInMap": ["EvaluatorImages", "us-east-1", "Calibration"]})
+    assert json.loads(job["HyperParameters"]["sagemaker_program"]) == "calibrate.py"
+    assert json.loads(job["HyperParameters"]["fields"]) == "query_type,user_cohort"
+    run = stack.sagemaker.wait_for(name, timeout=300)
+    assert run.status == "Completed", run.log[-2000:]
+    bundle = json.loads(job["HyperParameters"]["sagemaker_submit_directory"]).split("/", 3)[3]
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=stack.bucket, Key=bundle)["Body"].read())) as tar:
+        assert "requirements.txt" not in tar.getnames()  # the image carries what it needs: nothing installed
+
+    [gated] = stack.bus.wait_for("EvaluatorGated", timeout=120, where=lambda e: e["detail"]["training_job"] == name)
+    outcome = gated.event["detail"]
+    assert outcome["kind"] == "calibrate" and outcome["status"] == "Approved", outcome["reasons"]
+    figures = outcome["gate"]["figures"]
+    assert figures["challenger"]["ece"] < figures["champion"]["ece"]
+    assert figures["log_loss_improvement_ci"][0] > 0
+    assert outcome["split"]["held_out"] >= 200 and outcome["split"]["cut"] > "2026-05-11"
+    packages = sagemaker.list_model_packages(ModelPackageGroupName=f"feedback-loop-calibrator-{project}")
+    assert [p["ModelPackageArn"] for p in packages["ModelPackageSummaryList"]] == [outcome["model_package_arn"]]
+
+    [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120,
+                                    where=lambda e: e["detail"]["project"] == project)
+    done = deployed.event["detail"]
+    assert done["kind"] == "calibrator" and done["model_package_arn"] == outcome["model_package_arn"]
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(
+            Bucket=stack.bucket, Key=outcome["model_data"].split("/", 3)[3])["Body"].read())) as tar:
+        trained = CalibrationMap.loads(tar.extractfile("calibration.json").read())
+    api = Api(stack.api_url, create_key(table, project).plaintext)
+    served = api.get("/v1/calibration")
+    assert served.status_code == 200 and CalibrationMap.loads(served.content) == trained
+    assert served.headers["ETag"].strip('"') == done["map_id"]
+    assert done["change"] in [c.name for c in list_changes(table, project)]
+    assert not sagemaker.list_endpoints(NameContains=project)["Endpoints"]  # a calibrator has no endpoint

@@ -15,10 +15,9 @@ except ImportError:  # the API function's layer: difflib itself
     from difflib import SequenceMatcher
 from typing import Any, Protocol
 
+from feedback_loop.labels import BAD_AT, GOOD_AT  # noqa: F401  (scoring.GOOD_AT, as everywhere)
 from feedback_loop.models.feedback import FeedbackType
 
-GOOD_AT = 0.75
-BAD_AT = 0.25
 IMPLICIT_TYPES = frozenset({FeedbackType.USAGE, FeedbackType.EDIT, FeedbackType.DISCARD})
 
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from feedback_loop.analysis.model import AnalysisSettings
+    from feedback_loop.calibration.gate import CalibratorPolicy
     from feedback_loop.registry.deploy import DeploySetup
     from feedback_loop.registry.gate import GatePolicy
     from feedback_loop.retraining.launch import TrainingSetup
@@ -128,13 +129,24 @@ class RetrainFunctionSettings(BaseSettings):
     max_disagreement_rate: float = Field(default=0.2, ge=0, le=1, validation_alias="RETRAIN_MAX_DISAGREEMENT_RATE")
     min_spearman: float = Field(default=0.5, ge=-1, le=1, validation_alias="RETRAIN_MIN_SPEARMAN")
     cadence_days: float = Field(default=7, ge=0, validation_alias="RETRAIN_CADENCE_DAYS")
+    kind: str = Field(default="finetune", pattern="^(finetune|calibrate|auto)$", validation_alias="EVALUATOR_KIND")
+    calibration_image_uri: str = Field(default="", validation_alias="CALIBRATION_IMAGE_URI")
+    calibration_instance_type: str = Field(default="ml.m5.large", validation_alias="CALIBRATION_INSTANCE_TYPE")
+    calibration_fields: str = Field(default="query_type,user_cohort", validation_alias="CALIBRATION_FIELDS")
+    calibrator_min_held_out: int = Field(default=200, ge=2, validation_alias="CALIBRATOR_MIN_HELD_OUT")
+    calibrator_max_auroc_drop: float = Field(default=0.01, ge=0, validation_alias="CALIBRATOR_MAX_AUROC_DROP")
 
     def setup(self) -> "TrainingSetup":
         from feedback_loop.retraining.launch import TrainingSetup
 
         return TrainingSetup(bucket=self.data_bucket, role_arn=self.role_arn, image_uri=self.image_uri,
                              instance_type=self.instance_type, hyperparameters={"base-model": self.base_model, "mode": self.mode},
-                             accumulation=timedelta(days=self.accumulation_days))
+                             accumulation=timedelta(days=self.accumulation_days), kind=self.kind,
+                             calibration_image_uri=self.calibration_image_uri,
+                             calibration_instance_type=self.calibration_instance_type,
+                             calibration_hyperparameters={"fields": self.calibration_fields,
+                                                          "min-held-out": str(self.calibrator_min_held_out),
+                                                          "max-auroc-drop": str(self.calibrator_max_auroc_drop)})
 
     def policy(self) -> "RetrainPolicy":
         from feedback_loop.retraining.policy import RetrainPolicy
@@ -160,6 +172,9 @@ class RegisterFunctionSettings(BaseSettings):
     min_auroc_gain: float = Field(default=0.02, ge=0, validation_alias="GATE_MIN_AUROC_GAIN")
     max_ece_increase: float = Field(default=0.0, ge=0, validation_alias="GATE_MAX_ECE_INCREASE")
     min_validation: int = Field(default=30, ge=2, validation_alias="GATE_MIN_VALIDATION")
+    calibration_image: str = Field(default="", validation_alias="CALIBRATION_IMAGE_URI")
+    calibrator_min_held_out: int = Field(default=200, ge=2, validation_alias="CALIBRATOR_MIN_HELD_OUT")
+    calibrator_max_auroc_drop: float = Field(default=0.01, ge=0, validation_alias="CALIBRATOR_MAX_AUROC_DROP")
 
     @property
     def inference_image(self) -> str:
@@ -174,6 +189,11 @@ class RegisterFunctionSettings(BaseSettings):
 
         return GatePolicy(min_auroc_gain=self.min_auroc_gain, max_ece_increase=self.max_ece_increase,
                           min_validation=self.min_validation)
+
+    def calibrator_policy(self) -> "CalibratorPolicy":
+        from feedback_loop.calibration.gate import CalibratorPolicy
+
+        return CalibratorPolicy(min_held_out=self.calibrator_min_held_out, max_auroc_drop=self.calibrator_max_auroc_drop)
 
 
 @lru_cache(maxsize=1)
@@ -192,12 +212,13 @@ class DeployFunctionSettings(BaseSettings):
     endpoint_updates: str = Field(default="update_endpoint", pattern="^(update_endpoint|recreate)$",
                                   validation_alias="ENDPOINT_UPDATES")
     alarm_topic_arn: str = Field(default="", validation_alias="ALARM_TOPIC_ARN")
+    data_bucket: str = Field(default="", validation_alias="DATA_BUCKET")  # where a calibrator's map goes
 
     def setup(self) -> "DeploySetup":
         from feedback_loop.registry.deploy import DeploySetup
 
         return DeploySetup(execution_role_arn=self.execution_role_arn, instance_type=self.instance_type,
-                           bus=self.event_bus_name, alarm_topic_arn=self.alarm_topic_arn)
+                           bus=self.event_bus_name, alarm_topic_arn=self.alarm_topic_arn, bucket=self.data_bucket)
 
 
 @lru_cache(maxsize=1)

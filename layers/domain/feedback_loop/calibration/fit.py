@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from feedback_loop import scoring
+from feedback_loop import labels as scoring  # GOOD_AT, BAD_AT: nothing the job's image lacks
 from feedback_loop.calibration.curves import (LOGIT_CLIP, UNKNOWN, CalibrationMap, Curve, Logistic, Target,
-                                              finite_number, segment_values)
+                                              finite_number, map_id, segment_values)
 
 MAX_DISCRETE = 25  # distinct raw scores up to which binning is a candidate
 PRIOR_LABELS = 2.0  # Beta smoothing: pseudo-labels at the global mean added to each value's bin
@@ -340,6 +340,7 @@ def squared_error(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 class Fitted:
     map: CalibrationMap
     cross_validated: dict[str, Any]  # per target: each candidate's loss, the chosen one, out-of-fold figures
+    held_out: list[dict[str, Any]] | None = None  # fit_gated: each held-out request's label and figures
 
 
 def _choose(data: Labelled, target: np.ndarray, loss: Any, fields: tuple[str, ...], minimum: int,
@@ -405,12 +406,15 @@ def read_labelled(paths: Iterable[str], fields: tuple[str, ...] = ()) -> tuple[L
 
 
 def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: int = 50,
-              policy: Any = None, alpha: float = 0.1, delta: float = 0.1) -> tuple[Fitted, Any]:
+              policy: Any = None, alpha: float = 0.1, delta: float = 0.1,
+              champion: CalibrationMap | None = None) -> tuple[Fitted, Any]:
     """The map learned on the earlier labels (all but the latest `policy.held_out_share` by time),
     judged by the calibrator's gate against the raw score on the later ones, with its
     trust-or-escalate thresholds set on them (globally and per segment value with `segment_min`
-    held-out labels). The map is the one the gate judged: `trained.gate` holds the decision,
-    `trained.split` the cut."""
+    held-out labels). The champion is the raw score, or `champion` (the calibrator in service: `data`
+    then needs its fields too). The map is the one the gate judged: `trained.gate` holds the decision,
+    `trained.split` the cut, `trained.champion` what it was judged against; `Fitted.held_out` lists each
+    held-out request's label and figures (what the registry's gate reads again: regate)."""
     import dataclasses
 
     from feedback_loop.calibration import gate
@@ -425,7 +429,8 @@ def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: 
     held = data.take(held_index[binary[held_index]])
     labels = (held.human >= scoring.GOOD_AT).astype(float)
     challenger, segments = predict(fitted.map.p_good, held), held.segments
-    decision = gate.gate(challenger, held.score, labels, segments, policy)
+    incumbent = held.score if champion is None else predict(champion.p_good, held)
+    decision = gate.gate(challenger, incumbent, labels, {f: segments[f] for f in fields}, policy)
     found = gate.escalation(challenger, labels, alpha, delta)
     by_segment: dict[str, dict[str, float | None]] = {}
     for name, column in segments.items():
@@ -439,6 +444,23 @@ def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: 
                   "method": "fixed-sequence testing, Clopper-Pearson (Jung et al. 2025)"}
     trained = {**fitted.map.trained, "split": {"cut": cut, "training": len(train_index), "held_out": len(held_index),
                                                "held_out_binary": len(held)},
-               "gate": decision.as_dict()}
+               "gate": decision.as_dict(), "champion": "raw score" if champion is None else map_id(champion)}
     gated = dataclasses.replace(fitted.map, trained=trained, escalation=escalation)
-    return Fitted(gated, fitted.cross_validated), decision
+    held_out = [{"request_id": str(held.ids[i]), "timestamp": str(held.timestamps[i]), "label": int(labels[i]),
+                 "raw": float(held.score[i]), "challenger": float(challenger[i]), "champion": float(incumbent[i]),
+                 "segments": {f: str(segments[f][i]) for f in fields}} for i in range(len(held))]
+    return Fitted(gated, fitted.cross_validated, held_out), decision
+
+
+def regate(rows: Iterable[Mapping[str, Any]], policy: Any = None) -> Any:
+    """The calibrator's gate again on held-out rows as fit_gated lists them (`label`, `challenger`,
+    `champion`, `segments`): the registry decides from the job's figures, not from its verdict."""
+    from feedback_loop.calibration import gate
+
+    rows = list(rows)
+    fields = sorted({name for row in rows for name in row.get("segments") or {}})
+    column = lambda key: np.array([float(row[key]) for row in rows], float)  # noqa: E731
+    segments = {name: np.array([str((row.get("segments") or {}).get(name, UNKNOWN)) for row in rows], dtype=object)
+                for name in fields}
+    return gate.gate(column("challenger"), column("champion"), column("label"), segments,
+                     policy or gate.CalibratorPolicy())

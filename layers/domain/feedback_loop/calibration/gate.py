@@ -46,6 +46,8 @@ class CalibratorPolicy:
 def time_split(timestamps: np.ndarray, ids: np.ndarray, share: float = 0.2) -> tuple[np.ndarray, np.ndarray, str]:
     """Indices of the training labels and of the held-out ones (the latest `share` by time; every
     label at the cut's own time held out, so each training label is strictly earlier), and the cut."""
+    if not len(timestamps):
+        raise ValueError("no labelled requests with a score in [0, 1] and a human score")
     order = np.lexsort((ids.astype(str), timestamps.astype(str)))
     held = max(1, int(round(share * len(order))))
     cut = str(timestamps[order[len(order) - held]])

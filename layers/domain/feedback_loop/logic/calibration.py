@@ -39,12 +39,16 @@ class NotDeployable(ValueError):
 
 
 def deploy(table: FeedbackTable, s3: Any, bucket: str, project: str, text: str, deployed_by: str,
-           force: bool = False, now: datetime | None = None) -> dict[str, Any]:
+           force: bool = False, now: datetime | None = None, package: dict[str, Any] | None = None) -> dict[str, Any]:
     """The map (its JSON text) as the project's calibrator in service: refused unless its gate
-    approved it (`trained.gate.status`), or `force`. Returns the pointer item."""
+    approved it (`trained.gate.status`), or `force`, or `package` (the model registry's approved
+    package it came from: {model_package_arn, model_package_version}; the registry's approval, which
+    a person may have given, is what counts then). Returns the pointer item."""
     calibration_map = CalibrationMap.loads(text)  # ValueError: not a map
     status = (calibration_map.trained.get("gate") or {}).get("status")
-    if status != "Approved" and not force:
+    if package is not None:
+        status, force = "Approved in the model registry", False
+    if status not in ("Approved", "Approved in the model registry") and not force:
         raise NotDeployable(f"the map's gate says {status or 'nothing (fitted without a held-out part)'}: "
                             "deploy it anyway with force, saying why")
     now = now or datetime.now(timezone.utc)
@@ -53,7 +57,7 @@ def deploy(table: FeedbackTable, s3: Any, bucket: str, project: str, text: str, 
     s3.put_object(Bucket=bucket, Key=key, Body=calibration_map.dumps().encode(), ContentType="application/json")
     pointer = {**pointer_key(project), "entity": "calibration", "project": project, "map_id": identifier, "key": key,
                "deployed_at": timestamp_text(now), "deployed_by": deployed_by, "gate": status or "none",
-               "forced": bool(force and status != "Approved")}
+               "forced": bool(force and status != "Approved"), **(package or {})}
     history = {k: v for k, v in pointer.items() if k not in ("pk", "sk")}
     table.merge(pointer["pk"], f"DEPLOYED#{pointer['deployed_at']}#{identifier}", history)
     table.merge(pointer["pk"], CURRENT, history)
@@ -65,6 +69,20 @@ def deploy(table: FeedbackTable, s3: Any, bucket: str, project: str, text: str, 
     except DuplicateChange:  # the same map deployed again
         pass
     return pointer
+
+
+def retire(table: FeedbackTable, project: str, reason: str, now: datetime | None = None) -> dict[str, Any] | None:
+    """Takes the project's calibrator out of service (its map stays in the bucket and the history):
+    when a fine-tuned evaluator replaces the one whose scores it maps. Returns the pointer it removed."""
+    current = table.get(**pointer_key(project))
+    if current is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    table.merge(current["pk"], f"RETIRED#{timestamp_text(now)}#{current['map_id']}",
+                {"entity": "calibration", "project": project, "map_id": current["map_id"], "reason": reason,
+                 "retired_at": timestamp_text(now)})
+    table.delete(**pointer_key(project))
+    return current
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ from botocore.exceptions import ClientError
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
+from feedback_loop.logic import calibration
 from feedback_loop.logic.changes import register_change
 from feedback_loop.models.changes import Change
 from feedback_loop.models.errors import DuplicateChange
+from feedback_loop.registry.packages import CALIBRATOR, package_key
 
 EVALUATOR_DEPLOYED = "EvaluatorDeployed"
 
@@ -84,6 +86,7 @@ class DeploySetup:
     instance_type: str = "ml.m5.large"
     bus: str = "default"
     alarm_topic_arn: str = ""  # where the endpoint's alarms also notify (the stack's AlarmTopic)
+    bucket: str = ""  # the data bucket: a calibrator's map is put in service there
 
 
 def _alarms(cloudwatch: Any, endpoint: str, topic: str = "") -> list[str]:
@@ -140,16 +143,22 @@ def _release_current(table: FeedbackTable, project: str, version: int, previous:
 
 
 def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, events: Any, endpoints: Endpoints,
-                   table: FeedbackTable, setup: DeploySetup, now: datetime | None = None) -> dict[str, Any]:
+                   table: FeedbackTable, setup: DeploySetup, now: datetime | None = None, s3: Any = None
+                   ) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
     arn = detail["ModelPackageArn"]
     version = int(detail.get("ModelPackageVersion") or arn.rsplit("/", 1)[1])  # ARNs end in /<version>
-    project = detail["ModelPackageGroupName"].removeprefix("feedback-loop-")
-    key = {"pk": f"DEPLOY#{project}", "sk": f"PACKAGE#{version:06d}"}
+    package = table.get(**package_key(arn))
+    calibrator = package is not None and package.get("kind") == CALIBRATOR
+    project = package["project"] if calibrator else detail["ModelPackageGroupName"].removeprefix("feedback-loop-")
+    key = {"pk": f"DEPLOY#{project}", "sk": f"{'CALIBRATOR' if calibrator else 'PACKAGE'}#{version:06d}"}
     status = sagemaker.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"]
     if status != "Approved":  # the event is stale (approval withdrawn since) or not an approval at all
         return {"project": project, "model_package_arn": arn, "version": version, "skipped": True,
                 "reason": f"the model package is {status}, not Approved"}
+    if calibrator:
+        return _deploy_calibrator(project, arn, version, package, key, s3=s3, events=events, table=table,
+                                  setup=setup, now=now)
     existing = table.put_if_absent({**key, "entity": "deployment", "project": project, "model_package_arn": arn,
                                     "created_at": timestamp_text(now)})
     if existing is not None:
@@ -186,9 +195,52 @@ def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, e
         register_change(table, project, change, now)  # the next weekly report measures it
     except DuplicateChange:
         pass
+    # a calibrator maps the replaced evaluator's scores: it leaves service with it
+    retired = calibration.retire(table, project, f"evaluator-v{version} replaced the evaluator it calibrated", now)
     outcome = {"project": project, "model_package_arn": arn, "version": version, "model": model,
                "endpoint_config": config, "endpoint": endpoint, "action": action, "alarms": alarms,
-               "change": change.name}
+               "change": change.name, "calibrator_retired": retired["map_id"] if retired else None}
+    put_event(events, setup.bus, EVALUATOR_DEPLOYED, outcome)
+    table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome)})
+    return outcome
+
+
+def _deploy_calibrator(project: str, arn: str, version: int, package: dict[str, Any], key: dict[str, str], *,
+                       s3: Any, events: Any, table: FeedbackTable, setup: DeploySetup, now: datetime
+                       ) -> dict[str, Any]:
+    """An approved calibrator package: its map (calibration.json in model.tar.gz) put in service for
+    the project (logic/calibration.deploy: the bucket, the table's pointer, a change), unless a newer
+    version is in service already; EvaluatorDeployed with kind `calibrator`. Once per package."""
+    import io
+    import tarfile
+
+    from feedback_loop.calibration.train import MAP_FILE
+
+    existing = table.put_if_absent({**key, "entity": "deployment", "project": project, "model_package_arn": arn,
+                                    "kind": CALIBRATOR, "created_at": timestamp_text(now)})
+    if existing is not None:
+        return {**existing, "already_handled": True}
+    current = table.get(**calibration.pointer_key(project))
+    if current is not None and int(current.get("model_package_version") or 0) > version:
+        table.delete(**key)
+        return {"project": project, "model_package_arn": arn, "version": version, "kind": CALIBRATOR, "skipped": True,
+                "reason": f"calibrator version {current['model_package_version']} is in service; {version} is older"}
+    try:
+        bucket, _, object_key = package["model_data"].removeprefix("s3://").partition("/")
+        body = s3.get_object(Bucket=bucket, Key=object_key)["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            member = tar.extractfile(MAP_FILE)
+            if member is None:
+                raise ValueError(f"{package['model_data']} holds no {MAP_FILE}")
+            text = member.read().decode()
+        pointer = calibration.deploy(table, s3, setup.bucket, project, text, deployed_by=f"model registry {arn}",
+                                     now=now, package={"model_package_arn": arn, "model_package_version": version})
+    except Exception:
+        table.delete(**key)  # a redelivered event may try again
+        raise
+    outcome = {"project": project, "kind": CALIBRATOR, "model_package_arn": arn, "version": version,
+               "map_id": pointer["map_id"], "key": pointer["key"], "action": "in service",
+               "change": f"calibrator-{pointer['map_id']}"}
     put_event(events, setup.bus, EVALUATOR_DEPLOYED, outcome)
     table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome)})
     return outcome

@@ -23,12 +23,21 @@ from feedback_loop.evaluator import base_model, images
 from feedback_loop.events import put_event
 from feedback_loop.retraining.policy import Decision, RetrainPolicy, decide
 
-# script-mode entry point: the package travels in the source bundle beside it
+# script-mode entry points: the package travels in the source bundle beside them
 TRAIN_SHIM = "import sys\n\nfrom feedback_loop.evaluator.train import main\n\nsys.exit(main())\n"
+CALIBRATE_SHIM = "import sys\n\nfrom feedback_loop.calibration.train import main\n\nsys.exit(main())\n"
 # what the training image adds to its own torch and transformers: pinned, nothing it carries is upgraded
 TRAIN_REQUIREMENTS = images.requirements("training")
-METRIC_DEFINITIONS = [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([0-9.]+);"}
-                      for m in ("auroc", "accuracy", "ece", "brier")]
+FINETUNE, CALIBRATE, AUTO = "finetune", "calibrate", "auto"  # EvaluatorKind
+CALIBRATION_SUFFIX = "-cal"  # a calibrator's job name: the fine-tuning job's name and this
+
+
+def _metric_definitions(names: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([0-9.]+);"} for m in names]
+
+
+METRIC_DEFINITIONS = _metric_definitions(("auroc", "accuracy", "ece", "brier"))
+CALIBRATION_METRIC_DEFINITIONS = _metric_definitions(("ece", "brier", "log_loss", "auroc"))
 RETRAIN_REQUESTED = "RetrainRequested"
 _REPORT_FOLDER = re.compile(r"reports/[^/]+/(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)/$")
 
@@ -42,6 +51,10 @@ class TrainingSetup:
     hyperparameters: dict[str, str] = field(default_factory=dict)
     accumulation: timedelta = timedelta(days=14)
     max_runtime_seconds: int = 3600
+    kind: str = FINETUNE  # EvaluatorKind: finetune, calibrate, or auto (both when the labelled rows carry texts)
+    calibration_image_uri: str = ""  # the SageMaker scikit-learn image
+    calibration_instance_type: str = "ml.m5.large"
+    calibration_hyperparameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,9 @@ class Launch:
     labels: int = 0
     rows: int = 0
     base_model_from: str = ""  # the staged copy's s3:// prefix, or "hub:<id>" (the job downloads it)
+    calibration_job: str | None = None  # the calibrator's job (kind calibrate or auto)
+    kinds: list[str] = field(default_factory=list)  # what was launched: finetune, calibrate
+    with_texts: int = 0  # binary labels whose rows carry the prompt and the output
 
 
 def job_name(project: str, window_end: datetime) -> str:
@@ -62,8 +78,23 @@ def job_name(project: str, window_end: datetime) -> str:
     return f"fl-{slug}-{window_end.astimezone(timezone.utc):%Y%m%dT%H%M}"
 
 
-def claim_key(project: str, window_end: str) -> dict[str, str]:
-    return {"pk": f"RETRAIN#{project}", "sk": f"WINDOW#{window_end}"}
+def calibration_job_name(project: str, window_end: datetime) -> str:
+    return job_name(project, window_end) + CALIBRATION_SUFFIX
+
+
+def claim_key(project: str, window_end: str, kind: str = FINETUNE) -> dict[str, str]:
+    return {"pk": f"RETRAIN#{project}", "sk": f"WINDOW#{window_end}" + ("" if kind == FINETUNE else f"#{kind}")}
+
+
+def kinds_to_train(kind: str, rows: list[dict[str, Any]], min_labels: int) -> tuple[list[str], int]:
+    """What EvaluatorKind trains on these rows: `auto` fine-tunes too when at least `min_labels`
+    binary labels carry the prompt and the output (a calibrator needs no text). Returns the kinds
+    and that count."""
+    with_texts = sum(r.get("human_label") in ("good", "bad") and bool(r.get("prompt")) and bool(r.get("output"))
+                     for r in rows)
+    if kind == AUTO:
+        return ([FINETUNE] if with_texts >= min_labels else []) + [CALIBRATE], with_texts
+    return [kind], with_texts
 
 
 def labelled_rows(s3: Any, bucket: str, project: str, until: datetime, accumulation: timedelta
@@ -103,10 +134,12 @@ def request_retrain(events: Any, bus: str, project: str, requested_by: str) -> d
     return detail
 
 
-def source_bundle(s3: Any, bucket: str) -> str:
-    """sourcedir.tar.gz (train.py, requirements.txt, the feedback_loop package), stored once per content."""
+def source_bundle(s3: Any, bucket: str, kind: str = FINETUNE) -> str:
+    """sourcedir.tar.gz (the entry point, the feedback_loop package and, for fine-tuning,
+    requirements.txt: a calibrator's image carries all it needs), stored once per content."""
     package = Path(feedback_loop.__file__).resolve().parent
-    files = {"train.py": TRAIN_SHIM.encode(), "requirements.txt": TRAIN_REQUIREMENTS.encode()}
+    files = ({"calibrate.py": CALIBRATE_SHIM.encode()} if kind == CALIBRATE else
+             {"train.py": TRAIN_SHIM.encode(), "requirements.txt": TRAIN_REQUIREMENTS.encode()})
     for path in sorted(package.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".html", ".txt"):
             files[f"feedback_loop/{path.relative_to(package).as_posix()}"] = path.read_bytes()
@@ -130,58 +163,129 @@ def last_trained(table: FeedbackTable, project: str) -> datetime | None:
 
 def launch_training(project: str, window_end: datetime, figures: dict[str, Any], *, s3: Any, sagemaker: Any,
                     table: FeedbackTable, setup: TrainingSetup, policy: RetrainPolicy,
-                    now: datetime | None = None, force: bool = False) -> Launch:
+                    now: datetime | None = None, force: bool = False, kind: str | None = None) -> Launch:
+    """Launches what `kind` (else setup.kind) trains for the window, each at most once: a fine-tuned
+    challenger, a calibrator, or with `auto` both when the rows carry texts."""
     now = now or datetime.now(timezone.utc)
+    kind = kind or setup.kind
+    if kind not in (FINETUNE, CALIBRATE, AUTO):
+        raise ValueError(f"unknown evaluator kind {kind!r}: {FINETUNE}, {CALIBRATE} or {AUTO}")
     window = timestamp_text(window_end)
     name = job_name(project, window_end)
-    existing = table.get(**claim_key(project, window))
-    if existing is not None:
-        return Launch(project, window, Decision(False, ["this window was already launched"]), existing["job_name"],
-                      already_launched=True)
     rows = labelled_rows(s3, setup.bucket, project, window_end, setup.accumulation)
     labels = sum(r.get("human_label") in ("good", "bad") for r in rows)
+    wanted, with_texts = kinds_to_train(kind, rows, policy.min_new_labels)
+    claimed = {k: table.get(**claim_key(project, window, k)) for k in wanted}
+    if all(claimed.values()):
+        first = claimed[wanted[0]]
+        return Launch(project, window, Decision(False, ["this window was already launched"]), first["job_name"],
+                      already_launched=True, kinds=wanted, with_texts=with_texts,
+                      calibration_job=(claimed.get(CALIBRATE) or {}).get("job_name"))
     decision = decide(figures, labels, last_trained(table, project), now, policy, force)
     if not decision.launch:
-        return Launch(project, window, decision, labels=labels, rows=len(rows))
-    claim = {**claim_key(project, window), "entity": "retrain", "project": project, "job_name": name,
-             "created_at": timestamp_text(now), "reasons": decision.reasons, "labels": labels}
-    if table.put_if_absent(claim) is not None:  # a concurrent delivery of the same event won
+        return Launch(project, window, decision, labels=labels, rows=len(rows), with_texts=with_texts)
+    launched: dict[str, str] = {}
+    base_from = ""
+    for what in wanted:
+        if claimed[what] is not None:
+            continue
+        this = name if what == FINETUNE else calibration_job_name(project, window_end)
+        claim = {**claim_key(project, window, what), "entity": "retrain", "project": project, "job_name": this,
+                 "kind": what, "created_at": timestamp_text(now), "reasons": decision.reasons, "labels": labels}
+        if table.put_if_absent(claim) is not None:  # a concurrent delivery of the same event won
+            continue
+        try:
+            if what == FINETUNE:
+                base_from = _create_finetune_job(project, this, window, rows, s3=s3, sagemaker=sagemaker, setup=setup)
+            else:
+                _create_calibration_job(project, this, window, rows, s3=s3, sagemaker=sagemaker, table=table,
+                                        setup=setup)
+        except Exception:
+            table.delete(**claim_key(project, window, what))  # let a redelivered event try again
+            raise
+        launched[what] = this
+    if not launched:
         return Launch(project, window, Decision(False, ["this window was already launched"]), name,
-                      already_launched=True)
+                      already_launched=True, kinds=wanted, with_texts=with_texts)
+    return Launch(project, window, decision, launched.get(FINETUNE) or launched.get(CALIBRATE), labels=labels,
+                  rows=len(rows), base_model_from=base_from, calibration_job=launched.get(CALIBRATE),
+                  kinds=list(launched), with_texts=with_texts)
+
+
+def _channels(project: str, name: str, rows: list[dict[str, Any]], s3: Any, bucket: str) -> dict[str, str]:
+    channels = {}
+    for split in ("train", "validation"):
+        key = f"training/{project}/{name}/{split}/labelled.jsonl"
+        body = "".join(json.dumps(r) + "\n" for r in rows if r.get("split") == split)
+        s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+        channels[split] = f"s3://{bucket}/training/{project}/{name}/{split}/"
+    return channels
+
+
+def _input(channel: str, uri: str, content_type: str | None = "application/jsonlines") -> dict[str, Any]:
+    return {"ChannelName": channel, **({"ContentType": content_type} if content_type else {}),
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                            "S3DataDistributionType": "FullyReplicated"}}}
+
+
+def _tags(project: str, window: str, kind: str) -> list[dict[str, str]]:
+    return [{"Key": "feedback-loop:project", "Value": project}, {"Key": "feedback-loop:window", "Value": window},
+            {"Key": "feedback-loop:kind", "Value": kind}]
+
+
+def _create_finetune_job(project: str, name: str, window: str, rows: list[dict[str, Any]], *, s3: Any,
+                         sagemaker: Any, setup: TrainingSetup) -> str:
+    """The fine-tuned challenger's job; returns where its base model comes from."""
     hyperparameters = dict(setup.hyperparameters)
     base = hyperparameters.get("base-model", "")
     copy = base_model.staged(s3, setup.bucket, base) if base else None
-    try:
-        channels = {}
-        for split in ("train", "validation"):
-            key = f"training/{project}/{name}/{split}/labelled.jsonl"
-            body = "".join(json.dumps(r) + "\n" for r in rows if r.get("split") == split)
-            s3.put_object(Bucket=setup.bucket, Key=key, Body=body.encode())
-            channels[split] = f"s3://{setup.bucket}/training/{project}/{name}/{split}/"
-        if copy is not None:  # the job reads the encoder from the bucket, never from the hub
-            channels[base_model.CHANNEL] = copy.uri
-            hyperparameters["base-model"] = base_model.CHANNEL_PATH
-        sagemaker.create_training_job(
-            TrainingJobName=name,
-            AlgorithmSpecification={"TrainingImage": setup.image_uri, "TrainingInputMode": "File",
-                                    "MetricDefinitions": METRIC_DEFINITIONS},
-            RoleArn=setup.role_arn,
-            HyperParameters={"sagemaker_program": json.dumps("train.py"),
-                             "sagemaker_submit_directory": json.dumps(source_bundle(s3, setup.bucket)),
-                             **{k: json.dumps(v) for k, v in hyperparameters.items()}},
-            InputDataConfig=[{"ChannelName": channel,
-                              **({} if channel == base_model.CHANNEL else {"ContentType": "application/jsonlines"}),
-                              "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
-                                                              "S3DataDistributionType": "FullyReplicated"}}}
-                             for channel, uri in channels.items()],
-            Environment=base_model.OFFLINE if copy is not None else {},
-            OutputDataConfig={"S3OutputPath": f"s3://{setup.bucket}/models/{project}/"},
-            ResourceConfig={"InstanceType": setup.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
-            StoppingCondition={"MaxRuntimeInSeconds": setup.max_runtime_seconds},
-            Tags=[{"Key": "feedback-loop:project", "Value": project}, {"Key": "feedback-loop:window", "Value": window}],
-        )
-    except Exception:
-        table.delete(**claim_key(project, window))  # let a redelivered event try again
-        raise
-    return Launch(project, window, decision, name, labels=labels, rows=len(rows),
-                  base_model_from=copy.uri if copy is not None else f"hub:{base}")
+    channels = _channels(project, name, rows, s3, setup.bucket)
+    if copy is not None:  # the job reads the encoder from the bucket, never from the hub
+        channels[base_model.CHANNEL] = copy.uri
+        hyperparameters["base-model"] = base_model.CHANNEL_PATH
+    sagemaker.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": setup.image_uri, "TrainingInputMode": "File",
+                                "MetricDefinitions": METRIC_DEFINITIONS},
+        RoleArn=setup.role_arn,
+        HyperParameters={"sagemaker_program": json.dumps("train.py"),
+                         "sagemaker_submit_directory": json.dumps(source_bundle(s3, setup.bucket)),
+                         **{k: json.dumps(v) for k, v in hyperparameters.items()}},
+        InputDataConfig=[_input(channel, uri, None if channel == base_model.CHANNEL else "application/jsonlines")
+                         for channel, uri in channels.items()],
+        Environment=base_model.OFFLINE if copy is not None else {},
+        OutputDataConfig={"S3OutputPath": f"s3://{setup.bucket}/models/{project}/"},
+        ResourceConfig={"InstanceType": setup.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": setup.max_runtime_seconds},
+        Tags=_tags(project, window, FINETUNE),
+    )
+    return copy.uri if copy is not None else f"hub:{base}"
+
+
+def _create_calibration_job(project: str, name: str, window: str, rows: list[dict[str, Any]], *, s3: Any,
+                            sagemaker: Any, table: FeedbackTable, setup: TrainingSetup) -> None:
+    """The calibrator's job: the scikit-learn image in script mode on a small CPU instance, the
+    labelled rows (texts or none) and, when one is in service, the current map as its champion."""
+    from feedback_loop.logic.calibration import pointer_key
+
+    if not setup.calibration_image_uri:
+        raise ValueError("no calibration image configured (CALIBRATION_IMAGE_URI)")
+    channels = _channels(project, name, rows, s3, setup.bucket)
+    current = table.get(**pointer_key(project))
+    if current is not None:
+        channels["champion"] = f"s3://{setup.bucket}/{current['key']}"
+    sagemaker.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": setup.calibration_image_uri, "TrainingInputMode": "File",
+                                "MetricDefinitions": CALIBRATION_METRIC_DEFINITIONS},
+        RoleArn=setup.role_arn,
+        HyperParameters={"sagemaker_program": json.dumps("calibrate.py"),
+                         "sagemaker_submit_directory": json.dumps(source_bundle(s3, setup.bucket, CALIBRATE)),
+                         **{k: json.dumps(v) for k, v in setup.calibration_hyperparameters.items()}},
+        InputDataConfig=[_input(channel, uri, None if channel == "champion" else "application/jsonlines")
+                         for channel, uri in channels.items()],
+        OutputDataConfig={"S3OutputPath": f"s3://{setup.bucket}/models/{project}/"},
+        ResourceConfig={"InstanceType": setup.calibration_instance_type, "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": setup.max_runtime_seconds},
+        Tags=_tags(project, window, CALIBRATE),
+    )
