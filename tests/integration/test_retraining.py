@@ -412,3 +412,61 @@ def test_a_calibrator_is_trained_gated_registered_and_put_in_service(stack, tabl
     assert served.headers["ETag"].strip('"') == done["map_id"]
     assert done["change"] in [c.name for c in list_changes(table, project)]
     assert not sagemaker.list_endpoints(NameContains=project)["Endpoints"]  # a calibrator has no endpoint
+
+
+def test_auto_trains_a_calibrator_always_and_a_fine_tuned_challenger_when_there_are_texts(stack, table) -> None:
+    """EvaluatorKind auto: both jobs for labelled requests with texts, the calibrator alone without;
+    the calibrator in service is the new one's champion (its map as a channel); each window once."""
+    from feedback_loop.calibration.fit import fit, labelled as labelled_data
+    from feedback_loop.logic import calibration
+    from feedback_loop.retraining.launch import calibration_job_name, launch_training
+    from feedback_loop.settings import RetrainFunctionSettings
+
+    s3 = boto3.client("s3")
+    settings = RetrainFunctionSettings(TABLE_NAME=stack.table_name, DATA_BUCKET=stack.bucket, EVALUATOR_KIND="auto",
+                                       TRAINING_ROLE_ARN="arn:aws:iam::123456789012:role/t", TRAINING_IMAGE_URI="hf-image",
+                                       CALIBRATION_IMAGE_URI="sklearn-image")
+    figures = {"disagreement_rate": 0.35, "spearman": 0.3}
+    with_texts, without = "auto-texts", "auto-judge"
+    for project, rows in ((with_texts, labelled(with_texts, 240)), (without, judged_rows(without, 400))):
+        s3.put_object(Bucket=stack.bucket, Key=f"reports/{project}/{END:%Y-%m-%dT%H-%M-%SZ}/labelled.jsonl",
+                      Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    in_service = fit(labelled_data(judged_rows(without, 400, seed=5))).map
+    calibration.deploy(table, s3, stack.bucket, without, in_service.dumps(), "test", force=True)
+
+    both = Recorder()
+    launch = launch_training(with_texts, END, figures, s3=s3, sagemaker=both, table=table, setup=settings.setup(),
+                             policy=settings.policy())
+    assert launch.kinds == ["finetune", "calibrate"] and launch.with_texts == 240
+    assert [r["TrainingJobName"] for r in both.requests] == [job_name(with_texts, END), calibration_job_name(with_texts, END)]
+    finetune, calibrate = both.requests
+    assert finetune["AlgorithmSpecification"]["TrainingImage"] == "hf-image"
+    assert calibrate["AlgorithmSpecification"]["TrainingImage"] == "sklearn-image"
+    assert calibrate["ResourceConfig"]["InstanceType"] == "ml.m5.large"
+    assert {c["ChannelName"] for c in calibrate["InputDataConfig"]} == {"train", "validation"}
+    assert {t["Value"] for t in calibrate["Tags"] if t["Key"] == "feedback-loop:kind"} == {"calibrate"}
+
+    alone = Recorder()
+    launch = launch_training(without, END, figures, s3=s3, sagemaker=alone, table=table, setup=settings.setup(),
+                             policy=settings.policy())
+    assert launch.kinds == ["calibrate"] and launch.with_texts == 0
+    [request] = alone.requests
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels["champion"] == f"s3://{stack.bucket}/calibration/{without}/{calibration.CurrentMaps(table, s3, stack.bucket).get(without).id}.json"
+
+    again = Recorder()
+    for project in (with_texts, without):
+        repeated = launch_training(project, END, figures, s3=s3, sagemaker=again, table=table, setup=settings.setup(),
+                                   policy=settings.policy())
+        assert repeated.already_launched
+    assert again.requests == []
+    with pytest.raises(ValueError, match="unknown evaluator kind"):
+        launch_training(without, END, figures, s3=s3, sagemaker=again, table=table, setup=settings.setup(),
+                        policy=settings.policy(), kind="other")
+
+    # a fine-tuned evaluator replacing the judge takes the judge's calibrator out of service with it
+    retired = calibration.retire(table, without, "evaluator-v2 replaced the evaluator it calibrated")
+    assert retired is not None and calibration.CurrentMaps(table, s3, stack.bucket).get(without) is None
+    history = list(table.query_partition(f"CALIBRATION#{without}", sk_prefix="RETIRED#"))
+    assert [h["map_id"] for h in history] == [retired["map_id"]]
+    assert calibration.retire(table, without, "again") is None
