@@ -9,13 +9,14 @@ import time
 from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.openapi.params import Path as PathParameter
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 import boto3
@@ -379,8 +380,10 @@ def get_change(name: Annotated[ChangeName, PathParameter()]) -> StoredChange:
 
 @app.post("/v1/retrain", summary="Ask for the project's evaluator to be retrained on its latest analysed window",
           responses={202: {"description": "Requested: the retrain function decides (label minimum applies)"}})
-def post_retrain() -> Response[dict]:
-    detail = request_retrain(events(), settings.event_bus_name, app.context["project"], "api")
+def post_retrain(kind: Annotated[Literal["finetune", "calibrate", "auto"] | None, Query(
+        description="what to train (EvaluatorKind, docs/RETRAINING.md); the stack's setting when absent")] = None
+                 ) -> Response[dict]:
+    detail = request_retrain(events(), settings.event_bus_name, app.context["project"], "api", kind)
     return Response(status_code=HTTPStatus.ACCEPTED.value, content_type="application/json",
                     body={**detail, "status": "requested"})
 

@@ -470,3 +470,18 @@ def test_auto_trains_a_calibrator_always_and_a_fine_tuned_challenger_when_there_
     history = list(table.query_partition(f"CALIBRATION#{without}", sk_prefix="RETIRED#"))
     assert [h["map_id"] for h in history] == [retired["map_id"]]
     assert calibration.retire(table, without, "again") is None
+
+
+def test_post_retrain_may_name_what_to_train(stack, table) -> None:
+    from feedback_loop.logic.keys import create_key
+
+    from ..conftest import Api
+
+    api = Api(stack.api_url, create_key(table, "retrain-kind").plaintext)
+    response = api.post("/v1/retrain?kind=calibrate", {})
+    assert response.status_code == 202 and response.json()["kind"] == "calibrate"
+    [delivery] = stack.bus.wait_for("RetrainRequested", timeout=60,
+                                    where=lambda event: event["detail"]["project"] == "retrain-kind")
+    assert delivery.event["detail"]["kind"] == "calibrate"
+    wrong = api.post("/v1/retrain?kind=bigger", {})
+    assert wrong.status_code == 422 and "kind" in wrong.text

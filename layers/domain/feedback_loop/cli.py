@@ -429,7 +429,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             raise SystemExit(f"no local stack is running (no {args.data_dir}/local.json): start "
                              "`feedback-loop serve`, or pass --bus NAME for a deployed stack")
         events, bus = local_client("events", state["aws_endpoint"]), state["bus"]
-    print(json.dumps(request_retrain(events, bus, args.project, "cli")))
+    print(json.dumps(request_retrain(events, bus, args.project, "cli", args.kind)))
     return 0
 
 
@@ -674,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = commands.add_parser("retrain", help="ask for a project's evaluator to be retrained now")
     retrain.add_argument("--project", required=True)
     retrain.add_argument("--bus", help="the deployed stack's EventBusName (default: the running local stack's)")
+    retrain.add_argument("--kind", choices=("finetune", "calibrate", "auto"),
+                         help="what to train (EvaluatorKind, docs/RETRAINING.md; default: the stack's setting)")
     retrain.set_defaults(run=cmd_retrain)
 
     calibrate = commands.add_parser("calibrate", help="learn a calibration map of the evaluator's scores from "

@@ -125,11 +125,11 @@ def latest_window_end(s3: Any, bucket: str, project: str) -> datetime | None:
     return max(ends) if ends else None
 
 
-def request_retrain(events: Any, bus: str, project: str, requested_by: str) -> dict[str, Any]:
+def request_retrain(events: Any, bus: str, project: str, requested_by: str, kind: str | None = None) -> dict[str, Any]:
     """A RetrainRequested event: the retrain function launches for the latest window, cadence and
-    thresholds aside (the label minimum still holds)."""
+    thresholds aside (the label minimum still holds); `kind` (EvaluatorKind) instead of the stack's."""
     detail = {"project": project, "requested_by": requested_by,
-              "requested_at": timestamp_text(datetime.now(timezone.utc))}
+              "requested_at": timestamp_text(datetime.now(timezone.utc)), **({"kind": kind} if kind else {})}
     put_event(events, bus, RETRAIN_REQUESTED, detail)
     return detail
 
