@@ -243,22 +243,11 @@ def _create_finetune_job(project: str, name: str, window: str, rows: list[dict[s
     if copy is not None:  # the job reads the encoder from the bucket, never from the hub
         channels[base_model.CHANNEL] = copy.uri
         hyperparameters["base-model"] = base_model.CHANNEL_PATH
-    sagemaker.create_training_job(
-        TrainingJobName=name,
-        AlgorithmSpecification={"TrainingImage": setup.image_uri, "TrainingInputMode": "File",
-                                "MetricDefinitions": METRIC_DEFINITIONS},
-        RoleArn=setup.role_arn,
-        HyperParameters={"sagemaker_program": json.dumps("train.py"),
-                         "sagemaker_submit_directory": json.dumps(source_bundle(s3, setup.bucket)),
-                         **{k: json.dumps(v) for k, v in hyperparameters.items()}},
-        InputDataConfig=[_input(channel, uri, None if channel == base_model.CHANNEL else "application/jsonlines")
-                         for channel, uri in channels.items()],
-        Environment=base_model.OFFLINE if copy is not None else {},
-        OutputDataConfig={"S3OutputPath": f"s3://{setup.bucket}/models/{project}/"},
-        ResourceConfig={"InstanceType": setup.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": setup.max_runtime_seconds},
-        Tags=_tags(project, window, FINETUNE),
-    )
+    sagemaker.create_training_job(**_job_request(
+        name, project, window, FINETUNE, setup, image=setup.image_uri, definitions=METRIC_DEFINITIONS,
+        program="train.py", bundle=source_bundle(s3, setup.bucket), hyperparameters=hyperparameters,
+        channels=channels, unlabelled=(base_model.CHANNEL,), instance_type=setup.instance_type, volume_gb=30,
+        environment=base_model.OFFLINE if copy is not None else {}))
     return copy.uri if copy is not None else f"hub:{base}"
 
 
@@ -274,18 +263,33 @@ def _create_calibration_job(project: str, name: str, window: str, rows: list[dic
     current = table.get(**pointer_key(project))
     if current is not None:
         channels["champion"] = f"s3://{setup.bucket}/{current['key']}"
-    sagemaker.create_training_job(
+    sagemaker.create_training_job(**_job_request(
+        name, project, window, CALIBRATE, setup, image=setup.calibration_image_uri,
+        definitions=CALIBRATION_METRIC_DEFINITIONS, program="calibrate.py",
+        bundle=source_bundle(s3, setup.bucket, CALIBRATE), hyperparameters=setup.calibration_hyperparameters,
+        channels=channels, unlabelled=("champion",),
+        instance_type=setup.calibration_instance_type, volume_gb=5))
+
+
+def _job_request(name: str, project: str, window: str, kind: str, setup: TrainingSetup, *, image: str,
+                 definitions: list[dict[str, str]], program: str, bundle: str, hyperparameters: dict[str, str],
+                 channels: dict[str, str], unlabelled: tuple[str, ...], instance_type: str, volume_gb: int,
+                 environment: dict[str, str] | None = None) -> dict[str, Any]:
+    """CreateTrainingJob's request for a script-mode job of `kind` (its source `bundle`, entry point and
+    hyperparameters; the channels, JSON Lines but those in `unlabelled`; the output under
+    models/<project>/; tagged with the project, the window and the kind)."""
+    return dict(
         TrainingJobName=name,
-        AlgorithmSpecification={"TrainingImage": setup.calibration_image_uri, "TrainingInputMode": "File",
-                                "MetricDefinitions": CALIBRATION_METRIC_DEFINITIONS},
+        AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File", "MetricDefinitions": definitions},
         RoleArn=setup.role_arn,
-        HyperParameters={"sagemaker_program": json.dumps("calibrate.py"),
-                         "sagemaker_submit_directory": json.dumps(source_bundle(s3, setup.bucket, CALIBRATE)),
-                         **{k: json.dumps(v) for k, v in setup.calibration_hyperparameters.items()}},
-        InputDataConfig=[_input(channel, uri, None if channel == "champion" else "application/jsonlines")
+        HyperParameters={"sagemaker_program": json.dumps(program),
+                         "sagemaker_submit_directory": json.dumps(bundle),
+                         **{k: json.dumps(v) for k, v in hyperparameters.items()}},
+        InputDataConfig=[_input(channel, uri, None if channel in unlabelled else "application/jsonlines")
                          for channel, uri in channels.items()],
+        Environment=environment or {},
         OutputDataConfig={"S3OutputPath": f"s3://{setup.bucket}/models/{project}/"},
-        ResourceConfig={"InstanceType": setup.calibration_instance_type, "InstanceCount": 1, "VolumeSizeInGB": 5},
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": volume_gb},
         StoppingCondition={"MaxRuntimeInSeconds": setup.max_runtime_seconds},
-        Tags=_tags(project, window, CALIBRATE),
+        Tags=_tags(project, window, kind),
     )
