@@ -172,15 +172,25 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
         raise ValueError(f"unknown evaluator kind {kind!r}: {FINETUNE}, {CALIBRATE} or {AUTO}")
     window = timestamp_text(window_end)
     name = job_name(project, window_end)
+
+    def launched_already(kinds: list[str], with_texts: int = 0) -> Launch | None:
+        if not all(claimed[k] for k in kinds):
+            return None
+        return Launch(project, window, Decision(False, ["this window was already launched"]),
+                      claimed[kinds[0]]["job_name"], already_launched=True, kinds=kinds, with_texts=with_texts,
+                      calibration_job=(claimed.get(CALIBRATE) or {}).get("job_name"))
+
+    # the claims first: a redelivered event reads no labelled rows
+    claimed = {k: table.get(**claim_key(project, window, k)) for k in ([FINETUNE, CALIBRATE] if kind == AUTO else [kind])}
+    found = launched_already(list(claimed))
+    if found is not None:
+        return found
     rows = labelled_rows(s3, setup.bucket, project, window_end, setup.accumulation)
     labels = sum(r.get("human_label") in ("good", "bad") for r in rows)
     wanted, with_texts = kinds_to_train(kind, rows, policy.min_new_labels)
-    claimed = {k: table.get(**claim_key(project, window, k)) for k in wanted}
-    if all(claimed.values()):
-        first = claimed[wanted[0]]
-        return Launch(project, window, Decision(False, ["this window was already launched"]), first["job_name"],
-                      already_launched=True, kinds=wanted, with_texts=with_texts,
-                      calibration_job=(claimed.get(CALIBRATE) or {}).get("job_name"))
+    found = launched_already(wanted, with_texts)  # auto, its calibrator launched, and too few texts to fine-tune
+    if found is not None:
+        return found
     decision = decide(figures, labels, last_trained(table, project), now, policy, force)
     if not decision.launch:
         return Launch(project, window, decision, labels=labels, rows=len(rows), with_texts=with_texts)
