@@ -19,7 +19,6 @@ definitions, e.g. `validation:ece=0.0312;`.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -60,41 +59,17 @@ def champion_map(folder: str) -> Any:
     return CalibrationMap.loads(found[0].read_text()) if found else None
 
 
-def read_rows(folders: list[str], skipped: Counter[str]) -> list[dict[str, Any]]:
-    """The JSON lines (gzip or not) of every file under the folders, in name order; lines that are
-    not JSON objects counted in `skipped` (json alone: the analysis's faster reader needs orjson and
-    pyarrow, which the image lacks)."""
-    rows = []
-    for folder in folders:
-        base = Path(folder)
-        for path in sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []:
-            opener = gzip.open if path.name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as lines:
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        skipped["malformed_json"] += 1
-                        continue
-                    if isinstance(row, dict):
-                        rows.append(row)
-                    else:
-                        skipped["not_an_object"] += 1
-    return rows
-
-
 def train(args: argparse.Namespace) -> dict[str, Any]:
     from feedback_loop.calibration.fit import fit_gated, labelled
     from feedback_loop.calibration.gate import CalibratorPolicy
+    from feedback_loop.evaluator.data import read_rows
 
     began = time.monotonic()
     fields = tuple(dict.fromkeys(f.strip() for f in args.fields.split(",") if f.strip()))
     champion = champion_map(args.champion)
     every = tuple(dict.fromkeys(fields + (champion.fields if champion is not None else ())))
     skipped: Counter[str] = Counter()
-    rows = read_rows([args.train, args.validation], skipped)
+    rows = [row for folder in (args.train, args.validation) for row in read_rows(folder, skipped)]
     data = labelled(rows, every)
     skipped["without_a_score_and_a_human_score"] += len(rows) - len(data)
     policy = CalibratorPolicy(min_held_out=args.min_held_out, max_auroc_drop=args.max_auroc_drop,

@@ -1,8 +1,10 @@
-"""Training data: the analysis's labelled.jsonl rows, read from SageMaker channels."""
+"""Training data: the analysis's labelled.jsonl rows, read from SageMaker channels (standard library
+only: the calibrator's job reads its channels with read_rows too, in an image without our dependencies)."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,28 @@ class Example:
     timestamp: str
 
 
-def read_rows(folder: str | Path) -> list[dict[str, Any]]:
-    """Every JSON line of every *.jsonl file in a channel folder (as SageMaker lays channels out)."""
+def read_rows(folder: str | Path, skipped: Counter[str] | None = None) -> list[dict[str, Any]]:
+    """Every JSON line of every *.jsonl file in a channel folder (as SageMaker lays channels out; a
+    folder that is not there holds none). With `skipped`, a line that is not a JSON object is
+    counted there by reason and left out; without, it raises."""
     rows = []
     for path in sorted(Path(folder).rglob("*.jsonl")):
         with open(path, encoding="utf-8") as lines:
-            rows.extend(json.loads(line) for line in lines if line.strip())
+            for line in lines:
+                if not line.strip():
+                    continue
+                if skipped is None:
+                    rows.append(json.loads(line))
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    skipped["malformed_json"] += 1
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    skipped["not_an_object"] += 1
     return rows
 
 
