@@ -89,22 +89,40 @@ def register_challenger(detail: dict[str, Any], *, s3: Any, sagemaker: Any, even
     summary = {"training_job": job, "project": project, "window": tags.get(WINDOW_TAG, ""), "n": str(decision.n),
                "challenger_auroc": str(decision.challenger.auroc), "champion_auroc": str(decision.champion.auroc),
                "challenger_ece": str(decision.challenger.ece), "champion_ece": str(decision.champion.ece)}
-    package = sagemaker.create_model_package(
-        ModelPackageGroupName=group,
-        ModelPackageDescription=decision.reasons[0][:1000],
-        InferenceSpecification={"Containers": [{"Image": inference_image, "ModelDataUrl": artifacts}],
-                                "SupportedContentTypes": ["application/json"],
-                                "SupportedResponseMIMETypes": ["application/json"]},
-        ModelApprovalStatus=decision.status,
-        CustomerMetadataProperties={k: v[:256] for k, v in summary.items()},
-    )
-    arn = package["ModelPackageArn"]
-    if decision.status != "PendingManualApproval":
-        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=decision.status,
-                                       ApprovalDescription=decision.reasons[0][:1000])
+    arn = _create_package(sagemaker, group, inference_image, artifacts, decision.status, decision.reasons, summary)
     outcome = {"project": project, "training_job": job, "model_package_arn": arn, "model_data": artifacts,
                "status": decision.status, "reasons": decision.reasons, "gate": decision.as_dict(),
                "training_metrics": metrics.get("validation"), "window": tags.get(WINDOW_TAG, "")}
+    return _gated(outcome, key, events=events, table=table, bus=bus)
+
+
+def _create_package(sagemaker: Any, group: str, image: str, artifacts: str, status: str, reasons: list[str],
+                    summary: dict[str, str], before_approval: Any = None) -> str:
+    """A model package of the job's model data in `group` with the gate's `status` (and its reason as
+    the approval's description); with `before_approval`, created pending and given the status only
+    once `before_approval(arn)` has run (a calibrator's kind must be in the table before an approval's
+    event reaches the deploy function). Returns its ARN."""
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        ModelPackageDescription=reasons[0][:1000],
+        InferenceSpecification={"Containers": [{"Image": image, "ModelDataUrl": artifacts}],
+                                "SupportedContentTypes": ["application/json"],
+                                "SupportedResponseMIMETypes": ["application/json"]},
+        ModelApprovalStatus=status if before_approval is None else "PendingManualApproval",
+        CustomerMetadataProperties={k: v[:256] for k, v in summary.items()},
+    )
+    arn = package["ModelPackageArn"]
+    if before_approval is not None:
+        before_approval(arn)
+    if status != "PendingManualApproval":
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status,
+                                       ApprovalDescription=reasons[0][:1000])
+    return arn
+
+
+def _gated(outcome: dict[str, Any], key: dict[str, str], *, events: Any, table: FeedbackTable, bus: str
+           ) -> dict[str, Any]:
+    """EvaluatorGated with the outcome, which the registration's claim keeps."""
     put_event(events, bus, EVALUATOR_GATED, outcome)
     table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome, default=str)})
     return outcome
@@ -128,26 +146,12 @@ def _register_calibrator(project: str, job: str, tags: dict[str, str], artifacts
                "challenger_ece": str((figures.get("challenger") or {}).get("ece")),
                "champion_ece": str((figures.get("champion") or {}).get("ece")),
                "log_loss_improvement": str(figures.get("log_loss_improvement"))}
-    package = sagemaker.create_model_package(
-        ModelPackageGroupName=group,
-        ModelPackageDescription=decision.reasons[0][:1000],
-        InferenceSpecification={"Containers": [{"Image": image, "ModelDataUrl": artifacts}],
-                                "SupportedContentTypes": ["application/json"],
-                                "SupportedResponseMIMETypes": ["application/json"]},
-        # pending until the table says what it is: an approval's event must find the package's kind
-        ModelApprovalStatus="PendingManualApproval",
-        CustomerMetadataProperties={k: v[:256] for k, v in summary.items()},
-    )
-    arn = package["ModelPackageArn"]
-    table.merge(**package_key(arn), values={"entity": "package", "kind": CALIBRATOR, "project": project,
-                                            "training_job": job, "model_data": artifacts})
-    if decision.status != "PendingManualApproval":
-        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=decision.status,
-                                       ApprovalDescription=decision.reasons[0][:1000])
+    arn = _create_package(sagemaker, group, image, artifacts, decision.status, decision.reasons, summary,
+                          lambda arn: table.merge(**package_key(arn), values={
+                              "entity": "package", "kind": CALIBRATOR, "project": project, "training_job": job,
+                              "model_data": artifacts}))
     outcome = {"project": project, "training_job": job, "kind": "calibrate", "model_package_arn": arn,
                "model_data": artifacts, "status": decision.status, "reasons": decision.reasons,
                "gate": decision.as_dict(), "split": metrics.get("split"), "chosen": metrics.get("chosen"),
                "training_metrics": metrics.get("validation"), "window": tags.get(WINDOW_TAG, "")}
-    put_event(events, bus, EVALUATOR_GATED, outcome)
-    table.update(key["pk"], key["sk"], {"outcome": json.dumps(outcome, default=str)})
-    return outcome
+    return _gated(outcome, key, events=events, table=table, bus=bus)
