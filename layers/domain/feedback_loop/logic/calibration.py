@@ -45,10 +45,10 @@ def deploy(table: FeedbackTable, s3: Any, bucket: str, project: str, text: str, 
     package it came from: {model_package_arn, model_package_version}; the registry's approval, which
     a person may have given, is what counts then). Returns the pointer item."""
     calibration_map = CalibrationMap.loads(text)  # ValueError: not a map
-    status = (calibration_map.trained.get("gate") or {}).get("status")
-    if package is not None:
-        status, force = "Approved in the model registry", False
-    if status not in ("Approved", "Approved in the model registry") and not force:
+    status = "Approved in the model registry" if package is not None else \
+        (calibration_map.trained.get("gate") or {}).get("status")
+    approved = package is not None or status == "Approved"
+    if not approved and not force:
         raise NotDeployable(f"the map's gate says {status or 'nothing (fitted without a held-out part)'}: "
                             "deploy it anyway with force, saying why")
     now = now or datetime.now(timezone.utc)
@@ -57,7 +57,7 @@ def deploy(table: FeedbackTable, s3: Any, bucket: str, project: str, text: str, 
     s3.put_object(Bucket=bucket, Key=key, Body=calibration_map.dumps().encode(), ContentType="application/json")
     pointer = {**pointer_key(project), "entity": "calibration", "project": project, "map_id": identifier, "key": key,
                "deployed_at": timestamp_text(now), "deployed_by": deployed_by, "gate": status or "none",
-               "forced": bool(force and status != "Approved"), **(package or {})}
+               "forced": not approved, **(package or {})}
     history = {k: v for k, v in pointer.items() if k not in ("pk", "sk")}
     table.merge(pointer["pk"], f"DEPLOYED#{pointer['deployed_at']}#{identifier}", history)
     table.merge(pointer["pk"], CURRENT, history)
