@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback_loop import labels as scoring  # GOOD_AT, BAD_AT: nothing the job's image lacks
+from feedback_loop.labels import BAD_AT, GOOD_AT  # not scoring: the job's image lacks what it imports
 from feedback_loop.calibration.curves import (LOGIT_CLIP, UNKNOWN, CalibrationMap, Curve, Logistic, Target,
                                               finite_number, map_id, segment_values)
 
@@ -367,12 +367,12 @@ def fit(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: int = 
         methods: tuple[str, ...] = METHODS, folds: int = FOLDS) -> Fitted:
     """The calibration map of the labelled requests: each target's method chosen by cross-validated
     loss and fitted on every label; with the raw and calibrated out-of-fold figures."""
-    binary = (data.human >= scoring.GOOD_AT) | (data.human <= scoring.BAD_AT)
-    if binary.sum() < 2 * folds or len(np.unique(data.human[binary] >= scoring.GOOD_AT)) < 2:
+    binary = (data.human >= GOOD_AT) | (data.human <= BAD_AT)
+    if binary.sum() < 2 * folds or len(np.unique(data.human[binary] >= GOOD_AT)) < 2:
         raise ValueError(f"needs at least {2 * folds} requests labelled good or bad, of both kinds "
                          f"(has {int(binary.sum())})")
     on_binary = data.take(np.flatnonzero(binary))
-    good = (on_binary.human >= scoring.GOOD_AT).astype(float)
+    good = (on_binary.human >= GOOD_AT).astype(float)
     p_good, p_figures, p_oof = _choose(on_binary, good, log_loss, fields, min_segment_labels, methods, folds)
     expected, e_figures, _ = _choose(data, data.human, squared_error, fields, min_segment_labels, methods, folds)
     known = ~np.isnan(p_oof)
@@ -420,14 +420,14 @@ def fit_gated(data: Labelled, fields: tuple[str, ...] = (), min_segment_labels: 
     from feedback_loop.calibration import gate
 
     policy = policy or gate.CalibratorPolicy()
-    binary = (data.human >= scoring.GOOD_AT) | (data.human <= scoring.BAD_AT)
+    binary = (data.human >= GOOD_AT) | (data.human <= BAD_AT)
     train_index, held_index, cut = gate.time_split(data.timestamps, data.ids, policy.held_out_share)
     if not len(train_index):
         raise ValueError(f"every label has the same timestamp ({cut or 'none'}): nothing is earlier than the "
                          "held-out part; give the labels their times, or fit without a gate (--held-out-share 0)")
     fitted = fit(data.take(train_index), fields, min_segment_labels)
     held = data.take(held_index[binary[held_index]])
-    labels = (held.human >= scoring.GOOD_AT).astype(float)
+    labels = (held.human >= GOOD_AT).astype(float)
     challenger, segments = predict(fitted.map.p_good, held), held.segments
     incumbent = held.score if champion is None else predict(champion.p_good, held)
     decision = gate.gate(challenger, incumbent, labels, {f: segments[f] for f in fields}, policy)
