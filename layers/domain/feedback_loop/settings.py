@@ -114,7 +114,22 @@ def analysis_settings() -> AnalysisFunctionSettings:
     return AnalysisFunctionSettings()
 
 
-class RetrainFunctionSettings(BaseSettings):
+class CalibratorGateSettings(BaseSettings):
+    """The calibrator's gate, as the retrain function gives it to the job and the register function
+    applies it again (one template parameter for both)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    calibrator_min_held_out: int = Field(default=200, ge=2, validation_alias="CALIBRATOR_MIN_HELD_OUT")
+    calibrator_max_auroc_drop: float = Field(default=0.01, ge=0, validation_alias="CALIBRATOR_MAX_AUROC_DROP")
+
+    def calibrator_policy(self) -> "CalibratorPolicy":
+        from feedback_loop.calibration.gate import CalibratorPolicy
+
+        return CalibratorPolicy(min_held_out=self.calibrator_min_held_out, max_auroc_drop=self.calibrator_max_auroc_drop)
+
+
+class RetrainFunctionSettings(CalibratorGateSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     table_name: str = Field(validation_alias="TABLE_NAME")
@@ -133,8 +148,6 @@ class RetrainFunctionSettings(BaseSettings):
     calibration_image_uri: str = Field(default="", validation_alias="CALIBRATION_IMAGE_URI")
     calibration_instance_type: str = Field(default="ml.m5.large", validation_alias="CALIBRATION_INSTANCE_TYPE")
     calibration_fields: str = Field(default="query_type,user_cohort", validation_alias="CALIBRATION_FIELDS")
-    calibrator_min_held_out: int = Field(default=200, ge=2, validation_alias="CALIBRATOR_MIN_HELD_OUT")
-    calibrator_max_auroc_drop: float = Field(default=0.01, ge=0, validation_alias="CALIBRATOR_MAX_AUROC_DROP")
 
     def setup(self) -> "TrainingSetup":
         from feedback_loop.retraining.launch import TrainingSetup
@@ -160,7 +173,7 @@ def retrain_settings() -> RetrainFunctionSettings:
     return RetrainFunctionSettings()
 
 
-class RegisterFunctionSettings(BaseSettings):
+class RegisterFunctionSettings(CalibratorGateSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
     table_name: str = Field(validation_alias="TABLE_NAME")
@@ -173,8 +186,6 @@ class RegisterFunctionSettings(BaseSettings):
     max_ece_increase: float = Field(default=0.0, ge=0, validation_alias="GATE_MAX_ECE_INCREASE")
     min_validation: int = Field(default=30, ge=2, validation_alias="GATE_MIN_VALIDATION")
     calibration_image: str = Field(default="", validation_alias="CALIBRATION_IMAGE_URI")
-    calibrator_min_held_out: int = Field(default=200, ge=2, validation_alias="CALIBRATOR_MIN_HELD_OUT")
-    calibrator_max_auroc_drop: float = Field(default=0.01, ge=0, validation_alias="CALIBRATOR_MAX_AUROC_DROP")
 
     @property
     def inference_image(self) -> str:
@@ -189,11 +200,6 @@ class RegisterFunctionSettings(BaseSettings):
 
         return GatePolicy(min_auroc_gain=self.min_auroc_gain, max_ece_increase=self.max_ece_increase,
                           min_validation=self.min_validation)
-
-    def calibrator_policy(self) -> "CalibratorPolicy":
-        from feedback_loop.calibration.gate import CalibratorPolicy
-
-        return CalibratorPolicy(min_held_out=self.calibrator_min_held_out, max_auroc_drop=self.calibrator_max_auroc_drop)
 
 
 @lru_cache(maxsize=1)
