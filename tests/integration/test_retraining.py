@@ -192,28 +192,14 @@ def test_an_update_uses_blue_green_with_the_alarms(stack, table) -> None:
         def update(self, name, config, deployment):
             self.calls.append((name, config, deployment))
 
-    class ApprovedHere:
-        """The emulator's client, its packages approved for this test's calls only: packages approved
-        in the emulator would also reach the stack's deploy function (the local SageMaker runner
-        announces approvals), which could handle them before this test's own calls."""
-
-        def __init__(self, client) -> None:
-            self.client = client
-
-        def __getattr__(self, name):
-            return getattr(self.client, name)
-
-        def describe_model_package(self, **request):
-            return {**self.client.describe_model_package(**request), "ModelApprovalStatus": "Approved"}
-
-    sagemaker = ApprovedHere(boto3.client("sagemaker"))
-    group = "feedback-loop-deploy-unit"
+    sagemaker = boto3.client("sagemaker")
+    group = "deploy-unit"  # not feedback-loop-*: the stack's own deploy function (its rule) leaves these packages alone
     sagemaker.create_model_package_group(ModelPackageGroupName=group)
     endpoints = FakeUpdate(sagemaker)
     outcomes = []
     for version in (1, 2):
         arn = sagemaker.create_model_package(
-            ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
+            ModelPackageGroupName=group, ModelApprovalStatus="Approved",
             InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": f"s3://b/m{version}.tar.gz"}],
                                     "SupportedContentTypes": ["application/json"],
                                     "SupportedResponseMIMETypes": ["application/json"]})["ModelPackageArn"]
