@@ -58,8 +58,8 @@ def layout(s3, project: str) -> athena.Layout:
     return athena.Layout.of(BUCKET, [o["Key"] for page in pages for o in page.get("Contents", [])])
 
 
-def on_athena(s3, project: str, items: list, measured: list, since: datetime, until: datetime, start: datetime
-              ) -> tuple:
+def on_athena(s3, project: str, items: list, measured: list, since: datetime, until: datetime, start: datetime,
+              calibration_map=None) -> tuple:
     """A pass on the local Athena: the feedback `items` exported for the run, the statements run;
     (collected, events exported, sides, skipped)."""
     run = run_name(until)
@@ -69,7 +69,7 @@ def on_athena(s3, project: str, items: list, measured: list, since: datetime, un
     collected, events = athena.scan_athena(boto3.client("athena"), DATABASE, f"s3://{BUCKET}/athena-results/",
                                            project, run, sides, start.timestamp(), until.timestamp(),
                                            (since.timestamp(), until.timestamp()), SETTINGS.segment_fields, skipped,
-                                           poll=0.02, layout=layout(s3, project))
+                                           poll=0.02, layout=layout(s3, project), calibration_map=calibration_map)
     return collected, events, sides, skipped
 
 
@@ -117,6 +117,10 @@ def week(stack, table):
 
 
 def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
+    """With a calibrator too: the map, written as SQL and rendered for Trino, applied to every record."""
+    from ..unit.test_queries import MAPS
+
+    calibration_map = MAPS["platt with offsets"]
     project, s3, _ = week
     since, until = SCENARIO.end - timedelta(days=7), SCENARIO.end
     changes = [*SCENARIO.changes(), Change(name="ab", effective_at=SCENARIO.start, variant_field="prompt_version",
@@ -132,9 +136,10 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
     embedded_skipped: Counter[str] = Counter()
     embedded = scan_files(EvalLogSource(f"s3://{BUCKET}/eval-logs/{project}/", s3), embedded_feedback,
                           embedded_sides, start.timestamp(), until.timestamp(), window, SETTINGS.segment_fields,
-                          embedded_skipped)
+                          embedded_skipped, calibration_map=calibration_map)
 
-    collected, events, athena_sides, athena_skipped = on_athena(s3, project, items, measured, since, until, start)
+    collected, events, athena_sides, athena_skipped = on_athena(s3, project, items, measured, since, until, start,
+                                                                calibration_map)
     files = layout(s3, project)
     assert len(files.json_days) >= 8 and len(files.parquet_days) >= 4 and len(files.parquet_files) >= 4
     assert events == len(items) == embedded_feedback.events
@@ -145,10 +150,12 @@ def test_the_pass_on_athena_gives_the_embedded_report(table, week) -> None:
     athena_feedback.events = events
     generated = datetime(2026, 1, 1, tzinfo=timezone.utc)
     expected = report(project, embedded, embedded_feedback, embedded_sides, since, until, SETTINGS,
-                      embedded_skipped, generated_at=generated)
+                      embedded_skipped, generated_at=generated, calibrator=(calibration_map, "m"))
     got = report(project, collected, athena_feedback, athena_sides, since, until, SETTINGS, athena_skipped,
-                 generated_at=generated)
+                 generated_at=generated, calibrator=(calibration_map, "m"))
     assert expected.report["counts"]["requests_with_human_score"] > 100
+    assert set(embedded.cohort_calibrated) == set(collected.cohort_calibrated) == set(embedded.cohort_requests)
+    assert expected.report["calibration"]["quality"]["ppi_by_cohort"]["estimate"] is not None
     assert {i["change"] for i in expected.report["impact"]} == {"prompt-v8", "model-minor-bump", "ab"}
     assert_same(plain(expected.report), plain(got.report))
     assert list(expected.datasets.labelled()) == list(got.datasets.labelled())

@@ -290,3 +290,20 @@ def test_a_calibrator_in_service_is_judged_in_the_weekly_report(stack, table, we
     mapped = [calibration_map.apply(r["overall"], r["segments"])["p_good"] for r in binary]
     assert section["calibrated"]["ece"] == pytest.approx(
         stats.calibration(mapped, [r["human_label"] == "good" for r in binary]).ece, abs=1e-12)
+    # the map applied to every request of the pass: the quality of all traffic with its predictors,
+    # given beside the headline, which stays the raw score's (the map learned on this window's labels)
+    assert section["quality"]["headline"] is False and "inside this window" in section["quality"]["why"]
+    assert section["quality"]["ppi_by_cohort"]["estimate"] is not None and "predictor" not in report["quality"]
+    # on Athena, in two invocations: the map the started statements apply is kept with the pass's
+    # state, and the report is the embedded engine's
+    execution = stack.states.execute("AnalysisStateMachine", {"time": _END.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                              "engine": "athena", "projects": [project]})
+    assert execution["status"] == "SUCCEEDED", execution
+    state = json.loads(s3.get_object(Bucket=stack.bucket, Key=f"athena-results/passes/{project}/{WINDOW_KEY}.json")
+                       ["Body"].read())
+    assert state["calibrator"]["id"] == map_id(calibration_map) and "calibrated cohorts" in state["executions"]
+    on_athena = json.loads(s3.get_object(Bucket=stack.bucket, Key=f"reports/{project}/{WINDOW_KEY}/report.json")
+                           ["Body"].read())
+    for found in (report, on_athena):
+        found.pop("generated_at")
+    assert_same(plain(report), plain(on_athena))

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlglot
 
@@ -22,6 +23,7 @@ from feedback_loop.analysis.columnar import Scanner, load_records
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.model import AnalysisSettings, change_sides, read_range
+from feedback_loop.calibration.curves import CalibrationMap, Curve, Logistic, Target
 from feedback_loop.models.changes import Change
 from feedback_loop.simulate import Scenario, simulate
 
@@ -31,7 +33,7 @@ SETTINGS = AnalysisSettings()
 # the functions the rendered queries may call: each is in Trino's documentation (aggregate,
 # conditional, math functions) as Athena's engine version 3 runs them
 TRINO_FUNCTIONS = {"ARRAY_AGG", "AVG", "BOOL_OR", "CAST", "COALESCE", "COUNT", "IS_NAN", "JSON_FORMAT", "MAX",
-                   "MAX_BY", "MIN", "MIN_BY", "NULLIF", "ROW", "SUM"}
+                   "MAX_BY", "MIN", "MIN_BY", "NULLIF", "ROW", "SUM", "LN", "EXP", "LEAST", "GREATEST"}
 KEYWORDS = {"AS", "IN", "FILTER", "DECIMAL", "OVER", "AND", "OR", "NOT", "ON", "FROM", "JOIN", "THEN", "ELSE", "WHEN",
             "BETWEEN", "SELECT", "WHERE", "BY", "END", "SETS"}  # SETS: GROUPING SETS (...)
 
@@ -74,8 +76,33 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Any:
     load_records(scanner, EvalLogSource(str(logs)), start.timestamp(), scenario.end.timestamp(), Counter())
     window = (scenario.start.timestamp(), scenario.end.timestamp())
     results = queries.pass_queries(window, fields, columns, sides)
+    for name, calibration_map in MAPS.items():  # the calibrated predictors' sums, for each kind of map
+        results[f"calibrated cohorts {name}"] = queries.calibrated_cohorts(window, calibration_map, fields, columns)
     yield scanner, results
     scanner.close()
+
+
+def _curve(rng: Any, knots: int) -> Curve:
+    x = np.sort(rng.choice(np.linspace(0, 1, 4001), knots, replace=False))
+    return Curve(tuple(x.tolist()), tuple(np.sort(rng.random(knots)).tolist()))
+
+
+_rng = np.random.default_rng(5)
+# maps of every kind, made up (what is checked is the SQL against the Python map, not a fit): curves
+# with many knots (the SQL's halving), one knot, curves per value of a field (one value the records
+# never have), a logistic map with offsets on two fields (user_cohort: the analysis's cohort), and a
+# field the pass does not read (every record `unknown`)
+MAPS = {
+    "isotonic": CalibrationMap(Target("isotonic", curve=_curve(_rng, 57)), Target("isotonic", curve=_curve(_rng, 1))),
+    "binning by query_type": CalibrationMap(
+        Target("binning", "query_type", _curve(_rng, 10), {"code": _curve(_rng, 10), "qa": _curve(_rng, 2),
+                                                             "no-such-value": _curve(_rng, 3)}),
+        Target("binning", "not_read", _curve(_rng, 4), {"unknown": _curve(_rng, 6)}), ("query_type", "not_read")),
+    "platt with offsets": CalibrationMap(
+        Target("platt", "query_type+user_cohort", logistic=Logistic(
+            1.7, -0.4, {"query_type": {"code": -0.9, "chat": 0.35, "qa'": 2.0}, "user_cohort": {"free": 0.2}})),
+        Target("platt", logistic=Logistic(0.8, 0.1)), ("query_type", "user_cohort")),
+}
 
 
 def _trino(scanner: Scanner, query: queries.Query) -> str:
@@ -169,3 +196,34 @@ def test_every_athena_statement_parses_as_trino_and_calls_only_trino_functions(l
         assert ("dt IN ('2023-11-15')" in statement) == bool(files), name
         assert ("dt IN ('2023-11-14', '2023-11-16') AND \"$path\" IN "
                 "('s3://b/eval-logs/p/dt=2023-11-16/it''s.parquet')" in statement) == bool(files), name
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_the_calibrated_predictor_in_sql_is_the_map_on_every_record(loaded: Any, name: str) -> None:
+    """The map written as SQL (queries.calibrated) gives, on every record of the pass, what
+    CalibrationMap.apply gives for the record's score and segment values (the API's figures), and
+    the per-cohort sums are those of these figures."""
+    scanner, results = loaded
+    calibration_map = MAPS[name]
+    window = (Scenario(requests=3_000, seed=11).start.timestamp(), Scenario(requests=3_000, seed=11).end.timestamp())
+    sql = queries.calibrated_records(window, calibration_map, SETTINGS.segment_fields, scanner.columns)
+    found = scanner.run(queries.Query(sql, ("kept",)))
+    assert len(found) > 2_000
+    fields = calibration_map.fields
+    sums: dict[str, list[float]] = {}
+    for cohort, overall, *values, p, e in found:
+        own = dict(zip(fields, values))
+        expected = calibration_map.apply(overall, own)
+        assert p == pytest.approx(expected["p_good"], abs=1e-12) and e == pytest.approx(expected["expected_human"],
+                                                                                        abs=1e-12)
+        part = sums.setdefault(cohort, [0.0, 0.0, 0.0, 0.0])
+        for i, v in enumerate((p, p * p, e, e * e)):
+            part[i] += v
+    if "not_read" in fields:
+        assert {v[fields.index("not_read") + 2] for v in found} == {"unknown"}
+    if "user_cohort" in fields:
+        assert {v[fields.index("user_cohort") + 2] for v in found} == {v[0] for v in found}
+    cohorts = scanner.run(results[f"calibrated cohorts {name}"])
+    assert {row[0] for row in cohorts} == set(sums)
+    for cohort, *figures in cohorts:
+        assert figures == pytest.approx(sums[cohort], rel=1e-12)

@@ -319,18 +319,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                                     int(os.environ.get("FEEDBACK_DAY_SHARDS", "8"))))
         if not args.changes:
             changes = list_changes(table, args.project)
-    s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
-    analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
-                            since, until, settings, progress, memory_limit=args.memory_limit)
+    calibrator = None
     if args.calibration_map:  # the calibrator's figures beside the raw score's (report.json `calibration`)
-        from feedback_loop.analysis.calibrated import with_calibration
         from feedback_loop.calibration.curves import CalibrationMap, map_id
 
         try:
             calibration_map = CalibrationMap.loads(Path(args.calibration_map).read_text())
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SystemExit(f"--calibration-map {args.calibration_map}: not a calibration map: {error}")
-        with_calibration(analysis, calibration_map, map_id(calibration_map))
+        calibrator = (calibration_map, map_id(calibration_map))
+    s3 = boto3.client("s3") if args.eval_logs.startswith("s3://") or args.out.startswith("s3://") else None
+    analysis = run_analysis(args.project or "default", EvalLogSource(args.eval_logs, s3), feedback, changes,
+                            since, until, settings, progress, memory_limit=args.memory_limit, calibrator=calibrator)
     if args.history:  # earlier runs kept as folders beside this one: the trends, and the index page
         if args.out.startswith("s3://"):
             raise SystemExit("--history reads folders: write --out to a folder too")

@@ -45,6 +45,7 @@ from feedback_loop.analysis.columnar import collect
 from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, partition_day, partition_range
 from feedback_loop.analysis.model import ChangeSides, Pass
 from feedback_loop.analysis.sql import literal
+from feedback_loop.calibration.curves import CalibrationMap
 from feedback_loop.dal.items import item_value
 
 EVAL_LOGS, EVAL_LOGS_PARQUET, FEEDBACK = "eval_logs", "eval_logs_parquet", "feedback"
@@ -388,7 +389,8 @@ class Athena:
 def pass_engine(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
                 workgroup: str | None = None, poll: float = 1.0, layout: Layout | None = None,
-                threshold: float = 0.7, minimum: int = 30) -> tuple[Athena, dict[str, queries.Query]]:
+                threshold: float = 0.7, minimum: int = 30, calibration_map: CalibrationMap | None = None
+                ) -> tuple[Athena, dict[str, queries.Query]]:
     """The runner of one pass and its results by name (queries.pass_queries, and `events`: the
     feedback events read); `layout`: which eval-log files each table reads."""
     columns = queries.columns(fields, sides)
@@ -396,7 +398,7 @@ def pass_engine(client: Any, database: str, output: str, project: str, run: str,
             "feedback_events": feedback_events_sql(database, project, run)}
     engine = Athena(client, database, output, workgroup, queries.pass_relations(read_since, until), base, poll)
     return engine, {EVENTS: queries.EVENTS_COUNT,
-                    **queries.pass_queries(window, fields, columns, sides, threshold, minimum)}
+                    **queries.pass_queries(window, fields, columns, sides, threshold, minimum, calibration_map)}
 
 
 EVENTS = "events"
@@ -424,9 +426,9 @@ def finish_pass(engine: Athena, results: dict[str, queries.Query], executions: d
 def scan_athena(client: Any, database: str, output: str, project: str, run: str, sides: list[ChangeSides],
                 read_since: float, until: float, window: tuple[float, float], fields: tuple[str, ...],
                 skipped: Counter[str], workgroup: str | None = None, poll: float = 1.0,
-                layout: Layout | None = None) -> tuple[Pass, int]:
+                layout: Layout | None = None, calibration_map: CalibrationMap | None = None) -> tuple[Pass, int]:
     """The pass of columnar.scan_files, on Athena, in one call: the same results of the same
     queries. Returns the Pass and the number of feedback events read."""
     engine, results = pass_engine(client, database, output, project, run, sides, read_since, until, window, fields,
-                                  workgroup, poll, layout)
+                                  workgroup, poll, layout, calibration_map=calibration_map)
     return finish_pass(engine, results, start_pass(engine, results), sides, skipped)

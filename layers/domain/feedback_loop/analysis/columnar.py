@@ -37,6 +37,7 @@ from feedback_loop.analysis.evallogs import PARQUET_SUFFIXES, EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex, implicit_score, signals
 from feedback_loop.analysis import queries
 from feedback_loop.analysis.sql import identifier, literal
+from feedback_loop.calibration.curves import CalibrationMap
 
 # Lines that DuckDB reads but JSON (and orjson) refuses hold NaN, Infinity or a trailing comma; such
 # lines (and any others that match, inside strings) are checked again with orjson. (DuckDB also reads
@@ -304,18 +305,20 @@ def _load_file(scanner: Scanner, source: EvalLogSource, name: str, skipped: Coun
 def scan_files(source: EvalLogSource, feedback: FeedbackIndex, sides: list[ChangeSides], read_since: float,
                until: float, window: tuple[float, float], fields: tuple[str, ...], skipped: Counter[str],
                progress: Callable[[int, int, str], None] | None = None, threads: int | None = None,
-               memory_limit: str | None = None, threshold: float = 0.7, minimum: int = 30) -> Pass:
+               memory_limit: str | None = None, threshold: float = 0.7, minimum: int = 30,
+               calibration_map: CalibrationMap | None = None) -> Pass:
     """The pass over the files of `source` from read_since to until: the counts over all records,
     the impact sides filled in, and the rows of the requests with a human score in `window`
-    (`threshold`: the evaluator's verdict; `minimum`: the labelled requests of a segment)."""
+    (`threshold`: the evaluator's verdict; `minimum`: the labelled requests of a segment; with
+    `calibration_map`, the calibrated score's sums per cohort too)."""
     columns = queries.columns(fields, sides)
     memory_limit = memory_limit or default_memory_limit()
     scanner = Scanner(feedback, columns, threads, memory_limit)
     try:
         scanner.prepare()
         load_records(scanner, source, read_since, until, skipped, progress)
-        return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides, threshold, minimum), sides,
-                       skipped)
+        return collect(scanner, queries.pass_queries(window, fields, scanner.columns, sides, threshold, minimum,
+                                                     calibration_map), sides, skipped)
     except duckdb.OutOfMemoryException as error:
         raise MemoryError(f"the analysis needs more than DuckDB's memory limit of {memory_limit} (and its "
                           f"temporary folder {tempfile.gettempdir()}): raise --memory-limit, or AnalysisMemorySize "
@@ -365,6 +368,9 @@ def collect(engine: Any, results: dict[str, queries.Query], sides: list[ChangeSi
     for *values, cohort, requests, total, squares in engine.run(results["segment cohorts"]):
         field = next(i for i, value in enumerate(values) if value is not None)  # its grouping set's field
         result.segment_cohorts.setdefault((field, values[field]), {})[cohort] = (requests, total, squares)
+    if queries.CALIBRATED_COHORTS in results:
+        result.cohort_calibrated = {name: tuple(float(v) for v in sums)
+                                    for name, *sums in engine.run(results[queries.CALIBRATED_COHORTS])}
     _rows(engine.batches(results["rows"]), result)
     return result
 

@@ -358,6 +358,9 @@ class Pass:
     # per segment field (its index), value and cohort: requests, and the sum and the sum of squares
     # of the evaluator's score over them (queries.segment_cohorts)
     segment_cohorts: dict[tuple[int, str], dict[str, tuple[int, float, float]]] = field(default_factory=dict)
+    # with a calibration map: per cohort, the sum and the sum of squares of the calibrated score (p_good),
+    # then of the expected human score, over every request in the window (queries.calibrated_cohorts)
+    cohort_calibrated: dict[str, tuple[float, float, float, float]] | None = None
     orphan_requests: int = 0  # requests with feedback that no eval record read names
     orphan_events: int = 0  # and their feedback events
     outside_requests: int = 0  # requests with feedback whose records read all lie outside the read range

@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any
 
 from feedback_loop import scoring
+from feedback_loop.calibration.curves import LOGIT_CLIP, CalibrationMap, Curve, Target
 from feedback_loop.analysis.model import UNKNOWN, ChangeSides
 from feedback_loop.analysis.sql import literal
 
@@ -206,6 +207,78 @@ FROM (SELECT {', '.join(names)}, cohort, count(*) AS requests,
 WHERE labelled >= {minimum} ORDER BY {', '.join(names)}, cohort""", ("kept",))
 
 
+def number(value: float) -> str:
+    """A double as a literal that both engines read as that double (exponent notation: DuckDB and
+    Trino read a literal without an exponent as a DECIMAL)."""
+    return f"({float(value):.17e})"
+
+
+def _curve(curve: Curve, score: str) -> str:
+    """A piecewise-linear curve at `score` as Curve computes it (flat outside the knots; between
+    knots x[i] <= score < x[i+1], y[i] + (y[i+1] - y[i]) * (score - x[i]) / (x[i+1] - x[i])): the
+    interval found by nested CASEs halving the knots, log2(knots) comparisons a record."""
+    x, y = [number(v) for v in curve.x], [number(v) for v in curve.y]
+
+    def between(low: int, high: int) -> str:  # the intervals low..high (interval i: x[i] to x[i+1])
+        if low == high:
+            return f"({y[low]} + ({y[low + 1]} - {y[low]}) * ({score} - {x[low]}) / ({x[low + 1]} - {x[low]}))"
+        middle = (low + high + 1) // 2
+        return f"CASE WHEN {score} < {x[middle]} THEN {between(low, middle - 1)} ELSE {between(middle, high)} END"
+
+    if len(x) == 1:
+        return y[0]
+    return f"CASE WHEN {score} <= {x[0]} THEN {y[0]} WHEN {score} >= {x[-1]} THEN {y[-1]} ELSE {between(0, len(x) - 2)} END"
+
+
+def calibrated(target: Target, score: str, values: dict[str, str]) -> str:
+    """A calibration map's target (calibration/curves.py) at `score` for the segment values
+    `values` (field -> SQL expression of its value), as Target computes it."""
+    if target.logistic is not None:
+        logistic = target.logistic
+        clipped = f"least(greatest({score}, {number(LOGIT_CLIP)}), {number(1 - LOGIT_CLIP)})"
+        offsets = " + ".join(  # in the map's order, as Logistic adds them
+            f"CASE {values.get(name, literal(UNKNOWN))} " + " ".join(f"WHEN {literal(v)} THEN {number(o)}"
+                                                                    for v, o in by.items())
+            + f" ELSE {number(0.0)} END" for name, by in logistic.offsets.items() if by)
+        z = (f"({number(logistic.slope)} * ln({clipped} / ({number(1.0)} - {clipped})) + {number(logistic.intercept)}"
+             f"{f' + ({offsets})' if offsets else ''})")
+        return (f"CASE WHEN {z} >= {number(0.0)} THEN {number(1.0)} / ({number(1.0)} + exp(-{z})) "
+                f"ELSE exp({z}) / ({number(1.0)} + exp({z})) END")
+    assert target.curve is not None
+    if not target.segment_field or not target.by_value:
+        return _curve(target.curve, score)
+    own = " ".join(f"WHEN {literal(v)} THEN {_curve(c, score)}" for v, c in sorted(target.by_value.items()))
+    return f"CASE {values.get(target.segment_field, literal(UNKNOWN))} {own} ELSE {_curve(target.curve, score)} END"
+
+
+def calibrated_records(window: tuple[float, float], calibration_map: CalibrationMap, fields: tuple[str, ...],
+                       columns: Columns) -> str:
+    """Every kept record in the window with its cohort, raw score, the map's segment values (v0,
+    v1, ...) and its calibrated figures (p: p_good, e: expected_human). A map field that the pass
+    does not read is `unknown`, as the labelled rows give it."""
+    names = {name: f"v{i}" for i, name in enumerate(calibration_map.fields)}
+    values = "".join(f", {segment_value(name, columns) if name in fields else literal(UNKNOWN)} AS {column}"
+                     for name, column in names.items())
+    p_good = calibrated(calibration_map.p_good, "overall", names)
+    expected = calibrated(calibration_map.expected_human, "overall", names)
+    return f"""
+SELECT *, {p_good} AS p, {expected} AS e
+FROM (SELECT {COHORT} AS cohort, overall{values} FROM kept WHERE {in_window(window)}) AS valued"""
+
+
+def calibrated_cohorts(window: tuple[float, float], calibration_map: CalibrationMap, fields: tuple[str, ...],
+                       columns: Columns) -> Query:
+    """Per cohort, in the window: the sum and the sum of squares of the calibrated score (p_good)
+    and of the expected human score over every request, summed exactly (EXACT): the calibrated
+    predictors of the quality of all traffic (analysis/calibrated.py)."""
+    sums = ", ".join(f"CAST(sum(CAST({e} AS {EXACT})) AS DOUBLE)" for column in ("p", "e")
+                     for e in (column, f"{column} * {column}"))
+    return Query(f"""
+SELECT cohort, {sums}
+FROM ({calibrated_records(window, calibration_map, fields, columns)}) AS mapped
+GROUP BY 1 ORDER BY 1""", ("kept",))
+
+
 def _side(change_sides: ChangeSides, columns: Columns) -> str:
     """'c' (control), 't' (treatment) or NULL per record: in the change's time range and segment,
     the arm of an A/B change, else before or after a before/after change's effective time."""
@@ -278,13 +351,21 @@ def pass_relations(read_since: float, until: float) -> dict[str, Relation]:
 
 
 def pass_queries(window: tuple[float, float], fields: tuple[str, ...], columns: Columns,
-                 sides: list[ChangeSides], threshold: float = 0.7, minimum: int = 30) -> dict[str, Query]:
+                 sides: list[ChangeSides], threshold: float = 0.7, minimum: int = 30,
+                 calibration_map: CalibrationMap | None = None) -> dict[str, Query]:
     """Every result that a pass reads, by name (`side <i>`: the i-th change's sides); `minimum`:
-    the labelled requests a segment needs for its quality of all traffic."""
-    return {"problems": PROBLEMS, "duplicates": DUPLICATES, "read": READ, "orphans": ORPHANS,
-            "cohorts": cohorts(window, threshold), **{f"side {i}": side(s, columns) for i, s in enumerate(sides)},
-            "segment cohorts": segment_cohorts(window, fields, columns, minimum),
-            "rows": rows(window, fields, columns)}
+    the labelled requests a segment needs for its quality of all traffic; with a calibration map,
+    `calibrated cohorts`."""
+    found = {"problems": PROBLEMS, "duplicates": DUPLICATES, "read": READ, "orphans": ORPHANS,
+             "cohorts": cohorts(window, threshold), **{f"side {i}": side(s, columns) for i, s in enumerate(sides)},
+             "segment cohorts": segment_cohorts(window, fields, columns, minimum),
+             "rows": rows(window, fields, columns)}
+    if calibration_map is not None:
+        found[CALIBRATED_COHORTS] = calibrated_cohorts(window, calibration_map, fields, columns)
+    return found
+
+
+CALIBRATED_COHORTS = "calibrated cohorts"
 
 
 def create(connection: Any, relation: Relation) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 
 from feedback_loop import scoring
 from feedback_loop.analysis import sections, trends
+from feedback_loop.analysis.calibrated import with_calibration
+from feedback_loop.calibration.curves import CalibrationMap
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.models.changes import Change
 from feedback_loop.analysis.model import (
@@ -28,8 +30,9 @@ from feedback_loop.analysis.model import (
 
 def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[ChangeSides], since: datetime,
            until: datetime, settings: AnalysisSettings, skipped: Counter[str],
-           generated_at: datetime | None = None) -> Analysis:
-    """The report and the datasets from one pass's collection."""
+           generated_at: datetime | None = None, calibrator: tuple[CalibrationMap, str] | None = None) -> Analysis:
+    """The report and the datasets from one pass's collection; with `calibrator` (a map and its
+    id: the calibrator in service, or given), its `calibration` section (analysis/calibrated.py)."""
     window = (since.timestamp(), until.timestamp())
     span = settings.impact_window.total_seconds()
     fields = settings.segment_fields
@@ -92,8 +95,11 @@ def report(project: str, collected: Pass, feedback: FeedbackIndex, sides: list[C
     datasets = Datasets(rows, fields, verdict_good, disagreeing, weights, splits)
     report["datasets"] = {"disagreements": len(disagreeing), "labelled": len(rows),
                           "labelled_binary": int(binary.sum()), "validation": splits.count("validation")}
+    analysis = Analysis(report, datasets)
+    if calibrator is not None:
+        with_calibration(analysis, *calibrator, collected)
     with_trends(report, [], change_marks(s.change for s in sides))
-    return Analysis(report, datasets)
+    return analysis
 
 
 def change_marks(changes: Iterable[Change]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from feedback_loop.analysis.report import report
 from feedback_loop.analysis.evallogs import EvalLogSource
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.html import EXAMPLES, render_html
+from feedback_loop.calibration.curves import CalibrationMap
 from feedback_loop.models.changes import SEGMENT_TEXT, Change
 
 REPORT_JSON = trends.REPORT_JSON
@@ -44,9 +45,11 @@ def load_changes(path: str | Path) -> list[Change]:
 
 def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex, changes: list[Change],
                  since: datetime, until: datetime, settings: AnalysisSettings | None = None,
-                 progress: Callable[[str], None] | None = None, memory_limit: str | None = None) -> Analysis:
+                 progress: Callable[[str], None] | None = None, memory_limit: str | None = None,
+                 calibrator: tuple[CalibrationMap, str] | None = None) -> Analysis:
     """The analysis of one window; `memory_limit` (DuckDB's, such as '2GB') overrides
-    columnar.default_memory_limit."""
+    columnar.default_memory_limit; `calibrator` (a map and its id) adds the `calibration` section,
+    the map applied to every request of the pass."""
     settings = settings or AnalysisSettings()
     start, measured = read_range(since, until, changes, settings)
     skipped: Counter[str] = Counter()
@@ -60,8 +63,9 @@ def run_analysis(project: str, eval_logs: EvalLogSource, feedback: FeedbackIndex
     window = (since.timestamp(), until.timestamp())
     collected = scan_files(eval_logs, feedback, sides, start.timestamp(), until.timestamp(), window,
                            settings.read_fields, skipped, on_file, memory_limit=memory_limit,
-                           threshold=settings.threshold, minimum=settings.min_segment_n)
-    return report(project, collected, feedback, sides, since, until, settings, skipped)
+                           threshold=settings.threshold, minimum=settings.min_segment_n,
+                           calibration_map=calibrator[0] if calibrator else None)
+    return report(project, collected, feedback, sides, since, until, settings, skipped, calibrator=calibrator)
 
 
 CONTENT_TYPES = {REPORT_JSON: "application/json", REPORT_HTML: "text/html; charset=utf-8",

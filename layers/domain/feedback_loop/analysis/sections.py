@@ -89,15 +89,17 @@ def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple
     }
 
 
-def _by_cohort(y: np.ndarray, overall: np.ndarray, cohort_array: np.ndarray, requests: Counter[str],
-               cohort_overall: dict[str, tuple[float, float]], settings: AnalysisSettings) -> dict[str, Any]:
-    """PPI++ of the mean of y within each cohort, combined by the cohorts' shares of the requests."""
+def ppi_by_cohort(y: np.ndarray, predicted: np.ndarray, cohort_array: np.ndarray, requests: Counter[str],
+                  cohort_sums: dict[str, tuple[float, float]], confidence: float) -> dict[str, Any]:
+    """PPI++ of the mean of y within each cohort, combined by the cohorts' shares of the requests;
+    `predicted`: the predictor on the labelled requests, `cohort_sums`: its sum and sum of squares
+    over every request of each cohort."""
     strata = {}
     for name in requests:
         members = cohort_array == name
-        total, squares = cohort_overall.get(name, (0.0, 0.0))
-        strata[name] = stats.Stratum(y[members], overall[members], requests[name], total, squares)
-    mean = stats.stratified_ppi_mean(strata, settings.confidence)
+        total, squares = cohort_sums.get(name, (0.0, 0.0))
+        strata[name] = stats.Stratum(y[members], predicted[members], requests[name], total, squares)
+    mean = stats.stratified_ppi_mean(strata, confidence)
     mean.pop("parts")  # for differences of two such means (impact), not a figure
     return mean
 
@@ -118,8 +120,8 @@ def quality_by_segment(overall: np.ndarray, human: np.ndarray, cohort_array: np.
         members = columns[position] == value
         requests = Counter({cohort: p[0] for cohort, p in parts.items()})
         sums = {cohort: (p[1], p[2]) for cohort, p in parts.items()}
-        mean, share = (_by_cohort(y[members], overall[members], cohort_array[members], requests, sums, settings)
-                       for y in (human, good))
+        mean, share = (ppi_by_cohort(y[members], overall[members], cohort_array[members], requests, sums,
+                                     settings.confidence) for y in (human, good))
         by_segment.setdefault(fields[position], {})[value] = {
             "requests": sum(p[0] for p in parts.values()), "labelled": int(members.sum()),
             "estimate": mean["estimate"], "ci": mean["ci"], "se": mean["se"],
@@ -160,14 +162,15 @@ def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], 
         "estimand": "mean human score (0-1) over every request in the window",
         "requests": total_requests, "labelled": n,
         "ppi": asdict(overall_ppi),
-        "ppi_by_cohort": _by_cohort(human, overall, cohort_array, requests, cohort_overall, settings),
+        "ppi_by_cohort": ppi_by_cohort(human, overall, cohort_array, requests, cohort_overall, settings.confidence),
         "labelled_only": {"mean": None if labelled is None else float(labelled),
                           "ci": None if labelled_se is None else
                           (float(labelled) - z * labelled_se, float(labelled) + z * labelled_se)},
         "evaluator_only": {"mean": all_sum / total_requests if total_requests else None,
                            "note": "the evaluator's own mean score, on its scale"},
         "good_share": {"estimand": f"share of requests whose human score is {scoring.GOOD_AT} or more",
-                       "ppi_by_cohort": _by_cohort(good, overall, cohort_array, requests, cohort_overall, settings),
+                       "ppi_by_cohort": ppi_by_cohort(good, overall, cohort_array, requests, cohort_overall,
+                                                      settings.confidence),
                        "labelled_only": float(good.mean()) if n else None},
         "pass_rate": _pass_rate(overall, human, good_verdicts, total_requests, settings),
     }

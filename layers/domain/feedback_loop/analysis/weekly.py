@@ -24,6 +24,7 @@ from feedback_loop.analysis.evallogs import JSON_SUFFIXES, PARQUET_SUFFIXES, Eva
 from feedback_loop.analysis.feedback import FeedbackIndex
 from feedback_loop.analysis.report import change_marks, report, with_trends
 from feedback_loop.analysis.run import LABELLED, REPORT_JSON, run_analysis, write_s3
+from feedback_loop.calibration.curves import CalibrationMap
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
 from feedback_loop.logic.changes import list_changes
@@ -114,18 +115,19 @@ def previous_points(s3: Any, bucket: str, project: str, skipped: Counter[str] | 
     return points
 
 
-def _publish(project: str, until: datetime, analysis: Analysis, changes: list[Change], *, s3: Any, events: Any,
-             bucket: str, bus_name: str, table: FeedbackTable | None = None) -> WeeklyResult:
-    """The report (with the trends of the project's earlier runs and, where a calibrator is in
-    service, its figures beside the raw score's) and datasets written to S3, the project's index
-    page rewritten, and AnalysisCompleted put on the bus."""
-    if table is not None:
-        from feedback_loop.analysis.calibrated import with_calibration
-        from feedback_loop.logic.calibration import CurrentMaps
+def calibrator_in_service(table: FeedbackTable, s3: Any, bucket: str, project: str
+                          ) -> tuple[CalibrationMap, str] | None:
+    """The project's calibrator in service (its map and id), which the pass applies to every request."""
+    from feedback_loop.logic.calibration import CurrentMaps
 
-        current = CurrentMaps(table, s3, bucket).get(project)
-        if current is not None:
-            with_calibration(analysis, current.map, current.id)
+    current = CurrentMaps(table, s3, bucket).get(project)
+    return None if current is None else (current.map, current.id)
+
+
+def _publish(project: str, until: datetime, analysis: Analysis, changes: list[Change], *, s3: Any, events: Any,
+             bucket: str, bus_name: str) -> WeeklyResult:
+    """The report (with the trends of the project's earlier runs) and datasets written to S3, the
+    project's index page rewritten, and AnalysisCompleted put on the bus."""
     run = run_name(until)
     previous = [p for p in previous_points(s3, bucket, project) if p.get("run") != run]
     with_trends(analysis.report, previous, change_marks(changes))
@@ -160,9 +162,9 @@ def run_weekly(project: str, until: datetime, *, s3: Any, events: Any, table: Fe
     feedback = FeedbackIndex()
     feedback.add_items(_feedback_items(table, project, since, settings, now, day_shards))
     source = EvalLogSource(f"s3://{bucket}/{eval_logs_prefix(project)}", s3)
-    analysis = run_analysis(project, source, feedback, changes, since, until, settings, progress)
-    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name,
-                    table=table)
+    analysis = run_analysis(project, source, feedback, changes, since, until, settings, progress,
+                            calibrator=calibrator_in_service(table, s3, bucket, project))
+    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name)
 
 
 # --- the engine of each project -----------------------------------------------------------------------
@@ -214,8 +216,8 @@ def pass_state_key(project: str, until: datetime) -> str:
 
 
 def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, window: timedelta,
-            settings: AnalysisSettings, changes: list[Change], layout: athena.Layout | None = None
-            ) -> tuple[athena.Athena, dict[str, Any], list[Any]]:
+            settings: AnalysisSettings, changes: list[Change], layout: athena.Layout | None = None,
+            calibration_map: CalibrationMap | None = None) -> tuple[athena.Athena, dict[str, Any], list[Any]]:
     since = until - window
     start, measured = read_range(since, until, changes, settings)
     sides = change_sides(measured, since, until, settings)
@@ -223,7 +225,7 @@ def _engine(client: Any, place: AthenaPlace, project: str, until: datetime, wind
                                          sides, start.timestamp(), until.timestamp(),
                                          (since.timestamp(), until.timestamp()), settings.read_fields,
                                          place.workgroup, layout=layout, threshold=settings.threshold,
-                                         minimum=settings.min_segment_n)
+                                         minimum=settings.min_segment_n, calibration_map=calibration_map)
     return engine, results, sides
 
 
@@ -236,13 +238,17 @@ def start_athena(project: str, until: datetime, *, s3: Any, client: Any, table: 
     start, _ = read_range(until - window, until, changes, settings)
     listed = eval_log_files(s3, bucket, project, start.date(), until.date())
     layout = athena.Layout.of(bucket, (key for key, _ in listed))
-    engine, results, _ = _engine(client, place, project, until, window, settings, changes, layout)
+    calibrator = calibrator_in_service(table, s3, bucket, project)
+    engine, results, _ = _engine(client, place, project, until, window, settings, changes, layout,
+                                 calibrator[0] if calibrator else None)
     items = _feedback_items(table, project, until - window, settings, now, day_shards)
     exported = athena.export_feedback(items, s3, bucket, project, run_name(until))
     executions = athena.start_pass(engine, results)
     key = pass_state_key(project, until)
+    # the calibrator the statements apply, kept for the report (the one in service may change meanwhile)
     state = {"project": project, "until": until.isoformat(), "window_seconds": window.total_seconds(),
-             "changes": _changes.dump_python(changes, mode="json"), "executions": executions}
+             "changes": _changes.dump_python(changes, mode="json"), "executions": executions,
+             "calibrator": None if calibrator is None else {"id": calibrator[1], "map": calibrator[0].to_json()}}
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(state).encode(), ContentType="application/json")
     return {"project": project, "state": key, "ids": sorted(set(executions.values())), "exported": exported}
 
@@ -254,11 +260,19 @@ def finish_athena(state_key: str, *, s3: Any, client: Any, events: Any, bucket: 
     project, until = state["project"], datetime.fromisoformat(state["until"])
     window = timedelta(seconds=state["window_seconds"])
     changes = _changes.validate_python(state["changes"])
-    engine, results, sides = _engine(client, place, project, until, window, settings, changes)
+    if "calibrator" in state:  # what the started statements apply
+        kept = state["calibrator"]
+        calibrator = None if kept is None else (CalibrationMap.from_json(kept["map"]), kept["id"])
+        applied = calibrator[0] if calibrator else None
+    else:  # a pass started by an earlier version: the map in service, on the labelled requests only
+        calibrator = None if table is None else calibrator_in_service(table, s3, bucket, project)
+        applied = None
+    engine, results, sides = _engine(client, place, project, until, window, settings, changes,
+                                     calibration_map=applied)
     skipped: Counter[str] = Counter()
     collected, exported = athena.finish_pass(engine, results, state["executions"], sides, skipped)
     feedback = FeedbackIndex()
     feedback.events = exported
-    analysis = report(project, collected, feedback, sides, until - window, until, settings, skipped)
-    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name,
-                    table=table)
+    analysis = report(project, collected, feedback, sides, until - window, until, settings, skipped,
+                      calibrator=calibrator)
+    return _publish(project, until, analysis, changes, s3=s3, events=events, bucket=bucket, bus_name=bus_name)

@@ -79,6 +79,34 @@ class Target:
         own = self.by_value.get(segments.get(self.segment_field, UNKNOWN)) if self.segment_field else None
         return (own or self.curve)(score)
 
+    def lowest_score_for(self, value: float, segments: Mapping[str, str]) -> float | None:
+        """The lowest raw score in [0, 1] whose mapped value is at least `value` (what a raw
+        threshold must be for the map to say `value`), None if no score reaches it."""
+        if self.logistic is not None:
+            logistic = self.logistic
+
+            def mapped(score: float) -> float:
+                return logistic(score, segments)
+
+            if mapped(0.0) >= value:
+                return 0.0
+            if logistic.slope <= 0 or mapped(1.0) < value or not 0 < value < 1:
+                return None
+            # z(score) = slope * logit(score) + rest, increasing: solve z = logit(value) inside the clip
+            rest = logistic.intercept + sum(values.get(segments.get(name, UNKNOWN), 0.0)
+                                            for name, values in logistic.offsets.items())
+            z = (math.log(value / (1 - value)) - rest) / logistic.slope
+            return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+        assert self.curve is not None
+        own = self.by_value.get(segments.get(self.segment_field, UNKNOWN)) if self.segment_field else None
+        x, y = (own or self.curve).x, (own or self.curve).y
+        if y[0] >= value:
+            return 0.0
+        for i in range(len(x) - 1):
+            if y[i + 1] >= value:  # y[i] < value: the crossing is inside this piece
+                return x[i] + (value - y[i]) * (x[i + 1] - x[i]) / (y[i + 1] - y[i])
+        return None
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "segment_field": self.segment_field}
         if self.curve is not None:
