@@ -472,6 +472,59 @@ def test_auto_trains_a_calibrator_always_and_a_fine_tuned_challenger_when_there_
     assert calibration.retire(table, without, "again") is None
 
 
+def test_a_calibrator_maps_only_the_scores_of_the_evaluator_in_service(stack, table) -> None:
+    """Once a fine-tuned evaluator is deployed, a calibrator learns only from the requests made
+    since its deployment began (the others were scored by the evaluator it replaced), or is not
+    trained when too few of them are labelled; and a calibrator learned from earlier labels (auto's
+    calibrator of the window whose fine-tuned challenger won) is not put in service."""
+    from feedback_loop.calibration.fit import fit, labelled as labelled_data
+    from feedback_loop.registry.deploy import evaluator_since, scored_by_another_evaluator
+    from feedback_loop.retraining.launch import calibration_job_name, launch_training
+    from feedback_loop.settings import RetrainFunctionSettings
+
+    s3 = boto3.client("s3")
+    settings = RetrainFunctionSettings(TABLE_NAME=stack.table_name, DATA_BUCKET=stack.bucket,
+                                       EVALUATOR_KIND="calibrate", TRAINING_ROLE_ARN="arn:aws:iam::123456789012:role/t",
+                                       CALIBRATION_IMAGE_URI="sklearn-image")
+    figures = {"disagreement_rate": 0.35, "spearman": 0.3}
+    rows = judged_rows("replaced", 1400)  # 2026-05-11 to 2026-05-17
+    deployed = "2026-05-14T00:00:00Z"
+    for project in ("replaced", "replaced-lately"):
+        s3.put_object(Bucket=stack.bucket, Key=f"reports/{project}/{END:%Y-%m-%dT%H-%M-%SZ}/labelled.jsonl",
+                      Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    for project, version, at in (("replaced", 3, deployed), ("replaced-lately", 4, "2026-05-17T12:00:00Z")):
+        table.put_if_absent({"pk": f"DEPLOY#{project}", "sk": "CURRENT", "entity": "deployment", "version": version,
+                             "model_package_arn": f"arn:p/{version}", "deployed_at": at})
+    since = evaluator_since(table, "replaced")
+    assert since == ("evaluator-v3", datetime(2026, 5, 14, tzinfo=timezone.utc))
+
+    recorded = Recorder()
+    launch = launch_training("replaced", END, figures, s3=s3, sagemaker=recorded, table=table,
+                             setup=settings.setup(), policy=settings.policy())
+    assert launch.kinds == ["calibrate"] and launch.calibration_job == calibration_job_name("replaced", END)
+    sent = []
+    for channel in recorded.requests[0]["InputDataConfig"]:
+        if channel["ChannelName"] in ("train", "validation"):
+            prefix = channel["DataSource"]["S3DataSource"]["S3Uri"].split("/", 3)[3]
+            body = s3.get_object(Bucket=stack.bucket, Key=f"{prefix}labelled.jsonl")["Body"].read().decode()
+            sent += [json.loads(line) for line in body.splitlines()]
+    expected = sorted(r["request_id"] for r in rows if r["timestamp"] >= deployed)
+    assert sorted(r["request_id"] for r in sent) == expected and 0 < len(expected) < len(rows)
+
+    lately = launch_training("replaced-lately", END, figures, s3=s3, sagemaker=Recorder(), table=table,
+                             setup=settings.setup(), policy=settings.policy())
+    assert lately.kinds == [] and lately.job_name is None
+    [reason] = lately.decision.reasons
+    assert "were scored by evaluator-v4 (in service since 2026-05-17T12:00:00Z)" in reason
+
+    # the deploy function's check: a map learned from labels older than the evaluator in service
+    older = fit(labelled_data(rows)).map
+    assert "it maps the scores of the evaluator that evaluator-v3 replaced" in scored_by_another_evaluator(older, since)
+    newer = fit(labelled_data([r for r in rows if r["timestamp"] >= deployed])).map
+    assert scored_by_another_evaluator(newer, since) is None
+    assert scored_by_another_evaluator(older, None) is None  # the project's own evaluator: no fine-tuned one deployed
+
+
 def test_post_retrain_may_name_what_to_train(stack, table) -> None:
     from feedback_loop.logic.keys import create_key
 

@@ -96,11 +96,13 @@ def test_a_failed_update_keeps_the_champion_serving_and_can_be_retried(deploy, t
         run(challenger, Endpoints(sagemaker, fail=True))
     assert serving_config(sagemaker, project) == champion["endpoint_config"]  # still the champion
     assert [c.name for c in list_changes(table, project)] == ["evaluator-v1"]  # nothing claims v2 is live
-    assert table.get(f"DEPLOY#{project}", "CURRENT")["version"] == 1
+    first = table.get(f"DEPLOY#{project}", "CURRENT")
+    assert first["version"] == 1 and first["deployed_at"]  # released back as it was, its time kept
 
     working = Endpoints(sagemaker)
     redelivered = run(challenger, working)  # EventBridge retries the failed invocation
     assert redelivered.get("action") == "updated", redelivered
     assert working.updates == [redelivered["endpoint_config"]]
-    assert table.get(f"DEPLOY#{project}", "CURRENT")["version"] == 2
+    second = table.get(f"DEPLOY#{project}", "CURRENT")
+    assert second["version"] == 2 and second["deployed_at"] >= first["deployed_at"]
     assert [c.name for c in list_changes(table, project)] == ["evaluator-v1", "evaluator-v2"]

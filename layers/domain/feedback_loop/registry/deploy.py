@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from feedback_loop.calibration.curves import CalibrationMap
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
@@ -110,9 +111,39 @@ def _current_key(project: str) -> dict[str, str]:
     return {"pk": f"DEPLOY#{project}", "sk": "CURRENT"}
 
 
-def _claim_current(table: FeedbackTable, project: str, version: int, arn: str) -> dict[str, Any] | None | str:
-    """Takes the project's "in service" record for `version` if it is newer than the one there.
-    Returns the record it replaced (None if there was none), or why it did not take it."""
+def evaluator_since(table: FeedbackTable, project: str) -> tuple[str, datetime] | None:
+    """The fine-tuned evaluator in service (`evaluator-v<version>`) and when its deployment began;
+    None if none was deployed (the project's own evaluator scores its requests) or the record
+    predates `deployed_at`."""
+    current = table.get(**_current_key(project))
+    if current is None or not current.get("deployed_at"):
+        return None
+    return f"evaluator-v{current['version']}", datetime.fromisoformat(str(current["deployed_at"]).replace("Z", "+00:00"))
+
+
+def scored_by_another_evaluator(calibration_map: Any, since: tuple[str, datetime] | None) -> str | None:
+    """Why a calibrator must not go into service: its training labels began before the evaluator in
+    service was deployed, so it maps (some of) the replaced evaluator's scores; None when it may."""
+    if since is None:
+        return None
+    first = calibration_map.trained.get("since")
+    try:
+        began = datetime.fromisoformat(str(first).replace("Z", "+00:00"))
+        if began.tzinfo is None:
+            raise ValueError("a time without its zone")
+    except (TypeError, ValueError):
+        return f"the map does not say when its training labels begin; {since[0]} is in service since {since[1]:%Y-%m-%dT%H:%M:%SZ}"
+    if began < since[1]:
+        return (f"its training labels begin at {first}, before {since[0]} was deployed "
+                f"({since[1]:%Y-%m-%dT%H:%M:%SZ}): it maps the scores of the evaluator that {since[0]} replaced")
+    return None
+
+
+def _claim_current(table: FeedbackTable, project: str, version: int, arn: str, now: datetime
+                   ) -> dict[str, Any] | None | str:
+    """Takes the project's "in service" record for `version` if it is newer than the one there
+    (with `deployed_at`: when its deployment began). Returns the record it replaced (None if there
+    was none), or why it did not take it."""
     from botocore.exceptions import ClientError
 
     key = _current_key(project)
@@ -124,7 +155,8 @@ def _claim_current(table: FeedbackTable, project: str, version: int, arn: str) -
     try:
         table.client.put_item(TableName=table.table_name, ConditionExpression=condition,
                               Item={"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}, "entity": {"S": "deployment"},
-                                    "version": {"N": str(version)}, "model_package_arn": {"S": arn}},
+                                    "version": {"N": str(version)}, "model_package_arn": {"S": arn},
+                                    "deployed_at": {"S": timestamp_text(now)}},
                               **({"ExpressionAttributeValues": values} if values else {}))
     except ClientError as error:
         if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -139,7 +171,9 @@ def _release_current(table: FeedbackTable, project: str, version: int, previous:
         table.delete(**key)
     else:
         table.update(key["pk"], key["sk"], {"version": int(previous["version"]),
-                                            "model_package_arn": previous["model_package_arn"]})
+                                            "model_package_arn": previous["model_package_arn"],
+                                            **({"deployed_at": previous["deployed_at"]} if previous.get("deployed_at")
+                                               else {})})
 
 
 def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, events: Any, endpoints: Endpoints,
@@ -163,7 +197,7 @@ def deploy_package(detail: dict[str, Any], *, sagemaker: Any, cloudwatch: Any, e
                                     "created_at": timestamp_text(now)})
     if existing is not None:
         return {**existing, "already_handled": True}
-    previous = _claim_current(table, project, version, arn)
+    previous = _claim_current(table, project, version, arn, now)
     if isinstance(previous, str):  # a newer version is in service: an older event arrived late
         table.delete(**key)
         return {"project": project, "model_package_arn": arn, "version": version, "skipped": True, "reason": previous}
@@ -233,6 +267,11 @@ def _deploy_calibrator(project: str, arn: str, version: int, package: dict[str, 
             if member is None:
                 raise ValueError(f"{package['model_data']} holds no {MAP_FILE}")
             text = member.read().decode()
+        stale = scored_by_another_evaluator(CalibrationMap.loads(text), evaluator_since(table, project))
+        if stale is not None:  # auto: the fine-tuned challenger of the same labels won, or a later one
+            table.update(key["pk"], key["sk"], {"outcome": json.dumps({"skipped": True, "reason": stale})})
+            return {"project": project, "model_package_arn": arn, "version": version, "kind": CALIBRATOR,
+                    "skipped": True, "reason": stale}
         pointer = calibration.deploy(table, s3, setup.bucket, project, text, deployed_by=f"model registry {arn}",
                                      now=now, package={"model_package_arn": arn, "model_package_version": version})
     except Exception:

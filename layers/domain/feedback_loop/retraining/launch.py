@@ -20,6 +20,7 @@ import feedback_loop
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.evaluator import base_model, images
+from feedback_loop.registry.deploy import evaluator_since
 from feedback_loop.events import put_event
 from feedback_loop.retraining.policy import Decision, RetrainPolicy, decide
 
@@ -95,6 +96,31 @@ def kinds_to_train(kind: str, rows: list[dict[str, Any]], min_labels: int) -> tu
     if kind == AUTO:
         return ([FINETUNE] if with_texts >= min_labels else []) + [CALIBRATE], with_texts
     return [kind], with_texts
+
+
+def scored_in_service(rows: list[dict[str, Any]], since: tuple[str, datetime] | None, min_labels: int
+                      ) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows a calibrator may learn from: with a fine-tuned evaluator in service (`since`: its
+    name and when its deployment began), only the requests made since (the earlier ones were
+    scored by the evaluator it replaced; a row without a readable time is left out). Returns them,
+    and why no calibrator is trained when fewer than `min_labels` of them are labelled good or bad."""
+    if since is None:
+        return rows, None
+    name, began = since
+
+    def after(row: dict[str, Any]) -> bool:
+        try:
+            moment = datetime.fromisoformat(str(row.get("timestamp")).replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return moment.tzinfo is not None and moment >= began
+
+    kept = [row for row in rows if after(row)]
+    labels = sum(row.get("human_label") in ("good", "bad") for row in kept)
+    if labels < min_labels:
+        return kept, (f"no calibrator: {labels} requests labelled good or bad were scored by {name} (in service "
+                      f"since {began:%Y-%m-%dT%H:%M:%SZ}); it needs {min_labels}")
+    return kept, None
 
 
 def labelled_rows(s3: Any, bucket: str, project: str, until: datetime, accumulation: timedelta
@@ -188,10 +214,20 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
     rows = labelled_rows(s3, setup.bucket, project, window_end, setup.accumulation)
     labels = sum(r.get("human_label") in ("good", "bad") for r in rows)
     wanted, with_texts = kinds_to_train(kind, rows, policy.min_new_labels)
+    calibrator_rows, why_not = rows, None
+    if CALIBRATE in wanted:  # a calibrator maps one evaluator's scores: those of the evaluator in service
+        calibrator_rows, why_not = scored_in_service(rows, evaluator_since(table, project), policy.min_new_labels)
+        if why_not is not None:
+            wanted = [k for k in wanted if k != CALIBRATE]
+            if not wanted:
+                return Launch(project, window, Decision(False, [why_not]), labels=labels, rows=len(rows),
+                              with_texts=with_texts)
     found = launched_already(wanted, with_texts)  # auto, its calibrator launched, and too few texts to fine-tune
     if found is not None:
         return found
     decision = decide(figures, labels, last_trained(table, project), now, policy, force)
+    if why_not is not None:  # auto: the fine-tuned challenger alone
+        decision = Decision(decision.launch, [*decision.reasons, why_not])
     if not decision.launch:
         return Launch(project, window, decision, labels=labels, rows=len(rows), with_texts=with_texts)
     launched: dict[str, str] = {}
@@ -208,8 +244,8 @@ def launch_training(project: str, window_end: datetime, figures: dict[str, Any],
             if what == FINETUNE:
                 base_from = _create_finetune_job(project, this, window, rows, s3=s3, sagemaker=sagemaker, setup=setup)
             else:
-                _create_calibration_job(project, this, window, rows, s3=s3, sagemaker=sagemaker, table=table,
-                                        setup=setup)
+                _create_calibration_job(project, this, window, calibrator_rows, s3=s3, sagemaker=sagemaker,
+                                        table=table, setup=setup)
         except Exception:
             table.delete(**claim_key(project, window, what))  # let a redelivered event try again
             raise
