@@ -61,10 +61,32 @@ def test_every_planted_truth_is_recovered(demo) -> None:
     summary = json.loads((root / "out" / "summary.json").read_text())
     missed = [v for v in summary["verdicts"] if not v["holds"]]
     assert not missed, json.dumps(missed, indent=2)
-    assert len(summary["verdicts"]) == 9
+    assert len(summary["verdicts"]) == 10
     assert "every planted truth recovered" in output
     table = output[output.index("planted truths vs what feedback-loop found"):]
-    assert table.count(" yes ") == 9 and " NO " not in table  # the verdict table is printed
+    assert table.count(" yes ") == 10 and " NO " not in table  # the verdict table is printed
+
+
+def test_the_judges_calibrator_is_gated_served_and_applied_then_retired(demo) -> None:
+    """Monday's calibrator of the 1-10 judge: approved on held-out labels later than its training
+    labels, put in service (the map the API served is the one deployed), applied per query type, and
+    retired when the fine-tuned evaluator replaced the judge."""
+    root, output, _ = demo
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    calibrator = summary["calibrator"]
+    gate = calibrator["gate"]
+    assert gate["kind"] == "calibrate" and gate["status"] == "Approved", gate["reasons"]
+    figures = gate["gate"]["figures"]
+    assert figures["challenger"]["ece"] < figures["champion"]["ece"] and figures["log_loss_improvement_ci"][0] > 0
+    assert calibrator["served"] == calibrator["deployed"]["map_id"]
+    applied = calibrator["applied"]
+    assert set(applied) == {"summarize", "code", "qa"} and all(0 < a["p_good"] < 1 for a in applied.values())
+    # the judge is kind to summaries and harsh on Q&A: the same grade means more for Q&A
+    assert applied["qa"]["p_good"] > applied["summarize"]["p_good"]
+    assert summary["deployed"]["calibrator_retired"] == calibrator["deployed"]["map_id"]
+    # week 1's eval logs hold the judge's grades
+    first = [json.loads(line) for line in (root / "out" / "week-1" / "labelled.jsonl").read_text().splitlines()]
+    assert {round(10 * r["overall"], 6) for r in first} <= set(range(1, 11))
 
 
 def test_the_deployed_evaluator_beats_the_original_on_held_out_labels(demo) -> None:

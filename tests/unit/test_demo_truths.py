@@ -118,3 +118,43 @@ def test_the_quality_of_all_traffic_must_hold_the_population_value_where_the_lab
         corrected, labelled, holds) -> None:
     assert truths.quality_of_all_traffic(_quality(corrected, labelled), 0.49).holds is holds
     assert not truths.quality_of_all_traffic({"quality": None}, 0.49).holds
+
+
+def _calibrator(status: str = "Approved", raw: float = 0.23, calibrated: float = 0.07, served: str | None = "m1",
+                deployed: bool = True) -> dict:
+    return {"gate": {"status": status, "gate": {"n": 184, "figures": {
+                "champion": {"ece": raw}, "challenger": {"ece": calibrated}, "log_loss_improvement_ci": [2.8, 6.1]}},
+                     "split": {"cut": "2026-11-21T11:08:00Z"}},
+            "deployed": {"map_id": "m1"} if deployed else None, "served": served,
+            "applied": {"code": {"p_good": 0.14}, "qa": {"p_good": 0.59}}}
+
+
+@pytest.mark.parametrize("calibrator, holds", [
+    (_calibrator(), True),
+    (_calibrator(status="PendingManualApproval", deployed=False, served=None), False),
+    (_calibrator(served="another map"), False),  # the API serves something else than what was deployed
+    (_calibrator(calibrated=0.3), False),  # worse calibrated than the raw grades
+    (None, False),
+])
+def test_the_calibrated_judge_must_be_approved_served_and_better_calibrated(calibrator, holds) -> None:
+    verdict = truths.calibrated_judge(calibrator)
+    assert verdict.holds is holds
+    if holds:
+        assert "held-out ECE 0.070 vs the raw grades' 0.230 (n=184" in verdict.found and "code 0.14" in verdict.found
+
+
+def test_the_judge_grades_1_to_10_whatever_the_order_biased_by_query_type() -> None:
+    """The demo's LLM judge: integer grades, the same for a record whatever else was graded, and for
+    the same underlying score kinder to summaries than to Q&A."""
+    from feedback_loop.demo.traffic import judge_grade, judged
+    from feedback_loop.simulate import Scenario, simulate
+
+    records, _ = simulate(Scenario(requests=3000, seed=3))
+    grades = [judge_grade(r) for r in records]
+    assert set(grades) <= set(range(1, 11)) and len(set(grades)) >= 8
+    assert [judge_grade(r) for r in reversed(records)] == grades[::-1]
+    assert all(judged(r)["eval_scores"]["overall"] == g / 10 for r, g in zip(records[:50], grades))
+    same = {"request_id": "r-1", "eval_scores": {"overall": 0.6}}
+    summary = judge_grade({**same, "metadata": {"query_type": "summarize"}})
+    qa = judge_grade({**same, "metadata": {"query_type": "qa"}})
+    assert summary - qa == 2

@@ -218,6 +218,12 @@ class FeedbackClient:
     def health(self) -> dict[str, str]:
         return self._call("GET", "/v1/health")
 
+    def request_retrain(self, kind: str | None = None) -> dict[str, Any]:
+        """POST /v1/retrain: asks for the evaluator to be retrained on the project's latest analysed
+        window (`kind`: finetune, calibrate or auto; the stack's EvaluatorKind when None). The API
+        answers 202 with what it put on the bus; the retrain function decides (label minimum applies)."""
+        return self._call("POST", "/v1/retrain" + (f"?kind={quote(kind, safe='')}" if kind else ""), ok=(202,))
+
     # --- the calibrator in service ----------------------------------------------------------------
 
     def calibration_map(self, refresh_seconds: float = 300.0) -> CalibrationMap | None:

@@ -34,12 +34,18 @@ from feedback_loop.demo.traffic import App
 from feedback_loop.local.snapshots import set_aside
 from feedback_loop.local.stack import LocalStack
 from feedback_loop.logic.keys import create_key
-from feedback_loop.simulate import Scenario, expected_effect, population_satisfaction
+from feedback_loop.simulate import TASKS, Scenario, expected_effect, population_satisfaction
 
 DAY = timedelta(days=1)
-# The retrained evaluator answers P(good), whose decision threshold is 0.5, and the local emulator's
-# index queries cost as much as a table scan each, so fewer day shards keep the demo quick.
-STACK = {"EvaluatorThreshold": "0.5", "FeedbackDayShards": "2"}
+SHOWN_GRADE = 8  # the judge's grade whose calibrated meaning the demo shows per query type
+# The retrained evaluator answers P(good), whose decision threshold is 0.5 (the judge's: a grade of 6
+# or more), and the local emulator's index queries cost as much as a table scan each, so fewer day
+# shards keep the demo quick. Monday's retraining trains a calibrator of the judge (EvaluatorKind
+# calibrate); the demo then asks for the fine-tuned challenger through the API. A week of the demo
+# holds a few hundred labels after the calibrator's time split, fewer than the 200 held-out labels
+# its gate wants by default.
+STACK = {"EvaluatorThreshold": "0.5", "FeedbackDayShards": "2", "EvaluatorKind": "calibrate",
+         "CalibratorMinHeldOut": "60"}
 
 
 @dataclass
@@ -51,6 +57,7 @@ class DemoResult:
     comparison: dict[str, Any] | None
     seconds: float
     steps: dict[str, float] = field(default_factory=dict)
+    calibrator: dict[str, Any] | None = None  # its gate, its deployment, the map served and applied
 
     @property
     def ok(self) -> bool:
@@ -59,7 +66,7 @@ class DemoResult:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "verdicts": [asdict(v) for v in self.verdicts], "weeks": self.weeks,
                 "gate": self.gate, "deployed": self.deployed, "comparison": self.comparison,
-                "seconds": self.seconds, "steps": self.steps}
+                "calibrator": self.calibrator, "seconds": self.seconds, "steps": self.steps}
 
 
 def demo_weeks(now: datetime) -> tuple[datetime, datetime, datetime]:
@@ -177,7 +184,19 @@ class Demo:
         first = self.steps.run("week 1: weekly schedule fires, analysis",
                                lambda _: self._analyse(stack, s3, middle, 1))
         weeks.append(first)
-        launch = first["retraining"]
+        calibrator = None
+        calibration_job = first["retraining"].get("calibration_job")
+        if calibration_job:  # Monday's retraining: a calibrator of the judge, gated, put in service, applied
+            self.steps.run(f"calibrating the judge: SageMaker job {calibration_job}",
+                           lambda _: _wait(lambda t: stack.sagemaker.wait_for(calibration_job, timeout=t),
+                                           s.training_timeout))
+            calibrator = self.steps.run("registry: the calibrator's gate, in service, applied",
+                                        lambda _: self._calibrator(stack, client, calibration_job))
+        # then the fine-tuned challenger, asked for through the API (POST /v1/retrain?kind=finetune)
+        client.request_retrain("finetune")
+        [asked] = stack.bus.wait_for("RetrainRequested", timeout=120,
+                                     where=lambda e: e["detail"]["project"] == s.project)
+        launch = asked.results.get("RetrainFunction") or {"errors": asked.errors}
         if launch.get("job_name"):
             name = launch["job_name"]
             self.steps.run(f"retraining: SageMaker job {name}",
@@ -217,6 +236,7 @@ class Demo:
             truths.miscalibrated(report1, scenario),
             truths.real_change(report1, scenario, expected_effect(scenario, 100_000)),
             truths.null_change(report1, scenario),
+            truths.calibrated_judge(calibrator),
             truths.retrained(gate, deployed),
         ]
         if comparison is not None:
@@ -224,7 +244,7 @@ class Demo:
         else:
             verdicts.append(truths.Verdict("the next week, scored by the deployed evaluator, agrees better with users",
                                            "", "no evaluator was deployed", False))
-        return DemoResult(verdicts, weeks, gate, deployed, comparison, 0.0, self.steps.seconds)
+        return DemoResult(verdicts, weeks, gate, deployed, comparison, 0.0, self.steps.seconds, calibrator)
 
     def _analyse(self, stack: LocalStack, s3: Any, until: datetime, week: int) -> dict[str, Any]:
         """Fires the weekly schedule (the weekly state machine) for the window that ends at `until`
@@ -248,8 +268,28 @@ class Demo:
         if gate["status"] != "Approved":
             return gate, None
         project = self.settings.project
-        [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120, where=lambda e: e["detail"]["project"] == project)
+        [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120,
+                                        where=lambda e: e["detail"]["project"] == project
+                                        and e["detail"].get("kind") != "calibrator")
         return gate, deployed.event["detail"]
+
+    def _calibrator(self, stack: LocalStack, client: FeedbackClient, job: str) -> dict[str, Any]:
+        """The calibrator's gate; once approved and in service, its map as the API serves it
+        (GET /v1/calibration, through the client) applied to one grade of each query type."""
+        [gated] = stack.bus.wait_for("EvaluatorGated", timeout=120, where=lambda e: e["detail"]["training_job"] == job)
+        found: dict[str, Any] = {"gate": gated.event["detail"], "deployed": None, "served": None, "applied": {}}
+        if found["gate"]["status"] != "Approved":
+            return found
+        project = self.settings.project
+        [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120,
+                                        where=lambda e: e["detail"]["project"] == project
+                                        and e["detail"].get("kind") == "calibrator")
+        found["deployed"] = deployed.event["detail"]
+        if client.calibration_map(refresh_seconds=0) is not None:
+            found["served"] = client.calibration_map_id()
+            found["applied"] = {query_type: client.calibrate(SHOWN_GRADE / 10, {"query_type": query_type})
+                                for query_type in TASKS}
+        return found
 
     # --- output -----------------------------------------------------------------------------------
 
@@ -266,6 +306,11 @@ class Demo:
             challenger, champion = result.gate["gate"]["challenger"], result.gate["gate"]["champion"]
             self.console.print(f"evaluator vs held-out human labels (n={result.gate['gate']['n']}): original AUROC "
                                f"{champion['auroc']:.3f}, retrained {challenger['auroc']:.3f}")
+        cal = result.calibrator
+        if cal and cal["deployed"]:
+            retired = (result.deployed or {}).get("calibrator_retired")
+            self.console.print(f"the judge's calibrator {cal['deployed']['map_id']} was in service"
+                               + (f" until {result.deployed['change']} replaced the judge" if retired else ""))
         if result.comparison and result.comparison["deployed"] is not None:
             c = result.comparison
             self.console.print(f"week 2's new labels (n={c['n']}): original AUROC {c['original']:.3f}, "

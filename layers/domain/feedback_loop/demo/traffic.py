@@ -1,14 +1,17 @@
-"""The demo's LLM application: it writes eval logs to S3, scores with the deployed evaluator once there
-is one, and sends its users' feedback through the HTTP API with the Python client, faults included."""
+"""The demo's LLM application: its LLM judge grades every answer 1-10, it logs its requests through
+the API, scores with the deployed evaluator once there is one, and sends its users' feedback through
+the HTTP API with the Python client, faults included."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from statistics import NormalDist
 from typing import Any
 
 from feedback_loop.client import EvalLogger, FeedbackApiError, FeedbackClient
@@ -62,6 +65,31 @@ class Ledger:
                 self.refused_unexpectedly.append(f"{event.get('event_id')}: {status} {fields}")
 
 
+# The app's evaluator is an LLM judge: it grades 1-10 (logged as grade / 10), overconfident (its grades
+# crowd the ends of the scale) and biased by query type (kind to summaries, harsh on Q&A; code it grades
+# high whatever its quality, as the simulator's evaluator scores it). A calibrator is what fixes it.
+JUDGE_BIAS = {"summarize": 1.0, "qa": -1.0}  # grades added, by query type
+JUDGE_OVERCONFIDENCE = 2.5  # the judge's log-odds are this many times the evaluator's
+JUDGE_NOISE = 0.6  # grades: the sd of the judge's own noise
+
+
+def judge_grade(record: dict[str, Any]) -> int:
+    """The judge's grade of a simulated record, from the simulator's evaluator score, its query type,
+    and noise drawn from the request id (the same grade whatever the order the records come in)."""
+    score = min(max(record["eval_scores"]["overall"], 0.02), 0.98)
+    confident = 1 / (1 + ((1 - score) / score) ** JUDGE_OVERCONFIDENCE)
+    draw = int.from_bytes(hashlib.sha256(record["request_id"].encode()).digest()[:8], "big") / 2**64
+    noise = NormalDist(0, JUDGE_NOISE).inv_cdf(min(max(draw, 1e-12), 1 - 1e-12))
+    bias = JUDGE_BIAS.get(record["metadata"].get("query_type"), 0.0)
+    return int(min(10, max(1, round(1 + 9 * confident + bias + noise))))
+
+
+def judged(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the app logs it: its overall score the judge's grade / 10."""
+    grade = judge_grade(record)
+    return {**record, "eval_scores": {**record["eval_scores"], "overall": grade / 10, "judge_grade": grade}}
+
+
 class App:
     """One simulated LLM application of one project."""
 
@@ -80,7 +108,7 @@ class App:
         """The requests made before `until` (not yet taken), and their feedback."""
         records, events = [], []
         for record, request_events in self._until(until):
-            records.append(record)
+            records.append(judged(record))
             events.extend(request_events)
         return records, events
 

@@ -99,7 +99,7 @@ def miscalibrated(report: dict[str, Any], scenario: Scenario) -> Verdict:
     detail = "; ".join(f"{f['value']}: disagreement {_pct(f['rate'])} vs {_pct(f['rest_rate'])} elsewhere "
                        f"(n={f['n']}, adjusted p={f['p_value_adjusted']:.1e})" for f in flagged)
     return Verdict("the evaluator is miscalibrated on one query type",
-                   f"query_type={scenario.miscalibrated_query_type}: scored about 0.82 whatever the quality",
+                   f"query_type={scenario.miscalibrated_query_type}: graded high whatever the quality",
                    f"flagged query types: {detail or 'none'}", values == [scenario.miscalibrated_query_type])
 
 
@@ -132,6 +132,31 @@ def null_change(report: dict[str, Any], scenario: Scenario) -> Verdict:
              if human and human["diff"] is not None else "")
     found += f"significant on: {', '.join(significant) or 'nothing'}"
     return Verdict(f"{name} has no effect", "no change in behaviour", found, bool(entries) and not significant)
+
+
+def calibrated_judge(calibrator: dict[str, Any] | None) -> Verdict:
+    """The judge's calibrator, learned on the earlier labels, is better calibrated than the raw grades
+    on the later, held-out ones (the gate's figures), was approved, put in service, and the map the
+    API serves is the one deployed."""
+    truth = "a calibrator fixes the LLM judge's grades"
+    planted = "the judge grades 1-10, overconfident; kind to summaries, harsh on Q&A, code high whatever"
+    if calibrator is None:
+        return Verdict(truth, planted, "no calibrator was trained", False)
+    gate = calibrator["gate"]
+    figures = gate["gate"]["figures"]
+    raw, calibrated = figures["champion"]["ece"], figures["challenger"]["ece"]
+    deployed, served = calibrator["deployed"], calibrator["served"]
+    found = (f"held-out ECE {calibrated:.3f} vs the raw grades' {raw:.3f} (n={gate['gate']['n']}, "
+             f"labels from {str((gate.get('split') or {}).get('cut', ''))[:16]}); log-loss gain "
+             f"{_ci(figures.get('log_loss_improvement_ci'))}; {gate['status']}")
+    if deployed:
+        found += f", in service as map {deployed['map_id']}"
+    if calibrator["applied"]:
+        found += "; a grade of 8/10 means P(good) " + ", ".join(
+            f"{query_type} {applied['p_good']:.2f}" for query_type, applied in calibrator["applied"].items())
+    holds = (gate["status"] == "Approved" and deployed is not None and served == deployed["map_id"]
+             and calibrated < raw)
+    return Verdict(truth, planted, found, holds)
 
 
 def retrained(gate: dict[str, Any] | None, deployed: dict[str, Any] | None) -> Verdict:
