@@ -538,3 +538,15 @@ def test_post_retrain_may_name_what_to_train(stack, table) -> None:
     assert delivery.event["detail"]["kind"] == "calibrate"
     wrong = api.post("/v1/retrain?kind=bigger", {})
     assert wrong.status_code == 422 and "kind" in wrong.text
+    # the client's request_retrain: the same route, the kind named or the stack's
+    from feedback_loop.client import FeedbackApiError, FeedbackClient
+
+    client = FeedbackClient(stack.api_url, create_key(table, "retrain-client").plaintext)
+    assert client.request_retrain("auto")["kind"] == "auto"
+    assert client.request_retrain()["status"] == "requested"
+    deliveries = stack.bus.wait_for("RetrainRequested", count=2, timeout=60,
+                                    where=lambda event: event["detail"]["project"] == "retrain-client")
+    assert sorted(str(d.event["detail"].get("kind")) for d in deliveries) == ["None", "auto"]
+    with pytest.raises(FeedbackApiError) as refused:
+        client.request_retrain("bigger")
+    assert refused.value.status == 422
