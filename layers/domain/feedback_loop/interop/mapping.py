@@ -17,10 +17,11 @@ Every event is checked against the contract; one that fails (a request id with '
 skipped with its reason. The event id is the tool's annotation id, so a second import of the same
 file stores nothing twice.
 
-An LLM judge's or code's numeric scores (0-1; a bool as 1 or 0) become one eval record per request
+An LLM judge's or code's results (a number in 0-1; a bool, or a label that says a verdict, such as
+MLflow's built-in judges' "yes"/"no", as 1 or 0: judge_score) become one eval record per request
 when `overall` names the score that is the evaluator's overall, timestamped when judged (the
-earliest), without prompt or output. Import them only for an app that writes no eval log of its
-own: the analysis would count a request logged twice as two.
+earliest), with the trace's prompt and response where the export holds them. Import them only for
+an app that writes no eval log of its own: the analysis would count a request logged twice as two.
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ def rating(value: int | float, scale: tuple[float, float] | None = None) -> int 
     return int(value) if value.is_integer() and 2 <= value <= 5 else None
 
 
+def judge_score(value: Any) -> float | None:
+    """A judge's or a code check's result as a 0-1 score: a number in 0-1; a bool, 1 or 0; a label
+    that says a verdict (yes/no, pass/fail, correct/incorrect, ...: GOOD_LABELS, BAD_LABELS), 1 or 0.
+    None for anything else (another label, a number outside 0-1)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value) if 0 <= value <= 1 else None
+    if isinstance(value, str):
+        label = value.strip().lower()
+        return 1.0 if label in GOOD_LABELS else 0.0 if label in BAD_LABELS else None
+    return None
+
+
 def _judgement(a: Annotation, scale: tuple[float, float] | None) -> tuple[str, Any] | None:
     """(feedback type, value) of a person's judgement, or None."""
     v = a.value
@@ -127,14 +142,18 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             imported.skipped["no_time"] += 1
             continue
         if not a.human:
-            v = float(a.value) if isinstance(a.value, (bool, int, float)) else None
-            if v is None or not 0 <= v <= 1:
-                imported.skipped["judge_score_not_in_0_1"] += 1
+            v = judge_score(a.value)
+            if v is None:
+                imported.skipped["judge_label_not_a_verdict" if isinstance(a.value, str)
+                                 else "judge_score_not_in_0_1"] += 1
                 continue
             entry = scores[request]
             entry["scores"][a.name] = v
             entry["tool"] = a.tool
             entry["at"] = a.at if entry["at"] is None else min(entry["at"], a.at)
+            for name in ("prompt", "output"):  # the trace's texts, where the export holds them
+                if getattr(a, name) not in (None, "") and name not in entry:
+                    entry[name] = getattr(a, name)
             continue
         base = {"request_id": request, "timestamp": a.at.isoformat().replace("+00:00", "Z"),
                 "metadata": {"imported_from": a.tool, "name": a.name}}
@@ -157,6 +176,7 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             continue
         named = entry["scores"]
         record = {"request_id": request, "timestamp": entry["at"].isoformat().replace("+00:00", "Z"),
+                  **{name: entry[name] for name in ("prompt", "output") if name in entry},
                   "eval_scores": {"overall": named[overall], **{k: v for k, v in named.items() if k != overall}},
                   "metadata": {"imported_from": entry["tool"]}}
         try:

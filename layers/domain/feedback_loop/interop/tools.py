@@ -5,10 +5,18 @@
   "True"/"False" for BOOLEAN), `dataType` (NUMERIC, CATEGORICAL, BOOLEAN), `source` (ANNOTATION and
   API: people, in the UI or through the SDK, where user feedback goes; EVAL: an LLM judge),
   `comment`, `metadata`, `timestamp`, `authorUserId`.
-- **MLflow** assessments (`Assessment.to_dictionary()`, MLflow 3): `assessment_id`, `trace_id`,
-  `span_id`, `assessment_name` (or `name`), `source` (`source_type` HUMAN, LLM_JUDGE or CODE,
-  `source_id`), `feedback` (`value`: a bool, number or text) or `expectation` (ground truth, not
-  feedback: skipped), `rationale`, `metadata`, `create_time` (ISO 8601, or milliseconds).
+- **MLflow** (MLflow 3; the forms tests/fixtures/interop/mlflow holds, made by MLflow 3.18) assessments
+  (`Assessment.to_dictionary()`): `assessment_id`, `trace_id`, `span_id`, `assessment_name` (or
+  `name`), `source` (`source_type` HUMAN, LLM_JUDGE or CODE, `source_id`), `feedback` (`value`: a
+  bool, number or text) or `expectation` (ground truth, not feedback: skipped), `rationale`,
+  `metadata`, `create_time` (ISO 8601, or milliseconds), `valid` (false: overridden, by
+  `override_feedback`: skipped), `overrides` (the assessment a person's correction replaces); MLflow
+  keeps every number as a double, so a person's whole number 1-5 is read as that integer rating (a
+  0/1 number logged as a thumb would read 1.0 as a rating of 1: log thumbs as bools); and the
+  traces that hold them, `Trace.to_dict()` (`info.assessments`, the inputs and outputs in
+  `info.trace_metadata` `mlflow.traceInputs` / `mlflow.traceOutputs`) or a row of
+  `mlflow.search_traces()` written with `DataFrame.to_json(orient="records")` (`assessments`,
+  `request`, `response`): each assessment with its trace's prompt and response.
 - **Phoenix** span annotations (REST `GET /v1/projects/{project}/span_annotations`, the
   OpenInference annotation): `id`, `span_id`, `name`, `annotator_kind` (HUMAN, LLM, CODE),
   `result` (`label`, `score`, `explanation`), `metadata`, `identifier`, `created_at`, `user_id`.
@@ -50,6 +58,8 @@ class Annotation:
     at: datetime | None
     user_id: str | None
     metadata: dict[str, Any] | None
+    prompt: Any = None  # the trace's request and response, where the export holds them
+    output: Any = None
 
 
 def _moment(value: Any) -> datetime | None:
@@ -83,16 +93,73 @@ def _langfuse(o: dict[str, Any]) -> Annotation:
                       _moment(o.get("timestamp") or o.get("createdAt")), o.get("authorUserId"), o.get("metadata"))
 
 
-def _mlflow(o: dict[str, Any]) -> Annotation | None:
+def _parsed(value: Any) -> Any:
+    """JSON text (a trace's inputs as MLflow keeps them) as JSON; anything else as it is."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _said(value: Any, role: str) -> Any:
+    """The text of a request (role `user`) or a response (`assistant`) where its shape says where it
+    is: a string; a chat completion's first choice; the last message of that role in `messages` or a
+    list of messages; an object with one text field. Otherwise the JSON value as it is."""
+    value = _parsed(value)
+    if isinstance(value, str) or value is None:
+        return value
+    if isinstance(value, dict):
+        choices = value.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message") or {}
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                return message["content"]
+        if isinstance(value.get("messages"), list):
+            return _said(value["messages"], role)
+        texts = [v for v in value.values() if isinstance(v, str)]
+        if len(value) == 1 and texts:
+            return texts[0]
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        said = [m["content"] for m in value if m.get("role") == role and isinstance(m.get("content"), str)]
+        if said:
+            return said[-1]
+    return value
+
+
+def _mlflow_assessment(o: dict[str, Any], prompt: Any = None, output: Any = None) -> Annotation | str:
     if "feedback" not in o:  # an expectation (ground truth) or something else: not a judgement
-        return None
+        return "not_a_judgement"
+    if o.get("valid") is False:  # replaced by a correction (override_feedback), which is read instead
+        return "overridden"
     source = o.get("source") or {}
     raw = (o.get("feedback") or {}).get("value")
     value = raw if isinstance(raw, (bool, int, float, str)) else None
+    human = source.get("source_type") == "HUMAN"
+    if human and isinstance(value, float) and value.is_integer() and 1 <= value <= 5:
+        value = int(value)  # MLflow keeps every number as a double: a person's 1-5 rating of 1 reads 1.0
     return Annotation("mlflow", o.get("assessment_id"), o.get("trace_id"), o.get("span_id"),
                       o.get("assessment_name") or o.get("name") or "", source.get("source_type") == "HUMAN",
                       value, _text(o.get("rationale")), _moment(o.get("create_time")),
-                      source.get("source_id") if source.get("source_type") == "HUMAN" else None, o.get("metadata"))
+                      source.get("source_id") if source.get("source_type") == "HUMAN" else None, o.get("metadata"),
+                      prompt, output)
+
+
+def _mlflow(o: dict[str, Any]) -> list[Annotation | str]:
+    """An assessment, a `Trace.to_dict()` or a `search_traces()` row (module docstring)."""
+    info = o.get("info")
+    if isinstance(info, dict) and isinstance(info.get("assessments"), list):  # Trace.to_dict()
+        metadata = info.get("trace_metadata") or {}
+        prompt = _said(metadata.get("mlflow.traceInputs", info.get("request_preview")), "user")
+        output = _said(metadata.get("mlflow.traceOutputs", info.get("response_preview")), "assistant")
+        assessments = info["assessments"]
+    elif isinstance(o.get("assessments"), list) and ("request" in o or "trace" in o):  # a search_traces() row
+        prompt, output = _said(o.get("request"), "user"), _said(o.get("response"), "assistant")
+        assessments = o["assessments"]
+    else:
+        return [_mlflow_assessment(o)]
+    return [_mlflow_assessment(a, prompt, output) if isinstance(a, dict) else "not_an_object" for a in assessments]
 
 
 def _phoenix(o: dict[str, Any]) -> Annotation:
@@ -108,8 +175,8 @@ def _phoenix(o: dict[str, Any]) -> Annotation:
                       o.get("user_id"), {**(o.get("metadata") or {}), **({"label": label} if label else {})} or None)
 
 
-READERS: dict[str, Callable[[dict[str, Any]], Annotation | None]] = {
-    "langfuse": _langfuse, "mlflow": _mlflow, "phoenix": _phoenix}
+READERS: dict[str, Callable[[dict[str, Any]], list[Annotation | str]]] = {
+    "langfuse": lambda o: [_langfuse(o)], "mlflow": _mlflow, "phoenix": lambda o: [_phoenix(o)]}
 
 
 def _objects(path: Path) -> Iterator[Any]:
@@ -139,13 +206,13 @@ def read(tool: str, path: str | Path, skipped: Counter[str] | None = None) -> li
         if not isinstance(o, dict):
             skipped["not_an_object"] += 1
             continue
-        annotation = reader(o)
-        if annotation is None:
-            skipped["not_a_judgement"] += 1
-        elif not (annotation.trace_id or annotation.span_id):
-            skipped["no_trace_or_span"] += 1
-        elif not annotation.name:
-            skipped["no_name"] += 1
-        else:
-            found.append(annotation)
+        for annotation in reader(o):
+            if isinstance(annotation, str):
+                skipped[annotation] += 1
+            elif not (annotation.trace_id or annotation.span_id):
+                skipped["no_trace_or_span"] += 1
+            elif not annotation.name:
+                skipped["no_name"] += 1
+            else:
+                found.append(annotation)
     return found

@@ -1,0 +1,121 @@
+"""The importers' test fixtures, made by each tool's own library (not written by hand): traces and
+their judgements logged through the tool's API, then exported in each form a user gets them in.
+
+    python -m venv /tmp/interop && /tmp/interop/bin/pip install "mlflow==3.18.0"
+    MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false /tmp/interop/bin/python scripts/interop_fixtures.py mlflow
+
+writes tests/fixtures/interop/mlflow/ (tests/unit/test_interop_real.py reads it):
+- `assessments.jsonl`: every assessment, `Assessment.to_dictionary()` a line;
+- `traces.json`: `Trace.to_dict()` of every trace (its assessments, inputs and outputs inside);
+- `search_traces.json`: `mlflow.search_traces()` as `DataFrame.to_json(orient="records")` (the
+  `trace` column is the trace's JSON text, `request_time` milliseconds, `request` and `response`
+  the inputs and outputs);
+- `truth.json`: what was logged, as the library returned it: each trace's id, inputs, outputs and
+  each assessment (id, name, source, value, rationale, create time, whether it is valid, what it
+  overrides), and the library's version.
+
+The judgements are those of a chat app with an LLM judge: every trace has MLflow's built-in-style
+judge answer `correctness` ("yes"/"no", with a rationale), a numeric judge `relevance` (0-1) and a
+code check `has_answer` (a bool); people gave thumbs (a bool), 1-5 ratings (integers), comments
+(text feedback named `comment`), a category (`issue_type`), corrections of the judge
+(`override_feedback` of `correctness`, which marks the judge's assessment `valid: false`), and
+expected answers (expectations: ground truth, not feedback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "interop"
+TRACES = 60
+QUESTIONS = ["How do I reset my password?", "What is the refund window?", "Summarise the Q3 notes.",
+             "Write a SQL query for monthly revenue.", "Which plan includes SSO?", "Translate 'thank you' to French."]
+
+
+def mlflow_fixtures(out: Path, seed: int = 31) -> dict[str, Any]:
+    import mlflow
+    from mlflow.entities import AssessmentSource
+
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "mlflow.db"
+    store.unlink(missing_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    mlflow.set_experiment("feedback-loop-fixtures")
+    rng = random.Random(seed)
+    judge = AssessmentSource(source_type="LLM_JUDGE", source_id="openai:/gpt-4o-mini")
+    code = AssessmentSource(source_type="CODE", source_id="checks.has_answer")
+    truth: dict[str, Any] = {"mlflow": mlflow.__version__, "traces": []}
+    for i in range(TRACES):
+        question = QUESTIONS[i % len(QUESTIONS)] + f" (#{i})"
+        answer = f"Answer {i}: " + rng.choice(["See the settings page.", "Within 30 days.", "It depends.", ""])
+        inputs = {"messages": [{"role": "user", "content": question}]}
+        outputs = {"choices": [{"message": {"role": "assistant", "content": answer}}]}
+        with mlflow.start_span(name="chat") as span:
+            span.set_inputs(inputs)
+            span.set_outputs(outputs)
+        trace_id = mlflow.get_last_active_trace_id()
+        logged = []
+        correct = rng.random() < 0.7
+        verdict = mlflow.log_feedback(trace_id=trace_id, name="correctness", value="yes" if correct else "no",
+                                      source=judge, rationale="The answer addresses the question." if correct
+                                      else "The answer does not address the question.")
+        logged.append(verdict)
+        logged.append(mlflow.log_feedback(trace_id=trace_id, name="relevance", value=round(rng.random(), 2),
+                                          source=judge))
+        logged.append(mlflow.log_feedback(trace_id=trace_id, name="has_answer", value=bool(answer.split(": ")[1]),
+                                          source=code))
+        user = AssessmentSource(source_type="HUMAN", source_id=f"user-{rng.randrange(12)}")
+        draw = rng.random()
+        if draw < 0.4:
+            logged.append(mlflow.log_feedback(trace_id=trace_id, name="user_thumbs", value=rng.random() < 0.6,
+                                              source=user))
+        elif draw < 0.65:
+            logged.append(mlflow.log_feedback(trace_id=trace_id, name="user_rating", value=rng.randint(1, 5),
+                                              source=user, rationale=rng.choice([None, "Clear.", "Too long."])))
+        elif draw < 0.8:
+            logged.append(mlflow.log_feedback(trace_id=trace_id, name="comment", value="The link is broken.",
+                                              source=user))
+        elif draw < 0.9:
+            logged.append(mlflow.log_feedback(trace_id=trace_id, name="issue_type",
+                                              value=rng.choice(["hallucination", "formatting"]), source=user))
+        if i % 12 == 5:  # a reviewer corrects the judge: the judge's assessment becomes invalid
+            reviewer = AssessmentSource(source_type="HUMAN", source_id="reviewer-1")
+            logged.append(mlflow.override_feedback(trace_id=trace_id, assessment_id=verdict.assessment_id,
+                                                   value="no" if correct else "yes", source=reviewer,
+                                                   rationale="The judge got this one wrong."))
+        if i % 10 == 3:
+            logged.append(mlflow.log_expectation(trace_id=trace_id, name="expected_response",
+                                                 value=f"Expected answer {i}", source=user))
+        trace = mlflow.get_trace(trace_id)
+        # what each assessment was logged with (MLflow keeps every number as a double: a rating of 3 reads 3.0)
+        given = {a.assessment_id: (a.feedback or a.expectation).value for a in logged}
+        truth["traces"].append({"trace_id": trace_id, "inputs": inputs, "outputs": outputs,
+                                "assessments": [{**a.to_dictionary(), "logged_value": given.get(a.assessment_id)}
+                                                for a in trace.info.assessments]})
+    traces = mlflow.search_traces(return_type="list", max_results=10 * TRACES)
+    with open(out / "assessments.jsonl", "w") as lines:
+        for trace in traces:
+            for assessment in trace.info.assessments:
+                lines.write(json.dumps(assessment.to_dictionary()) + "\n")
+    (out / "traces.json").write_text(json.dumps([t.to_dict() for t in traces], indent=1))
+    (out / "search_traces.json").write_text(mlflow.search_traces(max_results=10 * TRACES).to_json(orient="records"))
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    store.unlink()
+    return truth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tool", choices=["mlflow"])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    truth = mlflow_fixtures(args.out or FIXTURES / args.tool)
+    print(f"{len(truth['traces'])} traces, MLflow {truth['mlflow']}")
+
+
+if __name__ == "__main__":
+    main()

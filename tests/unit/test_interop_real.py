@@ -1,0 +1,108 @@
+"""The importers on exports that the tools' own libraries made (scripts/interop_fixtures.py: traces and
+judgements logged through each tool's API, exported in each form a user gets them in), checked
+against what was logged (each fixture's truth.json): the counts in and out, and every event."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedback_loop.interop import mapping, tools
+
+MLFLOW = Path(__file__).parent.parent / "fixtures" / "interop" / "mlflow"
+MLFLOW_FORMS = ("assessments.jsonl", "traces.json", "search_traces.json")
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _expected_events(assessment: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A person's MLflow feedback as the documented mapping turns it into events (docs/INTEROP.md),
+    written out per value kind: (feedback type, value)."""
+    value = assessment["logged_value"]  # as the person gave it (MLflow returns every number as a double)
+    if isinstance(value, bool):
+        events = [("explicit_thumbs_up" if value else "explicit_thumbs_down", True)]
+    elif isinstance(value, int):
+        events = [("explicit_rating", value)]
+    elif value in ("yes", "no"):
+        events = [("explicit_thumbs_up" if value == "yes" else "explicit_thumbs_down", True)]
+    else:
+        events = [("explicit_text_comment", value)]
+    if assessment.get("rationale"):
+        events.append(("explicit_text_comment", assessment["rationale"]))
+    return events
+
+
+@pytest.fixture(scope="module")
+def mlflow_truth() -> dict[str, Any]:
+    return json.loads((MLFLOW / "truth.json").read_text())
+
+
+@pytest.mark.parametrize("form", MLFLOW_FORMS)
+def test_every_persons_mlflow_judgement_is_one_event_with_its_user_and_time(mlflow_truth, form: str) -> None:
+    assessments = [a for t in mlflow_truth["traces"] for a in t["assessments"]]
+    people = [a for a in assessments if a["source"]["source_type"] == "HUMAN" and "feedback" in a and a["valid"]]
+    overridden = [a for a in assessments if a["valid"] is False]
+    expectations = [a for a in assessments if "expectation" in a]
+    assert len(people) >= 60 and len(overridden) == 5 and expectations  # what the fixture holds
+    assert any(a.get("overrides") for a in people)  # the reviewer's corrections of the judge
+
+    skipped: Counter[str] = Counter()
+    annotations = tools.read("mlflow", MLFLOW / form, skipped)
+    assert skipped == {"not_a_judgement": len(expectations), "overridden": len(overridden)}
+    imported = mapping.convert(annotations, "trace", overall="correctness")
+    expected = {}
+    for a in people:
+        for n, (kind, value) in enumerate(_expected_events(a)):
+            event_id = f"mlflow-{a['assessment_id']}" + ("-comment" if n else "")
+            expected[event_id] = (a["trace_id"], kind, value, a["source"]["source_id"], _moment(a["create_time"]))
+    got = {e["event_id"]: (e["request_id"], e["feedback_type"], e["value"], e.get("user_id"), _moment(e["timestamp"]))
+           for e in imported.feedback}
+    assert got == expected
+    assert len(imported.feedback) == len(expected) > len(people)
+    kinds = Counter(kind for _, kind, *_ in expected.values())
+    assert kinds["explicit_rating"] >= 10 and kinds["explicit_thumbs_up"] and kinds["explicit_thumbs_down"]
+
+
+@pytest.mark.parametrize("form", MLFLOW_FORMS)
+def test_the_mlflow_judges_verdicts_become_eval_records_without_the_overridden_ones(mlflow_truth, form: str) -> None:
+    """The built-in-style judge's "yes"/"no" is 1 or 0, the numeric judge's score and the code check's
+    bool beside it; a trace whose judge was overridden has no overall (the judge's answer there is
+    not valid); the trace forms carry the request and the response."""
+    skipped: Counter[str] = Counter()
+    imported = mapping.convert(tools.read("mlflow", MLFLOW / form), "trace", overall="correctness")
+    skipped = imported.skipped
+    records = {r["request_id"]: r for r in imported.eval_records}
+    expected = {}
+    for trace in mlflow_truth["traces"]:
+        judged = {a["assessment_name"]: a for a in trace["assessments"]
+                  if a["source"]["source_type"] != "HUMAN" and a["valid"]}
+        if "correctness" not in judged:
+            continue
+        scores = {"overall": 1.0 if judged["correctness"]["feedback"]["value"] == "yes" else 0.0,
+                  "relevance": judged["relevance"]["feedback"]["value"],
+                  "has_answer": float(judged["has_answer"]["feedback"]["value"])}
+        expected[trace["trace_id"]] = (scores, min(_moment(a["create_time"]) for a in judged.values()),
+                                       trace["inputs"]["messages"][-1]["content"],
+                                       trace["outputs"]["choices"][0]["message"]["content"])
+    assert len(expected) == 55 and skipped["judge_scores_without_overall"] == 5
+    assert set(records) == set(expected)
+    for request, (scores, at, prompt, output) in expected.items():
+        record = records[request]
+        assert record["eval_scores"] == scores and _moment(record["timestamp"]) == at
+        if form == "assessments.jsonl":  # assessments alone do not hold the trace's texts
+            assert "prompt" not in record and "output" not in record
+        else:
+            assert (record["prompt"], record["output"]) == (prompt, output)
+
+
+def test_the_three_mlflow_forms_give_the_same_events() -> None:
+    events = [sorted(mapping.convert(tools.read("mlflow", MLFLOW / form), "trace").feedback,
+                     key=lambda e: e["event_id"]) for form in MLFLOW_FORMS]
+    assert events[0] == events[1] == events[2]
