@@ -1,10 +1,11 @@
 """The importers' test fixtures, made by each tool's own library (not written by hand): traces and
 their judgements logged through the tool's API, then exported in each form a user gets them in.
 
-    python -m venv /tmp/interop && /tmp/interop/bin/pip install "mlflow==3.18.0"
+    python -m venv /tmp/interop && /tmp/interop/bin/pip install "mlflow==3.18.0" "langfuse==5.2.0"
     MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false /tmp/interop/bin/python scripts/interop_fixtures.py mlflow
+    /tmp/interop/bin/python scripts/interop_fixtures.py langfuse
 
-writes tests/fixtures/interop/mlflow/ (tests/unit/test_interop_real.py reads it):
+writes tests/fixtures/interop/<tool>/ (tests/unit/test_interop_real.py reads them). MLflow:
 - `assessments.jsonl`: every assessment, `Assessment.to_dictionary()` a line;
 - `traces.json`: `Trace.to_dict()` of every trace (its assessments, inputs and outputs inside);
 - `search_traces.json`: `mlflow.search_traces()` as `DataFrame.to_json(orient="records")` (the
@@ -108,13 +109,98 @@ def mlflow_fixtures(out: Path, seed: int = 31) -> dict[str, Any]:
     return truth
 
 
+def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
+    """Langfuse scores built with the Langfuse SDK's own API models (its generated client's types),
+    written as the two pages a user exports: the documented score shape (`GET /api/public/scores`:
+    `Score_Numeric`, `Score_Categorical`, `Score_Boolean`, `Score_Text`, `Score_Correction` under
+    `data`) and the shape the current score-listing API returns (`GET /api/public/v3/scores`:
+    `GetScoresV3Response`, each score's `subject` naming its trace, observation or session)."""
+    from datetime import datetime, timedelta, timezone
+
+    import langfuse
+    from langfuse import api
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    start = datetime(2026, 5, 11, 9, tzinfo=timezone.utc)
+    v1: list[Any] = []
+    v3: list[Any] = []
+    truth: dict[str, Any] = {"langfuse": langfuse.__version__, "scores": []}
+
+    def add(kind: str, trace: str | None, name: str, source: str, at: datetime, value: Any, label: str | None = None,
+            observation: str | None = None, session: str | None = None, author: str | None = None,
+            comment: str | None = None) -> None:
+        number = len(truth["scores"])
+        common = dict(id=f"score-{number:03d}", name=name, source=source, timestamp=at, created_at=at, updated_at=at,
+                      environment="default", author_user_id=author, comment=comment)
+        v1_types = {"NUMERIC": api.Score_Numeric, "CATEGORICAL": api.Score_Categorical, "BOOLEAN": api.Score_Boolean,
+                    "TEXT": api.Score_Text, "CORRECTION": api.Score_Correction}
+        extra: dict[str, Any] = {"value": value} if kind == "NUMERIC" else \
+            {"value": value, "string_value": label} if kind in ("CATEGORICAL", "CORRECTION") else \
+            {"value": float(value), "string_value": str(bool(value))} if kind == "BOOLEAN" else {"string_value": label}
+        v1.append(v1_types[kind](data_type=kind, trace_id=trace, observation_id=observation, session_id=session,
+                                 **common, **extra))
+        if session is not None:
+            subject = api.ScoreSubjectV3_Session(kind="session", id=session)
+        elif observation is not None:
+            subject = api.ScoreSubjectV3_Observation(kind="observation", id=observation, trace_id=trace)
+        else:
+            subject = api.ScoreSubjectV3_Trace(kind="trace", id=trace)
+        v3_types = {"NUMERIC": api.ScoreV3_Numeric, "CATEGORICAL": api.ScoreV3_Categorical,
+                    "BOOLEAN": api.ScoreV3_Boolean, "TEXT": api.ScoreV3_Text, "CORRECTION": api.ScoreV3_Correction}
+        v3_value = value if kind in ("NUMERIC", "BOOLEAN") else label
+        v3.append(v3_types[kind](data_type=kind, project_id="fixtures", subject=subject, value=v3_value, **common))
+        truth["scores"].append({"id": common["id"], "kind": kind, "trace": trace, "observation": observation,
+                                "session": session, "name": name, "source": source, "at": at.isoformat(),
+                                "value": value, "label": label, "author": author, "comment": comment})
+
+    for i in range(TRACES):
+        trace, at = f"trace-{i:03d}", start + timedelta(minutes=37 * i)
+        helpful = round(rng.random(), 2)
+        add("NUMERIC", trace, "helpfulness", "EVAL", at + timedelta(seconds=5), helpful,
+            comment="The answer covers the question." if helpful > 0.5 else "The answer misses the point.")
+        correct = rng.random() < 0.7
+        add("CATEGORICAL", trace, "correctness", "EVAL", at + timedelta(seconds=6), 1.0 if correct else 0.0,
+            label="correct" if correct else "incorrect")
+        add("BOOLEAN", trace, "no_pii", "EVAL", at + timedelta(seconds=7), rng.random() < 0.9)
+        draw, later = rng.random(), at + timedelta(minutes=3)
+        user = f"user-{rng.randrange(10)}"
+        if draw < 0.35:  # the app's thumbs, sent with the SDK (source API), on the generation
+            add("BOOLEAN", trace, "user_feedback", "API", later, rng.random() < 0.6, observation=f"obs-{i:03d}")
+        elif draw < 0.55:
+            add("NUMERIC", trace, "satisfaction", "API", later, rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]),
+                comment=rng.choice([None, "Fast.", "Not what I asked."]))
+        elif draw < 0.7:
+            add("TEXT", trace, "user_comment", "API", later, None, label="Please add sources.")
+        elif draw < 0.8:
+            add("CATEGORICAL", trace, "issue", "ANNOTATION", later, float(rng.randrange(2)),
+                label=rng.choice(["hallucination", "formatting"]), author="reviewer-1")
+        if i % 9 == 4:  # a reviewer's corrected answer
+            add("CORRECTION", trace, "correction", "ANNOTATION", later + timedelta(minutes=1), 0.0,
+                label=f"The corrected answer {i}.", author="reviewer-2")
+        if i % 15 == 7:  # a score on the session, not on a trace
+            add("NUMERIC", None, "session_satisfaction", "API", later, 0.5, session=f"session-{i // 15}")
+    (out / "scores.json").write_text(json.dumps({"data": [json.loads(s.json()) for s in v1],
+                                                 "meta": {"page": 1, "limit": 1000, "totalItems": len(v1),
+                                                          "totalPages": 1}}, indent=1))
+    (out / "scores_v3.json").write_text(json.dumps(json.loads(
+        api.GetScoresV3Response(data=v3, meta=api.GetScoresV3Meta(limit=1000, cursor=None)).json()), indent=1))
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tool", choices=["mlflow"])
+    parser.add_argument("tool", choices=["mlflow", "langfuse"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    truth = mlflow_fixtures(args.out or FIXTURES / args.tool)
-    print(f"{len(truth['traces'])} traces, MLflow {truth['mlflow']}")
+    out = args.out or FIXTURES / args.tool
+    if args.tool == "mlflow":
+        truth = mlflow_fixtures(out)
+        print(f"{len(truth['traces'])} traces, MLflow {truth['mlflow']}")
+    else:
+        truth = langfuse_fixtures(out)
+        print(f"{len(truth['scores'])} scores, Langfuse SDK {truth['langfuse']}")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,70 @@ def test_the_three_mlflow_forms_give_the_same_events() -> None:
     events = [sorted(mapping.convert(tools.read("mlflow", MLFLOW / form), "trace").feedback,
                      key=lambda e: e["event_id"]) for form in MLFLOW_FORMS]
     assert events[0] == events[1] == events[2]
+
+
+LANGFUSE = Path(__file__).parent.parent / "fixtures" / "interop" / "langfuse"
+LANGFUSE_FORMS = ("scores.json", "scores_v3.json")
+
+
+def _langfuse_expected(score: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A person's Langfuse score as the documented mapping turns it into events, per data type."""
+    kind, value, label = score["kind"], score["value"], score["label"]
+    if kind == "BOOLEAN":
+        events = [("explicit_thumbs_up" if value else "explicit_thumbs_down", True)]
+    elif kind == "NUMERIC":
+        events = [("explicit_rating", round(1 + 4 * value))]  # a 0-1 score
+    elif kind == "CORRECTION":
+        events = [("implicit_edit", label)]
+    else:  # TEXT, and a category whose label is not a thumb
+        events = [("explicit_text_comment", label)]
+    if score["comment"]:
+        events.append(("explicit_text_comment", score["comment"]))
+    return events
+
+
+@pytest.mark.parametrize("form", LANGFUSE_FORMS)
+def test_every_persons_langfuse_score_is_one_event_with_its_type_value_user_and_time(form: str) -> None:
+    truth = json.loads((LANGFUSE / "truth.json").read_text())
+    scores = truth["scores"]
+    people = [s for s in scores if s["source"] in ("API", "ANNOTATION") and s["trace"]]
+    on_sessions = [s for s in scores if not s["trace"]]
+    assert {s["kind"] for s in people} == {"BOOLEAN", "NUMERIC", "TEXT", "CATEGORICAL", "CORRECTION"} and on_sessions
+    skipped: Counter[str] = Counter()
+    imported = mapping.convert(tools.read("langfuse", LANGFUSE / form, skipped), "trace", overall="correctness")
+    assert skipped == {"no_trace_or_span": len(on_sessions)}
+    expected = {}
+    for s in people:
+        for n, (kind, value) in enumerate(_langfuse_expected(s)):
+            expected[f"langfuse-{s['id']}" + ("-comment" if n else "")] = (s["trace"], kind, value, s["author"],
+                                                                          _moment(s["at"]))
+    got = {e["event_id"]: (e["request_id"], e["feedback_type"], e["value"], e.get("user_id"), _moment(e["timestamp"]))
+           for e in imported.feedback}
+    assert got == expected
+    assert Counter(kind for _, kind, *_ in expected.values())["implicit_edit"] == sum(
+        s["kind"] == "CORRECTION" for s in people) > 0
+
+
+@pytest.mark.parametrize("form", LANGFUSE_FORMS)
+def test_the_langfuse_judges_scores_become_eval_records_whatever_their_data_type(form: str) -> None:
+    """The categorical judge's label (correct/incorrect) is 1 or 0, the numeric judge's score and the
+    boolean check beside it, at the first score's time."""
+    truth = json.loads((LANGFUSE / "truth.json").read_text())
+    judged: dict[str, dict[str, Any]] = {}
+    for s in truth["scores"]:
+        if s["source"] == "EVAL":
+            judged.setdefault(s["trace"], {})[s["name"]] = s
+    imported = mapping.convert(tools.read("langfuse", LANGFUSE / form), "trace", overall="correctness")
+    records = {r["request_id"]: r for r in imported.eval_records}
+    assert set(records) == set(judged) and len(records) == 60
+    for trace, named in judged.items():
+        assert records[trace]["eval_scores"] == {"overall": 1.0 if named["correctness"]["label"] == "correct" else 0.0,
+                                                 "helpfulness": named["helpfulness"]["value"],
+                                                 "no_pii": float(named["no_pii"]["value"])}
+        assert _moment(records[trace]["timestamp"]) == min(_moment(s["at"]) for s in named.values())
+
+
+def test_the_two_langfuse_shapes_give_the_same_events_and_records() -> None:
+    found = [mapping.convert(tools.read("langfuse", LANGFUSE / form), "trace", overall="correctness")
+             for form in LANGFUSE_FORMS]
+    assert found[0].feedback == found[1].feedback and found[0].eval_records == found[1].eval_records

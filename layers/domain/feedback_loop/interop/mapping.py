@@ -12,6 +12,8 @@ People's judgements, by what they hold:
   rating round(1 + 4 s) (its human score is s on the quarter steps); a float 2.0-5.0 with no
   fraction is a rating; anything else is skipped (no_value);
 - a label: a thumb if it says so (GOOD_LABELS, BAD_LABELS), else a text comment with the label;
+- free text (Langfuse's TEXT): a text comment; a corrected answer (Langfuse's CORRECTION): an edit
+  (`implicit_edit`) holding the corrected text;
 - an explanation (comment, rationale) besides a value: a text comment as well.
 Every event is checked against the contract; one that fails (a request id with '/', say) is
 skipped with its reason. The event id is the tool's annotation id, so a second import of the same
@@ -95,6 +97,10 @@ def judge_score(value: Any) -> float | None:
 def _judgement(a: Annotation, scale: tuple[float, float] | None) -> tuple[str, Any] | None:
     """(feedback type, value) of a person's judgement, or None."""
     v = a.value
+    if a.kind == "correction":  # a person's corrected answer: what an edit of the output is
+        return (FeedbackType.EDIT, v) if isinstance(v, str) else None
+    if a.kind == "text":
+        return (FeedbackType.COMMENT, v) if isinstance(v, str) else None
     if a.name in set(FeedbackType):  # our own export, back
         if a.name in (FeedbackType.THUMBS_UP, FeedbackType.THUMBS_DOWN, FeedbackType.USAGE, FeedbackType.DISCARD):
             return a.name, True
@@ -143,6 +149,8 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             continue
         if not a.human:
             v = judge_score(a.value)
+            if v is None and a.number is not None and 0 <= a.number <= 1:  # a category's own number
+                v = float(a.number)
             if v is None:
                 imported.skipped["judge_label_not_a_verdict" if isinstance(a.value, str)
                                  else "judge_score_not_in_0_1"] += 1
@@ -167,7 +175,7 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
         else:
             kind, value = judgement
             _checked({**base, "feedback_type": str(kind), "value": value, "event_id": _event_id(a)}, imported)
-        if a.explanation and (judgement is None or judgement[0] not in (FeedbackType.COMMENT, FeedbackType.EDIT)):
+        if a.explanation and (judgement is None or judgement[1] != a.explanation):  # not the value itself
             _checked({**base, "feedback_type": str(FeedbackType.COMMENT), "value": a.explanation,
                       "event_id": _event_id(a, "-comment")}, imported)
     for request, entry in scores.items():

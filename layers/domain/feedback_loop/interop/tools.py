@@ -1,10 +1,16 @@
 """Each tool's exported annotations read into one shape (`Annotation`), as each tool documents them.
 
-- **Langfuse** scores (public API `GET /api/public/scores`, or its export): `id`, `traceId`,
-  `observationId`, `name`, `value` (a number; 1/0 for BOOLEAN), `stringValue` (CATEGORICAL, and
-  "True"/"False" for BOOLEAN), `dataType` (NUMERIC, CATEGORICAL, BOOLEAN), `source` (ANNOTATION and
-  API: people, in the UI or through the SDK, where user feedback goes; EVAL: an LLM judge),
-  `comment`, `metadata`, `timestamp`, `authorUserId`.
+- **Langfuse** scores (the forms tests/fixtures/interop/langfuse holds, made with the Langfuse SDK
+  5.2's own API models), in the documented shape (`GET /api/public/scores`, or its export): `id`,
+  `traceId`, `observationId`, `sessionId`, `name`, `value` (a number; 1/0 for BOOLEAN; a category's
+  number for CATEGORICAL; 0 for CORRECTION), `stringValue` (CATEGORICAL's label, "True"/"False" for
+  BOOLEAN, TEXT's text, CORRECTION's corrected answer), `dataType` (NUMERIC, CATEGORICAL, BOOLEAN,
+  TEXT, CORRECTION), `source` (ANNOTATION and API: people, in the UI or through the SDK, where user
+  feedback goes; EVAL: an LLM judge), `comment`, `metadata` (`user_id` names the user where
+  `authorUserId` does not), `timestamp`, `authorUserId`; or in the shape the current listing API
+  returns (`GET /api/public/v3/scores`): `subject` ({kind: trace, id}, {kind: observation, id,
+  traceId} or {kind: session, id}: no trace) in place of the ids, `value` typed by `dataType` (a bool,
+  a number, or the label, text or corrected answer).
 - **MLflow** (MLflow 3; the forms tests/fixtures/interop/mlflow holds, made by MLflow 3.18) assessments
   (`Assessment.to_dictionary()`): `assessment_id`, `trace_id`, `span_id`, `assessment_name` (or
   `name`), `source` (`source_type` HUMAN, LLM_JUDGE or CODE, `source_id`), `feedback` (`value`: a
@@ -60,6 +66,8 @@ class Annotation:
     metadata: dict[str, Any] | None
     prompt: Any = None  # the trace's request and response, where the export holds them
     output: Any = None
+    kind: str | None = None  # `text` (free text), `correction` (a corrected answer); None: a judgement
+    number: float | None = None  # a category's number beside its label (Langfuse's CATEGORICAL `value`)
 
 
 def _moment(value: Any) -> datetime | None:
@@ -80,17 +88,32 @@ def _text(value: Any) -> str | None:
 
 
 def _langfuse(o: dict[str, Any]) -> Annotation:
-    kind = o.get("dataType")
-    value: bool | float | str | None
-    if kind == "BOOLEAN":
-        value = bool(o.get("value"))
-    elif kind == "CATEGORICAL":
-        value = _text(o.get("stringValue"))
+    """A score in the documented shape (`traceId`, `observationId`, `value` a number, `stringValue`
+    the label or text) or in the v3 API's (`subject` {kind, id, traceId}; `value` typed by
+    `dataType`: a bool, a number, or the label or text)."""
+    kind, subject = o.get("dataType"), o.get("subject")
+    v3 = isinstance(subject, dict)
+    if v3:
+        trace = subject.get("id") if subject.get("kind") == "trace" else subject.get("traceId")
+        span = subject.get("id") if subject.get("kind") == "observation" else None
     else:
-        value = o.get("value") if isinstance(o.get("value"), (int, float)) else None
-    return Annotation("langfuse", o.get("id"), o.get("traceId"), o.get("observationId"), o.get("name") or "",
+        trace, span = o.get("traceId"), o.get("observationId")
+    raw, text = o.get("value"), o.get("value") if v3 else o.get("stringValue")
+    value: bool | float | str | None
+    number = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+    if kind == "BOOLEAN":
+        value = bool(raw)
+    elif kind in ("CATEGORICAL", "TEXT", "CORRECTION"):
+        value = _text(text)
+    else:
+        value = number
+    metadata = o.get("metadata") if isinstance(o.get("metadata"), dict) else None
+    return Annotation("langfuse", o.get("id"), trace, span, o.get("name") or "",
                       o.get("source") in ("ANNOTATION", "API"), value, _text(o.get("comment")),
-                      _moment(o.get("timestamp") or o.get("createdAt")), o.get("authorUserId"), o.get("metadata"))
+                      _moment(o.get("timestamp") or o.get("createdAt")),
+                      o.get("authorUserId") or _text((metadata or {}).get("user_id")), metadata,
+                      kind={"TEXT": "text", "CORRECTION": "correction"}.get(kind),
+                      number=number if kind == "CATEGORICAL" else None)
 
 
 def _parsed(value: Any) -> Any:
