@@ -129,10 +129,12 @@ def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
 
     def add(kind: str, trace: str | None, name: str, source: str, at: datetime, value: Any, label: str | None = None,
             observation: str | None = None, session: str | None = None, author: str | None = None,
-            comment: str | None = None) -> None:
+            comment: str | None = None, user: str | None = None) -> None:
         number = len(truth["scores"])
+        # the app's end user, where apps put it (a score has no field for it: authorUserId is an annotator)
         common = dict(id=f"score-{number:03d}", name=name, source=source, timestamp=at, created_at=at, updated_at=at,
-                      environment="default", author_user_id=author, comment=comment)
+                      environment="default", author_user_id=author, comment=comment,
+                      metadata={"user_id": user} if user else None)
         v1_types = {"NUMERIC": api.Score_Numeric, "CATEGORICAL": api.Score_Categorical, "BOOLEAN": api.Score_Boolean,
                     "TEXT": api.Score_Text, "CORRECTION": api.Score_Correction}
         extra: dict[str, Any] = {"value": value} if kind == "NUMERIC" else \
@@ -152,7 +154,7 @@ def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
         v3.append(v3_types[kind](data_type=kind, project_id="fixtures", subject=subject, value=v3_value, **common))
         truth["scores"].append({"id": common["id"], "kind": kind, "trace": trace, "observation": observation,
                                 "session": session, "name": name, "source": source, "at": at.isoformat(),
-                                "value": value, "label": label, "author": author, "comment": comment})
+                                "value": value, "label": label, "author": author, "comment": comment, "user": user})
 
     for i in range(TRACES):
         trace, at = f"trace-{i:03d}", start + timedelta(minutes=37 * i)
@@ -166,12 +168,13 @@ def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
         draw, later = rng.random(), at + timedelta(minutes=3)
         user = f"user-{rng.randrange(10)}"
         if draw < 0.35:  # the app's thumbs, sent with the SDK (source API), on the generation
-            add("BOOLEAN", trace, "user_feedback", "API", later, rng.random() < 0.6, observation=f"obs-{i:03d}")
+            add("BOOLEAN", trace, "user_feedback", "API", later, rng.random() < 0.6, observation=f"obs-{i:03d}",
+                user=user)
         elif draw < 0.55:
             add("NUMERIC", trace, "satisfaction", "API", later, rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]),
-                comment=rng.choice([None, "Fast.", "Not what I asked."]))
+                comment=rng.choice([None, "Fast.", "Not what I asked."]), user=user)
         elif draw < 0.7:
-            add("TEXT", trace, "user_comment", "API", later, None, label="Please add sources.")
+            add("TEXT", trace, "user_comment", "API", later, None, label="Please add sources.", user=user)
         elif draw < 0.8:
             add("CATEGORICAL", trace, "issue", "ANNOTATION", later, float(rng.randrange(2)),
                 label=rng.choice(["hallucination", "formatting"]), author="reviewer-1")

@@ -135,14 +135,15 @@ def test_every_persons_langfuse_score_is_one_event_with_its_type_value_user_and_
     people = [s for s in scores if s["source"] in ("API", "ANNOTATION") and s["trace"]]
     on_sessions = [s for s in scores if not s["trace"]]
     assert {s["kind"] for s in people} == {"BOOLEAN", "NUMERIC", "TEXT", "CATEGORICAL", "CORRECTION"} and on_sessions
+    assert len({s["user"] for s in people if s["user"]}) >= 5  # the app's users, in the scores' metadata
     skipped: Counter[str] = Counter()
     imported = mapping.convert(tools.read("langfuse", LANGFUSE / form, skipped), "trace", overall="correctness")
     assert skipped == {"no_trace_or_span": len(on_sessions)}
     expected = {}
     for s in people:
         for n, (kind, value) in enumerate(_langfuse_expected(s)):
-            expected[f"langfuse-{s['id']}" + ("-comment" if n else "")] = (s["trace"], kind, value, s["author"],
-                                                                          _moment(s["at"]))
+            expected[f"langfuse-{s['id']}" + ("-comment" if n else "")] = (s["trace"], kind, value,
+                                                                          s["author"] or s["user"], _moment(s["at"]))
     got = {e["event_id"]: (e["request_id"], e["feedback_type"], e["value"], e.get("user_id"), _moment(e["timestamp"]))
            for e in imported.feedback}
     assert got == expected
