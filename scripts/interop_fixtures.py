@@ -1,9 +1,11 @@
 """The importers' test fixtures, made by each tool's own library (not written by hand): traces and
 their judgements logged through the tool's API, then exported in each form a user gets them in.
 
-    python -m venv /tmp/interop && /tmp/interop/bin/pip install "mlflow==3.18.0" "langfuse==5.2.0"
+    python -m venv /tmp/interop && /tmp/interop/bin/pip install "mlflow==3.18.0" "langfuse==5.2.0" \
+        "arize-phoenix==20.26.1" "arize-phoenix-client==3.5.0"
     MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false /tmp/interop/bin/python scripts/interop_fixtures.py mlflow
     /tmp/interop/bin/python scripts/interop_fixtures.py langfuse
+    /tmp/interop/bin/python scripts/interop_fixtures.py phoenix
 
 writes tests/fixtures/interop/<tool>/ (tests/unit/test_interop_real.py reads them). MLflow:
 - `assessments.jsonl`: every assessment, `Assessment.to_dictionary()` a line;
@@ -192,18 +194,150 @@ def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
     return truth
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def phoenix_fixtures(out: Path, seed: int = 41) -> dict[str, Any]:
+    """A Phoenix served in-process on loopback: 60 LLM spans logged with its client, annotated by an
+    LLM judge (label, score, explanation; a score alone), a code check (label and score) and people
+    (thumbs as label and score, 1-5 ratings as a score, categories as a label, explanations alone,
+    notes), each with the app's user in metadata; exported as the REST API returns them
+    (`GET /v1/projects/{project}/span_annotations`) and as the client's DataFrame
+    (`get_span_annotations_dataframe(...).reset_index().to_json(orient="records")`). Then the round
+    trip: feedback events on those spans exported by `feedback-loop export --format openinference`,
+    posted to this Phoenix (`POST /v1/span_annotations`) and read back."""
+    import os
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+
+    out.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    os.environ.update({"PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(_free_port()),
+                       "PHOENIX_HOST": "127.0.0.1", "PHOENIX_WORKING_DIR": tempfile.mkdtemp(prefix="phoenix-")})
+    import phoenix
+    from phoenix.client import Client
+
+    phoenix.launch_app(use_temp_dir=True)
+    base = f"http://127.0.0.1:{port}"
+    client = Client(base_url=base)
+    rng = random.Random(seed)
+    secrets_rng = random.Random(seed + 1)
+    project = "feedback-loop-fixtures"
+    start = "2026-05-11T09:{:02d}:{:02d}+00:00"
+    truth: dict[str, Any] = {"phoenix": phoenix.__version__, "spans": [], "annotations": []}
+    spans = []
+    for i in range(TRACES):
+        span_id, trace_id = f"{secrets_rng.getrandbits(64):016x}", f"{secrets_rng.getrandbits(128):032x}"
+        question = QUESTIONS[i % len(QUESTIONS)] + f" (#{i})"
+        answer = f"Answer {i}: " + rng.choice(["See the settings page.", "Within 30 days.", "It depends."])
+        spans.append({"name": "chat", "context": {"trace_id": trace_id, "span_id": span_id}, "span_kind": "LLM",
+                      "start_time": start.format(i // 60, i % 60), "end_time": start.format(i // 60, i % 60),
+                      "status_code": "OK",
+                      "attributes": {"openinference.span.kind": "LLM", "input.value": question, "output.value": answer,
+                                     "llm.input_messages.0.message.role": "user",
+                                     "llm.input_messages.0.message.content": question,
+                                     "llm.output_messages.0.message.role": "assistant",
+                                     "llm.output_messages.0.message.content": answer}})
+        truth["spans"].append({"span_id": span_id, "trace_id": trace_id, "prompt": question, "output": answer})
+    client.spans.log_spans(project_identifier=project, spans=spans)
+    for _ in range(200):  # spans are inserted in the background (the project too)
+        try:
+            if len(client.spans.get_spans(project_identifier=project, limit=1000)) == TRACES:
+                break
+        except httpx.HTTPStatusError:
+            pass
+        time.sleep(0.1)
+
+    def annotate(span_id: str, name: str, kind: str, label: str | None = None, score: float | None = None,
+                 explanation: str | None = None, user: str | None = None, identifier: str | None = None) -> None:
+        client.spans.add_span_annotation(span_id=span_id, annotation_name=name, annotator_kind=kind, label=label,
+                                         score=score, explanation=explanation,
+                                         metadata={"user_id": user} if user else None, identifier=identifier,
+                                         sync=True)
+        truth["annotations"].append({"span_id": span_id, "name": name, "kind": kind, "label": label, "score": score,
+                                     "explanation": explanation, "user": user, "identifier": identifier})
+
+    for i, span in enumerate(truth["spans"]):
+        span_id = span["span_id"]
+        correct = rng.random() < 0.7
+        annotate(span_id, "correctness", "LLM", "correct" if correct else "incorrect", 1.0 if correct else 0.0,
+                 "The answer addresses the question." if correct else "It does not answer the question.")
+        annotate(span_id, "relevance", "LLM", score=round(rng.random(), 2))
+        annotate(span_id, "has_answer", "CODE", "pass", 1.0)
+        user, draw = f"user-{rng.randrange(10)}", rng.random()
+        if draw < 0.35:
+            up = rng.random() < 0.6
+            annotate(span_id, "user_feedback", "HUMAN", "thumbs_up" if up else "thumbs_down", 1.0 if up else 0.0,
+                     user=user, identifier=f"thumb-{i}")
+        elif draw < 0.55:
+            annotate(span_id, "rating", "HUMAN", score=float(rng.randint(1, 5)), user=user)
+        elif draw < 0.65:
+            annotate(span_id, "issue", "HUMAN", rng.choice(["hallucination", "formatting"]), user=user)
+        elif draw < 0.75:
+            annotate(span_id, "reason", "HUMAN", explanation="The answer ignores my plan.", user=user)
+        if i % 8 == 2:
+            client.spans.add_span_note(span_id=span_id, note="Checked by support.")
+            truth["annotations"].append({"span_id": span_id, "name": "note", "kind": "HUMAN", "label": None,
+                                         "score": None, "explanation": "Checked by support.", "user": None,
+                                         "identifier": None})
+    ids = [s["span_id"] for s in truth["spans"]]
+    rest = httpx.get(f"{base}/v1/projects/{project}/span_annotations", params={"span_ids": ids, "limit": 1000})
+    rest.raise_for_status()
+    (out / "span_annotations.json").write_text(json.dumps(rest.json(), indent=1))
+    frame = client.spans.get_span_annotations_dataframe(span_ids=ids, project_identifier=project, limit=1000)
+    (out / "span_annotations_dataframe.json").write_text(frame.reset_index().to_json(orient="records"))
+
+    # the round trip: feedback on these spans, exported by feedback-loop, through this Phoenix and back
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "domain"))
+    from feedback_loop.interop.export import span_annotations
+
+    events = []
+    kinds = [("explicit_thumbs_up", True), ("explicit_thumbs_down", True), ("explicit_rating", 1),
+             ("explicit_rating", 4), ("explicit_text_comment", "Too long."), ("implicit_edit", "A shorter answer."),
+             ("implicit_usage", True), ("implicit_discard", True)]
+    for i, span_id in enumerate(ids[:40]):
+        kind, value = kinds[i % len(kinds)]
+        events.append({"request_id": span_id, "feedback_type": kind, "value": value, "event_id": f"fb-{i:03d}",
+                       "timestamp": f"2026-05-12T10:{i:02d}:00Z", "user_id": f"user-{i % 7}",
+                       "user_cohort": ["free", "pro"][i % 2]})
+    posted = httpx.post(f"{base}/v1/span_annotations", params={"sync": "true"}, json=span_annotations(events))
+    posted.raise_for_status()
+    back = httpx.get(f"{base}/v1/projects/{project}/span_annotations",
+                     params={"span_ids": ids[:40], "limit": 1000,
+                             "include_annotation_names": sorted({k for k, _ in kinds})})
+    back.raise_for_status()
+    (out / "roundtrip_events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (out / "roundtrip_span_annotations.json").write_text(json.dumps(back.json(), indent=1))
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tool", choices=["mlflow", "langfuse"])
+    parser.add_argument("tool", choices=["mlflow", "langfuse", "phoenix"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or FIXTURES / args.tool
     if args.tool == "mlflow":
         truth = mlflow_fixtures(out)
         print(f"{len(truth['traces'])} traces, MLflow {truth['mlflow']}")
-    else:
+    elif args.tool == "langfuse":
         truth = langfuse_fixtures(out)
         print(f"{len(truth['scores'])} scores, Langfuse SDK {truth['langfuse']}")
+    else:
+        truth = phoenix_fixtures(out)
+        print(f"{len(truth['annotations'])} annotations on {len(truth['spans'])} spans, Phoenix {truth['phoenix']}")
+        import os
+
+        os._exit(0)  # the in-process server's threads would keep the interpreter alive
 
 
 if __name__ == "__main__":

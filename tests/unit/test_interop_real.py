@@ -174,3 +174,82 @@ def test_the_two_langfuse_shapes_give_the_same_events_and_records() -> None:
     found = [mapping.convert(tools.read("langfuse", LANGFUSE / form), "trace", overall="correctness")
              for form in LANGFUSE_FORMS]
     assert found[0].feedback == found[1].feedback and found[0].eval_records == found[1].eval_records
+
+
+PHOENIX = Path(__file__).parent.parent / "fixtures" / "interop" / "phoenix"
+
+
+def _phoenix_expected(annotation: dict[str, Any]) -> tuple[str, Any]:
+    """A person's Phoenix annotation as the documented mapping turns it into one event."""
+    if annotation["label"] in ("thumbs_up", "thumbs_down"):
+        return annotation["label"].replace("thumbs", "explicit_thumbs"), True
+    if annotation["score"] is not None:
+        return "explicit_rating", int(annotation["score"])  # a 1-5 rating, kept by Phoenix as a double
+    if annotation["label"] is not None:
+        return "explicit_text_comment", annotation["label"]  # a category
+    return "explicit_text_comment", annotation["explanation"]  # an explanation alone, or a note
+
+
+@pytest.mark.parametrize("form", ["span_annotations.json", "span_annotations_dataframe.json"])
+def test_every_persons_phoenix_annotation_is_one_event_with_its_user_and_nothing_is_skipped(form: str) -> None:
+    """Thumbs (label and score), ratings (a score), categories (a label), explanations alone and notes:
+    one event each, the user from the annotation's metadata (Phoenix's own user_id is null for what
+    the API wrote), and no annotation counted as skipped."""
+    truth = json.loads((PHOENIX / "truth.json").read_text())
+    exported = tools._objects(PHOENIX / form)
+    by_place = {(o["span_id"], o.get("name") or o.get("annotation_name")): o for o in exported}
+    people = [a for a in truth["annotations"] if a["kind"] == "HUMAN" and (a["span_id"], a["name"]) in by_place]
+    if form == "span_annotations.json":
+        assert {a["name"] for a in people} == {"user_feedback", "rating", "issue", "reason", "note"}
+    else:  # the client's DataFrame leaves the notes out
+        assert {a["name"] for a in people} == {"user_feedback", "rating", "issue", "reason"}
+    skipped: Counter[str] = Counter()
+    imported = mapping.convert(tools.read("phoenix", PHOENIX / form, skipped), "span", overall="correctness")
+    assert skipped == {} and imported.skipped == {}
+    expected = {}
+    for a in people:
+        kind, value = _phoenix_expected(a)
+        found = by_place[(a["span_id"], a["name"])]
+        expected[mapping._event_id(tools._phoenix(found))] = (a["span_id"], kind, value, a["user"],
+                                                               _moment(found["created_at"]))
+    got = {e["event_id"]: (e["request_id"], e["feedback_type"], e["value"], e.get("user_id"), _moment(e["timestamp"]))
+           for e in imported.feedback}
+    assert got == expected
+    assert Counter(kind for _, kind, *_ in expected.values())["explicit_rating"] >= 5
+
+
+@pytest.mark.parametrize("form", ["span_annotations.json", "span_annotations_dataframe.json"])
+def test_the_phoenix_judges_label_and_score_give_eval_records(form: str) -> None:
+    """A judge's label with its score (correct, 1.0), a score alone, a code check's pass: one eval
+    record per span with `--overall correctness`, its score the judge's number."""
+    truth = json.loads((PHOENIX / "truth.json").read_text())
+    imported = mapping.convert(tools.read("phoenix", PHOENIX / form), "span", overall="correctness")
+    records = {r["request_id"]: r for r in imported.eval_records}
+    assert len(records) == 60
+    judged: dict[str, dict[str, Any]] = {}
+    for a in truth["annotations"]:
+        if a["kind"] != "HUMAN":
+            judged.setdefault(a["span_id"], {})[a["name"]] = a["score"]
+    for span_id, scores in judged.items():
+        assert records[span_id]["eval_scores"] == {"overall": scores["correctness"], "relevance": scores["relevance"],
+                                                   "has_answer": scores["has_answer"]}
+
+
+def test_the_phoenix_forms_give_the_same_events() -> None:
+    rest = mapping.convert(tools.read("phoenix", PHOENIX / "span_annotations.json"), "span").feedback
+    frame = mapping.convert(tools.read("phoenix", PHOENIX / "span_annotations_dataframe.json"), "span").feedback
+    assert [e for e in rest if e["metadata"]["name"] != "note"] == frame
+
+
+def test_feedback_through_a_real_phoenix_comes_back_with_its_identity() -> None:
+    """Events exported with `--format openinference`, posted to a real Phoenix and read back from it:
+    the same event ids (so the API stores nothing twice), times, users, cohorts, types and values,
+    although Phoenix replaced created_at and user_id with its own."""
+    sent = [json.loads(line) for line in (PHOENIX / "roundtrip_events.jsonl").read_text().splitlines()]
+    back = json.loads((PHOENIX / "roundtrip_span_annotations.json").read_text())["data"]
+    assert all(a["user_id"] is None for a in back) and {a["created_at"][:10] for a in back} != {"2026-05-12"}
+    imported = mapping.convert(tools.read("phoenix", PHOENIX / "roundtrip_span_annotations.json"), "span")
+    assert imported.skipped == {}
+    keys = ("event_id", "request_id", "feedback_type", "value", "user_id", "user_cohort")
+    got = sorted((*(e.get(k) for k in keys), _moment(e["timestamp"])) for e in imported.feedback)
+    assert got == sorted((*(e.get(k) for k in keys), _moment(e["timestamp"])) for e in sent)

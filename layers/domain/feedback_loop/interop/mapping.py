@@ -148,9 +148,9 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             imported.skipped["no_time"] += 1
             continue
         if not a.human:
-            v = judge_score(a.value)
-            if v is None and a.number is not None and 0 <= a.number <= 1:  # a category's own number
-                v = float(a.number)
+            # a judge's number in 0-1 first (Phoenix's score beside its label, Langfuse's category value),
+            # else its value (a number, a bool, a label that says a verdict)
+            v = float(a.number) if a.number is not None and 0 <= a.number <= 1 else judge_score(a.value)
             if v is None:
                 imported.skipped["judge_label_not_a_verdict" if isinstance(a.value, str)
                                  else "judge_score_not_in_0_1"] += 1
@@ -170,14 +170,17 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
         if (a.metadata or {}).get("user_cohort"):  # our own export carries it
             base["user_cohort"] = a.metadata["user_cohort"]
         judgement = _judgement(a, human_range)
-        if judgement is None:
+        if judgement is None and not a.explanation:
             imported.skipped["no_value"] += 1
-        else:
+        elif judgement is not None:
             kind, value = judgement
-            _checked({**base, "feedback_type": str(kind), "value": value, "event_id": _event_id(a)}, imported)
+            _checked({**base, "feedback_type": str(kind), "value": value, "event_id": a.event_id or _event_id(a)},
+                     imported)
         if a.explanation and (judgement is None or judgement[1] != a.explanation):  # not the value itself
+            # an explanation alone (a note) is the comment; beside a value, a second event
+            suffix = "" if judgement is None else "-comment"
             _checked({**base, "feedback_type": str(FeedbackType.COMMENT), "value": a.explanation,
-                      "event_id": _event_id(a, "-comment")}, imported)
+                      "event_id": (a.event_id + suffix if a.event_id else _event_id(a, suffix))}, imported)
     for request, entry in scores.items():
         if overall is None or overall not in entry["scores"]:
             imported.skipped["judge_scores_without_overall"] += 1

@@ -67,7 +67,8 @@ class Annotation:
     prompt: Any = None  # the trace's request and response, where the export holds them
     output: Any = None
     kind: str | None = None  # `text` (free text), `correction` (a corrected answer); None: a judgement
-    number: float | None = None  # a category's number beside its label (Langfuse's CATEGORICAL `value`)
+    number: float | None = None  # a judge's number beside its label (Langfuse CATEGORICAL, Phoenix label + score)
+    event_id: str | None = None  # the feedback event's own id (feedback-loop's export, read back): kept as it is
 
 
 def _moment(value: Any) -> datetime | None:
@@ -185,17 +186,36 @@ def _mlflow(o: dict[str, Any]) -> list[Annotation | str]:
     return [_mlflow_assessment(a, prompt, output) if isinstance(a, dict) else "not_an_object" for a in assessments]
 
 
+OWN_TYPES = {"explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating", "explicit_text_comment",
+             "implicit_usage", "implicit_edit", "implicit_discard"}  # feedback-loop's own export, read back
+
+
 def _phoenix(o: dict[str, Any]) -> Annotation:
-    result = o.get("result") or {}
+    """A span annotation as the REST API returns it, or a row of the client's annotations DataFrame
+    written with `reset_index().to_json(orient="records")` (`annotation_name`, `result.label`, ...)."""
+    result = o.get("result") if isinstance(o.get("result"), dict) else \
+        {key: o.get(f"result.{key}") for key in ("label", "score", "explanation")}
     score, label = result.get("score"), _text(result.get("label"))
-    # a label that says a thumb, else the score where there is one (the label kept in metadata), else the label
+    name = o.get("name") or o.get("annotation_name") or ""
+    metadata = o.get("metadata") if isinstance(o.get("metadata"), dict) else {}
+    human = o.get("annotator_kind") == "HUMAN"
     numeric = isinstance(score, (int, float)) and not isinstance(score, bool)
+    if human and numeric and label is None and name not in OWN_TYPES and float(score).is_integer() and 1 <= score <= 5:
+        score = int(score)  # Phoenix keeps a score as a double: a person's 1-5 rating of 1 reads 1.0
+    # a person's label that says a thumb, else the score where there is one (the label kept in metadata),
+    # else the label; a judge's label with its number beside it (the number is read first)
     says_thumb = label is not None and label.strip().lower() in GOOD_LABELS | BAD_LABELS
-    value = label if says_thumb or not numeric else score
-    return Annotation("phoenix", o.get("id") or o.get("identifier"), o.get("trace_id"), o.get("span_id"),
-                      o.get("name") or "", o.get("annotator_kind") == "HUMAN", value,
-                      _text(result.get("explanation")), _moment(o.get("created_at") or o.get("updated_at")),
-                      o.get("user_id"), {**(o.get("metadata") or {}), **({"label": label} if label else {})} or None)
+    value = label if (human and says_thumb) or not numeric or not human else score
+    # our own export (`feedback-loop export --format openinference`) keeps the event's id, time and user in
+    # metadata, which a Phoenix keeps where it replaces created_at and user_id with its own
+    own = _text(metadata.get("event_id")) if name in OWN_TYPES else None
+    return Annotation("phoenix", o.get("id") or _text(o.get("identifier")), o.get("trace_id"), o.get("span_id"),
+                      name, human, value, _text(result.get("explanation")),
+                      _moment(metadata.get("timestamp") if own else None) or _moment(o.get("created_at")
+                                                                                   or o.get("updated_at")),
+                      o.get("user_id") or _text(metadata.get("user_id")),
+                      {**metadata, **({"label": label} if label else {})} or None,
+                      number=float(score) if numeric and not human else None, event_id=own)
 
 
 READERS: dict[str, Callable[[dict[str, Any]], list[Annotation | str]]] = {
