@@ -294,6 +294,12 @@ def phoenix_fixtures(out: Path, seed: int = 41) -> dict[str, Any]:
     (out / "span_annotations.json").write_text(json.dumps(rest.json(), indent=1))
     frame = client.spans.get_span_annotations_dataframe(span_ids=ids, project_identifier=project, limit=1000)
     (out / "span_annotations_dataframe.json").write_text(frame.reset_index().to_json(orient="records"))
+    # the spans themselves, where the request and the response are (`--spans`)
+    listed = httpx.get(f"{base}/v1/projects/{project}/spans", params={"limit": 1000})
+    listed.raise_for_status()
+    (out / "spans.json").write_text(json.dumps(listed.json(), indent=1))
+    spans_frame = client.spans.get_spans_dataframe(project_identifier=project, limit=1000)
+    (out / "spans_dataframe.json").write_text(spans_frame.to_json(orient="records"))  # context.span_id is a column
 
     # the round trip: feedback on these spans, exported by feedback-loop, through this Phoenix and back
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "domain"))

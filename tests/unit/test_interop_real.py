@@ -253,3 +253,20 @@ def test_feedback_through_a_real_phoenix_comes_back_with_its_identity() -> None:
     keys = ("event_id", "request_id", "feedback_type", "value", "user_id", "user_cohort")
     got = sorted((*(e.get(k) for k in keys), _moment(e["timestamp"])) for e in imported.feedback)
     assert got == sorted((*(e.get(k) for k in keys), _moment(e["timestamp"])) for e in sent)
+
+
+@pytest.mark.parametrize("spans", ["spans.json", "spans_dataframe.json"])
+def test_the_phoenix_spans_export_gives_the_eval_records_their_texts(spans: str, tmp_path: Path) -> None:
+    """`feedback-loop import phoenix ... --spans FILE`: each eval record carries its span's request
+    (the last user message) and response, from either form of Phoenix's spans export."""
+    from feedback_loop.cli import main
+
+    truth = json.loads((PHOENIX / "truth.json").read_text())
+    assert main(["import", "phoenix", str(PHOENIX / "span_annotations.json"), "--out", str(tmp_path),
+                 "--overall", "correctness", "--spans", str(PHOENIX / spans)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "eval-records.jsonl").read_text().splitlines()]
+    texts = {s["span_id"]: (s["prompt"], s["output"]) for s in truth["spans"]}
+    assert len(records) == 60 and all((r["prompt"], r["output"]) == texts[r["request_id"]] for r in records)
+    with pytest.raises(SystemExit, match="--spans"):
+        main(["import", "phoenix", str(PHOENIX / "span_annotations.json"), "--out", str(tmp_path),
+              "--spans", str(tmp_path / "missing.json")])

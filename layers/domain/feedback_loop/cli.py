@@ -376,6 +376,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     skipped: Counter[str] = Counter()
     annotations = tools.read(args.tool, args.file, skipped)
+    if args.spans:  # the requests' and responses' texts, for the eval records
+        try:
+            annotations = tools.with_texts(annotations, tools.span_texts(args.spans))
+        except OSError as error:
+            raise SystemExit(f"--spans {args.spans}: {error.strerror or error}")
     imported = mapping.convert(annotations, args.request_id or ("span" if args.tool == "phoenix" else "trace"),
                                args.overall, args.human_range)
     imported.skipped.update(skipped)
@@ -626,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--human-range", type=_low_high, metavar="LOW,HIGH",
                          help="the scale of people's numeric scores, e.g. 1,10 (default: integers 1-5 are "
                               "ratings, other numbers from 0 to 1 are 0-1 scores: docs/INTEROP.md)")
+    imports.add_argument("--spans", metavar="FILE",
+                         help="Phoenix: the spans export (REST page or get_spans_dataframe() as JSON) whose "
+                              "requests and responses the eval records carry (docs/INTEROP.md)")
     imports.add_argument("--api-url", help="also send the feedback to this API (with --key)")
     imports.add_argument("--key", help="the project's API key, for --api-url")
     imports.set_defaults(run=cmd_import)

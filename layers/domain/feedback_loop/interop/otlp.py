@@ -36,7 +36,7 @@ from typing import Any
 
 from feedback_loop.interop.export import EVENT_NAME
 from feedback_loop.interop.mapping import read_scale
-from feedback_loop.interop.tools import Annotation
+from feedback_loop.interop.tools import Annotation, openinference_messages as _openinference_messages
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -462,31 +462,6 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
         record[name] = value
     record["metadata"] = metadata
     return record
-
-
-_MESSAGE = re.compile(r"^(llm\.(?:input|output)_messages)\.(\d+)\.message\.(role|content|contents\.(\d+)\."
-                      r"message_content\.text)$")
-
-
-def _openinference_messages(attributes: dict[str, Any], prefix: str) -> list[dict[str, str]] | None:
-    """OpenInference's flattened messages (`llm.input_messages.<i>.message.role`, `.content`, or the
-    text parts `.contents.<j>.message_content.text`) as a list of {role, content}, or None."""
-    found: dict[int, dict[str, Any]] = {}
-    for key, value in attributes.items():
-        match = _MESSAGE.match(key)
-        if not match or match.group(1) != prefix or not isinstance(value, str):
-            continue
-        message = found.setdefault(int(match.group(2)), {})
-        if match.group(3) in ("role", "content"):
-            message[match.group(3)] = value
-        else:
-            message.setdefault("parts", {})[int(match.group(4))] = value
-    messages = []
-    for index in sorted(found):
-        message = found[index]
-        content = message.get("content") or "\n".join(message.get("parts", {})[j] for j in sorted(message.get("parts", {})))
-        messages.append({"role": message.get("role", ""), "content": content})
-    return messages or None
 
 
 def _parsed(value: Any) -> Any:

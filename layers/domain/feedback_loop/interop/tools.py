@@ -34,6 +34,7 @@ that is not one (no id of what it annotates, no name) is counted in `skipped` wi
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -150,6 +151,74 @@ def _said(value: Any, role: str) -> Any:
         if said:
             return said[-1]
     return value
+
+
+_MESSAGE = re.compile(r"^(llm\.(?:input|output)_messages)\.(\d+)\.message\.(role|content|contents\.(\d+)\."
+                      r"message_content\.text)$")
+
+
+def openinference_messages(attributes: dict[str, Any], prefix: str) -> list[dict[str, str]] | None:
+    """OpenInference's flattened messages (`llm.input_messages.<i>.message.role`, `.content`, or the
+    text parts `.contents.<j>.message_content.text`) as a list of {role, content}, or None."""
+    found: dict[int, dict[str, Any]] = {}
+    for key, value in attributes.items():
+        match = _MESSAGE.match(key)
+        if not match or match.group(1) != prefix or not isinstance(value, str):
+            continue
+        message = found.setdefault(int(match.group(2)), {})
+        if match.group(3) in ("role", "content"):
+            message[match.group(3)] = value
+        else:
+            message.setdefault("parts", {})[int(match.group(4))] = value
+    messages = []
+    for index in sorted(found):
+        message = found[index]
+        content = message.get("content") or "\n".join(message.get("parts", {})[j] for j in sorted(message.get("parts", {})))
+        messages.append({"role": message.get("role", ""), "content": content})
+    return messages or None
+
+
+def span_texts(path: str | Path) -> dict[str, tuple[Any, Any]]:
+    """The request and the response of each span of a Phoenix spans export, by span id and by trace
+    id: the REST API's page (`GET /v1/projects/{project}/spans`: `context`, flattened `attributes`)
+    or the client's `get_spans_dataframe()` written with `to_json(orient="records")`
+    (`context.span_id`, `attributes.input.value`, `attributes.llm.input_messages` ...). The texts are
+    the last user message and the answer where the LLM messages are there, else `input.value` and
+    `output.value` (_said)."""
+    found: dict[str, tuple[Any, Any]] = {}
+    for o in _objects(Path(path)):
+        if not isinstance(o, dict):
+            continue
+        context = o.get("context") if isinstance(o.get("context"), dict) else {}
+        ids = [context.get("span_id") or o.get("context.span_id"), context.get("trace_id") or o.get("context.trace_id")]
+        attributes = o.get("attributes") if isinstance(o.get("attributes"), dict) else \
+            {key.removeprefix("attributes."): value for key, value in o.items() if key.startswith("attributes.")}
+        texts = []
+        for prefix, key, role in (("llm.input_messages", "input.value", "user"),
+                                  ("llm.output_messages", "output.value", "assistant")):
+            listed = attributes.get(prefix)  # the DataFrame's list of {message.role, message.content}
+            messages = ([{"role": m.get("message.role"), "content": m.get("message.content")} for m in listed
+                         if isinstance(m, dict)] if isinstance(listed, list) else openinference_messages(attributes, prefix))
+            said = _said(messages, role) if messages else None
+            texts.append(said if isinstance(said, str) else _said(attributes.get(key), role))
+        if any(t not in (None, "") for t in texts):
+            for identifier in ids:
+                if isinstance(identifier, str) and identifier:
+                    found.setdefault(identifier, (texts[0], texts[1]))
+    return found
+
+
+def with_texts(annotations: list[Annotation], texts: dict[str, tuple[Any, Any]]) -> list[Annotation]:
+    """The annotations with their span's (else their trace's) request and response (span_texts), where
+    they have none of their own."""
+    import dataclasses
+
+    found = []
+    for a in annotations:
+        own = texts.get(a.span_id or "") or texts.get(a.trace_id or "")
+        found.append(dataclasses.replace(a, prompt=own[0], output=own[1]) if own and a.prompt is None and
+                     a.output is None else a)
+    return found
 
 
 def _mlflow_assessment(o: dict[str, Any], prompt: Any = None, output: Any = None) -> Annotation | str:
