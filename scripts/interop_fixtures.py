@@ -313,7 +313,8 @@ def phoenix_fixtures(out: Path, seed: int = 41) -> dict[str, Any]:
         kind, value = kinds[i % len(kinds)]
         events.append({"request_id": span_id, "feedback_type": kind, "value": value, "event_id": f"fb-{i:03d}",
                        "timestamp": f"2026-05-12T10:{i:02d}:00Z", "user_id": f"user-{i % 7}",
-                       "user_cohort": ["free", "pro"][i % 2]})
+                       "user_cohort": ["free", "pro"][i % 2],
+                       **({"metadata": {"app": "support-bot", "screen": "chat"}} if i % 3 == 0 else {})})
     posted = httpx.post(f"{base}/v1/span_annotations", params={"sync": "true"}, json=span_annotations(events))
     posted.raise_for_status()
     back = httpx.get(f"{base}/v1/projects/{project}/span_annotations",

@@ -230,3 +230,31 @@ def test_serve_prints_the_same_key_after_a_restart_and_a_new_one_once_it_is_revo
                              timeout=10).status_code == 201
     finally:
         third.stop()
+
+
+def test_the_same_judgements_from_another_form_or_a_round_trip_are_stored_once(stack, table) -> None:
+    """Through the API: MLflow's judgements imported from its assessments, then from its traces, and
+    Langfuse's from both score shapes, are the same events (duplicates the second time); feedback sent,
+    exported to a real Phoenix and read back from it is stored once too (tests/fixtures/interop)."""
+    from feedback_loop.client import FeedbackClient
+    from feedback_loop.interop import mapping, tools
+    from feedback_loop.logic.keys import create_key
+
+    fixtures = Path(__file__).parent.parent / "fixtures" / "interop"
+    client = FeedbackClient(stack.api_url, create_key(table, "imports-once").plaintext)
+
+    def send(events: list[dict]) -> tuple[int, int]:
+        result = client.send_batch(events)
+        assert result.rejected == 0, [r for r in result.results if r.errors]
+        return result.stored, result.duplicates
+
+    for tool, first, second, request_id in (("mlflow", "assessments.jsonl", "traces.json", "trace"),
+                                            ("langfuse", "scores.json", "scores_v3.json", "trace")):
+        events = [mapping.convert(tools.read(tool, fixtures / tool / name), request_id).feedback
+                  for name in (first, second)]
+        assert send(events[0]) == (len(events[0]), 0) and len(events[0]) > 50
+        assert send(events[1]) == (0, len(events[0]))
+    sent = [json.loads(line) for line in (fixtures / "phoenix" / "roundtrip_events.jsonl").read_text().splitlines()]
+    assert send(sent) == (len(sent), 0)
+    back = mapping.convert(tools.read("phoenix", fixtures / "phoenix" / "roundtrip_span_annotations.json"), "span")
+    assert send(back.feedback) == (0, len(sent))

@@ -101,6 +101,8 @@ def test_feedback_exported_as_openinference_imports_back_unchanged(tmp_path: Pat
     """Every event (thumbs, ratings, comments, used, edited, discarded) as a HUMAN span annotation,
     read back by the Phoenix importer: the same request, type, value, user, cohort and time."""
     events = _simulated_feedback()
+    for event in events[::3]:  # the event's own metadata goes there and back too
+        event["metadata"] = {"app": "support-bot", "screen": "chat"}
     assert {e["feedback_type"] for e in events} >= {"explicit_thumbs_up", "explicit_rating", "explicit_text_comment",
                                                     "implicit_edit", "implicit_usage"}
     path = tmp_path / "annotations.json"
@@ -113,8 +115,16 @@ def test_feedback_exported_as_openinference_imports_back_unchanged(tmp_path: Pat
                 datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")))
 
     assert sorted(map(key, imported.feedback)) == sorted(map(key, events))
-    # the same identity: sent to the API again, every event is a duplicate, nothing stored twice
-    assert sorted(e["event_id"] for e in imported.feedback) == sorted(e["event_id"] for e in events)
+    # the same identity and body: sent to the API again, every event is a duplicate (the API's own
+    # fingerprint of what was sent), nothing stored twice and nothing refused as a different body
+    from pydantic import TypeAdapter
+
+    from feedback_loop.logic.ingest import fingerprint
+    from feedback_loop.models.feedback import FeedbackEventIn
+
+    sent = TypeAdapter(FeedbackEventIn)
+    original = {e["event_id"]: fingerprint(sent.validate_python(e)) for e in events}
+    assert {e["event_id"]: fingerprint(sent.validate_python(e)) for e in imported.feedback} == original
 
 
 def test_feedback_exported_as_otel_evaluation_events() -> None:

@@ -251,8 +251,12 @@ def test_feedback_through_a_real_phoenix_comes_back_with_its_identity() -> None:
     imported = mapping.convert(tools.read("phoenix", PHOENIX / "roundtrip_span_annotations.json"), "span")
     assert imported.skipped == {}
     keys = ("event_id", "request_id", "feedback_type", "value", "user_id", "user_cohort")
-    got = sorted((*(e.get(k) for k in keys), _moment(e["timestamp"])) for e in imported.feedback)
-    assert got == sorted((*(e.get(k) for k in keys), _moment(e["timestamp"])) for e in sent)
+
+    def key(e: dict) -> tuple:
+        return (*(e.get(k) for k in keys), _moment(e["timestamp"]), json.dumps(e.get("metadata"), sort_keys=True))
+
+    assert sorted(map(key, imported.feedback)) == sorted(map(key, sent))
+    assert sum(bool(e.get("metadata")) for e in sent) >= 10  # the events' own metadata went there and back
 
 
 @pytest.mark.parametrize("spans", ["spans.json", "spans_dataframe.json"])

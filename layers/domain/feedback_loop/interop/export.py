@@ -96,7 +96,7 @@ def span_annotations(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
         data.append({"span_id": event["request_id"], "name": event["feedback_type"], "annotator_kind": "HUMAN",
                      "result": result, "identifier": event.get("event_id"), "created_at": event["timestamp"],
                      # what Phoenix does not keep of the fields above (it sets created_at and user_id itself)
-                     "metadata": {k: event[k] for k in ("user_id", "user_cohort", "event_id", "timestamp")
+                     "metadata": {k: event[k] for k in ("user_id", "user_cohort", "event_id", "timestamp", "metadata")
                                   if event.get(k)},
                      **({"user_id": event["user_id"]} if event.get("user_id") else {})})
     return {"data": data}

@@ -165,6 +165,11 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             continue
         base = {"request_id": request, "timestamp": a.at.isoformat().replace("+00:00", "Z"),
                 "metadata": {"imported_from": a.tool, "name": a.name}}
+        if a.event_id:  # our own export, back: the event as it was sent (its own metadata, if it had any)
+            own = (a.metadata or {}).get("metadata")
+            base.pop("metadata")
+            if isinstance(own, dict) and own:
+                base["metadata"] = own
         if a.user_id:
             base["user_id"] = a.user_id
         if (a.metadata or {}).get("user_cohort"):  # our own export carries it
