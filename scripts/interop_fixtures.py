@@ -185,6 +185,50 @@ def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
                 label=f"The corrected answer {i}.", author="reviewer-2")
         if i % 15 == 7:  # a score on the session, not on a trace
             add("NUMERIC", None, "session_satisfaction", "API", later, 0.5, session=f"session-{i // 15}")
+    # the round trip: feedback exported by `feedback-loop export --format langfuse`, each body checked by the
+    # SDK's CreateScoreRequest, and listed back as Langfuse stores a created score (no Langfuse server runs
+    # here: the listing is built with the SDK's response models from what the request set)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "domain"))
+    from feedback_loop.interop.export import langfuse_scores
+
+    events = _roundtrip_events([f"trace-{i:03d}" for i in range(40)])
+    stored_v1, stored_v3, created = [], [], datetime(2026, 12, 1, 8, tzinfo=timezone.utc)
+    from langfuse.api.core.serialization import convert_and_respect_annotation_metadata
+
+    for body in langfuse_scores(events):
+        # read as the SDK reads the wire format (camelCase), nothing left over, and written back the same
+        request = api.CreateScoreRequest.model_validate(convert_and_respect_annotation_metadata(
+            object_=body, annotation=api.CreateScoreRequest, direction="read"))
+        assert not request.model_extra and json.loads(request.json()) == {**body, "timestamp": json.loads(
+            request.json())["timestamp"]}, body
+        kind, value = request.data_type.value, request.value
+        at = request.timestamp or created
+        common = dict(id=request.id, name=request.name, source="API", timestamp=at, created_at=created,
+                      updated_at=created, environment="default", metadata=request.metadata, comment=request.comment)
+        if kind == "BOOLEAN":
+            stored_v1.append(api.Score_Boolean(data_type=kind, trace_id=request.trace_id, value=float(value),
+                                               string_value=str(bool(value)), **common))
+            stored_v3.append(api.ScoreV3_Boolean(data_type=kind, value=bool(value), project_id="fixtures",
+                                                 subject=api.ScoreSubjectV3_Trace(kind="trace", id=request.trace_id),
+                                                 **common))
+        elif kind == "NUMERIC":
+            stored_v1.append(api.Score_Numeric(data_type=kind, trace_id=request.trace_id, value=float(value), **common))
+            stored_v3.append(api.ScoreV3_Numeric(data_type=kind, value=float(value), project_id="fixtures",
+                                                 subject=api.ScoreSubjectV3_Trace(kind="trace", id=request.trace_id),
+                                                 **common))
+        else:
+            v1_type = api.Score_Text if kind == "TEXT" else api.Score_Correction
+            extra = {} if kind == "TEXT" else {"value": 0.0}
+            stored_v1.append(v1_type(data_type=kind, trace_id=request.trace_id, string_value=value, **extra, **common))
+            v3_type = api.ScoreV3_Text if kind == "TEXT" else api.ScoreV3_Correction
+            stored_v3.append(v3_type(data_type=kind, value=value, project_id="fixtures",
+                                     subject=api.ScoreSubjectV3_Trace(kind="trace", id=request.trace_id), **common))
+    (out / "roundtrip_events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (out / "roundtrip_scores.json").write_text(json.dumps({"data": [json.loads(x.json()) for x in stored_v1]}, indent=1))
+    (out / "roundtrip_scores_v3.json").write_text(json.dumps(json.loads(
+        api.GetScoresV3Response(data=stored_v3, meta=api.GetScoresV3Meta(limit=1000, cursor=None)).json()), indent=1))
     (out / "scores.json").write_text(json.dumps({"data": [json.loads(s.json()) for s in v1],
                                                  "meta": {"page": 1, "limit": 1000, "totalItems": len(v1),
                                                           "totalPages": 1}}, indent=1))
@@ -192,6 +236,23 @@ def langfuse_fixtures(out: Path, seed: int = 37) -> dict[str, Any]:
         api.GetScoresV3Response(data=v3, meta=api.GetScoresV3Meta(limit=1000, cursor=None)).json()), indent=1))
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+ROUNDTRIP_KINDS = [("explicit_thumbs_up", True), ("explicit_thumbs_down", True), ("explicit_rating", 1),
+                   ("explicit_rating", 4), ("explicit_text_comment", "Too long."),
+                   ("implicit_edit", "A shorter answer."), ("implicit_usage", True), ("implicit_discard", True)]
+
+
+def _roundtrip_events(request_ids: list[str]) -> list[dict[str, Any]]:
+    """Feedback events of every type on these requests, as a client sends them (some with metadata)."""
+    events = []
+    for i, request_id in enumerate(request_ids):
+        kind, value = ROUNDTRIP_KINDS[i % len(ROUNDTRIP_KINDS)]
+        events.append({"request_id": request_id, "feedback_type": kind, "value": value, "event_id": f"fb-{i:03d}",
+                       "timestamp": f"2026-05-12T10:{i:02d}:00Z", "user_id": f"user-{i % 7}",
+                       "user_cohort": ["free", "pro"][i % 2],
+                       **({"metadata": {"app": "support-bot", "screen": "chat"}} if i % 3 == 0 else {})})
+    return events
 
 
 def _free_port() -> int:
@@ -305,16 +366,8 @@ def phoenix_fixtures(out: Path, seed: int = 41) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "domain"))
     from feedback_loop.interop.export import span_annotations
 
-    events = []
-    kinds = [("explicit_thumbs_up", True), ("explicit_thumbs_down", True), ("explicit_rating", 1),
-             ("explicit_rating", 4), ("explicit_text_comment", "Too long."), ("implicit_edit", "A shorter answer."),
-             ("implicit_usage", True), ("implicit_discard", True)]
-    for i, span_id in enumerate(ids[:40]):
-        kind, value = kinds[i % len(kinds)]
-        events.append({"request_id": span_id, "feedback_type": kind, "value": value, "event_id": f"fb-{i:03d}",
-                       "timestamp": f"2026-05-12T10:{i:02d}:00Z", "user_id": f"user-{i % 7}",
-                       "user_cohort": ["free", "pro"][i % 2],
-                       **({"metadata": {"app": "support-bot", "screen": "chat"}} if i % 3 == 0 else {})})
+    events = _roundtrip_events(ids[:40])
+    kinds = ROUNDTRIP_KINDS
     posted = httpx.post(f"{base}/v1/span_annotations", params={"sync": "true"}, json=span_annotations(events))
     posted.raise_for_status()
     back = httpx.get(f"{base}/v1/projects/{project}/span_annotations",

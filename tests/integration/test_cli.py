@@ -197,6 +197,14 @@ def test_export_then_import_through_the_command_line(tmp_path: Path) -> None:
                    str(tmp_path / "logs.json"))
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "logs.json").read_text())["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    done = run_cli(tmp_path, "export", "--feedback", str(feedback), "--format", "langfuse", "--out",
+                   str(tmp_path / "scores.json"))
+    assert done.returncode == 0, done.stderr
+    done = run_cli(tmp_path, "import", "langfuse", str(tmp_path / "scores.json"), "--out", str(tmp_path / "lf"))
+    assert done.returncode == 0 and "skipped none" in done.stdout, done.stdout + done.stderr
+    back = [json.loads(line) for line in (tmp_path / "lf" / "feedback.jsonl").read_text().splitlines()]
+    assert sorted((e["event_id"], e["feedback_type"], str(e["value"])) for e in back) == sorted(
+        (e["event_id"], e["feedback_type"], str(e["value"])) for e in events)
 
 
 def test_analyze_refuses_a_memory_limit_that_is_not_a_size(tmp_path: Path) -> None:
@@ -254,7 +262,11 @@ def test_the_same_judgements_from_another_form_or_a_round_trip_are_stored_once(s
                   for name in (first, second)]
         assert send(events[0]) == (len(events[0]), 0) and len(events[0]) > 50
         assert send(events[1]) == (0, len(events[0]))
-    sent = [json.loads(line) for line in (fixtures / "phoenix" / "roundtrip_events.jsonl").read_text().splitlines()]
-    assert send(sent) == (len(sent), 0)
-    back = mapping.convert(tools.read("phoenix", fixtures / "phoenix" / "roundtrip_span_annotations.json"), "span")
-    assert send(back.feedback) == (0, len(sent))
+    for tool, listing, request_id in (("phoenix", "roundtrip_span_annotations.json", "span"),
+                                      ("langfuse", "roundtrip_scores_v3.json", "trace")):
+        sent = [json.loads(line) for line in (fixtures / tool / "roundtrip_events.jsonl").read_text().splitlines()]
+        if tool == "langfuse":  # the same event ids as Phoenix's round trip: another project
+            client = FeedbackClient(stack.api_url, create_key(table, "imports-once-langfuse").plaintext)
+        assert send(sent) == (len(sent), 0)
+        back = mapping.convert(tools.read(tool, fixtures / tool / listing), request_id)
+        assert send(back.feedback) == (0, len(sent))

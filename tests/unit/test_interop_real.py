@@ -274,3 +274,25 @@ def test_the_phoenix_spans_export_gives_the_eval_records_their_texts(spans: str,
     with pytest.raises(SystemExit, match="--spans"):
         main(["import", "phoenix", str(PHOENIX / "span_annotations.json"), "--out", str(tmp_path),
               "--spans", str(tmp_path / "missing.json")])
+
+
+@pytest.mark.parametrize("form", ["roundtrip_scores.json", "roundtrip_scores_v3.json"])
+def test_feedback_exported_to_langfuse_comes_back_exactly_as_sent(form: str) -> None:
+    """`feedback-loop export --format langfuse`: each body read by the Langfuse SDK's CreateScoreRequest
+    (scripts/interop_fixtures.py), listed back in either shape as Langfuse stores a created score, and
+    imported: every event with its own id and the very body the API fingerprints, so sending them again
+    stores nothing twice."""
+    from pydantic import TypeAdapter
+
+    from feedback_loop.logic.ingest import fingerprint
+    from feedback_loop.models.feedback import FeedbackEventIn
+
+    sent = [json.loads(line) for line in (LANGFUSE / "roundtrip_events.jsonl").read_text().splitlines()]
+    assert {e["feedback_type"] for e in sent} == {"explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating",
+                                                  "explicit_text_comment", "implicit_edit", "implicit_usage",
+                                                  "implicit_discard"}
+    imported = mapping.convert(tools.read("langfuse", LANGFUSE / form), "trace")
+    assert imported.skipped == {} and imported.eval_records == []
+    body = TypeAdapter(FeedbackEventIn)
+    assert ({e["event_id"]: fingerprint(body.validate_python(e)) for e in imported.feedback}
+            == {e["event_id"]: fingerprint(body.validate_python(e)) for e in sent})

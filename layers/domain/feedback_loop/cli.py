@@ -413,6 +413,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     events = [json.loads(line) for line in Path(args.feedback).read_text().splitlines() if line.strip()]
     if args.format == "otel":
         text = export.otlp_json(events, args.service_name)
+    elif args.format == "langfuse":
+        text = json.dumps(export.langfuse_scores(events))
     else:
         text = json.dumps(export.span_annotations(events))
     Path(args.out).write_text(text + "\n")
@@ -638,11 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--key", help="the project's API key, for --api-url")
     imports.set_defaults(run=cmd_import)
 
-    exports = commands.add_parser("export", help="human feedback as OpenTelemetry events or Phoenix span annotations")
+    exports = commands.add_parser("export", help="human feedback as OpenTelemetry events, Phoenix span annotations "
+                                                 "or Langfuse scores")
     exports.add_argument("--feedback", required=True, help="a feedback export (JSON Lines, the export contract)")
-    exports.add_argument("--format", required=True, choices=["otel", "openinference"],
+    exports.add_argument("--format", required=True, choices=["otel", "openinference", "langfuse"],
                          help="otel: OTLP/JSON logs of gen_ai.evaluation.result events (POST to a collector's "
-                         "/v1/logs); openinference: the body of Phoenix's POST /v1/span_annotations")
+                         "/v1/logs); openinference: the body of Phoenix's POST /v1/span_annotations; langfuse: a "
+                         "JSON array of Langfuse's POST /api/public/scores bodies")
     exports.add_argument("--out", required=True, help="the file to write")
     exports.add_argument("--service-name", default="feedback-loop", help="OTel resource service.name")
     exports.set_defaults(run=cmd_export)

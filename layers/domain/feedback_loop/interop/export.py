@@ -12,9 +12,16 @@
   request id in the app), `name`, `annotator_kind`, `result` (`score`, `label`, `explanation`),
   `identifier` (the event id: Phoenix keeps one annotation per identifier), `metadata`.
 
+- **Langfuse**: scores, a JSON array of the body of `POST /api/public/scores` (its
+  CreateScoreRequest): `id` (the event id: Langfuse keeps one score per id, so sending again updates
+  it), `traceId` (the request id), `name` (the feedback type), `dataType` and `value` (BOOLEAN 1 or 0
+  for thumbs, usage and discard; NUMERIC the human score for a rating; TEXT a comment's text;
+  CORRECTION an edit's text), `source` API, `timestamp`, `metadata` (user, cohort, event id, the
+  event's own metadata: Langfuse has no field for the app's user).
+
 The score of an event is the human score the analysis gives it (docs/CONTRACTS.md): a thumb 1 or
 0, a rating r (r - 1) / 4, usage 1, discard 0; a comment and an edit carry text, not a score.
-`feedback-loop import phoenix` reads the annotations back into the same events.
+`feedback-loop import phoenix` and `feedback-loop import langfuse` read them back into the same events.
 """
 
 from __future__ import annotations
@@ -96,7 +103,26 @@ def span_annotations(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
         data.append({"span_id": event["request_id"], "name": event["feedback_type"], "annotator_kind": "HUMAN",
                      "result": result, "identifier": event.get("event_id"), "created_at": event["timestamp"],
                      # what Phoenix does not keep of the fields above (it sets created_at and user_id itself)
-                     "metadata": {k: event[k] for k in ("user_id", "user_cohort", "event_id", "timestamp", "metadata")
-                                  if event.get(k)},
+                     "metadata": _own_metadata(event),
                      **({"user_id": event["user_id"]} if event.get("user_id") else {})})
     return {"data": data}
+
+
+def _own_metadata(event: dict[str, Any]) -> dict[str, Any]:
+    """What a tool keeps of an event only in its annotation's metadata, for the importer to give the
+    event back exactly as it was sent."""
+    return {k: event[k] for k in ("user_id", "user_cohort", "event_id", "timestamp", "metadata") if event.get(k)}
+
+
+def langfuse_scores(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Langfuse's POST /api/public/scores bodies (module docstring), one per event."""
+    kinds = {FeedbackType.COMMENT: "TEXT", FeedbackType.EDIT: "CORRECTION", FeedbackType.RATING: "NUMERIC"}
+    scores = []
+    for event in events:
+        number, _, text = score(event)
+        kind = kinds.get(FeedbackType(event["feedback_type"]), "BOOLEAN")
+        scores.append({**({"id": event["event_id"]} if event.get("event_id") else {}),
+                       "traceId": event["request_id"], "name": event["feedback_type"],
+                       "dataType": kind, "value": text if kind in ("TEXT", "CORRECTION") else number,
+                       "source": "API", "timestamp": event["timestamp"], "metadata": _own_metadata(event)})
+    return scores

@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 TOOLS = ("langfuse", "mlflow", "phoenix")
+OWN_TYPES = {"explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating", "explicit_text_comment",
+             "implicit_usage", "implicit_edit", "implicit_discard"}  # feedback-loop's own export, read back
 # labels that say a thumb: read as one whatever score comes with them
 GOOD_LABELS = {"good", "correct", "yes", "pass", "passed", "true", "positive", "thumbs_up", "thumbs up", "up",
                "helpful", "accept", "accepted", "like"}
@@ -100,7 +102,9 @@ def _langfuse(o: dict[str, Any]) -> Annotation:
         span = subject.get("id") if subject.get("kind") == "observation" else None
     else:
         trace, span = o.get("traceId"), o.get("observationId")
-    raw, text = o.get("value"), o.get("value") if v3 else o.get("stringValue")
+    raw = o.get("value")
+    # the label or text: v3's value; the documented shape's stringValue (or its value, in a create body)
+    text = raw if v3 or (isinstance(raw, str) and o.get("stringValue") is None) else o.get("stringValue")
     value: bool | float | str | None
     number = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
     if kind == "BOOLEAN":
@@ -110,12 +114,15 @@ def _langfuse(o: dict[str, Any]) -> Annotation:
     else:
         value = number
     metadata = o.get("metadata") if isinstance(o.get("metadata"), dict) else None
+    # our own export (`feedback-loop export --format langfuse`): the event's id, time and user in metadata
+    own = _text((metadata or {}).get("event_id")) if o.get("name") in OWN_TYPES else None
     return Annotation("langfuse", o.get("id"), trace, span, o.get("name") or "",
                       o.get("source") in ("ANNOTATION", "API"), value, _text(o.get("comment")),
-                      _moment(o.get("timestamp") or o.get("createdAt")),
+                      _moment((metadata or {}).get("timestamp") if own else None)
+                      or _moment(o.get("timestamp") or o.get("createdAt")),
                       o.get("authorUserId") or _text((metadata or {}).get("user_id")), metadata,
                       kind={"TEXT": "text", "CORRECTION": "correction"}.get(kind),
-                      number=number if kind == "CATEGORICAL" else None)
+                      number=number if kind == "CATEGORICAL" else None, event_id=own)
 
 
 def _parsed(value: Any) -> Any:
@@ -253,10 +260,6 @@ def _mlflow(o: dict[str, Any]) -> list[Annotation | str]:
     else:
         return [_mlflow_assessment(o)]
     return [_mlflow_assessment(a, prompt, output) if isinstance(a, dict) else "not_an_object" for a in assessments]
-
-
-OWN_TYPES = {"explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating", "explicit_text_comment",
-             "implicit_usage", "implicit_edit", "implicit_discard"}  # feedback-loop's own export, read back
 
 
 def _phoenix(o: dict[str, Any]) -> Annotation:
