@@ -107,6 +107,26 @@ def mlflow_fixtures(out: Path, seed: int = 31) -> dict[str, Any]:
     (out / "traces.json").write_text(json.dumps([t.to_dict() for t in traces], indent=1))
     (out / "search_traces.json").write_text(mlflow.search_traces(max_results=10 * TRACES).to_json(orient="records"))
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
+
+    # the round trip: feedback on these traces exported by `feedback-loop export --format mlflow`, each line
+    # logged with Assessment.from_dictionary and mlflow.log_assessment, and the traces' assessments read back
+    import sys
+
+    from mlflow.entities import Assessment
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "domain"))
+    from feedback_loop.interop.export import mlflow_assessments
+
+    events = _roundtrip_events([t["trace_id"] for t in truth["traces"][:40]])
+    for line in mlflow_assessments(events):
+        mlflow.log_assessment(trace_id=line["trace_id"], assessment=Assessment.from_dictionary(line))
+    ours = {e["event_id"] for e in events}
+    with open(out / "roundtrip_assessments.jsonl", "w") as lines:
+        for trace in mlflow.search_traces(return_type="list", max_results=10 * TRACES):
+            for assessment in trace.info.assessments:
+                if (assessment.metadata or {}).get("event_id") in ours:
+                    lines.write(json.dumps(assessment.to_dictionary()) + "\n")
+    (out / "roundtrip_events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     store.unlink()
     return truth
 

@@ -263,10 +263,11 @@ def test_the_same_judgements_from_another_form_or_a_round_trip_are_stored_once(s
         assert send(events[0]) == (len(events[0]), 0) and len(events[0]) > 50
         assert send(events[1]) == (0, len(events[0]))
     for tool, listing, request_id in (("phoenix", "roundtrip_span_annotations.json", "span"),
-                                      ("langfuse", "roundtrip_scores_v3.json", "trace")):
+                                      ("langfuse", "roundtrip_scores_v3.json", "trace"),
+                                      ("mlflow", "roundtrip_assessments.jsonl", "trace")):
         sent = [json.loads(line) for line in (fixtures / tool / "roundtrip_events.jsonl").read_text().splitlines()]
-        if tool == "langfuse":  # the same event ids as Phoenix's round trip: another project
-            client = FeedbackClient(stack.api_url, create_key(table, "imports-once-langfuse").plaintext)
+        # the round trips use the same event ids: a project each
+        client = FeedbackClient(stack.api_url, create_key(table, f"imports-once-{tool}").plaintext)
         assert send(sent) == (len(sent), 0)
         back = mapping.convert(tools.read(tool, fixtures / tool / listing), request_id)
         assert send(back.feedback) == (0, len(sent))

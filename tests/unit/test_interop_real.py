@@ -296,3 +296,23 @@ def test_feedback_exported_to_langfuse_comes_back_exactly_as_sent(form: str) -> 
     body = TypeAdapter(FeedbackEventIn)
     assert ({e["event_id"]: fingerprint(body.validate_python(e)) for e in imported.feedback}
             == {e["event_id"]: fingerprint(body.validate_python(e)) for e in sent})
+
+
+def test_feedback_logged_to_a_real_mlflow_comes_back_exactly_as_sent() -> None:
+    """`feedback-loop export --format mlflow`: each line logged to an MLflow store with
+    Assessment.from_dictionary and mlflow.log_assessment (scripts/interop_fixtures.py), the traces'
+    assessments read back and imported: every event with its own id and the very body the API
+    fingerprints, although MLflow gave each assessment its own id."""
+    from pydantic import TypeAdapter
+
+    from feedback_loop.logic.ingest import fingerprint
+    from feedback_loop.models.feedback import FeedbackEventIn
+
+    sent = [json.loads(line) for line in (MLFLOW / "roundtrip_events.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (MLFLOW / "roundtrip_assessments.jsonl").read_text().splitlines()]
+    assert len(logged) == len(sent) == 40 and all(a["assessment_id"].startswith("a-") for a in logged)
+    imported = mapping.convert(tools.read("mlflow", MLFLOW / "roundtrip_assessments.jsonl"), "trace")
+    assert imported.skipped == {}
+    body = TypeAdapter(FeedbackEventIn)
+    assert ({e["event_id"]: fingerprint(body.validate_python(e)) for e in imported.feedback}
+            == {e["event_id"]: fingerprint(body.validate_python(e)) for e in sent})

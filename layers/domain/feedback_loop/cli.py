@@ -415,6 +415,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         text = export.otlp_json(events, args.service_name)
     elif args.format == "langfuse":
         text = json.dumps(export.langfuse_scores(events))
+    elif args.format == "mlflow":
+        text = "\n".join(json.dumps(assessment) for assessment in export.mlflow_assessments(events))
     else:
         text = json.dumps(export.span_annotations(events))
     Path(args.out).write_text(text + "\n")
@@ -640,13 +642,14 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--key", help="the project's API key, for --api-url")
     imports.set_defaults(run=cmd_import)
 
-    exports = commands.add_parser("export", help="human feedback as OpenTelemetry events, Phoenix span annotations "
-                                                 "or Langfuse scores")
+    exports = commands.add_parser("export", help="human feedback as OpenTelemetry events, Phoenix span annotations, "
+                                                 "Langfuse scores or MLflow assessments")
     exports.add_argument("--feedback", required=True, help="a feedback export (JSON Lines, the export contract)")
-    exports.add_argument("--format", required=True, choices=["otel", "openinference", "langfuse"],
+    exports.add_argument("--format", required=True, choices=["otel", "openinference", "langfuse", "mlflow"],
                          help="otel: OTLP/JSON logs of gen_ai.evaluation.result events (POST to a collector's "
                          "/v1/logs); openinference: the body of Phoenix's POST /v1/span_annotations; langfuse: a "
-                         "JSON array of Langfuse's POST /api/public/scores bodies")
+                         "JSON array of Langfuse's POST /api/public/scores bodies; mlflow: JSON Lines of MLflow "
+                         "assessments (Assessment.from_dictionary, then mlflow.log_assessment)")
     exports.add_argument("--out", required=True, help="the file to write")
     exports.add_argument("--service-name", default="feedback-loop", help="OTel resource service.name")
     exports.set_defaults(run=cmd_export)

@@ -21,7 +21,10 @@
 
 The score of an event is the human score the analysis gives it (docs/CONTRACTS.md): a thumb 1 or
 0, a rating r (r - 1) / 4, usage 1, discard 0; a comment and an edit carry text, not a score.
-`feedback-loop import phoenix` and `feedback-loop import langfuse` read them back into the same events.
+- **MLflow**: assessments (`Assessment.to_dictionary()`'s shape), JSON Lines, one HUMAN feedback per
+  event, for `mlflow.log_assessment(trace_id, Assessment.from_dictionary(line))` (mlflow_assessments).
+
+`feedback-loop import phoenix`, `import langfuse` and `import mlflow` read them back into the same events.
 """
 
 from __future__ import annotations
@@ -126,3 +129,28 @@ def langfuse_scores(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                        "dataType": kind, "value": text if kind in ("TEXT", "CORRECTION") else number,
                        "source": "API", "timestamp": event["timestamp"], "metadata": _own_metadata(event)})
     return scores
+
+
+def mlflow_assessments(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MLflow assessments (what `Assessment.to_dictionary()` writes and `Assessment.from_dictionary()`
+    reads, to log with `mlflow.log_assessment`), one HUMAN feedback per event: `assessment_name` the
+    feedback type, `trace_id` the request id (log MLflow's trace id as the request id in the app),
+    `source` (HUMAN, the user), `feedback.value` (a thumb, usage or discard True; a rating its human
+    score (r - 1) / 4; a comment's or an edit's text, also as the `rationale`), the event's time as
+    `create_time`, and `metadata` (text values, as MLflow keeps them: user, cohort, event id, time, the
+    event's own metadata as JSON)."""
+    import json
+
+    found = []
+    for event in events:
+        number, _, text = score(event)
+        kind = FeedbackType(event["feedback_type"])
+        value: Any = text if text is not None else number if kind == FeedbackType.RATING else True
+        own = _own_metadata(event)
+        metadata = {k: (json.dumps(v, sort_keys=True) if k == "metadata" else str(v)) for k, v in own.items()}
+        found.append({"assessment_name": event["feedback_type"], "trace_id": event["request_id"],
+                      "source": {"source_type": "HUMAN", "source_id": event.get("user_id") or "feedback-loop"},
+                      "create_time": event["timestamp"], "last_update_time": event["timestamp"],
+                      "feedback": {"value": value}, **({"rationale": text} if text is not None else {}),
+                      "metadata": metadata})
+    return found

@@ -29,6 +29,7 @@ an app that writes no eval log of its own: the analysis would count a request lo
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -167,6 +168,11 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
                 "metadata": {"imported_from": a.tool, "name": a.name}}
         if a.event_id:  # our own export, back: the event as it was sent (its own metadata, if it had any)
             own = (a.metadata or {}).get("metadata")
+            if isinstance(own, str):  # as JSON text, where a tool keeps text values only (MLflow)
+                try:
+                    own = json.loads(own)
+                except ValueError:
+                    own = None
             base.pop("metadata")
             if isinstance(own, dict) and own:
                 base["metadata"] = own

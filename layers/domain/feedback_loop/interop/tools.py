@@ -237,13 +237,17 @@ def _mlflow_assessment(o: dict[str, Any], prompt: Any = None, output: Any = None
     raw = (o.get("feedback") or {}).get("value")
     value = raw if isinstance(raw, (bool, int, float, str)) else None
     human = source.get("source_type") == "HUMAN"
-    if human and isinstance(value, float) and value.is_integer() and 1 <= value <= 5:
+    name = o.get("assessment_name") or o.get("name") or ""
+    metadata = o.get("metadata") if isinstance(o.get("metadata"), dict) else None
+    # our own export (`feedback-loop export --format mlflow`): the event's id, time and user in metadata
+    own = _text((metadata or {}).get("event_id")) if human and name in OWN_TYPES else None
+    if human and not own and isinstance(value, float) and value.is_integer() and 1 <= value <= 5:
         value = int(value)  # MLflow keeps every number as a double: a person's 1-5 rating of 1 reads 1.0
-    return Annotation("mlflow", o.get("assessment_id"), o.get("trace_id"), o.get("span_id"),
-                      o.get("assessment_name") or o.get("name") or "", source.get("source_type") == "HUMAN",
-                      value, _text(o.get("rationale")), _moment(o.get("create_time")),
-                      source.get("source_id") if source.get("source_type") == "HUMAN" else None, o.get("metadata"),
-                      prompt, output)
+    user = _text((metadata or {}).get("user_id")) if own else source.get("source_id") if human else None
+    return Annotation("mlflow", o.get("assessment_id"), o.get("trace_id"), o.get("span_id"), name, human,
+                      value, _text(o.get("rationale")),
+                      _moment((metadata or {}).get("timestamp") if own else None) or _moment(o.get("create_time")),
+                      user, metadata, prompt, output, event_id=own)
 
 
 def _mlflow(o: dict[str, Any]) -> list[Annotation | str]:
