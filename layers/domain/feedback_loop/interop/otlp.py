@@ -36,7 +36,9 @@ from typing import Any
 
 from feedback_loop.interop.export import EVENT_NAME
 from feedback_loop.interop.mapping import read_scale
-from feedback_loop.interop.tools import Annotation, openinference_messages as _openinference_messages
+from feedback_loop.interop.tools import Annotation
+from feedback_loop.interop.tools import openinference_messages as _openinference_messages
+from feedback_loop.interop.tools import parsed as _parsed
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -462,16 +464,6 @@ def record_base(span: Span, mapping: Mapping) -> dict[str, Any] | None:
         record[name] = value
     record["metadata"] = metadata
     return record
-
-
-def _parsed(value: Any) -> Any:
-    """Messages that the conventions carry as JSON text, as JSON; other text as it is."""
-    if isinstance(value, str) and value[:1] in ("[", "{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def scored_record(base: dict[str, Any], scores: dict[str, float], mapping: Mapping) -> dict[str, Any]:

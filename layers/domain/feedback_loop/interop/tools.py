@@ -125,8 +125,9 @@ def _langfuse(o: dict[str, Any]) -> Annotation:
                       number=number if kind == "CATEGORICAL" else None, event_id=own)
 
 
-def _parsed(value: Any) -> Any:
-    """JSON text (a trace's inputs as MLflow keeps them) as JSON; anything else as it is."""
+def parsed(value: Any) -> Any:
+    """JSON text (a trace's inputs as MLflow keeps them; messages as the OpenTelemetry conventions carry
+    them) as JSON; anything else as it is."""
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             return json.loads(value)
@@ -139,7 +140,7 @@ def _said(value: Any, role: str) -> Any:
     """The text of a request (role `user`) or a response (`assistant`) where its shape says where it
     is: a string; a chat completion's first choice; the last message of that role in `messages` or a
     list of messages; an object with one text field. Otherwise the JSON value as it is."""
-    value = _parsed(value)
+    value = parsed(value)
     if isinstance(value, str) or value is None:
         return value
     if isinstance(value, dict):
