@@ -210,8 +210,9 @@ def test_every_persons_phoenix_annotation_is_one_event_with_its_user_and_nothing
     for a in people:
         kind, value = _phoenix_expected(a)
         found = by_place[(a["span_id"], a["name"])]
-        expected[mapping._event_id(tools._phoenix(found))] = (a["span_id"], kind, value, a["user"],
-                                                               _moment(found["created_at"]))
+        alone = a["label"] is None and a["score"] is None  # an explanation alone: its comment's id, as before
+        expected[mapping._event_id(tools._phoenix(found), "-comment" if alone else "")] = (
+            a["span_id"], kind, value, a["user"], _moment(found["created_at"]))
     got = {e["event_id"]: (e["request_id"], e["feedback_type"], e["value"], e.get("user_id"), _moment(e["timestamp"]))
            for e in imported.feedback}
     assert got == expected

@@ -188,10 +188,9 @@ def convert(annotations: list[Annotation], request_id: str = "trace", overall: s
             _checked({**base, "feedback_type": str(kind), "value": value, "event_id": a.event_id or _event_id(a)},
                      imported)
         if a.explanation and (judgement is None or judgement[1] != a.explanation):  # not the value itself
-            # an explanation alone (a note) is the comment; beside a value, a second event
-            suffix = "" if judgement is None else "-comment"
+            # beside a value, a second event; alone (a note), the one event, with the id it always had
             _checked({**base, "feedback_type": str(FeedbackType.COMMENT), "value": a.explanation,
-                      "event_id": (a.event_id + suffix if a.event_id else _event_id(a, suffix))}, imported)
+                      "event_id": (a.event_id + "-comment" if a.event_id else _event_id(a, "-comment"))}, imported)
     for request, entry in scores.items():
         if overall is None or overall not in entry["scores"]:
             imported.skipped["judge_scores_without_overall"] += 1
