@@ -62,7 +62,7 @@ def champion_map(folder: str) -> Any:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     from feedback_loop.calibration.fit import fit_gated, labelled
     from feedback_loop.calibration.gate import CalibratorPolicy
-    from feedback_loop.evaluator.data import read_rows
+    from feedback_loop.evaluator.data import print_metrics, read_rows
 
     began = time.monotonic()
     fields = tuple(dict.fromkeys(f.strip() for f in args.fields.split(",") if f.strip()))
@@ -95,9 +95,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                "gate": decision.as_dict(), "escalation": fitted.map.escalation,
                "seconds": time.monotonic() - began}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    for name in METRIC_NAMES:
-        if held.get(name) is not None:
-            print(f"validation:{name}={held[name]:.6f};", flush=True)
+    print_metrics(held, METRIC_NAMES)
     print(f"calibrator:chosen={metrics['chosen']['p_good']}; gate:{decision.status};", flush=True)
     return metrics
 

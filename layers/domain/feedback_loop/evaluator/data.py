@@ -21,6 +21,14 @@ class Example:
     timestamp: str
 
 
+def print_metrics(figures: dict[str, Any], names: tuple[str, ...]) -> None:
+    """The held-out figures as the lines SageMaker's metric definitions read (retraining/launch.py:
+    `validation:<name>=<value>;`), those that have a value."""
+    for name in names:
+        if figures.get(name) is not None:
+            print(f"validation:{name}={figures[name]:.6f};", flush=True)
+
+
 def read_rows(folder: str | Path, skipped: Counter[str] | None = None) -> list[dict[str, Any]]:
     """Every JSON line of every *.jsonl file in a channel folder (as SageMaker lays channels out; a
     folder that is not there holds none). With `skipped`, a line that is not a JSON object is

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback_loop.evaluator.data import examples, read_rows
+from feedback_loop.evaluator.data import examples, print_metrics, read_rows
 from feedback_loop.evaluator.finetune import FineTunedEvaluator
 from feedback_loop.evaluator.model import DEFAULT_BASE_MODEL, EvaluatorModel, copy_inference_code
 
@@ -107,10 +107,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shutil.copy(model_dir / "validation_predictions.jsonl", Path(args.output_data_dir) / "validation_predictions.jsonl")
-    for name in METRIC_NAMES:
-        value = metrics["validation"][name]
-        if value is not None:
-            print(f"validation:{name}={value:.6f};", flush=True)
+    print_metrics(metrics["validation"], METRIC_NAMES)
     print(f"train:examples={len(train_set)}; validation:examples={len(validation_set)};", flush=True)
     return metrics
 
