@@ -69,13 +69,11 @@ def quality(analysis: Analysis, collected: Pass, calibration_map: CalibrationMap
     human = np.array(rows.human, float)
     good = (human >= scoring.GOOD_AT).astype(float)
     requests = collected.cohort_requests
-    mean = sections.ppi_by_cohort(human, expected, cohort_array, requests,
-                                  {c: (s[2], s[3]) for c, s in sums.items()}, confidence)
+    expected_sums = {c: (s[2], s[3]) for c, s in sums.items()}
+    mean = sections.ppi_by_cohort(human, expected, cohort_array, requests, expected_sums, confidence)
     share = sections.ppi_by_cohort(good, p_good, cohort_array, requests,
                                    {c: (s[0], s[1]) for c, s in sums.items()}, confidence)
-    n, total = len(human), sum(requests.values())
-    overall = stats.ppi_mean(human, expected, total - n, sum(s[2] for s in sums.values()) - float(expected.sum()),
-                             sum(s[3] for s in sums.values()) - float((expected**2).sum()), confidence)
+    overall = sections.ppi_all_alike(human, expected, expected_sums, sum(requests.values()), confidence)
     used, why = labels_before(calibration_map, analysis.report["window"]["since"])
     return {"predictors": {"mean human score": "expected_human", "good share": "p_good"},
             "ppi": asdict(overall),

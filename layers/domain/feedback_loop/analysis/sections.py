@@ -89,6 +89,17 @@ def meta_evaluation(overall: np.ndarray, human: np.ndarray, segments: list[tuple
     }
 
 
+def ppi_all_alike(y: np.ndarray, predicted: np.ndarray, cohort_sums: dict[str, tuple[float, float]],
+                  total_requests: int, confidence: float) -> stats.PpiMean:
+    """PPI++ of the mean of y over every request alike (valid if the labelled requests are a random
+    sample), from the predictor on the labelled requests and its sum and sum of squares over every
+    request of each cohort (the unlabelled requests' are those less the labelled ones')."""
+    all_sum = sum(t for t, _ in cohort_sums.values())
+    all_squares = sum(q for _, q in cohort_sums.values())
+    return stats.ppi_mean(y, predicted, total_requests - len(y), all_sum - float(predicted.sum()),
+                          all_squares - float((predicted**2).sum()), confidence)
+
+
 def ppi_by_cohort(y: np.ndarray, predicted: np.ndarray, cohort_array: np.ndarray, requests: Counter[str],
                   cohort_sums: dict[str, tuple[float, float]], confidence: float) -> dict[str, Any]:
     """PPI++ of the mean of y within each cohort, combined by the cohorts' shares of the requests;
@@ -148,12 +159,9 @@ def quality(overall: np.ndarray, human: np.ndarray, cohorts_of_rows: list[str], 
     verdict rate corrected with its error rates (pass_rate)."""
     cohort_array = np.array(cohorts_of_rows, dtype=object)
     total_requests = sum(requests.values())
-    labelled_sum, labelled_squares = float(overall.sum()), float((overall**2).sum())
     all_sum = sum(t for t, _ in cohort_overall.values())
-    all_squares = sum(q for _, q in cohort_overall.values())
     n = len(human)
-    overall_ppi = stats.ppi_mean(human, overall, total_requests - n, all_sum - labelled_sum,
-                                 all_squares - labelled_squares, settings.confidence)
+    overall_ppi = ppi_all_alike(human, overall, cohort_overall, total_requests, settings.confidence)
     labelled = human.mean() if n else None
     labelled_se = float(human.std(ddof=1)) / math.sqrt(n) if n > 1 else None
     z = stats._z(settings.confidence)
