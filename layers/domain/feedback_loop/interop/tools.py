@@ -42,9 +42,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from feedback_loop.models.feedback import FeedbackType
+
 TOOLS = ("langfuse", "mlflow", "phoenix")
-OWN_TYPES = {"explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating", "explicit_text_comment",
-             "implicit_usage", "implicit_edit", "implicit_discard"}  # feedback-loop's own export, read back
+OWN_TYPES = {str(kind) for kind in FeedbackType}  # annotations named so: feedback-loop's own export, read back
 # labels that say a thumb: read as one whatever score comes with them
 GOOD_LABELS = {"good", "correct", "yes", "pass", "passed", "true", "positive", "thumbs_up", "thumbs up", "up",
                "helpful", "accept", "accepted", "like"}
@@ -91,6 +92,14 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _own_export(name: str, metadata: dict[str, Any] | None) -> tuple[str | None, datetime | None]:
+    """For feedback-loop's own export read back (`feedback-loop export`: an annotation named after a
+    feedback type, whose metadata keeps the event's id, time and user where the tool has no field for
+    them or replaces its own): the event's id and time; else (None, None)."""
+    own = _text((metadata or {}).get("event_id")) if name in OWN_TYPES else None
+    return own, _moment((metadata or {}).get("timestamp")) if own else None
+
+
 def _langfuse(o: dict[str, Any]) -> Annotation:
     """A score in the documented shape (`traceId`, `observationId`, `value` a number, `stringValue`
     the label or text) or in the v3 API's (`subject` {kind, id, traceId}; `value` typed by
@@ -114,12 +123,10 @@ def _langfuse(o: dict[str, Any]) -> Annotation:
     else:
         value = number
     metadata = o.get("metadata") if isinstance(o.get("metadata"), dict) else None
-    # our own export (`feedback-loop export --format langfuse`): the event's id, time and user in metadata
-    own = _text((metadata or {}).get("event_id")) if o.get("name") in OWN_TYPES else None
+    own, at = _own_export(o.get("name") or "", metadata)
     return Annotation("langfuse", o.get("id"), trace, span, o.get("name") or "",
                       o.get("source") in ("ANNOTATION", "API"), value, _text(o.get("comment")),
-                      _moment((metadata or {}).get("timestamp") if own else None)
-                      or _moment(o.get("timestamp") or o.get("createdAt")),
+                      at or _moment(o.get("timestamp") or o.get("createdAt")),
                       o.get("authorUserId") or _text((metadata or {}).get("user_id")), metadata,
                       kind={"TEXT": "text", "CORRECTION": "correction"}.get(kind),
                       number=number if kind == "CATEGORICAL" else None, event_id=own)
@@ -240,14 +247,13 @@ def _mlflow_assessment(o: dict[str, Any], prompt: Any = None, output: Any = None
     human = source.get("source_type") == "HUMAN"
     name = o.get("assessment_name") or o.get("name") or ""
     metadata = o.get("metadata") if isinstance(o.get("metadata"), dict) else None
-    # our own export (`feedback-loop export --format mlflow`): the event's id, time and user in metadata
-    own = _text((metadata or {}).get("event_id")) if human and name in OWN_TYPES else None
+    own, at = _own_export(name, metadata) if human else (None, None)
     if human and not own and isinstance(value, float) and value.is_integer() and 1 <= value <= 5:
         value = int(value)  # MLflow keeps every number as a double: a person's 1-5 rating of 1 reads 1.0
     user = _text((metadata or {}).get("user_id")) if own else source.get("source_id") if human else None
     return Annotation("mlflow", o.get("assessment_id"), o.get("trace_id"), o.get("span_id"), name, human,
                       value, _text(o.get("rationale")),
-                      _moment((metadata or {}).get("timestamp") if own else None) or _moment(o.get("create_time")),
+                      at or _moment(o.get("create_time")),
                       user, metadata, prompt, output, event_id=own)
 
 
@@ -283,13 +289,10 @@ def _phoenix(o: dict[str, Any]) -> Annotation:
     # else the label; a judge's label with its number beside it (the number is read first)
     says_thumb = label is not None and label.strip().lower() in GOOD_LABELS | BAD_LABELS
     value = label if (human and says_thumb) or not numeric or not human else score
-    # our own export (`feedback-loop export --format openinference`) keeps the event's id, time and user in
-    # metadata, which a Phoenix keeps where it replaces created_at and user_id with its own
-    own = _text(metadata.get("event_id")) if name in OWN_TYPES else None
+    own, at = _own_export(name, metadata)  # Phoenix replaces created_at and user_id with its own
     return Annotation("phoenix", o.get("id") or _text(o.get("identifier")), o.get("trace_id"), o.get("span_id"),
                       name, human, value, _text(result.get("explanation")),
-                      _moment(metadata.get("timestamp") if own else None) or _moment(o.get("created_at")
-                                                                                   or o.get("updated_at")),
+                      at or _moment(o.get("created_at") or o.get("updated_at")),
                       o.get("user_id") or _text(metadata.get("user_id")),
                       {**metadata, **({"label": label} if label else {})} or None,
                       number=float(score) if numeric and not human else None, event_id=own)
