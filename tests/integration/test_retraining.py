@@ -478,6 +478,7 @@ def test_a_calibrator_maps_only_the_scores_of_the_evaluator_in_service(stack, ta
     trained when too few of them are labelled; and a calibrator learned from earlier labels (auto's
     calibrator of the window whose fine-tuned challenger won) is not put in service."""
     from feedback_loop.calibration.fit import fit, labelled as labelled_data
+    from feedback_loop.dal.items import timestamp_text
     from feedback_loop.registry.deploy import evaluator_since, scored_by_another_evaluator
     from feedback_loop.retraining.launch import calibration_job_name, launch_training
     from feedback_loop.settings import RetrainFunctionSettings
@@ -492,9 +493,11 @@ def test_a_calibrator_maps_only_the_scores_of_the_evaluator_in_service(stack, ta
     for project in ("replaced", "replaced-lately"):
         s3.put_object(Bucket=stack.bucket, Key=f"reports/{project}/{END:%Y-%m-%dT%H-%M-%SZ}/labelled.jsonl",
                       Body="".join(json.dumps(r) + "\n" for r in rows).encode())
-    for project, version, at in (("replaced", 3, deployed), ("replaced-lately", 4, "2026-05-17T12:00:00Z")):
+    for project, version, at in (("replaced", 3, datetime(2026, 5, 14, tzinfo=timezone.utc)),
+                                 ("replaced-lately", 4, datetime(2026, 5, 17, 12, tzinfo=timezone.utc))):
+        # the deploy record as the deploy function writes it
         table.put_if_absent({"pk": f"DEPLOY#{project}", "sk": "CURRENT", "entity": "deployment", "version": version,
-                             "model_package_arn": f"arn:p/{version}", "deployed_at": at})
+                             "model_package_arn": f"arn:p/{version}", "deployed_at": timestamp_text(at)})
     since = evaluator_since(table, "replaced")
     assert since == ("evaluator-v3", datetime(2026, 5, 14, tzinfo=timezone.utc))
 

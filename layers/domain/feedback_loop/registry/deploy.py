@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from feedback_loop.calibration.curves import CalibrationMap
-from feedback_loop.dal.items import timestamp_text
+from feedback_loop.dal.items import parse_timestamp, timestamp_text
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.events import put_event
 from feedback_loop.logic import calibration
@@ -118,7 +118,7 @@ def evaluator_since(table: FeedbackTable, project: str) -> tuple[str, datetime] 
     current = table.get(**_current_key(project))
     if current is None or not current.get("deployed_at"):
         return None
-    return f"evaluator-v{current['version']}", datetime.fromisoformat(str(current["deployed_at"]).replace("Z", "+00:00"))
+    return f"evaluator-v{current['version']}", parse_timestamp(current["deployed_at"])  # as _claim_current wrote it
 
 
 def scored_by_another_evaluator(calibration_map: Any, since: tuple[str, datetime] | None) -> str | None:
