@@ -30,8 +30,6 @@ from typing import Any
 KIND = "calibrate"
 MAP_FILE = "calibration.json"
 HELD_OUT_FILE = "held_out.jsonl"
-# SageMaker metric definitions for these lines (retraining/launch.py): the calibrated score's held-out figures
-METRIC_NAMES = ("ece", "brier", "log_loss", "auroc")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +60,7 @@ def champion_map(folder: str) -> Any:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     from feedback_loop.calibration.fit import fit_gated, labelled
     from feedback_loop.calibration.gate import CalibratorPolicy
-    from feedback_loop.evaluator.data import print_metrics, read_rows
+    from feedback_loop.evaluator.data import CALIBRATOR_METRICS, print_metrics, read_rows
 
     began = time.monotonic()
     fields = tuple(dict.fromkeys(f.strip() for f in args.fields.split(",") if f.strip()))
@@ -95,7 +93,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                "gate": decision.as_dict(), "escalation": fitted.map.escalation,
                "seconds": time.monotonic() - began}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    print_metrics(held, METRIC_NAMES)
+    print_metrics(held, CALIBRATOR_METRICS)  # the calibrated score's held-out figures
     print(f"calibrator:chosen={metrics['chosen']['p_good']}; gate:{decision.status};", flush=True)
     return metrics
 

@@ -21,9 +21,18 @@ class Example:
     timestamp: str
 
 
+# the held-out figures each training job prints, one `validation:<name>=<value>;` line each, and the
+# SageMaker metric definitions that read them (retraining/launch.py gives them to CreateTrainingJob)
+FINETUNE_METRICS = ("auroc", "accuracy", "ece", "brier")
+CALIBRATOR_METRICS = ("ece", "brier", "log_loss", "auroc")
+
+
+def metric_definitions(names: tuple[str, ...]) -> list[dict[str, str]]:
+    return [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([0-9.]+);"} for m in names]
+
+
 def print_metrics(figures: dict[str, Any], names: tuple[str, ...]) -> None:
-    """The held-out figures as the lines SageMaker's metric definitions read (retraining/launch.py:
-    `validation:<name>=<value>;`), those that have a value."""
+    """The held-out figures as the lines metric_definitions reads, those that have a value."""
     for name in names:
         if figures.get(name) is not None:
             print(f"validation:{name}={figures[name]:.6f};", flush=True)

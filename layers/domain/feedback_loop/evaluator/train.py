@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from feedback_loop.evaluator.data import examples, print_metrics, read_rows
+from feedback_loop.evaluator.data import FINETUNE_METRICS, examples, print_metrics, read_rows
 from feedback_loop.evaluator.finetune import FineTunedEvaluator
 from feedback_loop.evaluator.model import DEFAULT_BASE_MODEL, EvaluatorModel, copy_inference_code
 
 # SageMaker metric definitions for these lines: {"Name": "validation:auroc", "Regex": "validation:auroc=([0-9.]+);"}
-METRIC_NAMES = ("auroc", "accuracy", "ece", "brier")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,7 +106,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_data_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     shutil.copy(model_dir / "validation_predictions.jsonl", Path(args.output_data_dir) / "validation_predictions.jsonl")
-    print_metrics(metrics["validation"], METRIC_NAMES)
+    print_metrics(metrics["validation"], FINETUNE_METRICS)
     print(f"train:examples={len(train_set)}; validation:examples={len(validation_set)};", flush=True)
     return metrics
 

@@ -20,6 +20,7 @@ import feedback_loop
 from feedback_loop.dal.items import timestamp_text
 from feedback_loop.dal.store import FeedbackTable
 from feedback_loop.evaluator import base_model, images
+from feedback_loop.evaluator.data import CALIBRATOR_METRICS, FINETUNE_METRICS, metric_definitions
 from feedback_loop.registry.deploy import evaluator_since
 from feedback_loop.events import put_event
 from feedback_loop.retraining.policy import Decision, RetrainPolicy, decide
@@ -33,12 +34,8 @@ FINETUNE, CALIBRATE, AUTO = "finetune", "calibrate", "auto"  # EvaluatorKind
 CALIBRATION_SUFFIX = "-cal"  # a calibrator's job name: the fine-tuning job's name and this
 
 
-def _metric_definitions(names: tuple[str, ...]) -> list[dict[str, str]]:
-    return [{"Name": f"validation:{m}", "Regex": f"validation:{m}=([0-9.]+);"} for m in names]
-
-
-METRIC_DEFINITIONS = _metric_definitions(("auroc", "accuracy", "ece", "brier"))
-CALIBRATION_METRIC_DEFINITIONS = _metric_definitions(("ece", "brier", "log_loss", "auroc"))
+METRIC_DEFINITIONS = metric_definitions(FINETUNE_METRICS)
+CALIBRATION_METRIC_DEFINITIONS = metric_definitions(CALIBRATOR_METRICS)
 RETRAIN_REQUESTED = "RetrainRequested"
 _REPORT_FOLDER = re.compile(r"reports/[^/]+/(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)/$")
 
