@@ -262,7 +262,9 @@ class Demo:
                                                        "disagreement_rate", "flagged_segments")},
                 "retraining": delivery.results.get("RetrainFunction") or {"errors": delivery.errors}}
 
-    def _gate_and_deploy(self, stack: LocalStack, job: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def _gate_and_deploy(self, stack: LocalStack, job: str, calibrator: bool = False
+                         ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The job's EvaluatorGated and, once approved, the project's EvaluatorDeployed of that kind."""
         [gated] = stack.bus.wait_for("EvaluatorGated", timeout=120, where=lambda e: e["detail"]["training_job"] == job)
         gate = gated.event["detail"]
         if gate["status"] != "Approved":
@@ -270,21 +272,16 @@ class Demo:
         project = self.settings.project
         [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120,
                                         where=lambda e: e["detail"]["project"] == project
-                                        and e["detail"].get("kind") != "calibrator")
+                                        and (e["detail"].get("kind") == "calibrator") == calibrator)
         return gate, deployed.event["detail"]
 
     def _calibrator(self, stack: LocalStack, client: FeedbackClient, job: str) -> dict[str, Any]:
         """The calibrator's gate; once approved and in service, its map as the API serves it
         (GET /v1/calibration, through the client) applied to one grade of each query type."""
-        [gated] = stack.bus.wait_for("EvaluatorGated", timeout=120, where=lambda e: e["detail"]["training_job"] == job)
-        found: dict[str, Any] = {"gate": gated.event["detail"], "deployed": None, "served": None, "applied": {}}
-        if found["gate"]["status"] != "Approved":
+        gate, deployed = self._gate_and_deploy(stack, job, calibrator=True)
+        found: dict[str, Any] = {"gate": gate, "deployed": deployed, "served": None, "applied": {}}
+        if deployed is None:
             return found
-        project = self.settings.project
-        [deployed] = stack.bus.wait_for("EvaluatorDeployed", timeout=120,
-                                        where=lambda e: e["detail"]["project"] == project
-                                        and e["detail"].get("kind") == "calibrator")
-        found["deployed"] = deployed.event["detail"]
         if client.calibration_map(refresh_seconds=0) is not None:
             found["served"] = client.calibration_map_id()
             found["applied"] = {query_type: client.calibrate(SHOWN_GRADE / 10, {"query_type": query_type})
