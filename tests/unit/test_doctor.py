@@ -43,6 +43,10 @@ def template(schedule_state: str = "ENABLED", mapped: bool = True) -> str:
         "AlarmTopic": {"Type": "AWS::SNS::Topic"},
         "Schedule": {"Type": "AWS::Events::Rule", "Properties": {
             "ScheduleExpression": "cron(15 0 ? * MON *)", "State": schedule_state}},
+        # a rule on the stack's own bus (the retraining events): the default bus does not know it
+        "Bus": {"Type": "AWS::Events::EventBus", "Properties": {"Name": {"Fn::Sub": "${AWS::StackName}-bus"}}},
+        "OnBus": {"Type": "AWS::Events::Rule", "DependsOn": "Bus", "Properties": {
+            "EventBusName": {"Fn::Sub": "${AWS::StackName}-bus"}, "EventPattern": {"source": ["feedback-loop"]}}},
     }
     return json.dumps({
         "Parameters": {"TrainingInstanceType": {"Type": "String", "Default": "ml.g5.xlarge"},

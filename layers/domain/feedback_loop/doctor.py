@@ -69,9 +69,22 @@ def check_bucket(stack: Stack, s3: Any, **_: Any) -> Check:
     return Check("bucket", OK, f"{bucket} is there and readable")
 
 
+def _default_bus_rule(events: Any, physical_id: str) -> dict[str, Any] | None:
+    """The rule as the default event bus describes it; None for a rule on another bus (the stack's own
+    carries the retraining events), whose physical id is `bus|rule` or a name the default bus does not
+    know. Schedules run only on the default bus."""
+    if "|" in physical_id:
+        return None
+    try:
+        return events.describe_rule(Name=physical_id)
+    except events.exceptions.ResourceNotFoundException:
+        return None
+
+
 def check_schedule(stack: Stack, cloudformation: Any, events: Any, **_: Any) -> Check:
     rules = [r["PhysicalResourceId"] for r in _resources(cloudformation, stack.name) if r["ResourceType"] == "AWS::Events::Rule"]
-    scheduled = [rule for rule in (events.describe_rule(Name=name) for name in rules) if rule.get("ScheduleExpression")]
+    scheduled = [rule for rule in filter(None, (_default_bus_rule(events, name) for name in rules))
+                 if rule.get("ScheduleExpression")]
     if not scheduled:
         return Check("schedule", FAIL, "no scheduled rule in the stack", "deploy the stack again")
     off = [r["Name"] for r in scheduled if r["State"] != "ENABLED"]

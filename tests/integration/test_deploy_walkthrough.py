@@ -1,0 +1,188 @@
+"""docs/DEPLOY.md's first deploy, end to end, in an emulated account (tests/emulated_account.py).
+
+What `sam deploy` does, done here: the template is transformed (tests/deployed_template.py, the SAM
+translator offline), each code folder zipped and uploaded with the template to a bucket, and the stack
+created from the template's URL with the guided deploy's answers (AlarmEmail set, as the docs say).
+Then the documented key command as written (only the package's core dependencies importable), and
+feedback posted with that key through the API that CloudFormation created, whose functions run with
+the environment CloudFormation gave them. The stage's access-log rule, the custom resource's waiting
+and the resource types moto's CloudFormation lacks are emulated as tests/emulated_account.py says.
+Not run: `sam build` here (make check-template builds), a real account.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from feedback_loop.local.state import local_aws_environment, local_client
+from feedback_loop.local.template import Template
+from tests.deployed_template import transformed
+from tests.emulated_account import NO_LOG_ROLE
+from tests.integration.test_deploy_docs import LIGHT, core_modules, documented_key_commands
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+STACK = "feedback-loop"  # samconfig.toml's stack name, which the documented commands use
+PACKAGED = "packaged"  # the bucket tests/deployed_template.py's code URIs name
+ANSWERS = {"AlarmEmail": "ops@example.com"}
+
+
+@pytest.fixture(scope="module")
+def account() -> Iterator[dict[str, str]]:
+    process = subprocess.Popen([sys.executable, "-c", "from tests.emulated_account import main; main()"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()[-5000:]
+        yield json.loads(line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _zipped(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(folder))
+    return buffer.getvalue()
+
+
+def deploy(endpoint: str, template: dict, parameters: dict[str, str]) -> dict:
+    """`sam deploy`: the code and the template uploaded, the stack created from the template's URL."""
+    s3 = local_client("s3", endpoint)
+    s3.create_bucket(Bucket=PACKAGED)
+    for resource in template["Resources"].values():
+        for code in (resource.get("Properties", {}).get(key) for key in ("Code", "Content")):
+            if isinstance(code, dict) and "S3Key" in code:
+                s3.put_object(Bucket=code["S3Bucket"], Key=code["S3Key"],
+                              Body=_zipped(ROOT / code["S3Key"].removesuffix(".zip")))
+    # CloudFormation's order among resources that do not depend on each other is its own: the emulated
+    # one creates them in the reverse of the template's, so that an order that only the template's
+    # layout gave (an API stage before the logging role it needs) fails here
+    reordered = {**template, "Resources": dict(reversed(template["Resources"].items()))}
+    s3.put_object(Bucket=PACKAGED, Key="feedback-loop.template", Body=json.dumps(reordered).encode())
+    cloudformation = local_client("cloudformation", endpoint)
+    cloudformation.create_stack(StackName=STACK, TemplateURL=f"https://{PACKAGED}.s3.amazonaws.com/feedback-loop.template",
+                                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+                                Capabilities=["CAPABILITY_IAM"])
+    return cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+
+
+def documented_commands(section: str, command: str) -> list[list[str]]:
+    """The `feedback-loop <command>` lines of the bash block under DEPLOY.md's `## <section>`."""
+    text = (ROOT / "docs" / "DEPLOY.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0], re.S).group(1)
+    return [shlex.split(line)[1:] for line in block.splitlines() if re.match(rf"^\S*feedback-loop {command} ", line)]
+
+
+def light(argv: list[str], endpoint: str) -> subprocess.CompletedProcess:
+    """The command-line tool with nothing but the core dependencies importable (test_deploy_docs.py)."""
+    from importlib import metadata
+
+    refused = set(metadata.packages_distributions()) - core_modules()
+    return subprocess.run([sys.executable, "-c", LIGHT, json.dumps(sorted(refused)), *argv],
+                          env={"PATH": "/usr/bin:/bin", **local_aws_environment(endpoint)},
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedback(account) -> None:
+    endpoint, api = account["aws"], account["execute_api"]
+    template = transformed()
+    stack = deploy(endpoint, template, ANSWERS)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+
+    # every resource the template creates with these answers, and none that its conditions leave out
+    conditions = Template(ROOT / "template.yaml", parameters=ANSWERS)
+    expected = {name for name, resource in template["Resources"].items()
+                if "Condition" not in resource or conditions.condition(resource["Condition"])}
+    created = {r["LogicalResourceId"]: r for r in local_client("cloudformation", endpoint)
+               .list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+               if r["LogicalResourceId"]}  # moto lists the template's Mappings too, without an id
+    assert set(created) == expected, [r for r in created.values() if r["LogicalResourceId"] not in expected]
+    assert {r["ResourceStatus"] for r in created.values()} == {"CREATE_COMPLETE"}
+    assert any(t["Type"] == "Custom::ApiGatewayLogRole" for t in template["Resources"].values())
+
+    # the custom resource set the region's logging role (a new account has none) before the stage,
+    # which AWS refuses otherwise, was created
+    role = local_client("iam", endpoint).get_role(RoleName=created["ApiGatewayLogRole"]["PhysicalResourceId"])
+    assert local_client("apigateway", endpoint).get_account()["cloudwatchRoleArn"] == role["Role"]["Arn"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    (rest_api,) = local_client("apigateway", endpoint).get_rest_apis()["items"]
+    assert outputs["ApiUrl"] == f"https://{rest_api['id']}.execute-api.us-east-1.amazonaws.com/prod"
+    assert outputs["AlarmsGoTo"].startswith("ops@example.com")
+
+    # DEPLOY.md's key commands as written, against the stack by its name
+    create, listing, revoke = documented_key_commands()
+    created_key = light(create, endpoint)
+    assert created_key.returncode == 0, created_key.stderr
+    issued = json.loads(created_key.stdout)
+    assert issued["api_key"].startswith("flk_")
+
+    # through the API CloudFormation made: the key's project, into the stack's table
+    headers = {"x-api-key": issued["api_key"]}
+    feedback = {"request_id": "req-first-deploy", "feedback_type": "explicit_rating", "value": 4}
+    assert requests.get(f"{api}/v1/health", timeout=30).status_code == 200
+    assert requests.post(f"{api}/v1/feedback", json=feedback, timeout=30).status_code == 401
+    stored = requests.post(f"{api}/v1/feedback", json=feedback, headers=headers, timeout=30)
+    assert stored.status_code == 201, stored.text
+    read = requests.get(f"{api}/v1/requests/req-first-deploy/feedback", headers=headers, timeout=30)
+    assert read.status_code == 200, read.text
+    assert (read.json()["events"], read.json()["mean_rating"]) == (1, 4.0)
+    items = local_client("dynamodb", endpoint).scan(TableName=outputs["TableName"])["Items"]
+    assert any("req-first-deploy" in json.dumps(item) and issued["project"] in json.dumps(item) for item in items)
+
+    # the base model staged (the development install: the packaged copy of the encoder is one of its
+    # extras), then `doctor` as written: everything holds but the SageMaker quotas, which the emulator
+    # cannot answer
+    staged = subprocess.run([str(Path(sys.executable).parent / "feedback-loop"), "stage-model", "--stack", STACK],
+                            env={**os.environ, **local_aws_environment(endpoint)}, capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert staged.returncode == 0, staged.stderr
+    (doctor_command,) = documented_commands("Checking a deployed stack: `feedback-loop doctor`", "doctor")
+    checked = light(doctor_command, endpoint)
+    said = dict((name, status) for status, name in re.findall(r"^(ok|warn|FAIL) +(\S+(?: \S+)?) {2,}",
+                                                                 checked.stdout, re.M))
+    assert said == {"stack": "ok", "table": "ok", "bucket": "ok", "schedule": "ok", "alarms": "ok",
+                    "training quota": "FAIL", "endpoint quota": "FAIL", "images": "ok", "base model": "ok"}, checked.stdout
+    assert checked.returncode == 1 and checked.stdout.count("could not be checked") == 2
+
+    listed = light(listing, endpoint)
+    assert listed.returncode == 0 and issued["key_id"] in listed.stdout, listed.stderr
+    revoked = light([issued["key_id"] if arg == "<key_id>" else arg for arg in revoke], endpoint)
+    assert revoked.returncode == 0, revoked.stderr
+
+
+def test_a_stage_with_access_logs_is_refused_while_the_region_has_no_logging_role(account) -> None:
+    """The emulated account holds AWS's rule, so the ordering of the walk-through above means
+    something: the same API stage, without the custom resource before it, fails."""
+    endpoint = account["aws"]
+    apigateway = local_client("apigateway", endpoint)
+    apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": ""}])
+    template = {"Resources": {
+        "Api": {"Type": "AWS::ApiGateway::RestApi", "Properties": {"Name": "ordering", "Body": {
+            "openapi": "3.0.1", "info": {"title": "ordering"},
+            "paths": {"/ping": {"get": {"x-amazon-apigateway-integration": {"type": "mock"}}}}}}},
+        "Deployment": {"Type": "AWS::ApiGateway::Deployment", "Properties": {"RestApiId": {"Ref": "Api"}}},
+        "Logs": {"Type": "AWS::Logs::LogGroup"},
+        "Stage": {"Type": "AWS::ApiGateway::Stage", "Properties": {
+            "RestApiId": {"Ref": "Api"}, "DeploymentId": {"Ref": "Deployment"}, "StageName": "prod",
+            "AccessLogSetting": {"DestinationArn": {"Fn::GetAtt": ["Logs", "Arn"]}, "Format": "$context.requestId"}}}}}
+    cloudformation = local_client("cloudformation", endpoint)
+    with pytest.raises(ClientError) as refused:
+        cloudformation.create_stack(StackName="unordered", TemplateBody=json.dumps(template))
+    assert f"Stage (AWS::ApiGateway::Stage): {NO_LOG_ROLE}" in str(refused.value)
