@@ -10,8 +10,11 @@ until it is stopped. In it:
 - **the emulator** of the local stack (local/emulator.py: moto, with Athena, Firehose and Lambda's
   Invoke answered locally), empty;
 - **CloudFormation**: moto's, completed here for the resource types that the transformed template
-  uses and moto's CloudFormation skips with a warning (`MODELS`): each is created with its service's
-  own API in the emulator, so that what the stack made can be read back as a user would. An API
+  uses and moto's CloudFormation skips with a warning, or makes wrongly (`MODELS`): each is created
+  (and deleted with the stack) with its service's own API in the emulator, so that what the stack
+  made can be read back as a user would. Resources are created after everything they depend on, by
+  DependsOn or by reference, transitively (`dependency_order`; moto's own order skips the DependsOn
+  of a resource it creates because another refers to it). An API
   stage with access logs is refused, as AWS refuses it, while the region's API Gateway CloudWatch
   role is not set ("CloudWatch Logs role ARN must be set in account settings to enable logging");
   a custom resource is run to its end before what depends on it is created (moto starts it on a
@@ -23,7 +26,7 @@ until it is stopped. In it:
 - **execute-api**: the REST API that CloudFormation created (its resources, methods, Lambda proxy
   integrations, REQUEST authorizers and gateway responses, as the OpenAPI body defined them) served
   by the local gateway (local/gateway.py), with the functions its integrations name (their aliases'
-  functions: the local runtime has no versions). Built at its first request.
+  functions: the local runtime has no versions). Built at its first request, again for another API.
 
 Not emulated: deleting a custom resource (moto sends no Delete event), stage settings beyond the
 access-log rule and tracing, the functions' memory and concurrency, IAM enforcement, a bucket
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -124,7 +128,7 @@ class WaitedCustomResource(CustomModel):
         return resource
 
 
-# --- the resource types moto's CloudFormation lacks --------------------------------------------------
+# --- the resource types moto's CloudFormation lacks or gets wrong --------------------------------------------------
 
 class Created(CloudFormationModel):
     """A resource made with its service's API: `make` returns its physical id and attributes."""
@@ -170,12 +174,22 @@ class Created(CloudFormationModel):
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
+    def delete(self, account_id: str, region_name: str) -> None:
+        """When the stack goes (moto skips a resource whose DeletionPolicy is Retain)."""
+        self.remove()
+
+    def remove(self) -> None:
+        """Nothing by default: what goes with its parent (an alias with its function, a stage with its API)."""
+
 
 class RestApi(Created):
     """The API from its OpenAPI body: moto's own model ignores the body, and its import takes neither
     authorizers nor a method's security."""
 
     TYPE, NAME, ATTRIBUTES = "AWS::ApiGateway::RestApi", "Name", ("RootResourceId",)
+
+    def remove(self) -> None:
+        Account.client("apigateway").delete_rest_api(restApiId=self.physical_id)
 
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -250,6 +264,9 @@ class WorkGroup(Created):
 
     TYPE, NAME = "AWS::Athena::WorkGroup", "Name"
 
+    def remove(self) -> None:
+        athena_backends[ACCOUNT_ID][REGION].delete_work_group(self.physical_id)
+
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         athena_backends[ACCOUNT_ID][REGION].create_work_group(
@@ -259,6 +276,9 @@ class WorkGroup(Created):
 
 class Alarm(Created):
     TYPE, NAME, ATTRIBUTES = "AWS::CloudWatch::Alarm", "AlarmName", ("Arn",)
+
+    def remove(self) -> None:
+        Account.client("cloudwatch").delete_alarms(AlarmNames=[self.physical_id])
 
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -270,6 +290,9 @@ class Alarm(Created):
 
 class GlueDatabase(Created):
     TYPE = "AWS::Glue::Database"
+
+    def remove(self) -> None:
+        Account.client("glue").delete_database(Name=self.physical_id)
 
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -291,6 +314,9 @@ class DeliveryStream(Created):
 
     TYPE, NAME, ATTRIBUTES = "AWS::KinesisFirehose::DeliveryStream", "DeliveryStreamName", ("Arn",)
 
+    def remove(self) -> None:
+        Account.firehose.streams.pop(self.physical_id, None)
+
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         stream = props.get("DeliveryStreamName", name)
@@ -304,6 +330,9 @@ class Table(Created):
     TYPE, NAME, ATTRIBUTES = "AWS::DynamoDB::Table", "TableName", ("Arn", "StreamArn")
     CREATE = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "LocalSecondaryIndexes", "BillingMode",
               "ProvisionedThroughput", "StreamSpecification", "Tags")
+
+    def remove(self) -> None:
+        Account.client("dynamodb").delete_table(TableName=self.physical_id)
 
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -325,6 +354,9 @@ class EventBus(Created):
     """moto's own has no physical id: `!Ref EventBus` gave the model object itself."""
 
     TYPE, NAME, ATTRIBUTES = "AWS::Events::EventBus", "Name", ("Arn", "Name")
+
+    def remove(self) -> None:
+        Account.client("events").delete_event_bus(Name=self.physical_id)
 
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -391,6 +423,9 @@ class BucketPolicy(Created):
 
     TYPE = "AWS::S3::BucketPolicy"
 
+    def remove(self) -> None:
+        Account.client("s3").delete_bucket_policy(Bucket=self.physical_id)
+
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         s3 = Account.client("s3")
@@ -404,6 +439,9 @@ class BucketPolicy(Created):
 
 class Subscription(Created):
     TYPE = "AWS::SNS::Subscription"
+
+    def remove(self) -> None:
+        Account.client("sns").unsubscribe(SubscriptionArn=self.physical_id)
 
     @classmethod
     def make(cls, name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -525,7 +563,7 @@ class ExecuteApi:
     """The deployed API's gateway, built at the first request; custom resources' answers on /answers/."""
 
     def __init__(self) -> None:
-        self.gateway: LocalGateway | None = None
+        self.gateways: dict[str, LocalGateway] = {}
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -533,10 +571,11 @@ class ExecuteApi:
         if request.path.startswith("/answers/"):
             Account.answers[request.path.rsplit("/", 1)[1]] = json.loads(request.get_data())
             return Response("")(environ, start_response)
-        with self.lock:
-            if self.gateway is None:
-                self.gateway = deployed_gateway()
-        return self.gateway(environ, start_response)
+        with self.lock:  # a stack deleted and deployed again has another API
+            (api_id,) = apigateway_backends[ACCOUNT_ID][REGION].apis
+            if api_id not in self.gateways:
+                self.gateways[api_id] = deployed_gateway()
+        return self.gateways[api_id](environ, start_response)
 
 
 def account_front(front: Any, moto_app: Any) -> Any:
@@ -569,6 +608,7 @@ def account_front(front: Any, moto_app: Any) -> Any:
 
 def main() -> None:
     """(Not `python -m`: moto's models read the name of the module that defines them, never __main__.)"""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # errors with their tracebacks, no access log
     emulator = LocalEmulator(EMULATOR_HOST, free_port(EMULATOR_HOST))
     serialized = emulator.front
     emulator.front = account_front(serialized, serialized.app)  # what LocalEmulator.start serves
