@@ -68,16 +68,22 @@ def core_modules() -> set[str]:
     return modules
 
 
-def documented_key_commands() -> list[list[str]]:
+def documented_commands(section: str, command: str) -> list[list[str]]:
+    """The `feedback-loop <command>` lines of the bash blocks under DEPLOY.md's `## <section>`, as
+    arguments (the program and a trailing comment left out)."""
     text = (ROOT / "docs" / "DEPLOY.md").read_text()
-    section = text.split("\n## API keys\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [shlex.split(line)[1:] for line in block.splitlines()
-            if re.match(r"^\S*feedback-loop keys ", line)]
+    blocks = re.findall(r"```bash\n(.*?)```", text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0], re.S)
+    return [shlex.split(line.split("#")[0])[1:] for block in blocks for line in map(str.strip, block.splitlines())
+            if re.match(rf"^\S*feedback-loop {command} ", line)]
 
 
-def run(argv: list[str], stack: LocalStack, allowed: set[str]) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", **local_aws_environment(stack.aws_endpoint)}
+def documented_key_commands() -> list[list[str]]:
+    return documented_commands("API keys", "keys")
+
+
+def run(argv: list[str], endpoint: str, allowed: set[str]) -> subprocess.CompletedProcess:
+    """The command-line tool, with only `allowed` top-level modules importable, against `endpoint`."""
+    env = {"PATH": "/usr/bin:/bin", **local_aws_environment(endpoint)}
     refused = set(metadata.packages_distributions()) - allowed
     return subprocess.run([sys.executable, "-c", LIGHT, json.dumps(sorted(refused)), *argv], env=env,
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -93,13 +99,13 @@ def test_the_documented_key_commands_run_as_written_from_a_light_install(stack: 
     allowed = core_modules()
     assert not allowed & {"moto", "numpy", "scipy", "duckdb", "torch", "orjson", "werkzeug", "cfnlint"}
     try:
-        created = run(commands[0], stack, allowed)
+        created = run(commands[0], stack.aws_endpoint, allowed)
         assert created.returncode == 0, created.stderr
         issued = json.loads(created.stdout)
         project = commands[0][commands[0].index("--project") + 1]
         assert issued["project"] == project and issued["api_key"].startswith("flk_")
 
-        listed = run(commands[1], stack, allowed)
+        listed = run(commands[1], stack.aws_endpoint, allowed)
         assert listed.returncode == 0, listed.stderr
         assert issued["key_id"] in [json.loads(line)["key_id"] for line in listed.stdout.splitlines()]
         assert issued["api_key"] not in listed.stdout
@@ -109,13 +115,13 @@ def test_the_documented_key_commands_run_as_written_from_a_light_install(stack: 
         assert requests.post(f"{stack.api_url}/v1/feedback", json=feedback, headers=headers, timeout=10).status_code == 201
 
         revoke = [issued["key_id"] if arg == "<key_id>" else arg for arg in commands[2]]
-        revoked = run(revoke, stack, allowed)
+        revoked = run(revoke, stack.aws_endpoint, allowed)
         assert revoked.returncode == 0, revoked.stderr
         assert json.loads(revoked.stdout)["key_id"] == issued["key_id"]
         assert requests.post(f"{stack.api_url}/v1/feedback", json=feedback, headers=headers, timeout=10).status_code == 401
 
         # a stack that is not there, or without the output: said, exit 1, no traceback
-        missing = run(["keys", "list", "--project", project, "--stack", "no-such-stack"], stack, allowed)
+        missing = run(["keys", "list", "--project", project, "--stack", "no-such-stack"], stack.aws_endpoint, allowed)
         assert missing.returncode == 1 and "no-such-stack" in missing.stderr and "Traceback" not in missing.stderr
     finally:
         cloudformation.delete_stack(StackName=STACK)
@@ -125,10 +131,10 @@ def test_keys_take_the_table_before_or_after_the_command(stack: LocalStack) -> N
     allowed = core_modules()
     for argv in (["keys", "--table", stack.table_name, "create", "--project", "p-before"],
                  ["keys", "create", "--project", "p-after", "--table", stack.table_name]):
-        created = run(argv, stack, allowed)
+        created = run(argv, stack.aws_endpoint, allowed)
         assert created.returncode == 0, created.stderr
         assert json.loads(created.stdout)["project"] == argv[argv.index("--project") + 1]
-    both = run(["keys", "list", "--project", "p", "--table", "t", "--stack", "s"], stack, allowed)
+    both = run(["keys", "list", "--project", "p", "--table", "t", "--stack", "s"], stack.aws_endpoint, allowed)
     assert both.returncode == 1 and "not both" in both.stderr
 
 
@@ -139,10 +145,10 @@ def test_a_browser_key_is_made_with_its_scope_and_listed_with_it(stack) -> None:
     assert set(SCOPE_NAMES) == set(SCOPES)
     allowed = core_modules()
     created = run(["keys", "create", "--project", "site", "--label", "website", "--scope", "feedback:write",
-                   "--table", stack.table_name], stack, allowed)
+                   "--table", stack.table_name], stack.aws_endpoint, allowed)
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["scopes"] == ["feedback:write"]
-    listed = run(["keys", "list", "--project", "site", "--table", stack.table_name], stack, allowed)
+    listed = run(["keys", "list", "--project", "site", "--table", stack.table_name], stack.aws_endpoint, allowed)
     assert [json.loads(line)["scopes"] for line in listed.stdout.splitlines()] == [["feedback:write"]]
-    wrong = run(["keys", "create", "--project", "site", "--scope", "admin", "--table", stack.table_name], stack, allowed)
+    wrong = run(["keys", "create", "--project", "site", "--scope", "admin", "--table", stack.table_name], stack.aws_endpoint, allowed)
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr

@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import zipfile
@@ -33,7 +32,7 @@ from feedback_loop.local.state import local_aws_environment, local_client
 from feedback_loop.local.template import Template
 from tests.deployed_template import transformed
 from tests.emulated_account import NO_LOG_ROLE
-from tests.integration.test_deploy_docs import LIGHT, core_modules, documented_key_commands
+from tests.integration.test_deploy_docs import core_modules, documented_commands, documented_key_commands, run
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,22 +88,9 @@ def deploy(endpoint: str, template: dict, parameters: dict[str, str]) -> dict:
     return cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
 
 
-def documented_commands(section: str, command: str) -> list[list[str]]:
-    """The `feedback-loop <command>` lines of the bash blocks under DEPLOY.md's `## <section>`."""
-    text = (ROOT / "docs" / "DEPLOY.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0], re.S)
-    return [shlex.split(line.split("#")[0])[1:] for block in blocks for line in map(str.strip, block.splitlines())
-            if re.match(rf"^\S*feedback-loop {command} ", line)]
-
-
 def light(argv: list[str], endpoint: str) -> subprocess.CompletedProcess:
     """The command-line tool with nothing but the core dependencies importable (test_deploy_docs.py)."""
-    from importlib import metadata
-
-    refused = set(metadata.packages_distributions()) - core_modules()
-    return subprocess.run([sys.executable, "-c", LIGHT, json.dumps(sorted(refused)), *argv],
-                          env={"PATH": "/usr/bin:/bin", **local_aws_environment(endpoint)},
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return run(argv, endpoint, core_modules())
 
 
 def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedback(account) -> None:
