@@ -118,6 +118,12 @@ def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedbac
     (rest_api,) = local_client("apigateway", endpoint).get_rest_apis()["items"]
     assert outputs["ApiUrl"] == f"https://{rest_api['id']}.execute-api.us-east-1.amazonaws.com/prod"
     assert outputs["AlarmsGoTo"].startswith("ops@example.com")
+    # the deployed API has the template's routes, each behind the key authorizer where the template says
+    deployed = {(verb, resource["path"], method.get("authorizationType"))
+                for resource in local_client("apigateway", endpoint).get_resources(
+                    restApiId=rest_api["id"], embed=["methods"], limit=500)["items"]
+                for verb, method in resource.get("resourceMethods", {}).items() if verb != "OPTIONS"}
+    assert deployed == {(r.method, r.path, "CUSTOM" if r.authorizer else "NONE") for r in conditions.routes()}
 
     # DEPLOY.md's key commands as written, against the stack by its name
     create, listing, revoke = documented_key_commands()
