@@ -48,7 +48,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import boto3
 from moto.apigateway.models import apigateway_backends
 from moto.athena.models import athena_backends
 from moto.awslambda.models import lambda_backends
@@ -64,7 +63,7 @@ from feedback_loop.local.gateway import LocalGateway
 from feedback_loop.local.protocols import signed_for
 from feedback_loop.local.runtime import LocalFunction
 from feedback_loop.local.stack import EMULATOR_HOST, free_port
-from feedback_loop.local.state import REGION, local_aws_environment
+from feedback_loop.local.state import REGION, local_aws_environment, local_client
 from feedback_loop.local.template import ACCOUNT_ID, FunctionSpec, Route
 
 NO_LOG_ROLE = "CloudWatch Logs role ARN must be set in account settings to enable logging"
@@ -84,7 +83,7 @@ class Account:
 
     @classmethod
     def client(cls, service: str) -> Any:
-        return boto3.client(service, endpoint_url=cls.endpoint, region_name=REGION)
+        return local_client(service, cls.endpoint)
 
 
 # --- Lambda -------------------------------------------------------------------------------------------
@@ -461,8 +460,8 @@ class QueuePolicy(Created):
         return name, {}
 
 
-MODELS = (RestApi, Deployment, Stage, WorkGroup, Alarm, GlueDatabase, GlueTable, DeliveryStream, Table, EventBus, Version, Alias, EventInvokeConfig,
-          LogStream, SubscriptionFilter, BucketPolicy, Subscription, QueuePolicy)
+MODELS = (RestApi, Deployment, Stage, WorkGroup, Alarm, GlueDatabase, GlueTable, DeliveryStream, Table, EventBus,
+          Version, Alias, EventInvokeConfig, LogStream, SubscriptionFilter, BucketPolicy, Subscription, QueuePolicy)
 
 
 _SUB_NAME = re.compile(r"\$\{([A-Za-z0-9]+)[.}]")
@@ -595,13 +594,13 @@ def account_front(front: Any, moto_app: Any) -> Any:
         except Exception:
             if not Account.failure:
                 raise
-            answer["status"] = "500"
-        if answer["status"].startswith("500") and Account.failure:
-            return Response(f"<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
-                            f"<Message>{escape(Account.failure)}</Message></Error></ErrorResponse>",
-                            status=400, content_type="text/xml")(environ, start_response)
-        start_response(answer["status"], answer["headers"])
-        return [content]
+        else:
+            if not (answer["status"].startswith("500") and Account.failure):
+                start_response(answer["status"], answer["headers"])
+                return [content]
+        return Response(f"<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                        f"<Message>{escape(Account.failure)}</Message></Error></ErrorResponse>",
+                        status=400, content_type="text/xml")(environ, start_response)
 
     return app
 

@@ -88,13 +88,9 @@ def deploy(endpoint: str, template: dict, parameters: dict[str, str]) -> dict:
     return cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
 
 
-def light(argv: list[str], endpoint: str) -> subprocess.CompletedProcess:
-    """The command-line tool with nothing but the core dependencies importable (test_deploy_docs.py)."""
-    return run(argv, endpoint, core_modules())
-
-
 def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedback(account) -> None:
     endpoint, api = account["aws"], account["execute_api"]
+    light = core_modules()  # the command-line tool runs with nothing else importable (test_deploy_docs.py)
     template = transformed()
     stack = deploy(endpoint, template, ANSWERS)
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
@@ -127,7 +123,7 @@ def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedbac
 
     # DEPLOY.md's key commands as written, against the stack by its name
     create, listing, revoke = documented_key_commands()
-    created_key = light(create, endpoint)
+    created_key = run(create, endpoint, light)
     assert created_key.returncode == 0, created_key.stderr
     issued = json.loads(created_key.stdout)
     assert issued["api_key"].startswith("flk_")
@@ -153,16 +149,16 @@ def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedbac
                             timeout=120, cwd=ROOT)
     assert staged.returncode == 0, staged.stderr
     (doctor_command,) = documented_commands("Checking a deployed stack: `feedback-loop doctor`", "doctor")
-    checked = light(doctor_command, endpoint)
+    checked = run(doctor_command, endpoint, light)
     said = dict((name, status) for status, name in re.findall(r"^(ok|warn|FAIL) +(\S+(?: \S+)?) {2,}",
                                                                  checked.stdout, re.M))
     assert said == {"stack": "ok", "table": "ok", "bucket": "ok", "schedule": "ok", "alarms": "ok",
                     "training quota": "FAIL", "endpoint quota": "FAIL", "images": "ok", "base model": "ok"}, checked.stdout
     assert checked.returncode == 1 and checked.stdout.count("could not be checked") == 2
 
-    listed = light(listing, endpoint)
+    listed = run(listing, endpoint, light)
     assert listed.returncode == 0 and issued["key_id"] in listed.stdout, listed.stderr
-    revoked = light([issued["key_id"] if arg == "<key_id>" else arg for arg in revoke], endpoint)
+    revoked = run([issued["key_id"] if arg == "<key_id>" else arg for arg in revoke], endpoint, light)
     assert revoked.returncode == 0, revoked.stderr
 
     # torn down as documented: `teardown` (no evaluator was deployed: nothing to delete), then `sam
@@ -170,7 +166,7 @@ def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedbac
     teardown = documented_commands("Deploy, upgrade, roll back, tear down", "teardown")
     assert [c[-1] for c in teardown] == [STACK, "--yes"]
     for command in teardown:
-        torn = light(command, endpoint)
+        torn = run(command, endpoint, light)
         assert torn.returncode == 0, torn.stderr
     cloudformation = local_client("cloudformation", endpoint)
     cloudformation.delete_stack(StackName=STACK)
@@ -178,7 +174,7 @@ def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedbac
         cloudformation.describe_stacks(StackName=STACK)
     assert local_client("lambda", endpoint).list_functions()["Functions"] == []
     assert local_client("apigateway", endpoint).get_rest_apis()["items"] == []
-    kept = light(["keys", "list", "--project", issued["project"], "--table", outputs["TableName"]], endpoint)
+    kept = run(["keys", "list", "--project", issued["project"], "--table", outputs["TableName"]], endpoint, light)
     assert kept.returncode == 0 and issued["key_id"] in kept.stdout, kept.stderr
     local_client("s3", endpoint).head_bucket(Bucket=outputs["DataBucket"])
 
@@ -196,7 +192,7 @@ def test_the_first_deploy_as_documented_creates_every_resource_and_takes_feedbac
     # resource): the new stack's resource finds that role gone and sets its own
     role = local_client("iam", endpoint).get_role(RoleName=resources["ApiGatewayLogRole"])["Role"]["Arn"]
     assert local_client("apigateway", endpoint).get_account()["cloudwatchRoleArn"] == role
-    second = light(create, endpoint)
+    second = run(create, endpoint, light)
     assert second.returncode == 0, second.stderr
     headers = {"x-api-key": json.loads(second.stdout)["api_key"]}
     read = requests.get(f"{api}/v1/requests/req-first-deploy/feedback", headers=headers, timeout=30)
